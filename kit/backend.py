@@ -1,0 +1,54 @@
+"""Unsloth, imported first, and the few places where CPU and GPU runs differ.
+
+Import this module before trl/transformers/peft in any process that trains or generates: Unsloth
+patches them on import. Everything device-specific lives here; the rest of the kit is the same on
+both. GPU branches follow Unsloth's documented API (they cannot run on this project's CI).
+"""
+from __future__ import annotations
+
+import unsloth  # noqa: F401  (must precede trl / transformers / peft)
+from unsloth import FastLanguageModel  # noqa: E402
+
+import torch  # noqa: E402
+
+from .tiny import resolve_model_id  # noqa: E402
+
+HAS_GPU = torch.cuda.is_available()
+
+
+def device_name() -> str:
+    if HAS_GPU:
+        return torch.cuda.get_device_name(0)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def precision_flags() -> dict:
+    """SFTConfig precision: bf16 where the GPU has it, else fp16; full precision flags off on CPU."""
+    if not HAS_GPU:
+        return {"bf16": False, "fp16": False}
+    bf16 = torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": not bf16}
+
+
+def default_optim() -> str:
+    # 8-bit AdamW is Unsloth's recommendation on GPU; bitsandbytes' 8-bit optimizers need CUDA.
+    return "adamw_8bit" if HAS_GPU else "adamw_torch"
+
+
+def merge_dtype():
+    """dtype to load base + adapter in for merging and for the merge check. On CPU float32, so the
+    check measures only the rounding of the merged 16-bit file; on GPU the model's own 16-bit dtype
+    (float32 would not fit an 8B model on one GPU)."""
+    return None if HAS_GPU else torch.float32
+
+
+def load_model(model_id: str, max_seq_length: int, load_in_4bit: bool, dtype=None):
+    """FastLanguageModel.from_pretrained for a base model or a saved adapter directory."""
+    return FastLanguageModel.from_pretrained(
+        model_name=resolve_model_id(model_id),
+        max_seq_length=max_seq_length,
+        load_in_4bit=load_in_4bit,
+        dtype=dtype,
+    )

@@ -1,0 +1,25 @@
+"""Where the kit finds recipes and writes runs and caches.
+
+The project root is the checkout that holds ``recipes/`` next to the ``kit`` package (an editable
+install, a Colab clone). ``KIT_RUNS_DIR`` and ``KIT_CACHE_DIR`` move runs and caches elsewhere.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RECIPES_DIR = PROJECT_ROOT / "recipes"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("KIT_RUNS_DIR", PROJECT_ROOT / "runs")).resolve()
+
+
+def cache_root() -> Path:
+    """Cache outside the repository, shared by every checkout (built tiny models, llama.cpp source)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "unsloth-notebook-kit"
+    path = Path(os.environ.get("KIT_CACHE_DIR", default)).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,99 @@
+"""Run the four notebooks for a recipe with papermill: prepare → train → evaluate → merge.
+
+    python -m kit.pipeline tiny-demo [-o train.max_steps=50] [--run ID]
+
+Executed notebooks are saved into the run directory (``notebooks/``), next to everything else.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from .paths import NOTEBOOKS_DIR
+from .recipes import load_recipe
+from .runs import find_run, new_run_id
+
+STAGES = ("prepare", "train", "evaluate", "merge")
+
+
+def run_notebook(stage: str, out: Path, parameters: dict) -> None:
+    import papermill
+
+    papermill.execute_notebook(str(NOTEBOOKS_DIR / f"{stage}.ipynb"), str(out), parameters=parameters,
+                               cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=True)
+
+
+def run_pipeline(recipe: str, overrides: dict | None = None, run_id: str | None = None,
+                 stages: tuple[str, ...] = STAGES) -> Path:
+    name, _ = load_recipe(recipe, overrides)  # fail fast on a bad recipe or override
+    run_id = run_id or new_run_id()
+    timings = {}
+    for stage in stages:
+        params = {"recipe": recipe, "run": run_id}
+        if stage == "prepare" and overrides:
+            params["overrides"] = overrides
+        started = time.time()
+        # prepare creates the run directory, so each executed copy is written to a temporary
+        # place first and moved into runs/<recipe>/<run>/notebooks/ (failed ones too, to debug).
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / f"{stage}.ipynb"
+            try:
+                run_notebook(stage, out, params)
+            finally:
+                dest = _keep_executed(name, run_id, out)
+        timings[stage] = round(time.time() - started, 1)
+        print(f"[pipeline] {stage}: {timings[stage]} s → {dest}", flush=True)
+    run = find_run(name, run_id)
+    run.update_manifest({"pipeline_wall_s": timings})
+    return run.path
+
+
+def _keep_executed(recipe_name: str, run_id: str, out: Path) -> Path | None:
+    try:
+        run = find_run(recipe_name, run_id)
+    except ValueError:
+        return None  # prepare failed before creating the run
+    if not out.exists():
+        return None
+    run.notebooks_dir.mkdir(exist_ok=True)
+    return Path(shutil.move(str(out), run.notebooks_dir / out.name))
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kit.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipe", help="recipe name in recipes/ or a YAML path")
+    parser.add_argument("-o", "--override", action="append", type=_parse_override, default=[],
+                        help="recipe override KEY=VALUE (dotted key, YAML value); repeatable")
+    parser.add_argument("--run", help="id for the new run (default: a timestamp)")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    args = parser.parse_args(argv)
+    stages = tuple(s for s in args.stages.split(",") if s)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    try:
+        path = run_pipeline(args.recipe, dict(args.override), args.run, stages)
+    except Exception as e:  # papermill re-raises notebook errors; show the short form
+        print(f"[pipeline] failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"[pipeline] done. Run directory: {path}")
+    if (path / "report.md").exists():
+        print(f"[pipeline] evaluation report: {path / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Recipes: one YAML per model, strictly validated, with overrides from notebook parameters.
+
+Every key a recipe may hold is declared in ``SCHEMA`` with its type and default. Unknown keys and
+wrong types raise ``RecipeError`` naming the file and the key path (and the nearest valid key).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .families import FAMILIES
+from .paths import RECIPES_DIR
+
+REQUIRED = object()
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Field:
+    types: tuple  # accepted Python types; int is accepted where float is
+    default: Any = None
+    choices: tuple | None = None
+    nullable: bool = False
+    help: str = ""
+
+
+def F(types, default=None, *, choices=None, nullable=False, help=""):
+    types = types if isinstance(types, tuple) else (types,)
+    return Field(types, default, tuple(choices) if choices else None, nullable, help)
+
+
+SCHEMA: dict = {
+    "description": F(str, ""),
+    "model": {
+        "id": F(str, REQUIRED, help="Hugging Face repo id, local directory, or builtin:tiny-qwen3"),
+        "family": F(str, REQUIRED, choices=sorted(FAMILIES)),
+        "max_seq_length": F(int, 2048),
+        "load_in_4bit": F(bool, True),
+    },
+    "data": {
+        "source": F(str, REQUIRED, help="JSON/JSONL file; relative paths start at the project root"),
+        "format": F(str, "messages", choices=["messages"]),
+        "eval_fraction": F(float, 0.1),
+        "seed": F(int, 3407),
+        "invalid_rows": F(str, "error", choices=["error", "drop"]),
+        "overlength": F(str, "drop", choices=["drop", "truncate"]),
+    },
+    "lora": {
+        "r": F(int, 16),
+        "alpha": F(int, 16),
+        "dropout": F(float, 0.0),
+        "target_modules": F(list, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        "use_gradient_checkpointing": F((bool, str), "unsloth"),
+        "use_rslora": F(bool, False),
+    },
+    # Fields of TRL's SFTConfig, passed through as given.
+    "train": {
+        "max_steps": F(int, -1),
+        "num_train_epochs": F(float, 1.0),
+        "per_device_train_batch_size": F(int, 2),
+        "per_device_eval_batch_size": F(int, 8),
+        "gradient_accumulation_steps": F(int, 4),
+        "learning_rate": F(float, 2e-4),
+        "warmup_steps": F(int, 5),
+        "lr_scheduler_type": F(str, "linear"),
+        "weight_decay": F(float, 0.01),
+        "optim": F(str, None, nullable=True, help="null: adamw_8bit on GPU, adamw_torch on CPU"),
+        "logging_steps": F(int, 1),
+        "eval_steps": F(int, 50),
+        "save_steps": F(int, 100),
+        "save_total_limit": F(int, 2),
+        "seed": F(int, 3407),
+    },
+    "eval": {
+        "max_new_tokens": F(int, 64),
+        "num_prompts": F(int, 20, help="held-out prompts answered by base and tuned"),
+        "behavior": {
+            "description": F(str, ""),
+            "prefix": F(str, None, nullable=True, help="answer shows the behaviour if it starts with this"),
+            "regex": F(str, None, nullable=True, help="... or if this regular expression matches"),
+        },
+    },
+    "export": {
+        "merged_16bit": F(bool, True),
+        "logit_tolerance": F(float, 0.25, help="max abs logit difference, merged 16-bit file vs base+adapter"),
+    },
+}
+
+
+def _type_name(types: tuple) -> str:
+    return " or ".join(t.__name__ for t in types)
+
+
+def _check_value(path: str, field: Field, value: Any, where: str) -> Any:
+    if value is None:
+        if field.nullable:
+            return None
+        raise RecipeError(f"{where}: {path}: expected {_type_name(field.types)}, got null")
+    ok = isinstance(value, field.types) and not (isinstance(value, bool) and bool not in field.types)
+    if not ok and float in field.types and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise RecipeError(f"{where}: {path}: expected {_type_name(field.types)}, got {type(value).__name__} ({value!r})")
+    if field.choices and value not in field.choices:
+        raise RecipeError(f"{where}: {path}: {value!r} is not one of {', '.join(map(str, field.choices))}")
+    return value
+
+
+def _validate(schema: dict, data: Any, prefix: str, where: str) -> dict:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: {prefix or 'recipe'}: expected a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in schema:
+            path = f"{prefix}{key}"
+            near = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"; did you mean {prefix}{near[0]}?" if near else f"; valid keys: {', '.join(schema)}"
+            raise RecipeError(f"{where}: unknown key {path}{hint}")
+    out = {}
+    for key, spec in schema.items():
+        path = f"{prefix}{key}"
+        if isinstance(spec, dict):
+            out[key] = _validate(spec, data.get(key, {}), f"{path}.", where)
+        elif key in data:
+            out[key] = _check_value(path, spec, data[key], where)
+        elif spec.default is REQUIRED:
+            raise RecipeError(f"{where}: missing required key {path}")
+        else:
+            out[key] = copy.deepcopy(spec.default)
+    return out
+
+
+def validate(data: dict, where: str = "recipe") -> dict:
+    """Return a complete recipe (defaults filled) or raise RecipeError."""
+    return _validate(SCHEMA, data, "", where)
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.exists():
+            raise RecipeError(f"recipe file {candidate} does not exist")
+        return candidate.resolve()
+    path = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        names = available()
+        near = difflib.get_close_matches(str(name_or_path), names, n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        raise RecipeError(f"no recipe named {name_or_path!r}{hint} (available: {', '.join(names)})")
+    return path
+
+
+def parse_overrides(overrides: dict | str | None) -> dict:
+    """Overrides as a nested dict. Accepts dotted keys ({"train.max_steps": 10}) or a YAML string
+    (what ``papermill -p overrides '...'`` passes)."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, str):
+        try:
+            overrides = yaml.safe_load(overrides)
+        except yaml.YAMLError as e:
+            raise RecipeError(f"overrides: not valid YAML: {e}") from None
+    if not isinstance(overrides, dict):
+        raise RecipeError(f"overrides: expected a mapping, got {type(overrides).__name__}")
+    nested: dict = {}
+    for key, value in overrides.items():
+        node = nested
+        parts = str(key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = _merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_recipe(name_or_path: str | Path, overrides: dict | str | None = None) -> tuple[str, dict]:
+    """Load, apply overrides and validate. Returns (recipe name, resolved recipe)."""
+    path = recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: expected a mapping at the top level")
+    validate(raw, where=str(path))  # errors in the file itself name the file
+    return path.stem, validate(_merge(raw, parse_overrides(overrides)), where=f"{path} with overrides")
+
+
+def apply_overrides(recipe: dict, overrides: dict | str | None, where: str = "recipe") -> dict:
+    return validate(_merge(recipe, parse_overrides(overrides)), where=where)
+
+
+def dump(recipe: dict) -> str:
+    return yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,182 @@
+"""Run directories: ``runs/<recipe>/<run-id>/`` holds everything one run produces.
+
+A run is created by prepare and found again by the later notebooks (the newest run of the recipe
+unless one is named). ``manifest.json`` records versions, commit, seed, data hash, device and each
+stage's wall time; it is rewritten atomically. Run ids never collide: creation uses mkdir, which
+fails if the directory exists.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+from . import recipes
+from .paths import PROJECT_ROOT, runs_root
+
+LIBRARIES = ("unsloth", "unsloth_zoo", "torch", "transformers", "trl", "peft", "datasets",
+             "accelerate", "bitsandbytes", "papermill")
+# Sections that prepare has consumed: changing them afterwards would silently mismatch the data.
+FROZEN_AFTER_PREPARE = ("model", "data")
+
+
+class RunError(ValueError):
+    pass
+
+
+class Run:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.recipe_name = self.path.parent.name
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    # Layout -----------------------------------------------------------------------------------
+    data_dir = property(lambda self: self.path / "data")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    adapter_dir = property(lambda self: self.path / "adapter")
+    merged_dir = property(lambda self: self.path / "merged")
+    notebooks_dir = property(lambda self: self.path / "notebooks")
+    manifest_path = property(lambda self: self.path / "manifest.json")
+    recipe_path = property(lambda self: self.path / "recipe.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+
+    # Recipe -----------------------------------------------------------------------------------
+    def recipe(self, overrides: dict | str | None = None, stage: str | None = None) -> dict:
+        """The run's resolved recipe; overrides given by a later notebook are validated, refused
+        for sections prepare has consumed, and written back so the file stays the truth."""
+        if not self.recipe_path.exists():
+            raise RunError(f"{self.path}: no recipe.yaml; run the prepare notebook first")
+        import yaml
+
+        recipe = recipes.validate(yaml.safe_load(self.recipe_path.read_text(encoding="utf-8")), str(self.recipe_path))
+        changes = recipes.parse_overrides(overrides)
+        if not changes:
+            return recipe
+        frozen = [k for k in changes if k in FROZEN_AFTER_PREPARE]
+        if frozen:
+            raise RunError(f"overrides of {', '.join(frozen)} must be given to prepare (they shape the data); "
+                           f"start a new run with prepare")
+        updated = recipes.apply_overrides(recipe, changes, where=f"{self.recipe_path} with overrides")
+        self.write_recipe(updated)
+        self.update_manifest({"overrides": {stage or "unknown": changes}})
+        return updated
+
+    def write_recipe(self, recipe: dict) -> None:
+        _atomic_write(self.recipe_path, recipes.dump(recipe))
+
+    # Manifest ---------------------------------------------------------------------------------
+    def manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {}
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def update_manifest(self, update: dict) -> dict:
+        manifest = _deep_merge(self.manifest(), update)
+        _atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        return manifest
+
+    def record_stage(self, name: str, started: float, **extra) -> None:
+        """Record a notebook stage's wall time (from ``started``, a time.time()) and extras."""
+        self.update_manifest({"stages": {name: {"finished": _now(), "wall_s": round(time.time() - started, 2), **extra}}})
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def library_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+
+
+def create_run(recipe_name: str, recipe: dict, run_id: str | None = None, root: Path | None = None) -> Run:
+    """Make a new, empty run directory and write the resolved recipe and the manifest's header.
+    Fails if ``run_id`` exists: a run is never reused or overwritten."""
+    parent = (root or runs_root()) / recipe_name
+    parent.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or new_run_id()
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise RunError(f"invalid run id {run_id!r}")
+    path = parent / run_id
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise RunError(f"run {path} already exists; runs are never overwritten (choose another run id)") from None
+    run = Run(path)
+    run.write_recipe(recipe)
+    run.update_manifest({"recipe": recipe_name, "run_id": path.name, "created": _now(),
+                         "git_commit": git_commit(), "libraries": library_versions(),
+                         "seed": {"data": recipe["data"]["seed"], "train": recipe["train"]["seed"]}})
+    return run
+
+
+def list_runs(recipe_name: str, root: Path | None = None) -> list[Run]:
+    parent = (root or runs_root()) / recipe_name
+    if not parent.is_dir():
+        return []
+    runs = [Run(p) for p in parent.iterdir() if p.is_dir() and (p / "recipe.yaml").exists()]
+    return sorted(runs, key=lambda r: (r.manifest().get("created", ""), r.path.name))  # oldest first
+
+
+def find_run(recipe_name: str, run: str | Path | None = None, root: Path | None = None) -> Run:
+    """The named run (an id under the recipe, or a path), or the newest run of the recipe."""
+    if run:
+        candidate = Path(run)
+        if not candidate.is_dir():
+            candidate = (root or runs_root()) / recipe_name / str(run)
+        if not (candidate / "recipe.yaml").exists():
+            known = ", ".join(r.path.name for r in list_runs(recipe_name, root)) or "none"
+            raise RunError(f"no run {run!r} for recipe {recipe_name!r} (runs: {known})")
+        return Run(candidate)
+    runs = list_runs(recipe_name, root)
+    if not runs:
+        raise RunError(f"no runs yet for recipe {recipe_name!r} under {(root or runs_root())}; run the prepare notebook first")
+    return runs[-1]

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Idempotent set-up. Default: a virtual environment in .venv (KIT_VENV to move it).
+# KIT_PYTHON=/path/to/python installs into that interpreter instead (Colab/Kaggle keep their torch).
+# Quick when already done: a stamp records the hash of the files that define the install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UNSLOTH_VERSION=2026.10.9
+stamp_key=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -n "${KIT_PYTHON:-}" ]; then
+  PY=$KIT_PYTHON
+  stamp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/unsloth-notebook-kit"
+else
+  VENV=${KIT_VENV:-.venv}
+  PY="$VENV/bin/python"
+  stamp_dir=$VENV
+fi
+stamp="$stamp_dir/.kit-setup-$stamp_key"
+[ -f "$stamp" ] && "$PY" -c "import kit" 2>/dev/null && exit 0
+
+echo "[setup] installing (first run takes a few minutes) ..."
+if [ -z "${KIT_PYTHON:-}" ] && [ ! -x "$PY" ]; then
+  python3 -m venv "$VENV"
+fi
+# pip's notes about this machine's unused local index folders are noise; errors still show.
+pip() { "$PY" -m pip --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; return "${PIPESTATUS[0]}"; }
+pip install -q --upgrade pip
+# torch first, and only if missing: here pip's find-links hold the 2.13.0 CPU wheel; a GPU
+# runtime keeps the CUDA build it has.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  pip install -q "torch==2.13.0"
+fi
+pip install -q -e ".[dev]"
+# unsloth's certifi>=2026.10.19 floor does not resolve yet; its real requirements are in pyproject.
+pip install -q --no-deps "unsloth==$UNSLOTH_VERSION" "unsloth_zoo==$UNSLOTH_VERSION"
+"$PY" -c "import unsloth, trl, papermill, kit" >/dev/null 2>&1 || { echo "[setup] import check failed" >&2; "$PY" -c "import unsloth, trl, papermill, kit"; }
+mkdir -p "$stamp_dir"
+rm -f "$stamp_dir"/.kit-setup-*
+touch "$stamp"
+echo "[setup] done ($PY)"
