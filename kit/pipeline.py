@@ -86,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
     try:
         path = run_pipeline(args.recipe, dict(args.override), args.run, stages)
-    except Exception as e:  # papermill re-raises notebook errors; show the short form
-        print(f"[pipeline] failed: {type(e).__name__}: {e}", file=sys.stderr)
+    except Exception as e:
+        # A notebook's error arrives as PapermillExecutionError carrying the cell's exception;
+        # show that one line (the executed notebook in the run has the full traceback).
+        message = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {e}"
+        print(f"[pipeline] failed: {message}", file=sys.stderr)
         return 1
     print(f"[pipeline] done. Run directory: {path}")
     if (path / "report.md").exists():

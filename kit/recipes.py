@@ -116,7 +116,7 @@ def _check_value(path: str, field: Field, value: Any, where: str) -> Any:
 
 def _validate(schema: dict, data: Any, prefix: str, where: str) -> dict:
     if not isinstance(data, dict):
-        raise RecipeError(f"{where}: {prefix or 'recipe'}: expected a mapping, got {type(data).__name__}")
+        raise RecipeError(f"{where}: {prefix.rstrip('.') or 'recipe'}: expected a mapping, got {type(data).__name__}")
     for key in data:
         if key not in schema:
             path = f"{prefix}{key}"

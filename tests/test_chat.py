@@ -1,0 +1,89 @@
+"""Assistant-only labels on the real Qwen tokenizer with Qwen3's official chat template."""
+from pathlib import Path
+
+import pytest
+
+from kit.chat import IGNORE_INDEX, MaskError, render, render_prompt, tokenize_with_labels
+from kit.display import label_segments
+from kit.families import Family, get_family
+
+QWEN3 = get_family("qwen3")
+
+
+def trained_segments(tokenizer, messages, family=QWEN3):
+    ex = tokenize_with_labels(tokenizer, family, messages)
+    return [text for text, supervised in label_segments(tokenizer, ex["input_ids"], ex["labels"]) if supervised]
+
+
+def test_single_turn_trains_answer_and_end_of_turn_only(tokenizer):
+    messages = [{"role": "user", "content": "Where is my order?"},
+                {"role": "assistant", "content": "Dear customer, it ships today."}]
+    assert trained_segments(tokenizer, messages) == ["Dear customer, it ships today.<|im_end|>"]
+
+
+def test_every_assistant_turn_is_trained_and_nothing_else(tokenizer):
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "你好 👋"},
+                {"role": "assistant", "content": "你好！有什么可以帮您？"},
+                {"role": "user", "content": "Return policy?"},
+                {"role": "assistant", "content": "Thirty days."}]
+    assert trained_segments(tokenizer, messages) == ["你好！有什么可以帮您？<|im_end|>", "Thirty days.<|im_end|>"]
+    ex = tokenize_with_labels(tokenizer, QWEN3, messages)
+    text = "".join(t for t, sup in label_segments(tokenizer, ex["input_ids"], ex["labels"]) if not sup)
+    assert "Be brief." in text and "Return policy?" in text and "<think>" in text  # context, never trained
+
+
+def test_reasoning_is_trained_when_rendered(tokenizer):
+    messages = [{"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4", "reasoning_content": "Add two and two."}]
+    assert trained_segments(tokenizer, messages) == ["<think>\nAdd two and two.\n</think>\n\n4<|im_end|>"]
+
+
+def test_ids_are_the_rendered_text_without_extra_special_tokens(tokenizer):
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    ex = tokenize_with_labels(tokenizer, QWEN3, messages)
+    assert ex["input_ids"] == tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ex["input_ids"][0]) == "<|im_start|>"
+    assert len(ex["labels"]) == len(ex["input_ids"])
+
+
+def test_inference_prompt_is_the_untrained_prefix(tokenizer):
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    prompt = render_prompt(tokenizer, QWEN3, messages[:1])
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert render(tokenizer, messages) == prompt + "hello<|im_end|>\n"
+
+
+def test_matches_trl_training_template_except_declared_differences(tokenizer):
+    """TRL's qwen3_training.jinja marks assistant tokens with {% generation %}. Ours differ in two
+    declared places: the empty think block is prompt (it is in the enable_thinking=False generation
+    prompt) and the newline after <|im_end|> is not trained (generation stops at <|im_end|>)."""
+    import trl
+
+    template = (Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja").read_text()
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Can I return it?"},
+                {"role": "assistant", "content": "Dear customer, yes within 30 days."}]
+    ref = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=True)
+    ours = tokenize_with_labels(tokenizer, QWEN3, messages)
+    assert ours["input_ids"] == ref["input_ids"]
+    ours_mask = [label != IGNORE_INDEX for label in ours["labels"]]
+    assert all(r for o, r in zip(ours_mask, ref["assistant_masks"]) if o)  # ours ⊆ TRL's
+    only_trl = [i for i, (o, r) in enumerate(zip(ours_mask, ref["assistant_masks"])) if r and not o]
+    assert tokenizer.decode([ref["input_ids"][i] for i in only_trl]) == "<think>\n\n</think>\n\n\n"
+
+
+def test_misaligned_templates_raise_instead_of_training_the_wrong_tokens(tokenizer):
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    with pytest.raises(MaskError, match="end-of-turn token '<\\|eot_id\\|>' not found"):
+        tokenize_with_labels(tokenizer, Family(name="x", end_of_turn="<|eot_id|>"), messages)
+    hides_content = ("{% for m in messages %}<|im_start|>{{ m.role }}\n"
+                     "{% if m.role == 'assistant' %}[answer]{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+                     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    original = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = hides_content
+        with pytest.raises(MaskError, match="content is not inside the supervised span"):
+            tokenize_with_labels(tokenizer, QWEN3, messages)
+    finally:
+        tokenizer.chat_template = original

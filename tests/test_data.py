@@ -1,0 +1,73 @@
+import json
+
+import pytest
+
+from kit import demo_data
+from kit.data import DataError, load_conversations, split
+from kit.paths import PROJECT_ROOT
+
+GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_committed_demo_data_matches_its_generator():
+    committed = (PROJECT_ROOT / "data" / "tiny-demo.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in committed] == demo_data.conversations()
+
+
+def test_loads_jsonl_and_json_array(tmp_path):
+    assert load_conversations(str(write_jsonl(tmp_path / "a.jsonl", [GOOD, GOOD]))).rows == [GOOD, GOOD]
+    (tmp_path / "b.json").write_text(json.dumps([GOOD]))
+    assert load_conversations(str(tmp_path / "b.json")).rows == [GOOD]
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"messages": [{"role": "user", "content": "only a question"}]}, "no assistant turn"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}, "unknown role: messages[1].role is 'bot'"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}, "empty content: messages[1].content"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]}, "bad content: messages[1].content is int"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "repeated role: messages[1]"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}, "misplaced system: messages[1]"),
+    ({"conversations": []}, "no messages"),
+])
+def test_bad_rows_error_with_file_and_row(tmp_path, row, reason):
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD, row, GOOD])
+    with pytest.raises(DataError) as e:
+        load_conversations(str(path))
+    assert f"{path}: row 2: {reason}" in str(e.value)
+
+
+def test_drop_mode_counts_and_reports_rows(tmp_path):
+    bad = {"messages": [{"role": "user", "content": "q"}]}
+    result = load_conversations(str(write_jsonl(tmp_path / "d.jsonl", [GOOD, bad, GOOD, bad])), invalid_rows="drop")
+    assert len(result.rows) == 2 and result.row_numbers == [1, 3]
+    assert [d["row"] for d in result.dropped] == [2, 4]
+    assert all(d["reason"].startswith("no assistant turn") for d in result.dropped)
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_conversations(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(DataError, match="the dataset is empty"):
+        load_conversations(str(write_jsonl(tmp_path / "empty.jsonl", [])))
+    with pytest.raises(DataError, match=r"line 2: invalid JSON"):
+        load_conversations(str(write_jsonl(tmp_path / "broken.jsonl", [GOOD, '{"messages": ['])))
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"messages": "caf\xe9"}\n')
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_conversations(str(tmp_path / "latin1.jsonl"))
+    bad = {"messages": [{"role": "user", "content": "q"}]}
+    with pytest.raises(DataError, match="no usable conversations among 1 rows"):
+        load_conversations(str(write_jsonl(tmp_path / "allbad.jsonl", [bad])), invalid_rows="drop")
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    rows = [{"messages": [{"role": "user", "content": str(i)}]} for i in range(50)]
+    train, ev = split(rows, 0.1, seed=1)
+    assert len(ev) == 5 and len(train) == 45
+    assert sorted(r["messages"][0]["content"] for r in train + ev) == sorted(str(i) for i in range(50))
+    assert split(rows, 0.1, seed=1) == (train, ev)
+    assert split(rows, 0.1, seed=2)[1] != ev

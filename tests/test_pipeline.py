@@ -1,0 +1,91 @@
+"""End to end: the four notebooks executed by papermill on tiny-demo, through real Unsloth, TRL,
+transformers and PEFT, judged from the files the run writes."""
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from kit.paths import PROJECT_ROOT
+from kit.runs import sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+def pipeline(runs_dir, *args):
+    env = {**os.environ, "KIT_RUNS_DIR": str(runs_dir)}
+    return subprocess.run([sys.executable, "-m", "kit.pipeline", *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    result = pipeline(runs_dir, "tiny-demo", "--run", "e2e")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return runs_dir / "tiny-demo" / "e2e", result.stdout
+
+
+def read(run, name):
+    return json.loads((run / name).read_text())
+
+
+def test_tuning_changes_loss_and_behaviour_on_held_out_prompts(demo_run):
+    run, stdout = demo_run
+    report = read(run, "report.json")
+    base, tuned = report["base"], report["tuned"]
+    assert tuned["eval_loss"] < base["eval_loss"] - 1.0, (base, tuned)
+    assert tuned["perplexity"] < base["perplexity"]
+    assert base["behavior"] <= 0.2 and tuned["behavior"] >= 0.8, (base, tuned)
+    assert len(report["examples"]) == 20 and all(e["tuned"] for e in report["examples"])
+    assert "| behaviour |" in (run / "report.md").read_text()
+    assert str(run / "report.md") in stdout
+
+
+def test_merged_weights_reproduce_the_adapter_model(demo_run):
+    run, _ = demo_run
+    merge = read(run, "merge_report.json")
+    assert merge["ok"] and merge["merged_max_abs_logit_diff"] <= merge["tolerance"]
+    # The check is sensitive: the adapter moves logits far more than the tolerance.
+    assert merge["adapter_max_abs_logit_effect"] > 20 * merge["tolerance"]
+    assert (run / "merged" / "model.safetensors").stat().st_size > 1_000_000
+    assert not (run / ".merged.tmp").exists()
+
+
+def test_run_directory_holds_everything(demo_run):
+    run, _ = demo_run
+    for name in ("recipe.yaml", "prepare_report.json", "data/train.jsonl", "data/eval.jsonl",
+                 "adapter/adapter_config.json", "metrics.jsonl", "loss.png", "report.json", "merge_report.json"):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "checkpoints").glob("checkpoint-*"))
+    manifest = read(run, "manifest.json")
+    assert set(manifest["stages"]) == {"prepare", "train", "evaluate", "merge"}
+    assert all(s["wall_s"] > 0 for s in manifest["stages"].values())
+    assert manifest["data"]["sha256"] == sha256_file(PROJECT_ROOT / "data" / "tiny-demo.jsonl")
+    assert manifest["libraries"]["unsloth"] == "2026.10.9" and manifest["device"].startswith("CPU")
+    assert "git_commit" in manifest and manifest["seed"]["train"] == 3407
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [50, 100, 150, 200, 200]
+
+
+def test_executed_notebooks_are_kept_with_their_parameters(demo_run):
+    run, _ = demo_run
+    for stage in ("prepare", "train", "evaluate", "merge"):
+        nb = nbformat.read(run / "notebooks" / f"{stage}.ipynb", as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and 'run = "e2e"' in injected[0].source
+        assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_bad_input_gives_one_clear_line(tmp_path):
+    result = pipeline(tmp_path, "tiny-dem")
+    assert result.returncode == 1
+    assert "no recipe named 'tiny-dem'; did you mean tiny-demo?" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = pipeline(tmp_path, "tiny-demo", "-o", "data.source=nowhere.jsonl", "--stages", "prepare")
+    assert result.returncode == 1
+    assert "DataError: data.source:" in result.stderr and "nowhere.jsonl does not exist" in result.stderr
+    assert not (tmp_path / "tiny-demo").exists() or not any((tmp_path / "tiny-demo").iterdir())
