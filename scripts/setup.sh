@@ -33,6 +33,13 @@ pip install -q -e ".[dev]"
 # unsloth's certifi>=2026.10.19 floor does not resolve yet; its real requirements are in pyproject.
 pip install -q --no-deps "unsloth==$UNSLOTH_VERSION" "unsloth_zoo==$UNSLOTH_VERSION"
 "$PY" -c "import unsloth, trl, papermill, kit" >/dev/null 2>&1 || { echo "[setup] import check failed" >&2; "$PY" -c "import unsloth, trl, papermill, kit"; }
+if [ -z "${KIT_PYTHON:-}" ]; then
+  # The offline demo's tiny model (tokenizer from llama.cpp's vocab GGUF), cached outside the repo.
+  if ! out=$("$PY" -c "from kit.tiny import ensure_tiny_model; ensure_tiny_model()" 2>&1); then
+    echo "$out" >&2; echo "[setup] building the demo model failed" >&2; exit 1
+  fi
+  echo "$out" | grep -E "^(Fetching|Building|Tiny)" || true
+fi
 mkdir -p "$stamp_dir"
 rm -f "$stamp_dir"/.kit-setup-*
 touch "$stamp"
