@@ -17,6 +17,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 from . import recipes
 from .paths import PROJECT_ROOT, runs_root
 
@@ -54,8 +56,6 @@ class Run:
         for sections prepare has consumed, and written back so the file stays the truth."""
         if not self.recipe_path.exists():
             raise RunError(f"{self.path}: no recipe.yaml; run the prepare notebook first")
-        import yaml
-
         recipe = recipes.validate(yaml.safe_load(self.recipe_path.read_text(encoding="utf-8")), str(self.recipe_path))
         changes = recipes.parse_overrides(overrides)
         if not changes:
