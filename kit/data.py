@@ -58,8 +58,10 @@ def _read_records(path: Path) -> list[tuple[int, object]]:
     return records
 
 
-def check_conversation(record: object) -> str | None:
-    """The reason a record is not a usable conversation, or None."""
+def check_conversation(record: object, training: bool = True) -> str | None:
+    """The reason a record is not a usable conversation, or None. ``training``: it must contain
+    and end with an assistant turn; otherwise (prompts) it must end with a user turn, or with an
+    assistant turn that is then the reference answer."""
     if not isinstance(record, dict) or "messages" not in record:
         return "no messages: expected an object with a 'messages' list"
     messages = record["messages"]
@@ -79,6 +81,10 @@ def check_conversation(record: object) -> str | None:
             return f"misplaced system: {where} is a system message but not the first"
         if i and m["role"] == messages[i - 1]["role"]:
             return f"repeated role: {where} has the same role as the message before it"
+    if not training:
+        if not any(m["role"] == "user" for m in messages):
+            return "no user turn: nothing to answer"
+        return None
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn: nothing to train on"
     if messages[-1]["role"] != "assistant":
@@ -108,6 +114,38 @@ def load_conversations(source: str, invalid_rows: str = "error") -> LoadResult:
     if not result.rows:
         raise DataError(f"{path}: no usable conversations among {len(records)} rows")
     return result
+
+
+def load_prompts(path: Path) -> list[dict]:
+    """Conversations to answer (batch inference): ``{"messages": [...]}`` per row, ending with the
+    user's turn, or with an assistant turn kept as the reference. Any bad row is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    records = _read_records(path)
+    if not records:
+        raise DataError(f"{path}: no prompts")
+    prompts = []
+    for row, record in records:
+        reason = check_conversation(record, training=False)
+        if reason:
+            raise DataError(f"{path}: row {row}: {reason}")
+        messages = record["messages"]
+        reference = messages[-1]["content"] if messages[-1]["role"] == "assistant" else None
+        prompts.append({"row": row, "messages": messages[:-1] if reference is not None else messages,
+                        "reference": reference})
+    return prompts
+
+
+def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
+    """The first ``n`` (default all) conversations cut before their first assistant turn: the prompt, and that
+    turn's content as the reference answer."""
+    prompts = []
+    for row in rows[:n]:
+        messages = row["messages"]
+        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompts.append({"messages": messages[:first], "reference": messages[first]["content"]})
+    return prompts
 
 
 def split(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

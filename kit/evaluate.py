@@ -1,36 +1,34 @@
-"""evaluate: base vs tuned on the held-out split — assistant-token loss and perplexity, greedy
-answers to held-out prompts, and the recipe's behaviour metric."""
+"""evaluate: base vs tuned (any checkpoint) on the held-out split — assistant-token loss and
+perplexity, answers to held-out prompts scored against the references, batch predictions."""
 from __future__ import annotations
 
 import json
 import math
-import re
+import os
+from pathlib import Path
 
 import torch
 
 from . import backend  # first: Unsloth patches transformers/peft on import
+from . import metrics
 from .backend import FastLanguageModel
-from .chat import IGNORE_INDEX, render_prompt, tokenize_with_labels
-from .data import read_jsonl
+from .chat import IGNORE_INDEX, tokenize_with_labels
+from .checkpoints import Checkpoint, find_checkpoint
+from .data import held_out_prompts, load_prompts, read_jsonl
 from .families import get_family
-from .runs import Run, RunError
+from .inference import generate
+from .plots import plot_losses, plot_metrics
+from .runs import Run
 
 
-def shows_behavior(answer: str, behavior: dict) -> bool:
-    if behavior.get("prefix") is not None and answer.lstrip().startswith(behavior["prefix"]):
-        return True
-    return behavior.get("regex") is not None and re.search(behavior["regex"], answer) is not None
-
-
-def held_out_prompts(rows: list[dict], n: int) -> list[dict]:
-    """The first ``n`` eval conversations cut before their first assistant turn: the prompt, and
-    that turn's content as the reference answer."""
-    prompts = []
-    for row in rows[:n]:
-        messages = row["messages"]
-        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompts.append({"messages": messages[:first], "reference": messages[first]["content"]})
-    return prompts
+def load(run: Run, recipe: dict, checkpoint: str = "final"):
+    """Base model + the chosen adapter (``final``, ``latest``, ``best`` or ``checkpoint-N``), ready
+    for inference; the base model is the same object with the adapter disabled."""
+    ckpt = find_checkpoint(run, checkpoint)
+    m = recipe["model"]
+    model, tokenizer = backend.load_model(str(ckpt.path), m["max_seq_length"], m["load_in_4bit"])
+    FastLanguageModel.for_inference(model)
+    return model, tokenizer, ckpt
 
 
 @torch.no_grad()
@@ -49,66 +47,121 @@ def token_loss(model, tokenizer, family, rows: list[dict]) -> float:
     return total / count
 
 
-@torch.no_grad()
-def greedy_answer(model, tokenizer, family, messages: list[dict], max_new_tokens: int) -> str:
-    prompt = render_prompt(tokenizer, family, messages)
-    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot,
-                         pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+def score(answers, references: list[str], behavior: dict, family, thinking: bool = False) -> dict:
+    texts = [a.text for a in answers]
+    out = {"exact_match": metrics.exact_match(texts, references),
+           "bleu": metrics.bleu(texts, references),
+           "rouge_l": metrics.rouge_l(texts, references),
+           "mean_answer_tokens": sum(a.tokens for a in answers) / len(answers),
+           "behavior": sum(metrics.shows_behavior(t, behavior) for t in texts) / len(texts)}
+    if thinking:
+        out["reasoning_well_formed"] = sum(metrics.reasoning_well_formed(a.raw, *family.reasoning_tags)
+                                           for a in answers) / len(answers)
+    return out
 
 
-def evaluate(run: Run, recipe: dict, progress=None) -> dict:
-    if not run.adapter_dir.exists():
-        raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")
+def thinking_on(family, thinking: bool | None) -> bool:
+    """Whether answers are expected to carry a reasoning block (the recipe's switch or the family default)."""
+    if not family.reasoning_tags:
+        return False
+    if thinking is None:
+        return bool(family.inference_kwargs.get(family.thinking_kwarg, True))
+    return thinking
+
+
+def _generation_options(recipe: dict, progress) -> dict:
+    ev = recipe["eval"]
+    return {"max_new_tokens": ev["max_new_tokens"], "batch_size": ev["batch_size"],
+            "sampling": ev["decoding"] == "recommended", "thinking": ev["thinking"],
+            "seed": recipe["train"]["seed"], "progress": progress}
+
+
+def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, progress=None) -> dict:
     m, ev = recipe["model"], recipe["eval"]
     family = get_family(m["family"])
-    model, tokenizer = backend.load_model(str(run.adapter_dir), m["max_seq_length"], m["load_in_4bit"])
-    FastLanguageModel.for_inference(model)
     rows = read_jsonl(run.data_dir / "eval.jsonl")
     prompts = held_out_prompts(rows, ev["num_prompts"])
-    wrap = progress or (lambda it, **kw: it)
+    references = [p["reference"] for p in prompts]
+    options = _generation_options(recipe, progress)
 
-    def measure(label: str) -> tuple[dict, list[str]]:
+    def measure(label: str) -> tuple[dict, list]:
         loss = token_loss(model, tokenizer, family, rows)
-        answers = [greedy_answer(model, tokenizer, family, p["messages"], ev["max_new_tokens"])
-                   for p in wrap(prompts, desc=f"{label}: answering held-out prompts")]
-        behavior = sum(shows_behavior(a, ev["behavior"]) for a in answers) / len(answers)
-        return {"eval_loss": loss, "perplexity": math.exp(loss), "behavior": behavior}, answers
+        answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **options)
+        result = {"checkpoint": label, "eval_loss": loss, "perplexity": math.exp(loss),
+                  **score(answers, references, ev["behavior"], family, thinking_on(family, ev["thinking"])),
+                  "generation": speed}
+        return result, answers
 
     with model.disable_adapter():
-        base, base_answers = measure("base")
-    tuned, tuned_answers = measure("tuned")
+        base, base_answers = measure(f"base ({m['id']})")
+    tuned, tuned_answers = measure(checkpoint.name)
     report = {
         "base": base,
         "tuned": tuned,
+        "checkpoint": {"name": checkpoint.name, "step": checkpoint.step, "eval_loss_in_training": checkpoint.eval_loss},
+        "decoding": ev["decoding"],
         "behavior_description": ev["behavior"]["description"],
         "eval_rows": len(rows),
-        "examples": [{"prompt": p["messages"][-1]["content"], "reference": p["reference"],
-                      "base": b, "tuned": t} for p, b, t in zip(prompts, base_answers, tuned_answers)],
+        "examples": [{"prompt": p["messages"][-1]["content"], "reference": p["reference"], "base": b.text,
+                      "tuned": t.text, "base_reasoning": b.reasoning, "tuned_reasoning": t.reasoning}
+                     for p, b, t in zip(prompts, base_answers, tuned_answers)],
     }
     (run.path / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    import matplotlib.pyplot as plt
+
+    for figure in (plot_losses(run), plot_metrics(run, report)):  # saved as PNG for report.md
+        plt.close(figure)  # the notebook shows them where it wants them
     (run.path / "report.md").write_text(report_markdown(run, report), encoding="utf-8")
-    run.update_manifest({"evaluate": {"base": base, "tuned": tuned}})
+    run.update_manifest({"evaluate": {k: {"eval_loss": report[k]["eval_loss"], "behavior": report[k]["behavior"]}
+                                      for k in ("base", "tuned")}})
     return report
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def predict(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, source: str | None = None,
+            progress=None) -> Path:
+    """Answers to every conversation of ``source`` (JSONL/JSON of messages; default: the eval split)
+    → ``predictions/<source>.<checkpoint>.jsonl`` in the run, answer and reasoning separated."""
+    family = get_family(recipe["model"]["family"])
+    if source:
+        prompts, stem = load_prompts(Path(source)), Path(source).stem
+    else:
+        prompts = [{"row": i + 1, **p} for i, p in enumerate(held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl")))]
+        stem = "eval"
+    answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **_generation_options(recipe, progress))
+    out = run.path / "predictions" / f"{stem}.{checkpoint.name}.jsonl"
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for p, a in zip(prompts, answers):
+            f.write(json.dumps({"row": p["row"], "messages": p["messages"], "answer": a.text, "reasoning": a.reasoning,
+                                "reference": p["reference"], "tokens": a.tokens}, ensure_ascii=False) + "\n")
+    if out.exists():
+        print(f"replacing {out} (same input and checkpoint)")
+    tmp.replace(out)
+    print(f"{len(answers)} predictions → {out} ({speed['tokens_per_s']} tokens/s)")
+    return out
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def report_markdown(run: Run, report: dict) -> str:
     b, t = report["base"], report["tuned"]
+    rows = [("eval loss (assistant tokens)", "eval_loss", "{:.4f}"), ("perplexity", "perplexity", "{:.2f}"),
+            ("behaviour", "behavior", "{:.0%}"), ("exact match", "exact_match", "{:.0%}"), ("BLEU", "bleu", "{:.1f}"),
+            ("ROUGE-L", "rouge_l", "{:.3f}"), ("mean answer tokens", "mean_answer_tokens", "{:.1f}")]
+    if "reasoning_well_formed" in t:
+        rows.append(("well-formed reasoning", "reasoning_well_formed", "{:.0%}"))
+    ck = report["checkpoint"]
     lines = [f"# Evaluation: {run.recipe_name} / {run.path.name}", "",
-             f"Held-out conversations: {report['eval_rows']}. Behaviour: {report['behavior_description']}.", "",
-             "| | base | tuned |", "|---|---|---|",
-             f"| eval loss (assistant tokens) | {b['eval_loss']:.4f} | {t['eval_loss']:.4f} |",
-             f"| perplexity | {b['perplexity']:.2f} | {t['perplexity']:.2f} |",
-             f"| behaviour | {b['behavior']:.0%} | {t['behavior']:.0%} |", ""]
-    if (run.path / "loss.png").exists():
-        lines += ["![loss curves](loss.png)", ""]
-    lines += ["## Greedy answers to held-out prompts", "", "| prompt | base | tuned | reference |", "|---|---|---|---|"]
+             f"Tuned model: `{ck['name']}` (step {ck['step']}). Held-out conversations: {report['eval_rows']}; "
+             f"answers decoded {report['decoding']}. Behaviour: {report['behavior_description']}.", "",
+             "| | base | tuned |", "|---|---|---|"]
+    lines += [f"| {label} | {fmt.format(b[key])} | {fmt.format(t[key])} |" for label, key, fmt in rows]
+    lines += [f"| generation tokens/s | {b['generation']['tokens_per_s']} | {t['generation']['tokens_per_s']} |", "",
+              "![base vs tuned](metrics.png)", "", "![loss curves](loss.png)", "",
+              "## Answers to held-out prompts", "", "| prompt | base | tuned | reference |", "|---|---|---|---|"]
     lines += [f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['tuned'])} | {_cell(e['reference'])} |"
               for e in report["examples"]]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,10 @@ class Family:
     inference_kwargs: dict = field(default_factory=dict)
     # Recommended sampling for free-running generation (greedy is used for comparisons).
     sampling: dict = field(default_factory=dict)
+    # Tags around reasoning in generated text, if the family has a reasoning channel of that shape.
+    reasoning_tags: tuple[str, str] | None = None
+    # The generation-prompt kwarg that switches thinking on and off, if any.
+    thinking_kwarg: str | None = None
 
 
 FAMILIES: dict[str, Family] = {
@@ -31,6 +35,8 @@ FAMILIES: dict[str, Family] = {
         prompt_variants=({"enable_thinking": True}, {"enable_thinking": False}),
         inference_kwargs={"enable_thinking": False},
         sampling={"temperature": 0.7, "top_p": 0.8, "top_k": 20},
+        reasoning_tags=("<think>", "</think>"),
+        thinking_kwarg="enable_thinking",
     ),
 }
 

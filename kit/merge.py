@@ -13,8 +13,7 @@ import torch
 
 from . import backend  # first: Unsloth patches transformers/peft on import
 from .chat import render_prompt
-from .data import read_jsonl
-from .evaluate import held_out_prompts
+from .data import held_out_prompts, read_jsonl
 from .families import get_family
 from .runs import Run, RunError
 

@@ -82,6 +82,11 @@ SCHEMA: dict = {
     "eval": {
         "max_new_tokens": F(int, 64),
         "num_prompts": F(int, 20, help="held-out prompts answered by base and tuned"),
+        "batch_size": F(int, 8, help="prompts per generate() call (left-padded)"),
+        "decoding": F(str, "greedy", choices=["greedy", "recommended"],
+                      help="greedy: deterministic, for comparisons; recommended: the family's sampling"),
+        "thinking": F(bool, None, nullable=True, help="thinking on/off for families that have a switch; null: family default"),
+        "live_samples": F(int, 3, help="held-out prompts answered at every evaluation during training (0: off)"),
         "behavior": {
             "description": F(str, ""),
             "prefix": F(str, None, nullable=True, help="answer shows the behaviour if it starts with this"),

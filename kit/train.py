@@ -2,35 +2,20 @@
 assistant-only labels built by ``kit.chat``; checkpoints, TensorBoard, metrics.jsonl, adapter."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
-from pathlib import Path
 
 from . import backend  # first: Unsloth patches trl/transformers/peft on import
 from .backend import FastLanguageModel
-from .data import read_jsonl
+from .callbacks import LiveSamples, MetricsJsonl
+from .checkpoints import list_checkpoints
+from .data import held_out_prompts, read_jsonl
 from .families import get_family
 from .prepare import tokenize_rows
 from .runs import Run, RunError
 
 from datasets import Dataset  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
-
-
-class MetricsJsonl(TrainerCallback):
-    """Append every log record (train loss, eval loss, lr, ...) to metrics.jsonl as it happens."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
-            record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
 
 
 def load_base(recipe: dict):
@@ -62,6 +47,14 @@ def tokenized_split(run: Run, name: str, tokenizer, recipe: dict) -> Dataset:
     return Dataset.from_list(examples)
 
 
+def live_samples(run: Run, tokenizer, recipe: dict) -> LiveSamples:
+    """Answers to the first ``eval.live_samples`` held-out prompts at every evaluation."""
+    rows = read_jsonl(run.data_dir / "eval.jsonl")[: recipe["eval"]["live_samples"]]
+    prompts = [p["messages"] for p in held_out_prompts(rows)]
+    return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, get_family(recipe["model"]["family"]),
+                       prompts, recipe["eval"]["max_new_tokens"])
+
+
 def sft_config(run: Run, recipe: dict) -> SFTConfig:
     train = dict(recipe["train"])
     train["optim"] = train["optim"] or backend.default_optim()
@@ -76,20 +69,19 @@ def sft_config(run: Run, recipe: dict) -> SFTConfig:
     )
 
 
-def latest_checkpoint(run: Run) -> str | None:
-    checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else None
-
-
 def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
     """Train and save the adapter into the run. ``resume``: True for the latest checkpoint, or a
     checkpoint path. Refuses to replace an adapter the run already has."""
     if run.adapter_dir.exists():
         raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
                        "the prepare notebook (runs are never overwritten).")
-    resume_from = latest_checkpoint(run) if resume is True else (resume or None)
-    if resume is True and resume_from is None:
-        raise RunError(f"resume=True but {run.checkpoints_dir} has no checkpoint")
+    if resume is True:
+        saved = [c for c in list_checkpoints(run) if c.name != "final"]
+        if not saved:
+            raise RunError(f"resume=True but {run.checkpoints_dir} has no checkpoint")
+        resume_from = str(saved[-1].path)
+    else:
+        resume_from = resume or None
 
     model, tokenizer = load_base(recipe)
     model = add_lora(model, recipe)
@@ -103,7 +95,7 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         args=sft_config(run, recipe),
-        callbacks=[MetricsJsonl(run.metrics_path)],
+        callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, recipe)],
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = trainer.evaluate()
@@ -120,32 +112,4 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
                "resumed_from": resume_from, "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     run.update_manifest({"device": backend.device_name(), "train": summary})
     return summary
-
-
-def read_metrics(run: Run) -> list[dict]:
-    if not run.metrics_path.exists():
-        return []
-    return [json.loads(line) for line in run.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def plot_losses(run: Run):
-    """Train and eval loss against step; saved as loss.png in the run and returned for display."""
-    import matplotlib.pyplot as plt
-
-    records = read_metrics(run)
-    train_pts = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    eval_pts = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train_pts:
-        ax.plot(*zip(*train_pts), label="train loss")
-    if eval_pts:
-        ax.plot(*zip(*eval_pts), "o-", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (assistant tokens)")
-    ax.set_title(f"{run.recipe_name} / {run.path.name}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run.path / "loss.png", dpi=120)
-    return fig
 

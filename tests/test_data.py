@@ -71,3 +71,20 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert sorted(r["messages"][0]["content"] for r in train + ev) == sorted(str(i) for i in range(50))
     assert split(rows, 0.1, seed=1) == (train, ev)
     assert split(rows, 0.1, seed=2)[1] != ev
+
+
+def test_prompts_file_rows_and_errors(tmp_path):
+    from kit.data import load_prompts
+
+    good = write_jsonl(tmp_path / "p.jsonl", [
+        {"messages": [{"role": "user", "content": "q1"}]},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q2"},
+                      {"role": "assistant", "content": "ref"}]}])
+    prompts = load_prompts(good)
+    assert [p["row"] for p in prompts] == [1, 2]
+    assert prompts[0]["reference"] is None and prompts[1]["reference"] == "ref"
+    assert prompts[1]["messages"][-1] == {"role": "user", "content": "q2"}
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "q"}]},
+                                               {"messages": [{"role": "user", "content": 3}]}])
+    with pytest.raises(DataError, match=r"bad\.jsonl: row 2: bad content: messages\[0\]\.content is int"):
+        load_prompts(bad)

@@ -1,9 +1,6 @@
 """End to end: the four notebooks executed by papermill on tiny-demo, through real Unsloth, TRL,
 transformers and PEFT, judged from the files the run writes."""
 import json
-import os
-import subprocess
-import sys
 
 import nbformat
 import pytest
@@ -11,21 +8,9 @@ import pytest
 from kit.paths import PROJECT_ROOT
 from kit.runs import sha256_file
 
+from .conftest import pipeline
+
 pytestmark = pytest.mark.slow
-
-
-def pipeline(runs_dir, *args):
-    env = {**os.environ, "KIT_RUNS_DIR": str(runs_dir)}
-    return subprocess.run([sys.executable, "-m", "kit.pipeline", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    runs_dir = tmp_path_factory.mktemp("runs")
-    result = pipeline(runs_dir, "tiny-demo", "--run", "e2e")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return runs_dir / "tiny-demo" / "e2e", result.stdout
 
 
 def read(run, name):

@@ -1,0 +1,63 @@
+"""A run's checkpoints with their step and eval loss; pick the final adapter, latest or best."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runs import Run, RunError
+
+
+@dataclass
+class Checkpoint:
+    name: str              # "final" (adapter/) or "checkpoint-N"
+    path: Path
+    step: int
+    eval_loss: float | None  # eval loss measured at this step, if there was an evaluation then
+
+
+def _eval_losses(log_history: list[dict]) -> dict[int, float]:
+    return {r["step"]: r["eval_loss"] for r in log_history if "eval_loss" in r}
+
+
+def list_checkpoints(run: Run) -> list[Checkpoint]:
+    """Trainer checkpoints (by step), then the final adapter if training finished."""
+    found = []
+    for path in run.checkpoints_dir.glob("checkpoint-*"):
+        state_file = path / "trainer_state.json"
+        if not path.name.split("-")[-1].isdigit() or not state_file.exists():
+            continue
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        step = state.get("global_step", int(path.name.split("-")[-1]))
+        found.append(Checkpoint(path.name, path, step, _eval_losses(state.get("log_history", [])).get(step)))
+    found.sort(key=lambda c: c.step)
+    if run.adapter_dir.exists():
+        summary = run.manifest().get("train", {})
+        step = summary.get("global_step", found[-1].step if found else 0)
+        found.append(Checkpoint("final", run.adapter_dir, step, summary.get("eval_loss")))
+    return found
+
+
+def pick(checkpoints: list[Checkpoint], which: str) -> Checkpoint:
+    """``final``, ``latest`` (highest step), ``best`` (lowest eval loss) or a checkpoint name."""
+    if not checkpoints:
+        raise RunError("this run has no adapter or checkpoint yet: run the train notebook first")
+    if which == "latest":
+        return max(checkpoints, key=lambda c: (c.step, c.name == "final"))
+    if which == "best":
+        scored = [c for c in checkpoints if c.eval_loss is not None]
+        if not scored:
+            raise RunError("no checkpoint has an eval loss; evaluate during training (train.eval_steps) to pick the best")
+        return min(scored, key=lambda c: (c.eval_loss, -c.step))
+    for c in checkpoints:
+        if c.name == which:
+            return c
+    raise RunError(f"no checkpoint {which!r} in this run; choose latest, best, or one of: "
+                   + ", ".join(c.name for c in checkpoints))
+
+
+def find_checkpoint(run: Run, which: str = "final") -> Checkpoint:
+    if which == "final" and not run.adapter_dir.exists():
+        raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first "
+                       f"(or pick a checkpoint: latest, best, checkpoint-N)")
+    return pick(list_checkpoints(run), which)

@@ -1,0 +1,57 @@
+"""Plots saved into the run (PNG) and returned for inline display."""
+from __future__ import annotations
+
+import json
+
+from .runs import Run
+
+
+def read_metrics(run: Run) -> list[dict]:
+    if not run.metrics_path.exists():
+        return []
+    return [json.loads(line) for line in run.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_losses(run: Run):
+    """Train and eval loss against step → loss.png."""
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run)
+    train_pts = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    eval_pts = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train_pts:
+        ax.plot(*zip(*train_pts), label="train loss")
+    if eval_pts:
+        ax.plot(*zip(*eval_pts), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (assistant tokens)")
+    ax.set_title(f"{run.recipe_name} / {run.path.name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run.path / "loss.png", dpi=120)
+    return fig
+
+
+BAR_METRICS = (("behavior", "behaviour"), ("exact_match", "exact match"), ("rouge_l", "ROUGE-L"), ("bleu", "BLEU / 100"))
+
+
+def plot_metrics(run: Run, report: dict):
+    """Base vs tuned bars for the 0-1 metrics → metrics.png."""
+    import matplotlib.pyplot as plt
+
+    labels = [label for _, label in BAR_METRICS]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.38
+    for offset, name in ((-width / 2, "base"), (width / 2, "tuned")):
+        values = [report[name][key] / (100 if key == "bleu" else 1) for key, _ in BAR_METRICS]
+        bars = ax.bar([i + offset for i in range(len(labels))], values, width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylim(0, 1.1)
+    ax.set_title("held-out prompts: base vs tuned")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run.path / "metrics.png", dpi=120)
+    return fig
