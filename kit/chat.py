@@ -24,16 +24,29 @@ class Rendered:
     spans: list[tuple[int, int]]  # character spans of supervised text
 
 
+def template_messages(family: Family, messages: list[dict]) -> list[dict]:
+    """Canonical messages as the family's chat template reads them: ``reasoning`` moves to the
+    family's reasoning field, or is left out where the family has none."""
+    out = []
+    for m in messages:
+        m = {k: v for k, v in m.items() if k != "reasoning"} | (
+            {family.reasoning_field: m["reasoning"]} if m.get("reasoning") and family.reasoning_field else {})
+        out.append(m)
+    return out
+
+
 def render(tokenizer, messages: list[dict], **kwargs) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
 
 
 def render_prompt(tokenizer, family: Family, messages: list[dict], **overrides) -> str:
     """The text a model sees at inference when asked to answer ``messages``."""
-    return render(tokenizer, messages, add_generation_prompt=True, **{**family.inference_kwargs, **overrides})
+    return render(tokenizer, template_messages(family, messages), add_generation_prompt=True,
+                  **{**family.inference_kwargs, **overrides})
 
 
 def render_with_spans(tokenizer, family: Family, messages: list[dict]) -> Rendered:
+    messages = template_messages(family, messages)
     text = render(tokenizer, messages)
     spans: list[tuple[int, int]] = []
     cursor = 0

@@ -1,72 +1,38 @@
-"""Load chat data in the canonical ``messages`` form, validate it row by row, and split it.
+"""Chat data → canonical conversations (``kit.sources`` reads, ``kit.formats`` converts), checked
+row by row, and split.
 
-Every rejected row is either an error naming file, row and field (``invalid_rows: error``, the
+Every rejected row is either an error naming source, row and field (``invalid_rows: error``, the
 default) or a counted drop with the same reason in the prepare report (``invalid_rows: drop``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import PROJECT_ROOT
+from . import formats
+from .runs import sha256_file
+from .sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
 
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
-    pass
-
-
 @dataclass
 class LoadResult:
-    rows: list[dict]
-    source: Path
-    total: int
-    row_numbers: list[int] = field(default_factory=list)  # source row of each kept row
-    dropped: list[dict] = field(default_factory=list)  # {"row": n, "reason": str}
+    rows: list[dict]                     # {"messages": canonical messages}
+    origins: list[tuple[str, int]]       # (source, row) of each kept row
+    total: int                           # records read
+    sources: list[dict] = field(default_factory=list)  # per source: format, weight, counts, sha256
+    dropped: list[dict] = field(default_factory=list)  # {"source", "row", "reason"}
 
 
-def resolve_source(source: str) -> Path:
-    path = Path(source)
-    return path if path.is_absolute() else (PROJECT_ROOT / path)
-
-
-def _read_records(path: Path) -> list[tuple[int, object]]:
-    """(row number, parsed record). Row numbers are 1-based lines for JSONL, indices for JSON."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON array of conversations")
-        return list(enumerate(data))
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((lineno, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
-    return records
-
-
-def check_conversation(record: object, training: bool = True) -> str | None:
-    """The reason a record is not a usable conversation, or None. ``training``: it must contain
-    and end with an assistant turn; otherwise (prompts) it must end with a user turn, or with an
-    assistant turn that is then the reference answer."""
-    if not isinstance(record, dict) or "messages" not in record:
-        return "no messages: expected an object with a 'messages' list"
-    messages = record["messages"]
+def check_messages(messages: object, training: bool = True) -> str | None:
+    """The reason canonical ``messages`` are not a usable conversation, or None. ``training``: it
+    must contain and end with an assistant turn; otherwise (prompts) it needs a user turn."""
     if not isinstance(messages, list) or not messages:
-        return "no messages: 'messages' must be a non-empty list"
+        return "no messages: expected a non-empty list of messages"
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -77,14 +43,14 @@ def check_conversation(record: object, training: bool = True) -> str | None:
             return f"bad content: {where}.content is {type(m.get('content')).__name__}, expected a string"
         if not m["content"].strip():
             return f"empty content: {where}.content is empty"
+        if "reasoning" in m and not isinstance(m["reasoning"], str):
+            return f"bad reasoning: {where}.reasoning is {type(m['reasoning']).__name__}, expected a string"
         if m["role"] == "system" and i != 0:
             return f"misplaced system: {where} is a system message but not the first"
         if i and m["role"] == messages[i - 1]["role"]:
             return f"repeated role: {where} has the same role as the message before it"
     if not training:
-        if not any(m["role"] == "user" for m in messages):
-            return "no user turn: nothing to answer"
-        return None
+        return None if any(m["role"] == "user" for m in messages) else "no user turn: nothing to answer"
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn: nothing to train on"
     if messages[-1]["role"] != "assistant":
@@ -92,47 +58,91 @@ def check_conversation(record: object, training: bool = True) -> str | None:
     return None
 
 
-def load_conversations(source: str, invalid_rows: str = "error") -> LoadResult:
-    path = resolve_source(source)
-    if not path.exists():
-        raise DataError(f"data.source: {path} does not exist")
-    if path.suffix not in (".json", ".jsonl"):
-        raise DataError(f"data.source: {path}: unsupported file type {path.suffix!r} (use .json or .jsonl)")
-    records = _read_records(path)
-    if not records:
-        raise DataError(f"{path}: the dataset is empty")
-    result = LoadResult(rows=[], source=path, total=len(records))
-    for row, record in records:
-        reason = check_conversation(record)
-        if reason is None:
-            result.rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]]})
-            result.row_numbers.append(row)
-        elif invalid_rows == "error":
-            raise DataError(f"{path}: row {row}: {reason}")
-        else:
-            result.dropped.append({"row": row, "reason": reason})
+def _source_format(records: list[Record], fmt: str, columns: dict) -> str:
+    first = records[0]
+    try:
+        mapped = formats.apply_columns(first.data, columns)  # a bad mapping fails the whole source
+    except formats.FormatError as e:
+        raise DataError(f"{first.where}: {e}") from None
+    if fmt != "auto":
+        return fmt
+    detected = formats.detect(mapped)
+    if detected is None:
+        fields = ", ".join(map(str, mapped)) if isinstance(mapped, dict) else type(mapped).__name__
+        raise DataError(f"{first.where}: cannot tell the data format from the fields ({fields}); set data.format to "
+                        f"one of {', '.join(formats.FORMATS)} and map field names with data.columns")
+    return detected
+
+
+def load_conversations(source, fmt: str = "auto", columns: dict | None = None, invalid_rows: str = "error",
+                       seed: int = 0) -> LoadResult:
+    """Read every source, convert each record to canonical messages and check it. A bad row is an
+    error naming source, row and field, or (``invalid_rows="drop"``) a counted, reported drop."""
+    columns = columns or {}
+    result = LoadResult(rows=[], origins=[], total=0)
+    for spec, weight in sources_of(source):
+        records = read_source(spec)
+        if not records:
+            raise DataError(f"data.source: {spec}: the dataset is empty")
+        source_fmt = _source_format(records, fmt, columns)
+        kept = []
+        for rec in records:
+            try:
+                messages = formats.to_messages(formats.apply_columns(rec.data, columns), source_fmt)
+                reason = check_messages(messages)
+            except formats.FormatError as e:
+                reason = str(e)
+            if reason is None:
+                kept.append((rec, messages))
+            elif invalid_rows == "error":
+                raise DataError(f"{rec.where}: {reason}")
+            else:
+                result.dropped.append({"source": rec.source, "row": rec.row, "reason": reason})
+        sampled = sample(kept, weight, seed)
+        result.rows += [{"messages": m} for _, m in sampled]
+        result.origins += [(r.source, r.row) for r, _ in sampled]
+        result.total += len(records)
+        result.sources.append({"source": spec, "format": source_fmt, "weight": weight, "rows": len(records),
+                               "valid": len(kept), "used": len(sampled), "sha256": fingerprint(spec)})
     if not result.rows:
-        raise DataError(f"{path}: no usable conversations among {len(records)} rows")
+        raise DataError(f"data.source: no usable conversations among {result.total} rows")
     return result
+
+
+def fingerprint(spec: str) -> str | None:
+    """sha256 of a source's bytes (a folder or glob: of its files' names and hashes); None for a Hub id."""
+    paths = [p for p in expand(spec) if p.exists()]
+    if not paths:
+        return None
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    if len(files) == 1 and len(paths) == 1 and paths[0].is_file():
+        return sha256_file(files[0])
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}:{sha256_file(f)}\n".encode())
+    return digest.hexdigest()
 
 
 def load_prompts(path: Path) -> list[dict]:
     """Conversations to answer (batch inference): ``{"messages": [...]}`` per row, ending with the
     user's turn, or with an assistant turn kept as the reference. Any bad row is an error."""
-    path = Path(path)
+    path = resolve(str(path))
     if not path.exists():
         raise DataError(f"{path} does not exist")
-    records = _read_records(path)
+    records = read_file(path)
     if not records:
         raise DataError(f"{path}: no prompts")
     prompts = []
-    for row, record in records:
-        reason = check_conversation(record, training=False)
+    for rec in records:
+        try:
+            messages = formats.to_messages(rec.data, "messages")
+            reason = check_messages(messages, training=False)
+        except formats.FormatError as e:
+            reason = str(e)
         if reason:
-            raise DataError(f"{path}: row {row}: {reason}")
-        messages = record["messages"]
+            raise DataError(f"{rec.where}: {reason}")
         reference = messages[-1]["content"] if messages[-1]["role"] == "assistant" else None
-        prompts.append({"row": row, "messages": messages[:-1] if reference is not None else messages,
+        prompts.append({"row": rec.row, "messages": messages[:-1] if reference is not None else messages,
                         "reference": reference})
     return prompts
 

@@ -20,6 +20,9 @@ class Family:
     inference_kwargs: dict = field(default_factory=dict)
     # Recommended sampling for free-running generation (greedy is used for comparisons).
     sampling: dict = field(default_factory=dict)
+    # The message field the chat template reads an assistant's reasoning from (None: no channel;
+    # canonical ``reasoning`` is then dropped and counted by prepare).
+    reasoning_field: str | None = None
     # Tags around reasoning in generated text, if the family has a reasoning channel of that shape.
     reasoning_tags: tuple[str, str] | None = None
     # The generation-prompt kwarg that switches thinking on and off, if any.
@@ -35,6 +38,7 @@ FAMILIES: dict[str, Family] = {
         prompt_variants=({"enable_thinking": True}, {"enable_thinking": False}),
         inference_kwargs={"enable_thinking": False},
         sampling={"temperature": 0.7, "top_p": 0.8, "top_k": 20},
+        reasoning_field="reasoning_content",  # rendered only after the last user turn, as at inference
         reasoning_tags=("<think>", "</think>"),
         thinking_kwarg="enable_thinking",
     ),

@@ -9,7 +9,7 @@ from .chat import IGNORE_INDEX, MaskError, tokenize_with_labels
 from .data import DataError, load_conversations, split, write_jsonl
 from .families import get_family
 from .recipes import load_recipe
-from .runs import Run, create_run, sha256_file
+from .runs import Run, create_run
 
 
 def load_tokenizer(model_id: str):
@@ -34,26 +34,26 @@ def _stats(values: list[int]) -> dict:
             "max": ordered[-1]}
 
 
-def tokenize_rows(tokenizer, family, rows: list[dict], max_len: int, overlength: str, row_numbers=None):
+def tokenize_rows(tokenizer, family, rows: list[dict], max_len: int, overlength: str, origins=None):
     """Tokenize with labels and apply the over-length policy. Returns (examples, kept indices,
-    dropped [{row, reason}] with rows numbered as in ``row_numbers``, truncated count)."""
-    row_numbers = row_numbers or list(range(1, len(rows) + 1))
+    dropped [{source, row, reason}] with rows named by ``origins`` [(source, row)], truncated count)."""
+    origins = origins or [("rows", i + 1) for i in range(len(rows))]
     examples, kept, dropped, truncated = [], [], [], 0
     for i, row in enumerate(rows):
-        where = row_numbers[i]
+        where = {"source": origins[i][0], "row": origins[i][1]}
         try:
             ex = tokenize_with_labels(tokenizer, family, row["messages"])
         except MaskError as e:
-            dropped.append({"row": where, "reason": f"mask: {e}"})
+            dropped.append({**where, "reason": f"mask: {e}"})
             continue
         if len(ex["input_ids"]) > max_len:
             if overlength == "drop":
-                dropped.append({"row": where, "reason": f"over max_seq_length: {len(ex['input_ids'])} > {max_len} tokens"})
+                dropped.append({**where, "reason": f"over max_seq_length: {len(ex['input_ids'])} > {max_len} tokens"})
                 continue
             ex = {k: v[:max_len] for k, v in ex.items()}
             truncated += 1
             if all(label == IGNORE_INDEX for label in ex["labels"]):
-                dropped.append({"row": where, "reason": f"nothing to train after truncation to {max_len} tokens"})
+                dropped.append({**where, "reason": f"nothing to train after truncation to {max_len} tokens"})
                 continue
         examples.append(ex)
         kept.append(i)
@@ -72,16 +72,17 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     """Validate and split the recipe's data into a new run directory (``run_id`` or a timestamp)."""
     name, resolved = load_recipe(recipe, overrides)
     data_cfg, model_cfg = resolved["data"], resolved["model"]
-    loaded = load_conversations(data_cfg["source"], data_cfg["invalid_rows"])
+    loaded = load_conversations(data_cfg["source"], data_cfg["format"], data_cfg["columns"],
+                                data_cfg["invalid_rows"], data_cfg["seed"])
     tokenizer = load_tokenizer(model_cfg["id"])
     family = get_family(model_cfg["family"])
 
     examples, kept, dropped, truncated = tokenize_rows(
-        tokenizer, family, loaded.rows, model_cfg["max_seq_length"], data_cfg["overlength"], loaded.row_numbers)
+        tokenizer, family, loaded.rows, model_cfg["max_seq_length"], data_cfg["overlength"], loaded.origins)
     all_dropped = loaded.dropped + dropped
     rows = [loaded.rows[i] for i in kept]
     if not rows:
-        raise DataError(f"{loaded.source}: no conversation left after tokenization ({len(dropped)} dropped)")
+        raise DataError(f"data.source: no conversation left after tokenization ({len(dropped)} dropped)")
     train_rows, eval_rows = split(rows, data_cfg["eval_fraction"], data_cfg["seed"])
 
     run = create_run(name, resolved, run_id)
@@ -90,10 +91,10 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     lengths = [len(e["input_ids"]) for e in examples]
     supervised = [sum(1 for label in e["labels"] if label != IGNORE_INDEX) for e in examples]
     report = {
-        "source": str(loaded.source),
-        "source_sha256": sha256_file(loaded.source),
+        "sources": loaded.sources,
         "rows_total": loaded.total,
         "rows_kept": len(rows),
+        "reasoning": reasoning_stats(tokenizer, family, rows),
         "rows_dropped": len(all_dropped),
         "dropped_by_reason": _count(all_dropped),
         "dropped": all_dropped,
@@ -105,9 +106,20 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "trained_tokens_per_row": _stats(supervised),
     }
     (run.path / "prepare_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    run.update_manifest({"data": {"source": report["source"], "sha256": report["source_sha256"],
+    run.update_manifest({"data": {"sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
                                   "train_rows": len(train_rows), "eval_rows": len(eval_rows)}})
     return Prepared(run, report, examples, tokenizer)
+
+
+def reasoning_stats(tokenizer, family, rows: list[dict]) -> dict:
+    """How many assistant turns carry reasoning and how many of those the chat template renders
+    (Qwen3, for one, shows reasoning only after the last user turn; some families have none)."""
+    from .chat import render, template_messages
+
+    turns = [(row, m) for row in rows for m in row["messages"] if m.get("reasoning")]
+    rendered = sum(m["reasoning"].strip() in render(tokenizer, template_messages(family, row["messages"]))
+                   for row, m in turns)
+    return {"assistant_turns_with_reasoning": len(turns), "rendered": rendered, "not_rendered": len(turns) - rendered}
 
 
 def _count(dropped: list[dict]) -> dict:
@@ -119,12 +131,17 @@ def _count(dropped: list[dict]) -> dict:
 
 
 def summary(report: dict) -> str:
-    lines = [f"{report['rows_total']} rows read from {report['source']}",
+    sources = ", ".join(f"{s['source']} ({s['format']}, {s['used']} used)" for s in report["sources"])
+    lines = [f"{report['rows_total']} rows read from {sources}",
              f"  kept {report['rows_kept']}, dropped {report['rows_dropped']} {report['dropped_by_reason'] or ''}",
              f"  truncated {report['rows_truncated']} (policy for rows over {report['max_seq_length']} tokens: {report['overlength_policy']})",
              f"  split: {report['split']['train']} train / {report['split']['eval']} eval (seed {report['split']['seed']})",
              f"  tokens per row: {report['tokens_per_row']}",
              f"  trained tokens per row: {report['trained_tokens_per_row']}"]
+    r = report["reasoning"]
+    if r["assistant_turns_with_reasoning"]:
+        lines.append(f"  reasoning: {r['assistant_turns_with_reasoning']} assistant turns have it; the chat template "
+                     f"renders {r['rendered']}, leaves out {r['not_rendered']}")
     for d in report["dropped"][:10]:
-        lines.append(f"  dropped row {d['row']}: {d['reason']}")
+        lines.append(f"  dropped {d['source']}: row {d['row']}: {d['reason']}")
     return "\n".join(lines)

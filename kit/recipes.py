@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .families import FAMILIES
+from .formats import FORMATS
 from .paths import RECIPES_DIR
 
 REQUIRED = object()
@@ -46,8 +47,10 @@ SCHEMA: dict = {
         "load_in_4bit": F(bool, True),
     },
     "data": {
-        "source": F(str, REQUIRED, help="JSON/JSONL file; relative paths start at the project root"),
-        "format": F(str, "messages", choices=["messages"]),
+        "source": F((str, list), REQUIRED, help="file, folder, glob or Hub id, or a list of them / of {path, weight}; "
+                                                "relative paths start at the project root"),
+        "format": F(str, "auto", choices=["auto", *FORMATS]),
+        "columns": F(dict, {}, help="canonical field name -> the name your data uses, e.g. {instruction: question}"),
         "eval_fraction": F(float, 0.1),
         "seed": F(int, 3407),
         "invalid_rows": F(str, "error", choices=["error", "drop"]),

@@ -32,7 +32,8 @@ def test_loads_jsonl_and_json_array(tmp_path):
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]}, "bad content: messages[1].content is int"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "repeated role: messages[1]"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}, "misplaced system: messages[1]"),
-    ({"conversations": []}, "no messages"),
+    ({"messages": []}, "no messages"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, "mixed formats: this row looks like sharegpt"),
 ])
 def test_bad_rows_error_with_file_and_row(tmp_path, row, reason):
     path = write_jsonl(tmp_path / "d.jsonl", [GOOD, row, GOOD])
@@ -44,7 +45,7 @@ def test_bad_rows_error_with_file_and_row(tmp_path, row, reason):
 def test_drop_mode_counts_and_reports_rows(tmp_path):
     bad = {"messages": [{"role": "user", "content": "q"}]}
     result = load_conversations(str(write_jsonl(tmp_path / "d.jsonl", [GOOD, bad, GOOD, bad])), invalid_rows="drop")
-    assert len(result.rows) == 2 and result.row_numbers == [1, 3]
+    assert len(result.rows) == 2 and [row for _, row in result.origins] == [1, 3]
     assert [d["row"] for d in result.dropped] == [2, 4]
     assert all(d["reason"].startswith("no assistant turn") for d in result.dropped)
 

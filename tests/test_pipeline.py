@@ -49,7 +49,7 @@ def test_run_directory_holds_everything(demo_run):
     manifest = read(run, "manifest.json")
     assert set(manifest["stages"]) == {"prepare", "train", "evaluate", "merge"}
     assert all(s["wall_s"] > 0 for s in manifest["stages"].values())
-    assert manifest["data"]["sha256"] == sha256_file(PROJECT_ROOT / "data" / "tiny-demo.jsonl")
+    assert manifest["data"]["sources"][0]["sha256"] == sha256_file(PROJECT_ROOT / "data" / "tiny-demo.jsonl")
     assert manifest["libraries"]["unsloth"] == "2026.10.9" and manifest["device"].startswith("CPU")
     assert "git_commit" in manifest and manifest["seed"]["train"] == 3407
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
