@@ -7,22 +7,23 @@ from dataclasses import dataclass
 
 from .chat import IGNORE_INDEX, MaskError, tokenize_with_labels
 from .data import DataError, load_conversations, split, write_jsonl
-from .families import get_family
+from .families import ensure_chat_template, get_family
 from .recipes import load_recipe
 from .runs import Run, create_run
 
 
-def load_tokenizer(model_id: str):
+def load_tokenizer(model_id: str, family):
     from transformers import AutoTokenizer
 
     from .tiny import resolve_model_id
 
     path = resolve_model_id(model_id)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as e:
         raise OSError(f"model.id: could not load the tokenizer of {model_id!r} "
                       f"(no local copy and the Hugging Face Hub is unreachable?): {e}") from None
+    return ensure_chat_template(tokenizer, family)
 
 
 def _stats(values: list[int]) -> dict:
@@ -74,8 +75,8 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     data_cfg, model_cfg = resolved["data"], resolved["model"]
     loaded = load_conversations(data_cfg["source"], data_cfg["format"], data_cfg["columns"],
                                 data_cfg["invalid_rows"], data_cfg["seed"])
-    tokenizer = load_tokenizer(model_cfg["id"])
     family = get_family(model_cfg["family"])
+    tokenizer = load_tokenizer(model_cfg["id"], family)
 
     examples, kept, dropped, truncated = tokenize_rows(
         tokenizer, family, loaded.rows, model_cfg["max_seq_length"], data_cfg["overlength"], loaded.origins)

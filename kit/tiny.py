@@ -22,22 +22,33 @@ BUILTIN_ID = "builtin:tiny-qwen3"
 INIT_RANGE = 0.2
 
 
-def _qwen3_chat_template() -> str:
-    import trl
+def vocab_tokenizer(vocab: str):
+    """A real tokenizer from one of llama.cpp's vocab-only GGUFs (``qwen2``, ``llama-bpe``, ...),
+    converted once (30-70 s) and cached as a transformers tokenizer."""
+    from transformers import AutoTokenizer
 
-    return (Path(trl.__file__).parent / "chat_templates" / "qwen3.jinja").read_text(encoding="utf-8")
+    cached = cache_root() / "tokenizers" / vocab
+    if not (cached / "tokenizer.json").exists():
+        path = extract_member(f"models/ggml-vocab-{vocab}.gguf")
+        print(f"Building the {vocab} tokenizer from llama.cpp's vocab GGUF (once, ~30-70 s) ...", flush=True)
+        tmp = cached.with_name(cached.name + ".building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(tmp)
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)
+    return AutoTokenizer.from_pretrained(cached)
 
 
 def build_tokenizer(out_dir: Path):
-    from transformers import AddedToken, AutoTokenizer
+    from transformers import AddedToken
 
-    vocab = extract_member("models/ggml-vocab-qwen2.gguf")
-    print("Building the Qwen tokenizer from llama.cpp's vocab GGUF (once, ~30-70 s) ...", flush=True)
-    tok = AutoTokenizer.from_pretrained(str(vocab.parent), gguf_file=vocab.name)
+    from .families import FAMILIES, official_template
+
+    tok = vocab_tokenizer("qwen2")
     # Qwen3 has <think>/</think> as added, non-special tokens (they survive skip_special_tokens).
     tok.add_tokens([AddedToken("<think>", special=False, normalized=False),
                     AddedToken("</think>", special=False, normalized=False)])
-    tok.chat_template = _qwen3_chat_template()
+    tok.chat_template = official_template(FAMILIES["qwen3"])
     tok.eos_token = "<|im_end|>"
     tok.pad_token = "<|endoftext|>"
     tok.padding_side = "left"

@@ -10,7 +10,7 @@ from .backend import FastLanguageModel
 from .callbacks import LiveSamples, MetricsJsonl
 from .checkpoints import list_checkpoints
 from .data import held_out_prompts, read_jsonl
-from .families import get_family
+from .families import ensure_chat_template, get_family
 from .prepare import tokenize_rows
 from .runs import Run, RunError
 
@@ -20,7 +20,8 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 def load_base(recipe: dict):
     m = recipe["model"]
-    return backend.load_model(m["id"], m["max_seq_length"], m["load_in_4bit"])
+    model, tokenizer = backend.load_model(m["id"], m["max_seq_length"], m["load_in_4bit"])
+    return model, ensure_chat_template(tokenizer, get_family(m["family"]))
 
 
 def add_lora(model, recipe: dict):

@@ -29,9 +29,9 @@ def runs_dir(tmp_path, monkeypatch):
     return path
 
 
-def pipeline(runs_dir, *args):
-    """``python -m kit.pipeline ARGS`` with runs under ``runs_dir``."""
-    env = {**os.environ, "KIT_RUNS_DIR": str(runs_dir)}
+def pipeline(runs_dir, *args, **env_vars):
+    """``python -m kit.pipeline ARGS`` with runs under ``runs_dir`` (and extra environment)."""
+    env = {**os.environ, "KIT_RUNS_DIR": str(runs_dir), **env_vars}
     return subprocess.run([sys.executable, "-m", "kit.pipeline", *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
@@ -43,3 +43,32 @@ def demo_run(tmp_path_factory):
     result = pipeline(runs_dir, "tiny-demo", "--run", "e2e")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return runs_dir / "tiny-demo" / "e2e", result.stdout
+
+
+@pytest.fixture(scope="session")
+def family_tokenizers(tokenizer):
+    """One tokenizer per family carrying the official chat template: the real Qwen tokenizer for
+    the Qwen families, the real Llama-3 tokenizer for Llama 3.1, and for Gemma 3 the Qwen vocabulary
+    plus Gemma's special tokens (its own sentencepiece vocabulary is not available offline)."""
+    from transformers import AddedToken
+
+    from kit.families import FAMILIES, official_template
+    from kit.tiny import vocab_tokenizer
+
+    def with_template(tok, family, **special):
+        new = [AddedToken(t, special=True, normalized=False) for t in special.pop("add", [])]
+        if new:
+            tok.add_special_tokens({"additional_special_tokens": new})
+        for key, value in special.items():
+            setattr(tok, key, value)
+        tok.chat_template = official_template(FAMILIES[family])
+        return tok
+
+    return {
+        "qwen3": tokenizer,
+        "qwen2.5": with_template(vocab_tokenizer("qwen2"), "qwen2.5", eos_token="<|im_end|>"),
+        "llama-3.1": with_template(vocab_tokenizer("llama-bpe"), "llama-3.1", bos_token="<|begin_of_text|>",
+                                   eos_token="<|eot_id|>"),
+        "gemma-3": with_template(vocab_tokenizer("qwen2"), "gemma-3", add=["<bos>", "<start_of_turn>", "<end_of_turn>"],
+                                 bos_token="<bos>", eos_token="<end_of_turn>"),
+    }

@@ -74,3 +74,9 @@ def test_bad_input_gives_one_clear_line(tmp_path):
     assert result.returncode == 1
     assert "DataError: data.source:" in result.stderr and "nowhere.jsonl does not exist" in result.stderr
     assert not (tmp_path / "tiny-demo").exists() or not any((tmp_path / "tiny-demo").iterdir())
+
+
+def test_a_hub_model_offline_fails_with_the_model_id(tmp_path):
+    result = pipeline(tmp_path, "qwen3-8b", "--stages", "prepare", HF_HUB_OFFLINE="1")
+    assert result.returncode == 1
+    assert "model.id: could not load the tokenizer of 'unsloth/Qwen3-8B-unsloth-bnb-4bit'" in result.stderr
