@@ -32,11 +32,11 @@ def load(run: Run, recipe: dict, checkpoint: str = "final"):
 
 
 @torch.no_grad()
-def token_loss(model, tokenizer, family, rows: list[dict]) -> float:
-    """Mean cross-entropy over all supervised (assistant) tokens of ``rows``, token-weighted."""
+def token_loss(model, tokenizer, family, rows: list[dict], train_on: str = "all_assistant") -> float:
+    """Mean cross-entropy over the trained (assistant) tokens of ``rows``, token-weighted."""
     total, count = 0.0, 0
     for row in rows:
-        ex = tokenize_with_labels(tokenizer, family, row["messages"])
+        ex = tokenize_with_labels(tokenizer, family, row["messages"], train_on)
         input_ids = torch.tensor([ex["input_ids"]], device=model.device)
         labels = torch.tensor([ex["labels"]], device=model.device)
         logits = model(input_ids=input_ids).logits.float()
@@ -85,7 +85,7 @@ def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, p
     options = _generation_options(recipe, progress)
 
     def measure(label: str) -> tuple[dict, list]:
-        loss = token_loss(model, tokenizer, family, rows)
+        loss = token_loss(model, tokenizer, family, rows, recipe["data"]["train_on"])
         answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **options)
         result = {"checkpoint": label, "eval_loss": loss, "perplexity": math.exp(loss),
                   **score(answers, references, ev["behavior"], family, thinking_on(family, ev["thinking"])),

@@ -5,7 +5,7 @@ import json
 import statistics
 from dataclasses import dataclass
 
-from .chat import IGNORE_INDEX, MaskError, tokenize_with_labels
+from .chat import IGNORE_INDEX, MaskError, tokenize_many
 from .data import DataError, load_conversations, split, write_jsonl
 from .families import ensure_chat_template, get_family
 from .recipes import load_recipe
@@ -35,17 +35,18 @@ def _stats(values: list[int]) -> dict:
             "max": ordered[-1]}
 
 
-def tokenize_rows(tokenizer, family, rows: list[dict], max_len: int, overlength: str, origins=None):
-    """Tokenize with labels and apply the over-length policy. Returns (examples, kept indices,
-    dropped [{source, row, reason}] with rows named by ``origins`` [(source, row)], truncated count)."""
+def tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins=None):
+    """Tokenize with labels (``data.train_on``) and apply the over-length policy
+    (``data.overlength``, ``model.max_seq_length``). Returns (examples, kept indices, dropped
+    [{source, row, reason}] with rows named by ``origins`` [(source, row)], truncated count)."""
+    max_len, overlength = recipe["model"]["max_seq_length"], recipe["data"]["overlength"]
     origins = origins or [("rows", i + 1) for i in range(len(rows))]
     examples, kept, dropped, truncated = [], [], [], 0
-    for i, row in enumerate(rows):
+    results = tokenize_many(tokenizer, family, [row["messages"] for row in rows], recipe["data"]["train_on"])
+    for i, ex in enumerate(results):
         where = {"source": origins[i][0], "row": origins[i][1]}
-        try:
-            ex = tokenize_with_labels(tokenizer, family, row["messages"])
-        except MaskError as e:
-            dropped.append({**where, "reason": f"mask: {e}"})
+        if isinstance(ex, MaskError):
+            dropped.append({**where, "reason": f"mask: {ex}"})
             continue
         if len(ex["input_ids"]) > max_len:
             if overlength == "drop":
@@ -78,8 +79,7 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     family = get_family(model_cfg["family"])
     tokenizer = load_tokenizer(model_cfg["id"], family)
 
-    examples, kept, dropped, truncated = tokenize_rows(
-        tokenizer, family, loaded.rows, model_cfg["max_seq_length"], data_cfg["overlength"], loaded.origins)
+    examples, kept, dropped, truncated = tokenize_rows(tokenizer, family, loaded.rows, resolved, loaded.origins)
     all_dropped = loaded.dropped + dropped
     rows = [loaded.rows[i] for i in kept]
     if not rows:

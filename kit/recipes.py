@@ -54,6 +54,8 @@ SCHEMA: dict = {
         "eval_fraction": F(float, 0.1),
         "seed": F(int, 3407),
         "invalid_rows": F(str, "error", choices=["error", "drop"]),
+        "train_on": F(str, "all_assistant", choices=["all_assistant", "last_assistant"],
+                      help="which assistant turns carry loss"),
         "overlength": F(str, "drop", choices=["drop", "truncate"]),
     },
     "lora": {

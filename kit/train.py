@@ -41,8 +41,7 @@ def add_lora(model, recipe: dict):
 def tokenized_split(run: Run, name: str, tokenizer, recipe: dict) -> Dataset:
     rows = read_jsonl(run.data_dir / f"{name}.jsonl")
     family = get_family(recipe["model"]["family"])
-    examples, _, dropped, _ = tokenize_rows(tokenizer, family, rows, recipe["model"]["max_seq_length"],
-                                            recipe["data"]["overlength"])
+    examples, _, dropped, _ = tokenize_rows(tokenizer, family, rows, recipe)
     if dropped:  # prepare already applied the same rules; a difference means the data changed
         raise RunError(f"{run.data_dir / (name + '.jsonl')}: {len(dropped)} rows no longer tokenize as in prepare: {dropped[:3]}")
     return Dataset.from_list(examples)

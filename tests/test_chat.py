@@ -76,7 +76,7 @@ def test_matches_trl_training_template_except_declared_differences(tokenizer):
 def test_misaligned_templates_raise_instead_of_training_the_wrong_tokens(tokenizer):
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     with pytest.raises(MaskError, match="end-of-turn token '<\\|eot_id\\|>' not found"):
-        tokenize_with_labels(tokenizer, Family(name="x", end_of_turn="<|eot_id|>"), messages)
+        tokenize_with_labels(tokenizer, Family(name="x", end_of_turn="<|eot_id|>", official_template="x"), messages)
     hides_content = ("{% for m in messages %}<|im_start|>{{ m.role }}\n"
                      "{% if m.role == 'assistant' %}[answer]{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -87,3 +87,11 @@ def test_misaligned_templates_raise_instead_of_training_the_wrong_tokens(tokeniz
             tokenize_with_labels(tokenizer, QWEN3, messages)
     finally:
         tokenizer.chat_template = original
+
+
+def test_last_assistant_strategy_trains_only_the_final_turn(tokenizer):
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "first"},
+                {"role": "user", "content": "b"}, {"role": "assistant", "content": "second"}]
+    ex = tokenize_with_labels(tokenizer, QWEN3, messages, train_on="last_assistant")
+    assert [t for t, s in label_segments(tokenizer, ex["input_ids"], ex["labels"]) if s] == ["second<|im_end|>"]
+    assert ex["input_ids"] == tokenize_with_labels(tokenizer, QWEN3, messages)["input_ids"]

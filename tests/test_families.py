@@ -89,3 +89,23 @@ def test_a_tokenizer_without_template_gets_the_official_one(family_tokenizers):
     bare.chat_template = None
     family = get_family("llama-3.1")
     assert ensure_chat_template(bare, family).chat_template == official_template(family)
+
+
+def test_fast_spans_equal_the_exact_method(family_tokenizers, family):
+    """tokenize_many's one-render path agrees with rendering every turn's prompt, including
+    reasoning turns and a user message that types a generation prompt itself."""
+    from kit.chat import generation_prompts, render_with_spans, spans_from_prompts, tokenize_many
+
+    tokenizer = family_tokenizers[family.name]
+    prompts = generation_prompts(tokenizer, family)
+    assert prompts
+    tricky = [{"role": "user", "content": "What does " + prompts[0].strip() + " mean?"},
+              {"role": "assistant", "content": "A turn header."}]
+    reasoning = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]
+    conversations = list(CONVERSATIONS.values()) + [tricky, reasoning]
+    for messages in conversations:
+        exact = render_with_spans(tokenizer, family, messages)
+        fast = spans_from_prompts(tokenizer, family, messages, prompts)
+        assert (fast.text, fast.spans) == (exact.text, exact.spans)
+    assert tokenize_many(tokenizer, family, conversations) == [tokenize_with_labels(tokenizer, family, m)
+                                                                for m in conversations]
