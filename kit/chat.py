@@ -7,10 +7,9 @@ way raises instead of silently training on the wrong tokens.
 """
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
 
-from .families import Family
+from .families import Family, training_template
 
 IGNORE_INDEX = -100
 
@@ -27,13 +26,17 @@ class Rendered:
 
 def template_messages(family: Family, messages: list[dict]) -> list[dict]:
     """Canonical messages as the family's chat template reads them: ``reasoning`` moves to the
-    family's reasoning field, or is left out where the family has none."""
-    if not any("reasoning" in m for m in messages):
+    family's reasoning field, into the content (``reasoning_inline``), or is left out."""
+    if not family.reasoning_inline and not any("reasoning" in m for m in messages):
         return messages
     out = []
     for m in messages:
-        m = {k: v for k, v in m.items() if k != "reasoning"} | (
-            {family.reasoning_field: m["reasoning"]} if m.get("reasoning") and family.reasoning_field else {})
+        reasoning = m.get("reasoning")
+        m = {k: v for k, v in m.items() if k != "reasoning"}
+        if m["role"] == "assistant" and family.reasoning_inline:
+            m["content"] = f"<think>\n{reasoning or ''}\n</think>\n\n{m['content']}"
+        elif reasoning and family.reasoning_field:
+            m[family.reasoning_field] = reasoning
         out.append(m)
     return out
 
@@ -49,30 +52,46 @@ def render_prompt(tokenizer, family: Family, messages: list[dict], **overrides) 
 
 
 def _close_span(text: str, family: Family, message: dict, i: int, start: int) -> tuple[int, int]:
-    stop = text.find(family.end_of_turn, start)
-    if stop < 0:
-        raise MaskError(f"assistant turn {i}: end-of-turn token {family.end_of_turn!r} not found after it")
-    end = stop + len(family.end_of_turn)
-    if message["content"].strip() not in text[start:end]:
+    """From ``start`` through the first end-of-turn token after the (canonical) message's answer."""
+    content = message["content"].strip()
+    at = text.find(content, start)
+    if at < 0:
         raise MaskError(f"assistant turn {i}: its content is not inside the supervised span")
-    return start, end
+    after = at + len(content)
+    stops = [(text.find(t, after), t) for t in family.end_tokens]
+    stops = [(p, t) for p, t in stops if p >= 0]
+    if not stops:
+        raise MaskError(f"assistant turn {i}: end-of-turn token {family.end_of_turn!r} not found after it")
+    stop, token = min(stops)
+    return start, stop + len(token)
 
 
-def render_with_spans(tokenizer, family: Family, messages: list[dict]) -> Rendered:
-    """The exact method: each assistant turn starts where the conversation before it, rendered
-    with a generation prompt (the longest matching variant), ends."""
-    messages = template_messages(family, messages)
-    text = render(tokenizer, messages)
+def trained_turns(messages: list[dict], train_on: str) -> set[int]:
+    if train_on not in ("all_assistant", "last_assistant"):
+        raise ValueError(f"train_on must be all_assistant or last_assistant, got {train_on!r}")
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    return set(turns[-1:] if train_on == "last_assistant" else turns)
+
+
+def render_training_text(tokenizer, family: Family, messages: list[dict]) -> str:
+    """The conversation as trained: the chat template's rendering, with the family's declared
+    differences (``training_patch``, ``training_suffix``)."""
+    return render(tokenizer, messages, chat_template=training_template(tokenizer, family)) + family.training_suffix
+
+
+def render_with_spans(tokenizer, family: Family, messages: list[dict], train_on: str = "all_assistant") -> Rendered:
+    """The exact method: each trained assistant turn starts where the conversation before it,
+    rendered with a generation prompt (the longest matching variant), ends."""
+    canonical, messages = messages, template_messages(family, messages)
+    text = render_training_text(tokenizer, family, messages)
     spans: list[tuple[int, int]] = []
     cursor = 0
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
+    for i in sorted(trained_turns(messages, train_on)):
         prompts = [render(tokenizer, messages[:i], add_generation_prompt=True, **kw) for kw in family.prompt_variants]
         matching = [p for p in prompts if len(p) >= cursor and text.startswith(p)]
         if not matching:
             raise MaskError(f"assistant turn {i}: the chat template does not render it after its own generation prompt")
-        spans.append(_close_span(text, family, message, i, len(max(matching, key=len))))
+        spans.append(_close_span(text, family, canonical[i], i, len(max(matching, key=len))))
         cursor = spans[-1][1]
     return Rendered(text, spans)
 
@@ -91,44 +110,38 @@ def generation_prompts(tokenizer, family: Family) -> list[str] | None:
     return out
 
 
-def spans_from_prompts(tokenizer, family: Family, messages: list[dict], prompts: list[str]) -> Rendered:
-    """The fast method, one render per conversation: each assistant turn starts after the first
-    generation prompt that follows the previous turn's content (the longest one at that place)."""
-    messages = template_messages(family, messages)
-    text = render(tokenizer, messages)
+def spans_from_prompts(tokenizer, family: Family, messages: list[dict], prompts: list[str],
+                       train_on: str = "all_assistant") -> Rendered:
+    """The fast method, one render per conversation: each trained assistant turn starts after the
+    first generation prompt that follows the previous turn's text (the longest one at that place)."""
+    canonical, messages = messages, template_messages(family, messages)
+    text = render_training_text(tokenizer, family, messages)
+    trained = trained_turns(messages, train_on)
     spans: list[tuple[int, int]] = []
     cursor = 0
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if i not in trained:
             # Skip past this turn's text, so a generation prompt typed inside it is never taken.
             at = text.find(message["content"].strip(), cursor)
-            if at < 0:
+            if at >= 0:
+                cursor = at + len(message["content"].strip())
+            elif message["role"] != "assistant":  # untrained assistant turns may be re-rendered
                 raise MaskError(f"{message['role']} turn {i}: its content is not in the rendered text")
-            cursor = at + len(message["content"].strip())
             continue
         found = [(text.find(p, cursor), -len(p), p) for p in prompts]
         found = [f for f in found if f[0] >= 0]
         if not found:
             raise MaskError(f"assistant turn {i}: no generation prompt before it")
         at, _, prompt = min(found)
-        spans.append(_close_span(text, family, message, i, at + len(prompt)))
+        spans.append(_close_span(text, family, canonical[i], i, at + len(prompt)))
         cursor = spans[-1][1]
     return Rendered(text, spans)
 
 
-def _labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> list[int]:
-    """Each token keeps its id as label if it starts inside a span, else IGNORE_INDEX."""
-    starts = [start for start, _ in offsets]
-    labels = [IGNORE_INDEX] * len(ids)
-    for a, b in spans:
-        i, j = bisect_left(starts, a), bisect_left(starts, b)
-        labels[i:j] = ids[i:j]
-    return labels
-
-
-def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_on: str = "all_assistant") -> dict:
+def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_on: str | None = None) -> dict:
     """``input_ids`` of the rendered conversation and ``labels`` with -100 outside the trained
-    assistant spans: every assistant turn (``all_assistant``) or the last one (``last_assistant``)."""
+    assistant spans: every assistant turn (``all_assistant``) or the last one (``last_assistant``);
+    None: the family's default."""
     [result] = tokenize_many(tokenizer, family, [messages], train_on, verify=0)
     if isinstance(result, MaskError):
         raise result
@@ -138,45 +151,51 @@ def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_
 VERIFY_ROWS = 32
 
 
-def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str = "all_assistant",
+def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str | None = None,
                   verify: int = VERIFY_ROWS) -> list[dict | MaskError]:
     """Tokenize with labels; a conversation that cannot be masked yields its MaskError instead.
 
     The fast method is used when it agrees with the exact one on the first ``verify``
     conversations (both are rendering-based; the exact one renders once per assistant turn);
     ``verify=0`` uses the exact method throughout."""
+    train_on = train_on or family.default_train_on
     prompts = generation_prompts(tokenizer, family) if verify else None
-    if prompts is not None:
-        for messages in conversations[:verify]:
-            try:
-                exact = render_with_spans(tokenizer, family, messages)
-            except MaskError:
-                continue
-            try:
-                fast = spans_from_prompts(tokenizer, family, messages, prompts)
-            except MaskError:
-                fast = None
-            if fast is None or (fast.text, fast.spans) != (exact.text, exact.spans):
-                prompts = None
-                break
-    rendered: list[Rendered | MaskError] = []
-    for messages in conversations:
+
+    def attempt(method, *args):
         try:
-            rendered.append(spans_from_prompts(tokenizer, family, messages, prompts) if prompts is not None
-                            else render_with_spans(tokenizer, family, messages))
+            return method(tokenizer, family, *args)
         except MaskError as e:
-            rendered.append(e)
-    texts = [r.text for r in rendered if isinstance(r, Rendered)]
-    # One batched call (the Rust tokenizer's fast path). The template already writes any BOS;
-    # adding special tokens again would double it.
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else {}
-    encoded = zip(enc.get("input_ids", []), enc.get("offset_mapping", []))
+            return e
+
+    for messages in conversations[:verify] if prompts is not None else []:
+        exact = attempt(render_with_spans, messages, train_on)
+        fast = attempt(spans_from_prompts, messages, prompts, train_on)
+        agree = (isinstance(exact, MaskError) and isinstance(fast, MaskError)) or (
+            isinstance(exact, Rendered) and isinstance(fast, Rendered) and (fast.text, fast.spans) == (exact.text, exact.spans))
+        if not agree:
+            prompts = None
+            break
+    rendered = [attempt(spans_from_prompts, m, prompts, train_on) if prompts is not None
+                else attempt(render_with_spans, m, train_on) for m in conversations]
+    # Tokenize the pieces between span boundaries separately, as TRL does with prompt and
+    # completion: the prompt's tokens are then exactly those the model sees at inference, even
+    # where a token would straddle the boundary in the whole text ("<think>\n" + "\n</think>").
+    # The template already writes any BOS; adding special tokens again would double it.
+    pieces: list[str] = []
+    for r in rendered:
+        if isinstance(r, Rendered):
+            cuts = [0, *[c for span in r.spans for c in span], len(r.text)]
+            pieces += [r.text[a:b] for a, b in zip(cuts, cuts[1:])]
+    encoded = iter(tokenizer(pieces, add_special_tokens=False)["input_ids"] if pieces else [])
     out: list[dict | MaskError] = []
     for r in rendered:
         if isinstance(r, MaskError):
             out.append(r)
             continue
-        ids, offsets = next(encoded)
-        spans = r.spans[-1:] if train_on == "last_assistant" else r.spans
-        out.append({"input_ids": ids, "labels": _labels(ids, offsets, spans)})
+        input_ids, labels = [], []
+        for k in range(2 * len(r.spans) + 1):  # prompt, span, between, span, ..., tail
+            ids = next(encoded)
+            input_ids += ids
+            labels += ids if k % 2 else [IGNORE_INDEX] * len(ids)
+        out.append({"input_ids": input_ids, "labels": labels})
     return out

@@ -2,6 +2,10 @@
 
 Masks are derived by rendering with the model's own chat template (see ``kit.chat``): a family
 only says which token closes an assistant turn and which generation-prompt variants may open one.
+
+Every place where the kit's training text intentionally differs from the official template's
+rendering is a field here: ``training_patch`` (DeepSeek-R1-Distill keeps the trained turn's
+reasoning) and ``training_suffix`` (GLM-4 ends the last answer with <|endoftext|>).
 """
 from __future__ import annotations
 
@@ -31,6 +35,23 @@ class Family:
     reasoning_tags: tuple[str, str] | None = None
     # The generation-prompt kwarg that switches thinking on and off, if any.
     thinking_kwarg: str | None = None
+    # Other tokens that may end an assistant turn (trained when they do; stop generation).
+    stop_tokens: tuple[str, ...] = ()
+    # The template itself, for a family whose official template TRL does not ship.
+    template_text: str | None = None
+    # Reasoning written into the assistant content as <think>\n…\n</think>\n\n (an empty block
+    # when there is none), for templates that expect it there.
+    reasoning_inline: bool = False
+    # (fragment, replacement) applied to the chat template for training renders only.
+    training_patch: tuple[str, str] | None = None
+    # Appended to the training text of a conversation (the last answer's end-of-turn).
+    training_suffix: str = ""
+    # data.train_on when the recipe leaves it null.
+    default_train_on: str = "all_assistant"
+
+    @property
+    def end_tokens(self) -> tuple[str, ...]:
+        return (self.end_of_turn, *self.stop_tokens)
 
 
 FAMILIES: dict[str, Family] = {
@@ -69,13 +90,63 @@ FAMILIES: dict[str, Family] = {
         official_template="gemma3",
         sampling={"temperature": 1.0, "top_k": 64, "top_p": 0.95},
     ),
+    # gpt-oss (harmony): the last assistant turn renders its `thinking` in the analysis channel and
+    # ends with <|return|>; earlier turns keep only the final channel and end with <|end|>.
+    "gpt-oss": Family(
+        name="gpt-oss",
+        end_of_turn="<|return|>",
+        stop_tokens=("<|end|>", "<|call|>"),
+        official_template="gptoss",
+        reasoning_field="thinking",
+        sampling={"temperature": 1.0, "top_p": 1.0},
+    ),
+    # DeepSeek-R1-Distill: the official template drops everything up to </think> from every
+    # assistant turn and prefills "<think>\n" in the generation prompt. The kit keeps the trained
+    # (last) turn's reasoning, so the model learns to write it: the one intended difference.
+    "deepseek-r1-distill": Family(
+        name="deepseek-r1-distill",
+        end_of_turn="<｜end▁of▁sentence｜>",
+        official_template="deepseek_r1_distill",
+        reasoning_inline=True,
+        training_patch=("{% if '</think>' in content %}", "{% if '</think>' in content and not loop.last %}"),
+        reasoning_tags=("<think>", "</think>"),
+        sampling={"temperature": 0.6, "top_p": 0.95},
+        default_train_on="last_assistant",  # earlier turns are rendered without their reasoning
+    ),
+    # GLM-4-9B-chat (glm-4-9b-chat-hf): no end-of-turn token; a turn ends where the next
+    # <|user|> / <|observation|> begins or at <|endoftext|>, which the kit appends to the last answer.
+    "glm-4": Family(
+        name="glm-4",
+        end_of_turn="<|endoftext|>",
+        stop_tokens=("<|user|>", "<|observation|>"),
+        official_template="glm-4",
+        template_text=("[gMASK]<sop>{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{% endfor %}"
+                       "{% if add_generation_prompt %}<|assistant|>{% endif %}"),
+        training_suffix="<|endoftext|>",
+        sampling={"temperature": 0.8, "top_p": 0.8},
+    ),
 }
 
 
 def official_template(family: Family) -> str:
+    if family.template_text is not None:
+        return family.template_text
     import trl
 
     return (Path(trl.__file__).parent / "chat_templates" / f"{family.official_template}.jinja").read_text(encoding="utf-8")
+
+
+def training_template(tokenizer, family: Family) -> str:
+    """The chat template used to render training text: the tokenizer's own, with the family's
+    declared patch applied."""
+    template = tokenizer.chat_template
+    if family.training_patch:
+        fragment, replacement = family.training_patch
+        if fragment not in template:
+            raise ValueError(f"{family.name}: the tokenizer's chat template lacks {fragment!r}, which the kit patches "
+                             "to keep the trained turn's reasoning; is this the official template?")
+        template = template.replace(fragment, replacement)
+    return template
 
 
 def ensure_chat_template(tokenizer, family: Family):

@@ -45,7 +45,7 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
              batch_size: int = 8, sampling: bool = False, thinking: bool | None = None, seed: int = 0,
              progress=None) -> tuple[list[Answer], dict]:
     """Answer each conversation's last turn. Returns the answers and {"tokens", "seconds", "tokens_per_s"}."""
-    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens]
     prompts = [render_prompt(tokenizer, family, c, **prompt_kwargs(family, thinking)) for c in conversations]
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     answers: list[Answer] = []
@@ -55,10 +55,11 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
         torch.manual_seed(seed)
         for batch in (progress(batches, desc="generating") if progress else batches):
             inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eot,
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stops,
                                  pad_token_id=tokenizer.pad_token_id, **decoding_kwargs(family, sampling))
             for row in out[:, inputs["input_ids"].shape[1]:].tolist():
-                new = row[:row.index(eot)] if eot in row else [t for t in row if t != tokenizer.pad_token_id]
+                end = next((k for k, t in enumerate(row) if t in stops), None)
+                new = row[:end] if end is not None else [t for t in row if t != tokenizer.pad_token_id]
                 n_tokens += len(new)
                 raw = tokenizer.decode(new, skip_special_tokens=True)
                 reasoning, text = split_reasoning(raw, family)
@@ -77,9 +78,9 @@ def stream_answer(model, tokenizer, family: Family, messages: list[dict], *, max
     prompt = render_prompt(tokenizer, family, messages, **prompt_kwargs(family, thinking))
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    eot = tokenizer.convert_tokens_to_ids(family.end_of_turn)
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens]
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=eot, streamer=streamer,
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stops, streamer=streamer,
                              pad_token_id=tokenizer.pad_token_id, **decoding_kwargs(family, sampling))
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 

@@ -54,8 +54,8 @@ SCHEMA: dict = {
         "eval_fraction": F(float, 0.1),
         "seed": F(int, 3407),
         "invalid_rows": F(str, "error", choices=["error", "drop"]),
-        "train_on": F(str, "all_assistant", choices=["all_assistant", "last_assistant"],
-                      help="which assistant turns carry loss"),
+        "train_on": F(str, None, nullable=True, choices=["all_assistant", "last_assistant"],
+                      help="which assistant turns carry loss; null: the family's default"),
         "overlength": F(str, "drop", choices=["drop", "truncate"]),
     },
     "lora": {

@@ -71,4 +71,12 @@ def family_tokenizers(tokenizer):
                                    eos_token="<|eot_id|>"),
         "gemma-3": with_template(vocab_tokenizer("qwen2"), "gemma-3", add=["<bos>", "<start_of_turn>", "<end_of_turn>"],
                                  bos_token="<bos>", eos_token="<end_of_turn>"),
+        "gpt-oss": with_template(vocab_tokenizer("qwen2"), "gpt-oss", add=["<|start|>", "<|end|>", "<|message|>",
+                                 "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>"], eos_token="<|return|>"),
+        "deepseek-r1-distill": with_template(
+            vocab_tokenizer("qwen2"), "deepseek-r1-distill", add=["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
+                                                                 "<｜User｜>", "<｜Assistant｜>"],
+            bos_token="<｜begin▁of▁sentence｜>", eos_token="<｜end▁of▁sentence｜>"),
+        "glm-4": with_template(vocab_tokenizer("qwen2"), "glm-4", add=["[gMASK]", "<sop>", "<|system|>", "<|user|>",
+                               "<|assistant|>", "<|observation|>"], eos_token="<|endoftext|>"),
     }

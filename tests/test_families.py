@@ -38,12 +38,25 @@ def test_family_table_is_complete_for_shipped_recipes():
     assert {load_recipe(name)[1]["model"]["family"] for name in available()} <= set(FAMILIES)
 
 
+def expected_segments(family, answers: list[str]) -> list[str]:
+    """What each family trains, written out: the answer and the token that ends it, plus the
+    scaffolding the model itself writes after the generation prompt."""
+    last = len(answers) - 1
+    if family.name == "gpt-oss":  # history keeps the final channel only; the last turn ends with <|return|>
+        return [f"<|channel|>final<|message|>{a}" + ("<|return|>" if i == last else "<|end|>") for i, a in enumerate(answers)]
+    if family.name == "glm-4":  # the model writes the newline; the next <|user|> or <|endoftext|> ends the turn
+        return ["\n" + a + ("<|endoftext|>" if i == last else "<|user|>") for i, a in enumerate(answers)]
+    if family.name == "deepseek-r1-distill":  # last turn only; "<think>\n" is prefilled, the (empty) block is trained
+        return [f"\n</think>\n\n{answers[-1]}<｜end▁of▁sentence｜>"]
+    return [a + family.end_of_turn for a in answers]
+
+
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))
 def test_masks_are_the_assistant_turns(family_tokenizers, family, name):
     tokenizer, messages = family_tokenizers[family.name], CONVERSATIONS[name]
     segments, ex = trained(tokenizer, family, messages)
     answers = [m["content"] for m in messages if m["role"] == "assistant"]
-    assert segments == [a + family.end_of_turn for a in answers]
+    assert segments == expected_segments(family, answers)
     # Everything else is context: the text of every non-assistant turn sits in unsupervised tokens.
     context = "".join(t for t, sup in label_segments(tokenizer, ex["input_ids"], ex["labels"]) if not sup)
     assert all(m["content"] in context for m in messages if m["role"] != "assistant")
@@ -54,31 +67,44 @@ def test_text_is_the_official_templates_and_bos_is_not_doubled(family_tokenizers
     messages = CONVERSATIONS["system"]
     ex = tokenize_with_labels(tokenizer, family, messages)
     official = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert tokenizer.decode(ex["input_ids"]) == official
+    # The only differences from the official rendering are the ones the family table declares.
+    declared = official + family.training_suffix
+    if family.name == "deepseek-r1-distill":  # the trained (last) turn keeps its (empty) think block
+        head, answer = declared.rsplit("<｜Assistant｜>", 1)
+        declared = f"{head}<｜Assistant｜><think>\n\n</think>\n\n{answer}"
+    assert tokenizer.decode(ex["input_ids"]) == declared
+    assert (declared == official) == (family.training_patch is None and not family.training_suffix)
     if tokenizer.bos_token and official.startswith(tokenizer.bos_token):
         assert ex["input_ids"].count(tokenizer.bos_token_id) == 1
     # The inference prompt is the untrained prefix of the rendered conversation.
     prompt = render_prompt(tokenizer, family, messages[:-1])
-    assert official.startswith(prompt)
-    assert render(tokenizer, messages).startswith(prompt)
+    assert declared.startswith(prompt)
 
 
-@pytest.mark.parametrize("name, training_template", [("qwen2.5", "qwen2_5_training"), ("gemma-3", "gemma3_training")])
-def test_masks_match_trls_training_templates(family_tokenizers, name, training_template):
+@pytest.mark.parametrize("name, training_template, trl_only", [
+    ("qwen2.5", "qwen2_5_training", ["\n", "\n"]),           # the prompt's last newline, the one after <|im_end|>
+    ("gemma-3", "gemma3_training", ["\n"]),                 # the newline after <end_of_turn>
+    ("gpt-oss", "gptoss_training", ["<|start|>assistant"]),  # the generation prompt itself
+])
+def test_masks_match_trls_training_templates(family_tokenizers, name, training_template, trl_only):
+    """TRL's {% generation %} masks cover ours; what only TRL trains is declared, per turn."""
     import trl
 
     family, tokenizer = get_family(name), family_tokenizers[name]
     template = (Path(trl.__file__).parent / "chat_templates" / f"{training_template}.jinja").read_text()
-    for messages in CONVERSATIONS.values():
-        ref = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True, return_dict=True,
+    reasoning = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]
+    for messages in [*CONVERSATIONS.values(), reasoning]:
+        as_template = [{k if k != "reasoning" else (family.reasoning_field or k): v for k, v in m.items()}
+                       for m in messages]
+        ref = tokenizer.apply_chat_template(as_template, chat_template=template, tokenize=True, return_dict=True,
                                             return_assistant_tokens_mask=True)
         ours = tokenize_with_labels(tokenizer, family, messages)
         assert ours["input_ids"] == ref["input_ids"]
         mask = [label != IGNORE_INDEX for label in ours["labels"]]
-        # Declared difference: TRL also marks the newline after the end-of-turn token.
-        extra = [i for i, (o, r) in enumerate(zip(mask, ref["assistant_masks"])) if r and not o]
-        assert all(r for o, r in zip(mask, ref["assistant_masks"]) if o)
-        assert all(tokenizer.decode([ref["input_ids"][i]]) == "\n" for i in extra)
+        assert all(r for o, r in zip(mask, ref["assistant_masks"]) if o)  # ours ⊆ TRL's
+        only_trl = [tid if r and not o else None for tid, o, r in zip(ours["input_ids"], mask, ref["assistant_masks"])]
+        runs = "".join(tokenizer.decode([t]) if t is not None else "\0" for t in only_trl).split("\0")
+        assert [r for r in runs if r] == trl_only * sum(m["role"] == "assistant" for m in messages)
 
 
 def test_a_tokenizer_without_template_gets_the_official_one(family_tokenizers):
@@ -104,8 +130,8 @@ def test_fast_spans_equal_the_exact_method(family_tokenizers, family):
     reasoning = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]
     conversations = list(CONVERSATIONS.values()) + [tricky, reasoning]
     for messages in conversations:
-        exact = render_with_spans(tokenizer, family, messages)
-        fast = spans_from_prompts(tokenizer, family, messages, prompts)
+        exact = render_with_spans(tokenizer, family, messages, family.default_train_on)
+        fast = spans_from_prompts(tokenizer, family, messages, prompts, family.default_train_on)
         assert (fast.text, fast.spans) == (exact.text, exact.spans)
     assert tokenize_many(tokenizer, family, conversations) == [tokenize_with_labels(tokenizer, family, m)
                                                                 for m in conversations]
