@@ -15,7 +15,7 @@ from .backend import FastLanguageModel
 from .chat import IGNORE_INDEX, tokenize_with_labels
 from .checkpoints import Checkpoint, find_checkpoint
 from .data import held_out_prompts, load_prompts, read_jsonl
-from .families import get_family
+from .families import family_for
 from .inference import generate
 from .plots import plot_losses, plot_metrics
 from .runs import Run
@@ -78,7 +78,7 @@ def _generation_options(recipe: dict, progress) -> dict:
 
 def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, progress=None) -> dict:
     m, ev = recipe["model"], recipe["eval"]
-    family = get_family(m["family"])
+    family = family_for(recipe)
     rows = read_jsonl(run.data_dir / "eval.jsonl")
     prompts = held_out_prompts(rows, ev["num_prompts"])
     references = [p["reference"] for p in prompts]
@@ -121,7 +121,7 @@ def predict(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, so
             progress=None) -> Path:
     """Answers to every conversation of ``source`` (JSONL/JSON of messages; default: the eval split)
     → ``predictions/<source>.<checkpoint>.jsonl`` in the run, answer and reasoning separated."""
-    family = get_family(recipe["model"]["family"])
+    family = family_for(recipe)
     if source:
         prompts, stem = load_prompts(Path(source)), Path(source).stem
     else:

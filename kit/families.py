@@ -9,7 +9,7 @@ reasoning) and ``training_suffix`` (GLM-4 ends the last answer with <|endoftext|
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -126,6 +126,15 @@ FAMILIES: dict[str, Family] = {
         sampling={"temperature": 0.8, "top_p": 0.8},
     ),
 }
+
+
+def family_for(recipe: dict) -> Family:
+    """The recipe's family, with ``data.reasoning: inline`` applied: reasoning written into the
+    answer as a <think> block, for families whose template has no reasoning channel."""
+    family = get_family(recipe["model"]["family"])
+    if recipe["data"]["reasoning"] == "inline" and not family.reasoning_field and not family.reasoning_inline:
+        family = replace(family, reasoning_inline=True, reasoning_tags=("<think>", "</think>"))
+    return family
 
 
 def official_template(family: Family) -> str:

@@ -14,7 +14,7 @@ import torch
 from . import backend  # first: Unsloth patches transformers/peft on import
 from .chat import render_prompt
 from .data import held_out_prompts, read_jsonl
-from .families import get_family
+from .families import family_for
 from .runs import Run, RunError
 
 from transformers import AutoModelForCausalLM  # noqa: E402
@@ -39,7 +39,7 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     if run.merged_dir.exists() and not overwrite:
         raise RunError(f"{run.merged_dir} already exists; pass overwrite=True to replace it")
     m = recipe["model"]
-    family = get_family(m["family"])
+    family = family_for(recipe)
     dtype = backend.merge_dtype()
     model, tokenizer = backend.load_model(str(run.adapter_dir), m["max_seq_length"], load_in_4bit=False, dtype=dtype)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .chat import IGNORE_INDEX, MaskError, tokenize_many
 from .data import DataError, load_conversations, split, write_jsonl
-from .families import ensure_chat_template, get_family
+from .families import ensure_chat_template, family_for
 from .recipes import load_recipe
 from .runs import Run, create_run
 
@@ -35,15 +35,27 @@ def _stats(values: list[int]) -> dict:
             "max": ordered[-1]}
 
 
+def expand_turns(messages: list[dict]) -> list[list[dict]]:
+    """One conversation per assistant turn, each ending at that turn (history as at inference)."""
+    return [messages[:i + 1] for i, m in enumerate(messages) if m["role"] == "assistant"]
+
+
 def tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins=None):
-    """Tokenize with labels (``data.train_on``) and apply the over-length policy
-    (``data.overlength``, ``model.max_seq_length``). Returns (examples, kept indices, dropped
-    [{source, row, reason}] with rows named by ``origins`` [(source, row)], truncated count)."""
+    """Tokenize with labels (``data.train_on``, ``data.reasoning``) and apply the over-length
+    policy (``data.overlength``, ``model.max_seq_length``). Returns (examples, kept row indices,
+    dropped [{source, row, reason}] with rows named by ``origins`` [(source, row)], truncated count).
+    With ``data.reasoning: every_turn`` a row gives one example per assistant turn."""
     max_len, overlength = recipe["model"]["max_seq_length"], recipe["data"]["overlength"]
     origins = origins or [("rows", i + 1) for i in range(len(rows))]
+    train_on = recipe["data"]["train_on"]
+    if recipe["data"]["reasoning"] == "every_turn":
+        pairs = [(i, c) for i, row in enumerate(rows) for c in expand_turns(row["messages"])]
+        train_on = "last_assistant"
+    else:
+        pairs = [(i, row["messages"]) for i, row in enumerate(rows)]
     examples, kept, dropped, truncated = [], [], [], 0
-    results = tokenize_many(tokenizer, family, [row["messages"] for row in rows], recipe["data"]["train_on"])
-    for i, ex in enumerate(results):
+    results = tokenize_many(tokenizer, family, [c for _, c in pairs], train_on)
+    for (i, _), ex in zip(pairs, results):
         where = {"source": origins[i][0], "row": origins[i][1]}
         if isinstance(ex, MaskError):
             dropped.append({**where, "reason": f"mask: {ex}"})
@@ -58,7 +70,8 @@ def tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins=Non
                 dropped.append({**where, "reason": f"nothing to train after truncation to {max_len} tokens"})
                 continue
         examples.append(ex)
-        kept.append(i)
+        if not kept or kept[-1] != i:
+            kept.append(i)
     return examples, kept, dropped, truncated
 
 
@@ -76,7 +89,7 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     data_cfg, model_cfg = resolved["data"], resolved["model"]
     loaded = load_conversations(data_cfg["source"], data_cfg["format"], data_cfg["columns"],
                                 data_cfg["invalid_rows"], data_cfg["seed"])
-    family = get_family(model_cfg["family"])
+    family = family_for(resolved)
     tokenizer = load_tokenizer(model_cfg["id"], family)
 
     examples, kept, dropped, truncated = tokenize_rows(tokenizer, family, loaded.rows, resolved, loaded.origins)
@@ -95,7 +108,7 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "sources": loaded.sources,
         "rows_total": loaded.total,
         "rows_kept": len(rows),
-        "reasoning": reasoning_stats(tokenizer, family, rows),
+        "reasoning": reasoning_stats(tokenizer, family, rows, resolved),
         "rows_dropped": len(all_dropped),
         "dropped_by_reason": _count(all_dropped),
         "dropped": all_dropped,
@@ -112,15 +125,21 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     return Prepared(run, report, examples, tokenizer)
 
 
-def reasoning_stats(tokenizer, family, rows: list[dict]) -> dict:
-    """How many assistant turns carry reasoning and how many of those the chat template renders
-    (Qwen3, for one, shows reasoning only after the last user turn; some families have none)."""
-    from .chat import render, template_messages
+def reasoning_stats(tokenizer, family, rows: list[dict], recipe: dict) -> dict:
+    """How many assistant turns carry reasoning and how many of those appear in the training text
+    (Qwen3, for one, renders reasoning only after the last user turn; some families have none)."""
+    from .chat import render_training_text, template_messages
 
-    turns = [(row, m) for row in rows for m in row["messages"] if m.get("reasoning")]
-    rendered = sum(m["reasoning"].strip() in render(tokenizer, template_messages(family, row["messages"]))
-                   for row, m in turns)
-    return {"assistant_turns_with_reasoning": len(turns), "rendered": rendered, "not_rendered": len(turns) - rendered}
+    every_turn = recipe["data"]["reasoning"] == "every_turn"
+    total = rendered = 0
+    for row in rows:
+        messages = row["messages"]
+        for i, m in enumerate(messages):
+            if m["role"] == "assistant" and m.get("reasoning"):
+                text = render_training_text(tokenizer, family, template_messages(family, messages[:i + 1] if every_turn else messages))
+                total += 1
+                rendered += m["reasoning"].strip() in text
+    return {"assistant_turns_with_reasoning": total, "rendered": rendered, "not_rendered": total - rendered}
 
 
 def _count(dropped: list[dict]) -> dict:
@@ -143,6 +162,9 @@ def summary(report: dict) -> str:
     if r["assistant_turns_with_reasoning"]:
         lines.append(f"  reasoning: {r['assistant_turns_with_reasoning']} assistant turns have it; the chat template "
                      f"renders {r['rendered']}, leaves out {r['not_rendered']}")
+        if r["not_rendered"]:
+            lines.append("  WARNING: reasoning left out of training; data.reasoning: every_turn trains each turn's "
+                         "reasoning (one example per turn), inline writes it into answers for families without a channel")
     for d in report["dropped"][:10]:
         lines.append(f"  dropped {d['source']}: row {d['row']}: {d['reason']}")
     return "\n".join(lines)

@@ -56,6 +56,10 @@ SCHEMA: dict = {
         "invalid_rows": F(str, "error", choices=["error", "drop"]),
         "train_on": F(str, None, nullable=True, choices=["all_assistant", "last_assistant"],
                       help="which assistant turns carry loss; null: the family's default"),
+        "reasoning": F(str, "as_template", choices=["as_template", "every_turn", "inline"],
+                       help="as_template: as the model sees it at inference; every_turn: one example per "
+                            "assistant turn so every turn's reasoning is rendered; inline: <think> blocks in "
+                            "the answer for families without a reasoning channel"),
         "overlength": F(str, "drop", choices=["drop", "truncate"]),
     },
     "lora": {

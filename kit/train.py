@@ -10,7 +10,7 @@ from .backend import FastLanguageModel
 from .callbacks import LiveSamples, MetricsJsonl
 from .checkpoints import list_checkpoints
 from .data import held_out_prompts, read_jsonl
-from .families import ensure_chat_template, get_family
+from .families import ensure_chat_template, family_for
 from .prepare import tokenize_rows
 from .runs import Run, RunError
 
@@ -21,7 +21,7 @@ from trl import SFTConfig, SFTTrainer  # noqa: E402
 def load_base(recipe: dict):
     m = recipe["model"]
     model, tokenizer = backend.load_model(m["id"], m["max_seq_length"], m["load_in_4bit"])
-    return model, ensure_chat_template(tokenizer, get_family(m["family"]))
+    return model, ensure_chat_template(tokenizer, family_for(recipe))
 
 
 def add_lora(model, recipe: dict):
@@ -40,7 +40,7 @@ def add_lora(model, recipe: dict):
 
 def tokenized_split(run: Run, name: str, tokenizer, recipe: dict) -> Dataset:
     rows = read_jsonl(run.data_dir / f"{name}.jsonl")
-    family = get_family(recipe["model"]["family"])
+    family = family_for(recipe)
     examples, _, dropped, _ = tokenize_rows(tokenizer, family, rows, recipe)
     if dropped:  # prepare already applied the same rules; a difference means the data changed
         raise RunError(f"{run.data_dir / (name + '.jsonl')}: {len(dropped)} rows no longer tokenize as in prepare: {dropped[:3]}")
@@ -51,7 +51,7 @@ def live_samples(run: Run, tokenizer, recipe: dict) -> LiveSamples:
     """Answers to the first ``eval.live_samples`` held-out prompts at every evaluation."""
     rows = read_jsonl(run.data_dir / "eval.jsonl")[: recipe["eval"]["live_samples"]]
     prompts = [p["messages"] for p in held_out_prompts(rows)]
-    return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, get_family(recipe["model"]["family"]),
+    return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, family_for(recipe),
                        prompts, recipe["eval"]["max_new_tokens"])
 
 

@@ -51,3 +51,36 @@ def test_bad_data_creates_no_run(tmp_path, runs_dir):
     with pytest.raises(DataError, match="cannot tell the data format"):
         prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}))
     assert not runs_dir.exists() or not any(runs_dir.rglob("recipe.yaml"))
+
+
+@pytest.mark.parametrize("mode, rendered, examples", [("as_template", 0, 6), ("every_turn", 6, 12)])
+def test_reasoning_every_turn_renders_each_turns_reasoning(tmp_path, runs_dir, tiny_model_dir, mode, rendered, examples):
+    from kit.chat import IGNORE_INDEX
+
+    rows = [{"messages": [{"role": "user", "content": f"Q{i}"},
+                          {"role": "assistant", "content": f"A{i}", "reasoning": f"step {i}"},
+                          {"role": "user", "content": "More?"}, {"role": "assistant", "content": "No."}]}
+            for i in range(6)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prepared = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "r.jsonl"), "reasoning": mode}))
+    assert prepared.report["reasoning"]["rendered"] == rendered
+    assert len(prepared.examples) == examples
+    trained = [prepared.tokenizer.decode([t for t in ex["labels"] if t != IGNORE_INDEX]) for ex in prepared.examples]
+    assert sum("<think>\nstep" in t for t in trained) == rendered
+
+
+def test_reasoning_inline_for_a_family_without_a_channel(tmp_path, runs_dir, family_tokenizers):
+    from kit.chat import IGNORE_INDEX
+    from kit.prepare import tokenize_rows
+    from kit.families import family_for
+    from kit.recipes import load_recipe
+
+    recipe = load_recipe("llama-3.1-8b", {"data.reasoning": "inline"})[1]
+    rows = [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]}]
+    tokenizer = family_tokenizers["llama-3.1"]
+    examples, *_ = tokenize_rows(tokenizer, family_for(recipe), rows, recipe)
+    trained = tokenizer.decode([t for t in examples[0]["labels"] if t != IGNORE_INDEX])
+    assert trained == "<think>\nAdd.\n</think>\n\n4<|eot_id|>"
+    plain = load_recipe("llama-3.1-8b")[1]
+    examples, *_ = tokenize_rows(tokenizer, family_for(plain), rows, plain)
+    assert tokenizer.decode([t for t in examples[0]["labels"] if t != IGNORE_INDEX]) == "4<|eot_id|>"
