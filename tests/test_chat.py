@@ -95,3 +95,11 @@ def test_last_assistant_strategy_trains_only_the_final_turn(tokenizer):
     ex = tokenize_with_labels(tokenizer, QWEN3, messages, train_on="last_assistant")
     assert [t for t, s in label_segments(tokenizer, ex["input_ids"], ex["labels"]) if s] == ["second<|im_end|>"]
     assert ex["input_ids"] == tokenize_with_labels(tokenizer, QWEN3, messages)["input_ids"]
+
+
+def test_batch_encoding_equals_the_tokenizer_call(tokenizer, family_tokenizers):
+    from kit.chat import encode_batch
+
+    texts = ["<|im_start|>user\n你好 👋<|im_end|>\n", "  leading spaces and\ttabs", "Dear customer,", ""]
+    for tok in (tokenizer, family_tokenizers["llama-3.1"], family_tokenizers["gemma-3"]):
+        assert encode_batch(tok, texts) == tok(texts, add_special_tokens=False)["input_ids"]
