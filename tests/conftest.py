@@ -80,3 +80,26 @@ def family_tokenizers(tokenizer):
         "glm-4": with_template(vocab_tokenizer("qwen2"), "glm-4", add=["[gMASK]", "<sop>", "<|system|>", "<|user|>",
                                "<|assistant|>", "<|observation|>"], eos_token="<|endoftext|>"),
     }
+
+
+def trl_only_pieces(tokenizer, family, messages, training_template: str) -> list[str]:
+    """Compare the kit's labels with the masks of TRL's ``{% generation %}`` training template:
+    asserts the same ids and that the kit trains nothing TRL does not, and returns the text of
+    each run of tokens that only TRL trains."""
+    from pathlib import Path
+
+    import trl
+
+    from kit.chat import IGNORE_INDEX, tokenize_with_labels
+
+    template = (Path(trl.__file__).parent / "chat_templates" / f"{training_template}.jinja").read_text()
+    as_template = [{k if k != "reasoning" else (family.reasoning_field or k): v for k, v in m.items()} for m in messages]
+    ref = tokenizer.apply_chat_template(as_template, chat_template=template, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=True)
+    ours = tokenize_with_labels(tokenizer, family, messages)
+    assert ours["input_ids"] == ref["input_ids"]
+    mask = [label != IGNORE_INDEX for label in ours["labels"]]
+    assert all(r for o, r in zip(mask, ref["assistant_masks"]) if o)  # ours ⊆ TRL's
+    only_trl = [tid if r and not o else None for tid, o, r in zip(ours["input_ids"], mask, ref["assistant_masks"])]
+    runs = "".join(tokenizer.decode([t]) if t is not None else "\0" for t in only_trl).split("\0")
+    return [r for r in runs if r]

@@ -1,11 +1,11 @@
 """Assistant-only labels on the real Qwen tokenizer with Qwen3's official chat template."""
-from pathlib import Path
-
 import pytest
 
-from kit.chat import IGNORE_INDEX, MaskError, render, render_prompt, tokenize_with_labels
+from kit.chat import MaskError, render, render_prompt, tokenize_with_labels
 from kit.display import label_segments
 from kit.families import Family, get_family
+
+from .conftest import trl_only_pieces
 
 QWEN3 = get_family("qwen3")
 
@@ -55,22 +55,13 @@ def test_inference_prompt_is_the_untrained_prefix(tokenizer):
 
 
 def test_matches_trl_training_template_except_declared_differences(tokenizer):
-    """TRL's qwen3_training.jinja marks assistant tokens with {% generation %}. Ours differ in two
-    declared places: the empty think block is prompt (it is in the enable_thinking=False generation
-    prompt) and the newline after <|im_end|> is not trained (generation stops at <|im_end|>)."""
-    import trl
-
-    template = (Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja").read_text()
+    """TRL's qwen3_training.jinja marks assistant tokens with {% generation %} (and renders a think
+    block in every turn, so only single-turn conversations compare). Ours differ in two declared
+    places: the empty think block is prompt (it is in the enable_thinking=False generation prompt)
+    and the newline after <|im_end|> is not trained (generation stops at <|im_end|>)."""
     messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Can I return it?"},
                 {"role": "assistant", "content": "Dear customer, yes within 30 days."}]
-    ref = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
-    ours = tokenize_with_labels(tokenizer, QWEN3, messages)
-    assert ours["input_ids"] == ref["input_ids"]
-    ours_mask = [label != IGNORE_INDEX for label in ours["labels"]]
-    assert all(r for o, r in zip(ours_mask, ref["assistant_masks"]) if o)  # ours ⊆ TRL's
-    only_trl = [i for i, (o, r) in enumerate(zip(ours_mask, ref["assistant_masks"])) if r and not o]
-    assert tokenizer.decode([ref["input_ids"][i] for i in only_trl]) == "<think>\n\n</think>\n\n\n"
+    assert trl_only_pieces(tokenizer, QWEN3, messages, "qwen3_training") == ["<think>\n\n</think>\n\n", "\n"]
 
 
 def test_misaligned_templates_raise_instead_of_training_the_wrong_tokens(tokenizer):

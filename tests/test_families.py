@@ -1,13 +1,13 @@
 """Every family: rendering is the official template's, masks are exactly the assistant turns
 (content + end-of-turn token), no doubled BOS; and TRL's generation-marked training templates
 agree where they exist."""
-from pathlib import Path
-
 import pytest
 
-from kit.chat import IGNORE_INDEX, render, render_prompt, tokenize_with_labels
+from kit.chat import render_prompt, tokenize_with_labels
 from kit.display import label_segments
 from kit.families import FAMILIES, get_family
+
+from .conftest import trl_only_pieces
 
 CONVERSATIONS = {
     "single": [{"role": "user", "content": "Where is my order?"},
@@ -88,23 +88,11 @@ def test_text_is_the_official_templates_and_bos_is_not_doubled(family_tokenizers
 ])
 def test_masks_match_trls_training_templates(family_tokenizers, name, training_template, trl_only):
     """TRL's {% generation %} masks cover ours; what only TRL trains is declared, per turn."""
-    import trl
-
     family, tokenizer = get_family(name), family_tokenizers[name]
-    template = (Path(trl.__file__).parent / "chat_templates" / f"{training_template}.jinja").read_text()
     reasoning = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]
     for messages in [*CONVERSATIONS.values(), reasoning]:
-        as_template = [{k if k != "reasoning" else (family.reasoning_field or k): v for k, v in m.items()}
-                       for m in messages]
-        ref = tokenizer.apply_chat_template(as_template, chat_template=template, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
-        ours = tokenize_with_labels(tokenizer, family, messages)
-        assert ours["input_ids"] == ref["input_ids"]
-        mask = [label != IGNORE_INDEX for label in ours["labels"]]
-        assert all(r for o, r in zip(mask, ref["assistant_masks"]) if o)  # ours ⊆ TRL's
-        only_trl = [tid if r and not o else None for tid, o, r in zip(ours["input_ids"], mask, ref["assistant_masks"])]
-        runs = "".join(tokenizer.decode([t]) if t is not None else "\0" for t in only_trl).split("\0")
-        assert [r for r in runs if r] == trl_only * sum(m["role"] == "assistant" for m in messages)
+        turns = sum(m["role"] == "assistant" for m in messages)
+        assert trl_only_pieces(tokenizer, family, messages, training_template) == trl_only * turns
 
 
 def test_a_tokenizer_without_template_gets_the_official_one(family_tokenizers):
