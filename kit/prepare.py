@@ -53,26 +53,27 @@ def tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins=Non
         train_on = "last_assistant"
     else:
         pairs = [(i, row["messages"]) for i, row in enumerate(rows)]
-    examples, kept, dropped, truncated = [], [], [], 0
-    results = tokenize_many(tokenizer, family, [c for _, c in pairs], train_on)
-    for (i, _), ex in zip(pairs, results):
-        where = {"source": origins[i][0], "row": origins[i][1]}
+    examples, dropped, dropped_rows, truncated = [], [], set(), 0
+    for (i, _), ex in zip(pairs, tokenize_many(tokenizer, family, [c for _, c in pairs], train_on)):
+        reason = None
         if isinstance(ex, MaskError):
-            dropped.append({**where, "reason": f"mask: {ex}"})
-            continue
-        if len(ex["input_ids"]) > max_len:
-            if overlength == "drop":
-                dropped.append({**where, "reason": f"over max_seq_length: {len(ex['input_ids'])} > {max_len} tokens"})
-                continue
+            reason = f"mask: {ex}"
+        elif len(ex["input_ids"]) > max_len and overlength == "drop":
+            reason = f"over max_seq_length: {len(ex['input_ids'])} > {max_len} tokens"
+        elif len(ex["input_ids"]) > max_len:
             ex = {k: v[:max_len] for k, v in ex.items()}
             truncated += 1
             if all(label == IGNORE_INDEX for label in ex["labels"]):
-                dropped.append({**where, "reason": f"nothing to train after truncation to {max_len} tokens"})
-                continue
-        examples.append(ex)
-        if not kept or kept[-1] != i:
-            kept.append(i)
-    return examples, kept, dropped, truncated
+                reason = f"nothing to train after truncation to {max_len} tokens"
+        if reason:
+            dropped.append({"source": origins[i][0], "row": origins[i][1], "reason": reason})
+            dropped_rows.add(i)
+        else:
+            examples.append((i, ex))
+    # A row is kept whole or not at all (with every_turn, one failing turn drops the row), so
+    # training re-tokenizes exactly the examples prepare counted.
+    kept = sorted({i for i, _ in examples} - dropped_rows)
+    return [ex for i, ex in examples if i not in dropped_rows], kept, dropped, truncated
 
 
 @dataclass
