@@ -48,3 +48,28 @@ def extract_member(relative: str) -> Path:
         tmp.write_bytes(data.read())
         tmp.replace(out)
     return out
+
+
+# What convert_hf_to_gguf.py imports from the tree beside it.
+CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+
+
+def converter_tree() -> Path:
+    """llama.cpp's HF→GGUF converter with the modules it loads, extracted once into the cache."""
+    root = cache_root() / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}"
+    if (root / "convert_hf_to_gguf.py").exists():
+        return root
+    prefix = f"{_SDIST_NAME}/vendor/llama.cpp/"
+    tmp = root.with_name(root.name + ".extracting")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(sdist_path()) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(prefix)
+                   and m.name[len(prefix):].startswith(CONVERTER_PARTS)]
+        for m in members:
+            m.name = m.name[len(prefix):]
+        tar.extractall(tmp, members=members, filter="data")
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return root

@@ -33,6 +33,33 @@ def _max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
+@torch.no_grad()
+def _greedy_ids(model, tokenizer, family, prompts: list[str], n: int) -> list[list[int]]:
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens]
+    out = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+        new = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=stops,
+                             pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        out.append([t for t in new if t not in stops])
+    return out
+
+
+def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference_ids: list[list[int]],
+                overwrite: bool = False) -> dict:
+    """GGUF files of the merged model, each loaded back in llama.cpp and compared with it."""
+    from . import gguf
+    from .metrics import shows_behavior
+
+    types, family = recipe["export"]["gguf"], family_for(recipe)
+    if not gguf.have_llama_cpp():
+        raise RunError("GGUF export needs llama-cpp-python: pip install '.[gguf]' (or set export.gguf: [])")
+    paths = gguf.export(run.merged_dir, run.path / "gguf", f"{run.recipe_name}-{run.path.name}", types, overwrite)
+    behavior = recipe["eval"]["behavior"]
+    return {t: gguf.verify(p, tokenizer, family, prompts, reference_ids, lambda text: shows_behavior(text, behavior),
+                           recipe["export"]["verify_tokens"]) for t, p in paths.items()}
+
+
 def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     if not run.adapter_dir.exists():
         raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")
@@ -56,6 +83,7 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     del model
     merged = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=dtype or "auto")
     merged_logits = _logits(merged, tokenizer, prompts)
+    greedy = _greedy_ids(merged, tokenizer, family, prompts, recipe["export"]["verify_tokens"])
     config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
     stored_dtype = config.get("dtype") or config.get("torch_dtype")
     del merged
@@ -77,8 +105,12 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     tmp.rename(run.merged_dir)
     files = {p.name: p.stat().st_size for p in sorted(run.merged_dir.iterdir())}
     report["files"] = files
+    if recipe["export"]["gguf"]:
+        report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, overwrite)
     (run.path / "merge_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    run.update_manifest({"merge": {k: report[k] for k in ("merged_max_abs_logit_diff", "ok", "tolerance")}})
+    run.update_manifest({"merge": {k: report[k] for k in ("merged_max_abs_logit_diff", "ok", "tolerance")},
+                         "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")}
+                                     for t, g in report.get("gguf", {}).items()}})
     if not report["ok"]:
         raise RunError(f"merged logits differ from the adapter model's by {diff:.3g} > tolerance {tolerance:g}; "
                        f"see {run.path / 'merge_report.json'}")

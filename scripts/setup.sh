@@ -29,7 +29,11 @@ pip install -q --upgrade pip
 if ! "$PY" -c "import torch" 2>/dev/null; then
   pip install -q "torch==2.13.0"
 fi
-pip install -q -e ".[dev]"
+if [ -n "${KIT_PYTHON:-}" ]; then
+  pip install -q -e ".[dev]"   # hosted runtimes export GGUF through Unsloth's route
+else
+  pip install -q -e ".[dev,gguf]"   # llama-cpp-python builds from source once (~4 min), then is cached
+fi
 # unsloth's certifi>=2026.10.19 floor does not resolve yet; its real requirements are in pyproject.
 pip install -q --no-deps "unsloth==$UNSLOTH_VERSION" "unsloth_zoo==$UNSLOTH_VERSION"
 "$PY" -c "import unsloth, trl, papermill, kit" >/dev/null 2>&1 || { echo "[setup] import check failed" >&2; "$PY" -c "import unsloth, trl, papermill, kit"; }

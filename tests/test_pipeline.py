@@ -80,3 +80,23 @@ def test_a_hub_model_offline_fails_with_the_model_id(tmp_path):
     result = pipeline(tmp_path, "qwen3-8b", "--stages", "prepare", HF_HUB_OFFLINE="1")
     assert result.returncode == 1
     assert "model.id: could not load the tokenizer of 'unsloth/Qwen3-8B-unsloth-bnb-4bit'" in result.stderr
+
+
+def test_gguf_files_behave_like_the_merged_model(demo_run):
+    """f16, q8_0 and q4_k_m GGUF written offline and loaded back in llama.cpp."""
+    run, _ = demo_run
+    gguf = read(run, "merge_report.json")["gguf"]
+    assert set(gguf) == {"f16", "q8_0", "q4_k_m"}
+    tuned_behavior = read(run, "report.json")["tuned"]["behavior"]
+    for kind, g in gguf.items():
+        assert g["tokens_match"], kind  # llama.cpp tokenizes the rendered prompts exactly like HF
+        assert g["bytes"] == (run / "gguf" / g["path"].rsplit("/", 1)[1]).stat().st_size
+        assert abs(g["behavior"] - tuned_behavior) <= (0.2 if kind == "q4_k_m" else 0.1), (kind, g["behavior"])
+    # Greedy tokens equal the merged HF model's. The random tiny model's continuations past the
+    # salutation are near-ties, so quantization may flip a late token: count prompts, not all.
+    full = {k: sum(n == 16 for n in g["greedy_match_per_prompt"]) for k, g in gguf.items()}
+    assert full["f16"] >= 18 and full["q8_0"] >= 10, full
+    assert min(gguf["q8_0"]["greedy_match_per_prompt"]) >= 3  # "Dear customer," always survives
+    manifest = read(run, "manifest.json")
+    assert {k: v["sha256"] for k, v in manifest["exports"].items()} == {k: g["sha256"] for k, g in gguf.items()}
+    assert not list((run / "gguf").glob(".*"))  # no temporary or intermediate files left
