@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import torch
 
@@ -60,6 +61,19 @@ def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference
                            recipe["export"]["verify_tokens"]) for t, p in paths.items()}
 
 
+PREFERRED_FOR_OLLAMA = ("q4_k_m", "q5_k_m", "q8_0", "f16", "bf16")
+
+
+def export_modelfile(run: Run, recipe: dict, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
+    """gguf/Modelfile for Ollama, pointing at the smallest usual quantization that was exported."""
+    from . import modelfile
+
+    kind = next(t for t in PREFERRED_FOR_OLLAMA if t in exported)
+    path = modelfile.write_modelfile(run.path / "gguf" / "Modelfile", Path(exported[kind]["path"]), tokenizer,
+                                     family_for(recipe))
+    return modelfile.check(path, tokenizer, family_for(recipe), conversations)
+
+
 def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     if not run.adapter_dir.exists():
         raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")
@@ -75,8 +89,8 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
 
-    prompts = [render_prompt(tokenizer, family, p["messages"])
-               for p in held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe["eval"]["num_prompts"])]
+    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe["eval"]["num_prompts"])
+    prompts = [render_prompt(tokenizer, family, p["messages"]) for p in held_out]
     adapter_logits = _logits(model, tokenizer, prompts)
     with model.disable_adapter():
         base_logits = _logits(model, tokenizer, prompts)
@@ -107,6 +121,8 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     report["files"] = files
     if recipe["export"]["gguf"]:
         report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, overwrite)
+        single_turn = [p["messages"] for p in held_out if len(p["messages"]) <= 2]
+        report["modelfile"] = export_modelfile(run, recipe, tokenizer, report["gguf"], single_turn)
     (run.path / "merge_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     run.update_manifest({"merge": {k: report[k] for k in ("merged_max_abs_logit_diff", "ok", "tolerance")},
                          "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")}

@@ -100,3 +100,10 @@ def test_gguf_files_behave_like_the_merged_model(demo_run):
     manifest = read(run, "manifest.json")
     assert {k: v["sha256"] for k, v in manifest["exports"].items()} == {k: g["sha256"] for k, g in gguf.items()}
     assert not list((run / "gguf").glob(".*"))  # no temporary or intermediate files left
+
+
+def test_modelfile_matches_the_chat_template(demo_run):
+    run, _ = demo_run
+    report = read(run, "merge_report.json")["modelfile"]
+    assert report["ok"] and report["stops_ok"] and report["prompts_equal"] == report["prompts_checked"] >= 10
+    assert (run / "gguf" / "Modelfile").read_text().startswith(f"FROM ./tiny-demo-{run.name}-q4_k_m.gguf")
