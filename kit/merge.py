@@ -7,6 +7,7 @@ shows up as a difference of the size of the adapter's own effect, which is recor
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 from pathlib import Path
 
@@ -74,15 +75,45 @@ def export_modelfile(run: Run, recipe: dict, tokenizer, exported: dict, conversa
     return modelfile.check(path, tokenizer, family_for(recipe), conversations)
 
 
+# Bytes per parameter of each output, for the free-space check (K-quants keep some tensors wider).
+BYTES_PER_PARAMETER = {"merged": 2.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.07, "q5_k_m": 0.72, "q4_k_m": 0.62}
+
+
+def estimate_bytes(parameters: int, gguf_types: list[str]) -> int:
+    """Merged 16-bit weights, every GGUF asked for, and the f16 file quantization starts from."""
+    kinds = ["merged", *gguf_types] + (["f16"] if {"q4_k_m", "q5_k_m"} & set(gguf_types) and "f16" not in gguf_types else [])
+    return int(parameters * sum(BYTES_PER_PARAMETER[k] for k in kinds) * 1.05)
+
+
+def check_disk(path: Path, needed: int) -> None:
+    free = shutil.disk_usage(path).free
+    if free < needed:
+        raise RunError(f"not enough disk space in {path}: the merge and exports need about {needed / 1e9:.1f} GB, "
+                       f"{free / 1e9:.1f} GB are free; nothing was written")
+
+
+def check_adapter_base(run: Run, recipe: dict) -> None:
+    """The adapter must have been trained on the recipe's model."""
+    from .tiny import resolve_model_id
+
+    config = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    trained_on, expected = config.get("base_model_name_or_path"), resolve_model_id(recipe["model"]["id"])
+    if trained_on and Path(str(trained_on)).resolve() != Path(expected).resolve() and trained_on != expected:
+        raise RunError(f"{run.adapter_dir} was trained on {trained_on!r}, but the recipe's model is {expected!r}")
+
+
 def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     if not run.adapter_dir.exists():
         raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")
     if run.merged_dir.exists() and not overwrite:
         raise RunError(f"{run.merged_dir} already exists; pass overwrite=True to replace it")
     m = recipe["model"]
+    check_adapter_base(run, recipe)
     family = family_for(recipe)
     dtype = backend.merge_dtype()
     model, tokenizer = backend.load_model(str(run.adapter_dir), m["max_seq_length"], load_in_4bit=False, dtype=dtype)
+    parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    check_disk(run.path, estimate_bytes(parameters, recipe["export"]["gguf"]))
 
     # Write under a temporary name and rename, so merged/ is never half-written.
     tmp = run.path / ".merged.tmp"
@@ -119,6 +150,9 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     tmp.rename(run.merged_dir)
     files = {p.name: p.stat().st_size for p in sorted(run.merged_dir.iterdir())}
     report["files"] = files
+    # Peak resident memory of this process so far (loading, merging, checking), in MB.
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["parameters"] = parameters
     if recipe["export"]["gguf"]:
         report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, overwrite)
         single_turn = [p["messages"] for p in held_out if len(p["messages"]) <= 2]

@@ -37,6 +37,7 @@ def test_merged_weights_reproduce_the_adapter_model(demo_run):
     assert merge["adapter_max_abs_logit_effect"] > 20 * merge["tolerance"]
     assert (run / "merged" / "model.safetensors").stat().st_size > 1_000_000
     assert not (run / ".merged.tmp").exists()
+    assert merge["peak_rss_mb"] > 100 and merge["parameters"] > 9_000_000
 
 
 def test_run_directory_holds_everything(demo_run):
