@@ -31,7 +31,7 @@ def check_types(types: list[str]) -> None:
 
 def have_llama_cpp() -> bool:
     try:
-        import llama_cpp  # noqa: F401
+        import llama_cpp  # noqa: F401  (only whether it imports)
     except ImportError:
         return False
     return True

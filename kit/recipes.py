@@ -196,17 +196,18 @@ def parse_overrides(overrides: dict | str | None) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]] = _merge(node[parts[-1]], value)
+            node[parts[-1]] = deep_merge(node[parts[-1]], value)
         else:
             node[parts[-1]] = value
     return nested
 
 
-def _merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` updated by ``update``, nested mappings merged key by key (inputs untouched)."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -222,11 +223,11 @@ def load_recipe(name_or_path: str | Path, overrides: dict | str | None = None) -
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping at the top level")
     validate(raw, where=str(path))  # errors in the file itself name the file
-    return path.stem, validate(_merge(raw, parse_overrides(overrides)), where=f"{path} with overrides")
+    return path.stem, validate(deep_merge(raw, parse_overrides(overrides)), where=f"{path} with overrides")
 
 
 def apply_overrides(recipe: dict, overrides: dict | str | None, where: str = "recipe") -> dict:
-    return validate(_merge(recipe, parse_overrides(overrides)), where=where)
+    return validate(deep_merge(recipe, parse_overrides(overrides)), where=where)
 
 
 def dump(recipe: dict) -> str:

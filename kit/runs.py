@@ -79,7 +79,7 @@ class Run:
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
     def update_manifest(self, update: dict) -> dict:
-        manifest = _deep_merge(self.manifest(), update)
+        manifest = recipes.deep_merge(self.manifest(), update)
         _atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
         return manifest
 
@@ -90,13 +90,6 @@ class Run:
 
 def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _atomic_write(path: Path, text: str) -> None:
