@@ -7,7 +7,6 @@ way raises instead of silently training on the wrong tokens.
 """
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from .families import Family, training_template
@@ -152,13 +151,13 @@ def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_
 VERIFY_ROWS = 32
 
 
-def encode_with_offsets(tokenizer, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]] | None]]:
-    """(ids, character offsets) of each whole text; offsets None where the tokenizer has none
-    (slow tokenizers), which sends every conversation down the piecewise path."""
+def encode_whole(tokenizer, texts: list[str]) -> list:
+    """Each whole text encoded: ``tokenizers.Encoding`` objects (ids, and character positions of
+    tokens on demand) from a fast tokenizer, bare id lists from a slow one."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        return [(ids, None) for ids in encode_batch(tokenizer, texts)]
-    return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)] if texts else []
+        return encode_batch(tokenizer, texts)
+    return backend.encode_batch(texts, add_special_tokens=False) if texts else []
 
 
 def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -199,14 +198,14 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
     rendered = [attempt(spans_from_prompts, m, prompts, train_on) if prompts is not None
                 else attempt(render_with_spans, m, train_on) for m in conversations]
     texts = [r.text for r in rendered if isinstance(r, Rendered)]
-    whole = iter(encode_with_offsets(tokenizer, texts))
+    whole = iter(encode_whole(tokenizer, texts))
     out: list[dict | MaskError] = []
     for r in rendered:
         if isinstance(r, MaskError):
             out.append(r)
             continue
-        ids, offsets = next(whole)
-        labels = _labels(ids, offsets, r.spans) if offsets is not None else None
+        encoding = next(whole)
+        ids, labels = (encoding, None) if isinstance(encoding, list) else (encoding.ids, _labels(encoding, len(r.text), r.spans))
         if labels is None:
             # A token straddles a span boundary ("<think>\n" + "\n</think>" in R1): tokenize the
             # pieces separately, as TRL does with prompt and completion, so the prompt's tokens
@@ -220,15 +219,20 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
     return out
 
 
-def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int] | None:
-    """Labels from character spans, or None if a token crosses a span boundary."""
-    starts = [a for a, _ in offsets]
+def _labels(encoding, length: int, spans: list[tuple[int, int]]) -> list[int] | None:
+    """Labels from character spans, or None if a token crosses a span boundary (or the tokenizer
+    cannot say where a character went)."""
+    def token_at(cut: int) -> int | None:
+        if cut >= length:
+            return len(encoding.ids)
+        k = encoding.char_to_token(cut)
+        return k if k is not None and encoding.token_to_chars(k)[0] == cut else None
+
+    ids = encoding.ids
     labels = [IGNORE_INDEX] * len(ids)
     for a, b in spans:
-        for cut in (a, b):
-            k = bisect_right(starts, cut) - 1
-            if k >= 0 and offsets[k][0] < cut < offsets[k][1]:
-                return None
-        i, j = bisect_left(starts, a), bisect_left(starts, b)
+        i, j = token_at(a), token_at(b)
+        if i is None or j is None:
+            return None
         labels[i:j] = ids[i:j]
     return labels
