@@ -33,6 +33,9 @@ class Family:
     reasoning_field: str | None = None
     # Tags around reasoning in generated text, if the family has a reasoning channel of that shape.
     reasoning_tags: tuple[str, str] | None = None
+    # Generated text after which the final answer starts (gpt-oss's final channel); such families'
+    # output is decoded with special tokens kept, since their channel markers are special tokens.
+    answer_marker: str | None = None
     # The generation-prompt kwarg that switches thinking on and off, if any.
     thinking_kwarg: str | None = None
     # Other tokens that may end an assistant turn (trained when they do; stop generation).
@@ -98,6 +101,8 @@ FAMILIES: dict[str, Family] = {
         stop_tokens=("<|end|>", "<|call|>"),
         official_template="gptoss",
         reasoning_field="thinking",
+        reasoning_tags=("<|channel|>analysis<|message|>", "<|end|>"),
+        answer_marker="<|channel|>final<|message|>",
         sampling={"temperature": 1.0, "top_p": 1.0},
     ),
     # DeepSeek-R1-Distill: the official template drops everything up to </think> from every

@@ -19,15 +19,25 @@ class Answer:
 
 
 def split_reasoning(text: str, family: Family) -> tuple[str | None, str]:
-    """(reasoning, answer). Handles a closing tag without an opening one (prompts that prefill it)."""
+    """(reasoning, answer) of generated text. Handles a closing tag without an opening one
+    (prompts that prefill it) and an answer channel after the reasoning (gpt-oss)."""
     if not family.reasoning_tags:
         return None, text.strip()
     open_tag, close_tag = family.reasoning_tags
+    if family.answer_marker and family.answer_marker in text:
+        head, _, answer = text.rpartition(family.answer_marker)
+        reasoning = head.split(open_tag, 1)[-1].split(close_tag, 1)[0].strip() if open_tag in head else ""
+        return reasoning or None, answer.strip()
     if close_tag not in text:
         return None, text.strip()
     head, _, answer = text.partition(close_tag)
     reasoning = head.split(open_tag, 1)[-1].strip()
     return reasoning or None, answer.strip()
+
+
+def decode(tokenizer, family: Family, ids: list[int]) -> str:
+    """Generated ids as text; special tokens kept only where they carry the output's structure."""
+    return tokenizer.decode(ids, skip_special_tokens=family.answer_marker is None)
 
 
 def prompt_kwargs(family: Family, thinking: bool | None) -> dict:
@@ -61,7 +71,7 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
                 end = next((k for k, t in enumerate(row) if t in stops), None)
                 new = row[:end] if end is not None else [t for t in row if t != tokenizer.pad_token_id]
                 n_tokens += len(new)
-                raw = tokenizer.decode(new, skip_special_tokens=True)
+                raw = decode(tokenizer, family, new)
                 reasoning, text = split_reasoning(raw, family)
                 answers.append(Answer(text, reasoning, len(new), raw))
     finally:
@@ -82,7 +92,7 @@ def stream_answer(model, tokenizer, family: Family, messages: list[dict], *, max
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stops, streamer=streamer,
                              pad_token_id=tokenizer.pad_token_id, **decoding_kwargs(family, sampling))
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return decode(tokenizer, family, out[0, inputs["input_ids"].shape[1]:].tolist())
 
 
 def chat(model, tokenizer, family: Family, *, max_new_tokens: int = 256, thinking: bool | None = None,

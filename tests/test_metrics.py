@@ -57,3 +57,19 @@ def test_split_reasoning():
     assert split_reasoning("<think>\nplan\n</think>\n\nanswer", qwen3) == ("plan", "answer")
     assert split_reasoning("<think>\n\n</think>\n\nanswer", qwen3) == (None, "answer")
     assert split_reasoning("just an answer", qwen3) == (None, "just an answer")
+
+
+def test_gpt_oss_channels_are_split_and_checked(family_tokenizers):
+    from kit.inference import decode
+
+    gpt_oss = get_family("gpt-oss")
+    raw = "<|channel|>analysis<|message|>User wants a refund.<|end|><|start|>assistant<|channel|>final<|message|>Yes."
+    assert split_reasoning(raw, gpt_oss) == ("User wants a refund.", "Yes.")
+    assert split_reasoning("<|channel|>final<|message|>Yes.", gpt_oss) == (None, "Yes.")
+    assert metrics.reasoning_well_formed(raw, *gpt_oss.reasoning_tags)
+    assert not metrics.reasoning_well_formed("<|channel|>analysis<|message|>never ends", *gpt_oss.reasoning_tags)
+    tokenizer = family_tokenizers["gpt-oss"]
+    ids = tokenizer(raw, add_special_tokens=False)["input_ids"]
+    assert decode(tokenizer, gpt_oss, ids) == raw  # the markers survive decoding for this family
+    qwen3_ids = tokenizer("<|im_end|>hi", add_special_tokens=False)["input_ids"]
+    assert decode(tokenizer, get_family("qwen3"), qwen3_ids) == "hi"
