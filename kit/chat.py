@@ -205,7 +205,11 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
             out.append(r)
             continue
         encoding = next(whole)
-        ids, labels = (encoding, None) if isinstance(encoding, list) else (encoding.ids, _labels(encoding, len(r.text), r.spans))
+        if isinstance(encoding, list):  # a slow tokenizer: no character positions
+            ids, labels = encoding, None
+        else:
+            ids = encoding.ids  # converts from Rust on every access: once
+            labels = _labels(encoding, ids, len(r.text), r.spans)
         if labels is None:
             # A token straddles a span boundary ("<think>\n" + "\n</think>" in R1): tokenize the
             # pieces separately, as TRL does with prompt and completion, so the prompt's tokens
@@ -219,16 +223,15 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
     return out
 
 
-def _labels(encoding, length: int, spans: list[tuple[int, int]]) -> list[int] | None:
+def _labels(encoding, ids: list[int], length: int, spans: list[tuple[int, int]]) -> list[int] | None:
     """Labels from character spans, or None if a token crosses a span boundary (or the tokenizer
     cannot say where a character went)."""
     def token_at(cut: int) -> int | None:
         if cut >= length:
-            return len(encoding.ids)
+            return len(ids)
         k = encoding.char_to_token(cut)
         return k if k is not None and encoding.token_to_chars(k)[0] == cut else None
 
-    ids = encoding.ids
     labels = [IGNORE_INDEX] * len(ids)
     for a, b in spans:
         i, j = token_at(a), token_at(b)
