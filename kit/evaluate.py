@@ -32,7 +32,7 @@ def load(run: Run, recipe: dict, checkpoint: str = "final"):
 
 
 @torch.no_grad()
-def token_loss(model, tokenizer, family, rows: list[dict], train_on: str = "all_assistant") -> float:
+def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None = None) -> float:
     """Mean cross-entropy over the trained (assistant) tokens of ``rows``, token-weighted."""
     total, count = 0.0, 0
     for row in rows:

@@ -102,10 +102,12 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
            n_tokens: int) -> dict:
     """Load the GGUF in llama.cpp: does it tokenize the prompts like ``tokenizer``, and how many of the
     first ``n_tokens`` greedy tokens equal ``reference_ids`` (the HF model's)? Also the share of
-    answers for which ``behavior_fn(text)`` holds."""
+    answers (reasoning split off, as in evaluation) for which ``behavior_fn(text)`` holds."""
     from llama_cpp import Llama
 
-    stops = {tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens}
+    from .inference import answer_of, stop_ids
+
+    stops = set(stop_ids(tokenizer, family))
     llm = Llama(model_path=str(path), n_ctx=2048, verbose=False, n_threads=os.cpu_count() or 1)
     try:
         tokens_match, matches, shows = True, [], 0
@@ -124,7 +126,7 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
                     break
                 same += 1
             matches.append(same)
-            shows += bool(behavior_fn(tokenizer.decode(generated, skip_special_tokens=True)))
+            shows += bool(behavior_fn(answer_of(tokenizer, family, generated).text))
     finally:
         llm.close()  # without it llama-cpp-python prints a TypeError at interpreter exit
     return {**describe(path), "tokens_match": tokens_match, "greedy_match_tokens": min(matches),

@@ -14,8 +14,24 @@ from .families import Family
 class Answer:
     text: str                # the answer, reasoning removed
     reasoning: str | None    # the reasoning block's content, if the model wrote one
-    tokens: int              # generated tokens, end-of-turn excluded
+    ids: list[int]           # generated tokens, end-of-turn excluded
     raw: str                 # everything generated, decoded
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids)
+
+
+def stop_ids(tokenizer, family: Family) -> list[int]:
+    """Token ids that end an answer: the family's end-of-turn and other stop tokens."""
+    return [tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens]
+
+
+def answer_of(tokenizer, family: Family, ids: list[int]) -> Answer:
+    """Generated ids (end-of-turn excluded) decoded and split into reasoning and answer."""
+    raw = decode(tokenizer, family, ids)
+    reasoning, text = split_reasoning(raw, family)
+    return Answer(text, reasoning, ids, raw)
 
 
 def split_reasoning(text: str, family: Family) -> tuple[str | None, str]:
@@ -55,7 +71,7 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
              batch_size: int = 8, sampling: bool = False, thinking: bool | None = None, seed: int = 0,
              progress=None) -> tuple[list[Answer], dict]:
     """Answer each conversation's last turn. Returns the answers and {"tokens", "seconds", "tokens_per_s"}."""
-    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens]
+    stops = stop_ids(tokenizer, family)
     prompts = [render_prompt(tokenizer, family, c, **prompt_kwargs(family, thinking)) for c in conversations]
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     answers: list[Answer] = []
@@ -71,9 +87,7 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
                 end = next((k for k, t in enumerate(row) if t in stops), None)
                 new = row[:end] if end is not None else [t for t in row if t != tokenizer.pad_token_id]
                 n_tokens += len(new)
-                raw = decode(tokenizer, family, new)
-                reasoning, text = split_reasoning(raw, family)
-                answers.append(Answer(text, reasoning, len(new), raw))
+                answers.append(answer_of(tokenizer, family, new))
     finally:
         tokenizer.padding_side = side
     seconds = time.time() - started
@@ -88,7 +102,7 @@ def stream_answer(model, tokenizer, family: Family, messages: list[dict], *, max
     prompt = render_prompt(tokenizer, family, messages, **prompt_kwargs(family, thinking))
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens]
+    stops = stop_ids(tokenizer, family)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stops, streamer=streamer,
                              pad_token_id=tokenizer.pad_token_id, **decoding_kwargs(family, sampling))

@@ -17,6 +17,7 @@ from . import backend  # first: Unsloth patches transformers/peft on import
 from .chat import render_prompt
 from .data import held_out_prompts, read_jsonl
 from .families import family_for
+from .inference import generate
 from .runs import Run, RunError
 
 from transformers import AutoModelForCausalLM  # noqa: E402
@@ -33,18 +34,6 @@ def _logits(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
 
 def _max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
-
-
-@torch.no_grad()
-def _greedy_ids(model, tokenizer, family, prompts: list[str], n: int) -> list[list[int]]:
-    stops = [tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens]
-    out = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
-        new = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=stops,
-                             pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
-        out.append([t for t in new if t not in stops])
-    return out
 
 
 def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference_ids: list[list[int]],
@@ -128,7 +117,9 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     del model
     merged = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=dtype or "auto")
     merged_logits = _logits(merged, tokenizer, prompts)
-    greedy = _greedy_ids(merged, tokenizer, family, prompts, recipe["export"]["verify_tokens"])
+    # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
+    greedy = [a.ids for a in generate(merged, tokenizer, family, [p["messages"] for p in held_out],
+                                      max_new_tokens=recipe["export"]["verify_tokens"], batch_size=1)[0]]
     config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
     stored_dtype = config.get("dtype") or config.get("torch_dtype")
     del merged
