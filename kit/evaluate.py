@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from .data import held_out_prompts, load_prompts, read_jsonl
 from .families import family_for
 from .inference import generate
 from .plots import plot_losses, plot_metrics
-from .runs import Run
+from .runs import Run, write_json, write_text_atomic
 
 
 def load(run: Run, recipe: dict, checkpoint: str = "final"):
@@ -106,12 +105,12 @@ def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, p
                       "tuned": t.text, "base_reasoning": b.reasoning, "tuned_reasoning": t.reasoning}
                      for p, b, t in zip(prompts, base_answers, tuned_answers)],
     }
-    (run.path / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(run.path / "report.json", report)
     import matplotlib.pyplot as plt
 
     for figure in (plot_losses(run), plot_metrics(run, report)):  # saved as PNG for report.md
         plt.close(figure)  # the notebook shows them where it wants them
-    (run.path / "report.md").write_text(report_markdown(run, report), encoding="utf-8")
+    write_text_atomic(run.path / "report.md", report_markdown(run, report))
     run.update_manifest({"evaluate": {k: {"eval_loss": report[k]["eval_loss"], "behavior": report[k]["behavior"]}
                                       for k in ("base", "tuned")}})
     return report
@@ -130,14 +129,12 @@ def predict(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, so
     answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **_generation_options(recipe, progress))
     out = run.path / "predictions" / f"{stem}.{checkpoint.name}.jsonl"
     out.parent.mkdir(exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for p, a in zip(prompts, answers):
-            f.write(json.dumps({"row": p["row"], "messages": p["messages"], "answer": a.text, "reasoning": a.reasoning,
-                                "reference": p["reference"], "tokens": a.tokens}, ensure_ascii=False) + "\n")
     if out.exists():
         print(f"replacing {out} (same input and checkpoint)")
-    tmp.replace(out)
+    write_text_atomic(out, "".join(
+        json.dumps({"row": p["row"], "messages": p["messages"], "answer": a.text, "reasoning": a.reasoning,
+                    "reference": p["reference"], "tokens": a.tokens}, ensure_ascii=False) + "\n"
+        for p, a in zip(prompts, answers)))
     print(f"{len(answers)} predictions → {out} ({speed['tokens_per_s']} tokens/s)")
     return out
 

@@ -18,7 +18,7 @@ from .chat import render_prompt
 from .data import held_out_prompts, read_jsonl
 from .families import family_for
 from .inference import generate
-from .runs import Run, RunError
+from .runs import Run, RunError, write_json
 
 from transformers import AutoModelForCausalLM  # noqa: E402
 
@@ -148,7 +148,7 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
         report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, overwrite)
         single_turn = [p["messages"] for p in held_out if len(p["messages"]) <= 2]
         report["modelfile"] = export_modelfile(run, recipe, tokenizer, report["gguf"], single_turn)
-    (run.path / "merge_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(run.path / "merge_report.json", report)
     run.update_manifest({"merge": {k: report[k] for k in ("merged_max_abs_logit_diff", "ok", "tolerance")},
                          "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")}
                                      for t, g in report.get("gguf", {}).items()}})

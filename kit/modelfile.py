@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .chat import render_prompt
 from .families import Family
+from .runs import write_text_atomic
 
 SYSTEM, PROMPT = "\x00SYSTEM\x00", "\x00PROMPT\x00"
 
@@ -56,9 +57,7 @@ def write_modelfile(path: Path, gguf_file: Path, tokenizer, family: Family, syst
         lines.append(f'SYSTEM """{system}"""')
     lines += [f'PARAMETER stop "{token}"' for token in family.end_tokens]
     lines += [f"PARAMETER {key} {value}" for key, value in family.sampling.items()]
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -1,7 +1,6 @@
 """prepare: recipe + dataset → a new run directory with train/eval splits and a report."""
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 
@@ -9,7 +8,7 @@ from .chat import IGNORE_INDEX, MaskError, tokenize_many
 from .data import DataError, load_conversations, split, write_jsonl
 from .families import ensure_chat_template, family_for
 from .recipes import load_recipe
-from .runs import Run, create_run
+from .runs import Run, create_run, write_json
 
 
 def load_tokenizer(model_id: str, family):
@@ -120,7 +119,7 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "tokens_per_row": _stats(lengths),
         "trained_tokens_per_row": _stats(supervised),
     }
-    (run.path / "prepare_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(run.path / "prepare_report.json", report)
     run.update_manifest({"data": {"sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
                                   "train_rows": len(train_rows), "eval_rows": len(eval_rows)}})
     return Prepared(run, report, examples, tokenizer)

@@ -70,7 +70,7 @@ class Run:
         return updated
 
     def write_recipe(self, recipe: dict) -> None:
-        _atomic_write(self.recipe_path, recipes.dump(recipe))
+        write_text_atomic(self.recipe_path, recipes.dump(recipe))
 
     # Manifest ---------------------------------------------------------------------------------
     def manifest(self) -> dict:
@@ -80,7 +80,7 @@ class Run:
 
     def update_manifest(self, update: dict) -> dict:
         manifest = recipes.deep_merge(self.manifest(), update)
-        _atomic_write(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        write_json(self.manifest_path, manifest)
         return manifest
 
     def record_stage(self, name: str, started: float, **extra) -> None:
@@ -92,10 +92,15 @@ def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write under a temporary name, then rename: readers never see a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def write_json(path: Path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def library_versions() -> dict:
