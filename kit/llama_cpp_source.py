@@ -10,7 +10,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from .paths import cache_root
+from .paths import build_cached_dir, cache_root
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 _SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}"
@@ -60,16 +60,13 @@ def converter_tree() -> Path:
     if (root / "convert_hf_to_gguf.py").exists():
         return root
     prefix = f"{_SDIST_NAME}/vendor/llama.cpp/"
-    tmp = root.with_name(root.name + ".extracting")
-    import shutil
 
-    shutil.rmtree(tmp, ignore_errors=True)
-    with tarfile.open(sdist_path()) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(prefix)
-                   and m.name[len(prefix):].startswith(CONVERTER_PARTS)]
-        for m in members:
-            m.name = m.name[len(prefix):]
-        tar.extractall(tmp, members=members, filter="data")
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
+    def extract(tmp: Path) -> None:
+        with tarfile.open(sdist_path()) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(prefix)
+                       and m.name[len(prefix):].startswith(CONVERTER_PARTS)]
+            for m in members:
+                m.name = m.name[len(prefix):]
+            tar.extractall(tmp, members=members, filter="data")
+
+    return build_cached_dir(root, extract)

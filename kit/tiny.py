@@ -7,11 +7,10 @@ seconds, real enough that Unsloth, TRL and llama.cpp treat it like a Qwen3 check
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from .llama_cpp_source import extract_member
-from .paths import cache_root
+from .paths import build_cached_dir, cache_root
 
 # Bump when the recipe below changes, so caches built by older versions are not reused.
 TINY_VERSION = "1"
@@ -31,11 +30,7 @@ def vocab_tokenizer(vocab: str):
     if not (cached / "tokenizer.json").exists():
         path = extract_member(f"models/ggml-vocab-{vocab}.gguf")
         print(f"Building the {vocab} tokenizer from llama.cpp's vocab GGUF (once, ~30-70 s) ...", flush=True)
-        tmp = cached.with_name(cached.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(tmp)
-        shutil.rmtree(cached, ignore_errors=True)
-        tmp.rename(cached)
+        build_cached_dir(cached, AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained)
     return AutoTokenizer.from_pretrained(cached)
 
 
@@ -89,13 +84,7 @@ def ensure_tiny_model() -> Path:
     final = cache_root() / "models" / TINY_NAME
     if (final / "config.json").exists() and (final / "tokenizer_config.json").exists():
         return final
-    tmp = final.with_name(final.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tok = build_tokenizer(tmp)
-    build_model(tmp, tok)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    build_cached_dir(final, lambda tmp: build_model(tmp, build_tokenizer(tmp)))
     print(f"Tiny model ready: {final}", flush=True)
     return final
 
