@@ -153,22 +153,30 @@ VERIFY_ROWS = 32
 
 def encode_whole(tokenizer, texts: list[str]) -> list:
     """Each whole text encoded: ``tokenizers.Encoding`` objects (ids, and character positions of
-    tokens on demand) from a fast tokenizer, bare id lists from a slow one."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return encode_batch(tokenizer, texts)
-    return backend.encode_batch(texts, add_special_tokens=False) if texts else []
-
-
-def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, no special tokens added. Fast tokenizers go straight to their Rust
-    backend (the Python wrapper around it doubles the time on short texts)."""
+    tokens on demand) from a fast tokenizer, bare id lists from a slow one. Never padded or
+    truncated, whatever padding a tokenizer kept from earlier batched calls (HF leaves it set on
+    the Rust backend, and a tokenizer saved after generation carries it in tokenizer.json)."""
     if not texts:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    padding, truncation = backend.padding, backend.truncation
+    backend.no_padding()
+    backend.no_truncation()
+    try:
+        return backend.encode_batch(texts, add_special_tokens=False)
+    finally:
+        if padding:
+            backend.enable_padding(**padding)
+        if truncation:
+            backend.enable_truncation(**truncation)
+
+
+def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, no special tokens added. Fast tokenizers go straight to their Rust
+    backend (the Python wrapper around it doubles the time on short texts)."""
+    return [e if isinstance(e, list) else e.ids for e in encode_whole(tokenizer, texts)]
 
 
 def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str | None = None,

@@ -11,7 +11,7 @@ import torch
 from . import backend  # first: Unsloth patches transformers/peft on import
 from . import metrics
 from .backend import FastLanguageModel
-from .chat import IGNORE_INDEX, tokenize_with_labels
+from .chat import IGNORE_INDEX, MaskError, tokenize_many
 from .checkpoints import Checkpoint, find_checkpoint
 from .data import held_out_prompts, load_prompts, read_jsonl
 from .families import family_for
@@ -34,8 +34,9 @@ def load(run: Run, recipe: dict, checkpoint: str = "final"):
 def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None = None) -> float:
     """Mean cross-entropy over the trained (assistant) tokens of ``rows``, token-weighted."""
     total, count = 0.0, 0
-    for row in rows:
-        ex = tokenize_with_labels(tokenizer, family, row["messages"], train_on)
+    for ex in tokenize_many(tokenizer, family, [row["messages"] for row in rows], train_on):
+        if isinstance(ex, MaskError):
+            raise ex
         input_ids = torch.tensor([ex["input_ids"]], device=model.device)
         labels = torch.tensor([ex["labels"]], device=model.device)
         logits = model(input_ids=input_ids).logits.float()

@@ -94,3 +94,21 @@ def test_batch_encoding_equals_the_tokenizer_call(tokenizer, family_tokenizers):
     texts = ["<|im_start|>user\n你好 👋<|im_end|>\n", "  leading spaces and\ttabs", "Dear customer,", ""]
     for tok in (tokenizer, family_tokenizers["llama-3.1"], family_tokenizers["gemma-3"]):
         assert encode_batch(tok, texts) == tok(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_a_tokenizer_left_padding_from_generation_does_not_pad_training_examples(tiny_model_dir):
+    """HF keeps batch padding switched on in the Rust backend after a padded call (and saves it
+    with the tokenizer); batched tokenization must still give each conversation its own length."""
+    from transformers import AutoTokenizer
+
+    from kit.chat import tokenize_many
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.padding_side = "left"
+    tok(["short", "a much longer text than the first one"], padding=True)
+    padding = tok.backend_tokenizer.padding
+    assert padding is not None  # the state this test is about
+    conversations = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+                     [{"role": "user", "content": "a longer question " * 5}, {"role": "assistant", "content": "ok"}]]
+    assert tokenize_many(tok, QWEN3, conversations) == [tokenize_with_labels(tok, QWEN3, c) for c in conversations]
+    assert tok.backend_tokenizer.padding == padding  # restored for the caller
