@@ -7,7 +7,9 @@ by marker strings) on the same 10k synthetic multi-turn conversations, in the sa
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import statistics
 import random
 import tempfile
 import time
@@ -51,6 +53,7 @@ def unsloth_path(path: Path, tokenizer) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each path; medians compared")
     args = parser.parse_args()
     import unsloth  # noqa: F401  (as in training: Unsloth first)
     from transformers import AutoTokenizer
@@ -63,14 +66,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "chats.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in synthetic(args.n)), encoding="utf-8")
-        timings = {}
-        for name, run in (("unsloth train_on_responses_only", lambda: unsloth_path(path, tokenizer)),
-                          ("kit prepare", lambda: kit_path(path, tokenizer, recipe))):
-            started = time.perf_counter()
-            count = run()
-            timings[name] = time.perf_counter() - started
-            print(f"{name:34s} {count} conversations in {timings[name]:6.2f} s = {count / timings[name]:8.0f} conv/s")
-    base, kit = timings["unsloth train_on_responses_only"], timings["kit prepare"]
+        paths = {"unsloth train_on_responses_only": lambda: unsloth_path(path, tokenizer),
+                 "kit prepare": lambda: kit_path(path, tokenizer, recipe)}
+        timings: dict[str, list[float]] = {name: [] for name in paths}
+        for repeat in range(args.repeats):
+            for name, run in paths.items():
+                gc.collect()  # neither path starts with the other's garbage
+                started = time.perf_counter()
+                count = run()
+                timings[name].append(time.perf_counter() - started)
+                print(f"[{repeat + 1}] {name:34s} {count} conversations in {timings[name][-1]:6.2f} s "
+                      f"= {count / timings[name][-1]:8.0f} conv/s")
+    base, kit = (statistics.median(timings[name]) for name in paths)
+    print(f"medians: unsloth {args.n / base:.0f} conv/s, kit {args.n / kit:.0f} conv/s")
     print(f"ratio kit / unsloth conversations per second: {base / kit:.2f}x")
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .families import Family, training_template
+from .bulk import gc_paused
+from .families import Family
+from .offsets import ByteTable, byte_length_table
+from .templates import TrainingRenderer
 
 IGNORE_INDEX = -100
 
@@ -73,10 +76,12 @@ def trained_turns(messages: list[dict], train_on: str) -> set[int]:
     return set(turns[-1:] if train_on == "last_assistant" else turns)
 
 
-def render_training_text(tokenizer, family: Family, messages: list[dict]) -> str:
+def render_training_text(tokenizer, family: Family, messages: list[dict], renderer: TrainingRenderer | None = None) -> str:
     """The conversation as trained: the chat template's rendering, with the family's declared
-    differences (``training_patch``, ``training_suffix``)."""
-    return render(tokenizer, messages, chat_template=training_template(tokenizer, family)) + family.training_suffix
+    differences (``training_patch``, ``training_suffix``). Without a ``renderer``: transformers'
+    ``apply_chat_template``, the reference."""
+    renderer = renderer or TrainingRenderer(tokenizer, family, fast=False)
+    return renderer(messages) + family.training_suffix
 
 
 def render_with_spans(tokenizer, family: Family, messages: list[dict], train_on: str = "all_assistant") -> Rendered:
@@ -111,11 +116,12 @@ def generation_prompts(tokenizer, family: Family) -> list[str] | None:
 
 
 def spans_from_prompts(tokenizer, family: Family, messages: list[dict], prompts: list[str],
-                       train_on: str = "all_assistant") -> Rendered:
-    """The fast method, one render per conversation: each trained assistant turn starts after the
-    first generation prompt that follows the previous turn's text (the longest one at that place)."""
+                       train_on: str = "all_assistant", renderer: TrainingRenderer | None = None) -> Rendered:
+    """The fast method, one render per conversation (by ``renderer``, default: the fast one): each
+    trained assistant turn starts after the first generation prompt that follows the previous
+    turn's text (the longest one at that place)."""
     canonical, messages = messages, template_messages(family, messages)
-    text = render_training_text(tokenizer, family, messages)
+    text = render_training_text(tokenizer, family, messages, renderer or TrainingRenderer(tokenizer, family))
     trained = trained_turns(messages, train_on)
     spans: list[tuple[int, int]] = []
     cursor = 0
@@ -151,11 +157,11 @@ def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_
 VERIFY_ROWS = 32
 
 
-def encode_whole(tokenizer, texts: list[str]) -> list:
-    """Each whole text encoded: ``tokenizers.Encoding`` objects (ids, and character positions of
-    tokens on demand) from a fast tokenizer, bare id lists from a slow one. Never padded or
-    truncated, whatever padding a tokenizer kept from earlier batched calls (HF leaves it set on
-    the Rust backend, and a tokenizer saved after generation carries it in tokenizer.json)."""
+def encode_whole(tokenizer, texts: list[str], offsets: bool = True) -> list:
+    """Each whole text encoded: ``tokenizers.Encoding`` objects (ids, and with ``offsets`` the
+    character positions of tokens) from a fast tokenizer, bare id lists from a slow one. Never
+    padded or truncated, whatever padding a tokenizer kept from earlier batched calls (HF leaves it
+    set on the Rust backend, and a tokenizer saved after generation carries it in tokenizer.json)."""
     if not texts:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -165,7 +171,7 @@ def encode_whole(tokenizer, texts: list[str]) -> list:
     backend.no_padding()
     backend.no_truncation()
     try:
-        return backend.encode_batch(texts, add_special_tokens=False)
+        return (backend.encode_batch if offsets else backend.encode_batch_fast)(texts, add_special_tokens=False)
     finally:
         if padding:
             backend.enable_padding(**padding)
@@ -184,10 +190,18 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
     """Tokenize with labels; a conversation that cannot be masked yields its MaskError instead.
 
     The fast method is used when it agrees with the exact one on the first ``verify``
-    conversations (both are rendering-based; the exact one renders once per assistant turn);
-    ``verify=0`` uses the exact method throughout."""
-    train_on = train_on or family.default_train_on
+    conversations (both are rendering-based; the exact one renders once per assistant turn with
+    transformers' sandboxed ``apply_chat_template``, the fast one once per conversation, with the
+    template compiled outside the sandbox when the kit trusts it); ``verify=0`` uses the exact
+    method throughout."""
+    with gc_paused():
+        return _tokenize_many(tokenizer, family, conversations, train_on or family.default_train_on, verify)
+
+
+def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str,
+                   verify: int) -> list[dict | MaskError]:
     prompts = generation_prompts(tokenizer, family) if verify else None
+    renderer = TrainingRenderer(tokenizer, family)
 
     def attempt(method, *args):
         try:
@@ -197,49 +211,70 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
 
     for messages in conversations[:verify] if prompts is not None else []:
         exact = attempt(render_with_spans, messages, train_on)
-        fast = attempt(spans_from_prompts, messages, prompts, train_on)
+        fast = attempt(spans_from_prompts, messages, prompts, train_on, renderer)
         agree = (isinstance(exact, MaskError) and isinstance(fast, MaskError)) or (
             isinstance(exact, Rendered) and isinstance(fast, Rendered) and (fast.text, fast.spans) == (exact.text, exact.spans))
         if not agree:
             prompts = None
             break
-    rendered = [attempt(spans_from_prompts, m, prompts, train_on) if prompts is not None
+    rendered = [attempt(spans_from_prompts, m, prompts, train_on, renderer) if prompts is not None
                 else attempt(render_with_spans, m, train_on) for m in conversations]
-    texts = [r.text for r in rendered if isinstance(r, Rendered)]
-    whole = iter(encode_whole(tokenizer, texts))
-    out: list[dict | MaskError] = []
-    for r in rendered:
-        if isinstance(r, MaskError):
-            out.append(r)
-            continue
-        encoding = next(whole)
-        if isinstance(encoding, list):  # a slow tokenizer: no character positions
-            ids, labels = encoding, None
-        else:
-            ids = encoding.ids  # converts from Rust on every access: once
-            labels = _labels(encoding, ids, len(r.text), r.spans)
-        if labels is None:
-            # A token straddles a span boundary ("<think>\n" + "\n</think>" in R1): tokenize the
-            # pieces separately, as TRL does with prompt and completion, so the prompt's tokens
-            # are exactly those the model sees at inference.
-            cuts = [0, *[c for span in r.spans for c in span], len(r.text)]
-            ids, labels = [], []
-            for k, piece in enumerate(encode_batch(tokenizer, [r.text[a:b] for a, b in zip(cuts, cuts[1:])])):
-                ids += piece
-                labels += piece if k % 2 else [IGNORE_INDEX] * len(piece)
-        out.append({"input_ids": ids, "labels": labels})
-    return out
+    masked = [r for r in rendered if isinstance(r, Rendered)]
+    table = byte_length_table(tokenizer) if verify else None
+    if table is not None and not _byte_offsets_agree(tokenizer, table, masked[:verify]):
+        table = None
+    encoded = iter(_ids_and_labels(tokenizer, table, r, e)
+                   for r, e in zip(masked, encode_whole(tokenizer, [r.text for r in masked], offsets=table is None)))
+    return [r if isinstance(r, MaskError) else next(encoded) for r in rendered]
 
 
-def _labels(encoding, ids: list[int], length: int, spans: list[tuple[int, int]]) -> list[int] | None:
-    """Labels from character spans, or None if a token crosses a span boundary (or the tokenizer
-    cannot say where a character went)."""
+def _byte_offsets_agree(tokenizer, table: ByteTable, rendered: list[Rendered]) -> bool:
+    """Token starts from byte lengths equal the tokenizer's own offsets on these conversations."""
+    for r, encoding in zip(rendered, encode_whole(tokenizer, [r.text for r in rendered])):
+        ids = encoding.ids
+        by_bytes = table.token_at(ids, r.text)
+        if by_bytes is None or any(by_bytes(c) != _offsets_token_at(encoding, ids, r.text)(c)
+                                   for span in r.spans for c in span):
+            return False
+    return True
+
+
+def _ids_and_labels(tokenizer, table: ByteTable | None, r: Rendered, encoding) -> dict:
+    if isinstance(encoding, list):  # a slow tokenizer: no character positions
+        ids, labels = encoding, None
+    else:
+        ids = encoding.ids  # converts from Rust on every access: once
+        token_at = table.token_at(ids, r.text) if table is not None else None
+        if token_at is None:
+            if table is not None:  # the byte lengths do not add up for this text: ask the tokenizer
+                [encoding] = encode_whole(tokenizer, [r.text])
+            token_at = _offsets_token_at(encoding, ids, r.text)
+        labels = _labels(ids, r.spans, token_at)
+    if labels is None:
+        # A token straddles a span boundary ("<think>\n" + "\n</think>" in R1): tokenize the
+        # pieces separately, as TRL does with prompt and completion, so the prompt's tokens
+        # are exactly those the model sees at inference.
+        cuts = [0, *[c for span in r.spans for c in span], len(r.text)]
+        ids, labels = [], []
+        for k, piece in enumerate(encode_batch(tokenizer, [r.text[a:b] for a, b in zip(cuts, cuts[1:])])):
+            ids += piece
+            labels += piece if k % 2 else [IGNORE_INDEX] * len(piece)
+    return {"input_ids": ids, "labels": labels}
+
+
+def _offsets_token_at(encoding, ids: list[int], text: str):
+    """``token_at(cut)`` from the tokenizer's character offsets (None if a token crosses ``cut``
+    or the tokenizer cannot say where a character went)."""
     def token_at(cut: int) -> int | None:
-        if cut >= length:
+        if cut >= len(text):
             return len(ids)
         k = encoding.char_to_token(cut)
         return k if k is not None and encoding.token_to_chars(k)[0] == cut else None
+    return token_at
 
+
+def _labels(ids: list[int], spans: list[tuple[int, int]], token_at) -> list[int] | None:
+    """Labels from character spans, or None if a token crosses a span boundary."""
     labels = [IGNORE_INDEX] * len(ids)
     for a, b in spans:
         i, j = token_at(a), token_at(b)

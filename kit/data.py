@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import formats
+from .bulk import gc_paused
 from .runs import sha256_file
 from .sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
 
@@ -41,8 +42,10 @@ def check_messages(messages: object, training: bool = True) -> str | None:
             return f"unknown role: {where}.role is {m.get('role')!r} (expected one of {', '.join(ROLES)})"
         if not isinstance(m.get("content"), str):
             return f"bad content: {where}.content is {type(m.get('content')).__name__}, expected a string"
-        if not m["content"].strip():
-            return f"empty content: {where}.content is empty"
+        if not m["content"].strip() and not (m["role"] == "system" and m["content"] == ""):
+            # An explicit empty system prompt is legal: the template renders it (and Qwen2.5 then
+            # leaves out its default one); an empty user or assistant turn is a data error.
+            return f"empty content: {where}.content is {'empty' if not m['content'] else 'whitespace only'}"
         if "reasoning" in m and not isinstance(m["reasoning"], str):
             return f"bad reasoning: {where}.reasoning is {type(m['reasoning']).__name__}, expected a string"
         if m["role"] == "system" and i != 0:
@@ -78,7 +81,11 @@ def load_conversations(source, fmt: str = "auto", columns: dict | None = None, i
                        seed: int = 0) -> LoadResult:
     """Read every source, convert each record to canonical messages and check it. A bad row is an
     error naming source, row and field, or (``invalid_rows="drop"``) a counted, reported drop."""
-    columns = columns or {}
+    with gc_paused():
+        return _load_conversations(source, fmt, columns or {}, invalid_rows, seed)
+
+
+def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed: int) -> LoadResult:
     result = LoadResult(rows=[], origins=[], total=0)
     for spec, weight in sources_of(source):
         records = read_source(spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from .bulk import gc_paused
 from .chat import IGNORE_INDEX, MaskError, tokenize_many
 from .data import DataError, load_conversations, split, write_jsonl
 from .families import ensure_chat_template, family_for
@@ -44,6 +45,11 @@ def tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins=Non
     policy (``data.overlength``, ``model.max_seq_length``). Returns (examples, kept row indices,
     dropped [{source, row, reason}] with rows named by ``origins`` [(source, row)], truncated count).
     With ``data.reasoning: every_turn`` a row gives one example per assistant turn."""
+    with gc_paused():
+        return _tokenize_rows(tokenizer, family, rows, recipe, origins)
+
+
+def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins):
     max_len, overlength = recipe["model"]["max_seq_length"], recipe["data"]["overlength"]
     origins = origins or [("rows", i + 1) for i in range(len(rows))]
     train_on = recipe["data"]["train_on"]

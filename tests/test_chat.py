@@ -112,3 +112,18 @@ def test_a_tokenizer_left_padding_from_generation_does_not_pad_training_examples
                      [{"role": "user", "content": "a longer question " * 5}, {"role": "assistant", "content": "ok"}]]
     assert tokenize_many(tok, QWEN3, conversations) == [tokenize_with_labels(tok, QWEN3, c) for c in conversations]
     assert tok.backend_tokenizer.padding == padding  # restored for the caller
+
+
+def test_rows_the_byte_table_refuses_fall_back_to_the_tokenizers_offsets(tokenizer):
+    """A decomposed accent (NFC changes its bytes) after rows that use byte lengths: same labels as
+    the offsets-only path, and the cycle collector is back on afterwards."""
+    import gc
+
+    from kit.chat import tokenize_many
+
+    plain = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(3)]
+    decomposed = [{"role": "user", "content": "Cafe\u0301?"}, {"role": "assistant", "content": "Un cafe\u0301."}]
+    conversations = [*plain, decomposed]
+    assert tokenize_many(tokenizer, QWEN3, conversations, verify=2) == [
+        tokenize_with_labels(tokenizer, QWEN3, c) for c in conversations]
+    assert gc.isenabled()

@@ -29,6 +29,9 @@ def test_loads_jsonl_and_json_array(tmp_path):
     ({"messages": [{"role": "user", "content": "only a question"}]}, "no assistant turn"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}, "unknown role: messages[1].role is 'bot'"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}, "empty content: messages[1].content"),
+    ({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, "empty content: messages[0].content is empty"),
+    ({"messages": [{"role": "system", "content": " "}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+     "empty content: messages[0].content is whitespace only"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]}, "bad content: messages[1].content is int"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "repeated role: messages[1]"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}, "misplaced system: messages[1]"),
@@ -40,6 +43,16 @@ def test_bad_rows_error_with_file_and_row(tmp_path, row, reason):
     with pytest.raises(DataError) as e:
         load_conversations(str(path))
     assert f"{path}: row 2: {reason}" in str(e.value)
+
+
+def test_empty_strings_where_legal(tmp_path):
+    """An explicit empty system prompt is kept (templates render it; it suppresses Qwen2.5's default
+    one); empty reasoning means no reasoning; an empty alpaca input or system field means none."""
+    rows = [{"messages": [{"role": "system", "content": ""}, *GOOD["messages"]]},
+            {"messages": [GOOD["messages"][0], {"role": "assistant", "content": "hello", "reasoning_content": ""}]},
+            {"instruction": "hi", "input": "", "output": "hello", "system": ""}]
+    loaded = [load_conversations(str(write_jsonl(tmp_path / f"{i}.jsonl", [row]))).rows[0] for i, row in enumerate(rows)]
+    assert loaded == [rows[0], GOOD, GOOD]
 
 
 def test_drop_mode_counts_and_reports_rows(tmp_path):

@@ -19,6 +19,18 @@ CONVERSATIONS = {
                              {"role": "assistant", "content": "你好！有什么可以帮您？😊"},
                              {"role": "user", "content": "退货政策？"},
                              {"role": "assistant", "content": "三十天内可以退货。"}],
+    "empty_system": [{"role": "system", "content": ""},
+                     {"role": "user", "content": "Hi"},
+                     {"role": "assistant", "content": "Hello!"}],
+}
+# Reasoning in canonical form; each family renders it by its own convention (or drops it).
+REASONING = {
+    "reasoning": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add two and two."}],
+    "reasoning_multi_turn": [{"role": "system", "content": "Be brief."},
+                             {"role": "user", "content": "2+2?"},
+                             {"role": "assistant", "content": "4", "reasoning": "Add."},
+                             {"role": "user", "content": "再乘以 3？🤔"},
+                             {"role": "assistant", "content": "12", "reasoning": "4 × 3 = 12."}],
 }
 
 
@@ -62,22 +74,37 @@ def test_masks_are_the_assistant_turns(family_tokenizers, family, name):
     assert all(m["content"] in context for m in messages if m["role"] != "assistant")
 
 
-def test_text_is_the_official_templates_and_bos_is_not_doubled(family_tokenizers, family):
-    tokenizer = family_tokenizers[family.name]
-    messages = CONVERSATIONS["system"]
-    ex = tokenize_with_labels(tokenizer, family, messages)
-    official = tokenizer.apply_chat_template(messages, tokenize=False)
-    # The only differences from the official rendering are the ones the family table declares.
+def declared_training_text(family, official: str, messages: list[dict]) -> str:
+    """The official rendering with the differences the family table declares, written out."""
     declared = official + family.training_suffix
-    if family.name == "deepseek-r1-distill":  # the trained (last) turn keeps its (empty) think block
+    if family.name == "deepseek-r1-distill":
+        # The official template keeps what follows </think> ("\n\n" + answer); the kit's trained
+        # (last) turn keeps its think block before that.
         head, answer = declared.rsplit("<｜Assistant｜>", 1)
-        declared = f"{head}<｜Assistant｜><think>\n\n</think>\n\n{answer}"
+        declared = f"{head}<｜Assistant｜><think>\n{messages[-1].get('reasoning', '')}\n</think>{answer}"
+    return declared
+
+
+@pytest.mark.parametrize("name", sorted({**CONVERSATIONS, **REASONING}))
+def test_text_is_the_official_templates_and_bos_is_not_doubled(family_tokenizers, family, name):
+    from kit.chat import template_messages
+
+    tokenizer, messages = family_tokenizers[family.name], {**CONVERSATIONS, **REASONING}[name]
+    ex = tokenize_with_labels(tokenizer, family, messages)
+    official = tokenizer.apply_chat_template(template_messages(family, messages), tokenize=False)
+    # The only differences from the official rendering are the ones the family table declares.
+    declared = declared_training_text(family, official, messages)
     assert tokenizer.decode(ex["input_ids"]) == declared
     assert (declared == official) == (family.training_patch is None and not family.training_suffix)
     if tokenizer.bos_token and official.startswith(tokenizer.bos_token):
         assert ex["input_ids"].count(tokenizer.bos_token_id) == 1
-    # The inference prompt is the untrained prefix of the rendered conversation.
-    prompt = render_prompt(tokenizer, family, messages[:-1])
+    # Reasoning appears where the family has a channel for it, never for families without one.
+    last = messages[-1]
+    if last.get("reasoning"):
+        assert (last["reasoning"] in declared) == bool(family.reasoning_field or family.reasoning_inline)
+    # The inference prompt (thinking on for a reasoning answer) is the untrained prefix of the text.
+    thinking = {family.thinking_kwarg: True} if last.get("reasoning") and family.thinking_kwarg else {}
+    prompt = render_prompt(tokenizer, family, messages[:-1], **thinking)
     assert declared.startswith(prompt)
 
 

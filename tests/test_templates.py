@@ -1,0 +1,35 @@
+"""The fast renderer: trusted templates (the kit's and TRL's copies of the official ones) render
+outside jinja's sandbox, exactly as transformers renders them; any other template stays sandboxed."""
+import jinja2
+import pytest
+
+from kit.families import FAMILIES, get_family
+from kit.templates import TrainingRenderer
+
+CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好 👋"},
+                {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"},
+                {"role": "assistant", "content": "Bye."}]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_official_templates_render_fast_and_identically(family_tokenizers, name):
+    family, tokenizer = get_family(name), family_tokenizers[name]
+    fast, reference = TrainingRenderer(tokenizer, family), TrainingRenderer(tokenizer, family, fast=False)
+    assert fast.fast and not reference.fast
+    for kwargs in ({}, {"add_generation_prompt": True}, *family.prompt_variants):
+        assert fast(CONVERSATION, **kwargs) == reference(CONVERSATION, **kwargs)
+
+
+def test_any_other_template_stays_in_the_sandbox(tokenizer):
+    family = get_family("qwen3")
+    original = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = original + " "  # one byte from trusted: not trusted
+        renderer = TrainingRenderer(tokenizer, family)
+        assert not renderer.fast
+        assert renderer(CONVERSATION) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
+        tokenizer.chat_template = "{{ messages.__class__.__mro__ }}"
+        with pytest.raises(jinja2.exceptions.SecurityError):
+            TrainingRenderer(tokenizer, family)(CONVERSATION)
+    finally:
+        tokenizer.chat_template = original
