@@ -44,6 +44,15 @@ def merge_dtype():
     return None if HAS_GPU else torch.float32
 
 
+def free_memory_bytes() -> int:
+    """Memory a model could still be loaded into: free GPU memory, else available RAM."""
+    if HAS_GPU:
+        return torch.cuda.mem_get_info()[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
 def load_model(model_id: str, max_seq_length: int, load_in_4bit: bool, dtype=None):
     """FastLanguageModel.from_pretrained for a base model or a saved adapter directory."""
     return FastLanguageModel.from_pretrained(

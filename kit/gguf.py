@@ -98,11 +98,12 @@ def describe(path: Path) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: list[list[int]], behavior_fn,
+def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: list[list[int]] | None, behavior_fn,
            n_tokens: int) -> dict:
     """Load the GGUF in llama.cpp: does it tokenize the prompts like ``tokenizer``, and how many of the
-    first ``n_tokens`` greedy tokens equal ``reference_ids`` (the HF model's)? Also the share of
-    answers (reasoning split off, as in evaluation) for which ``behavior_fn(text)`` holds."""
+    first ``n_tokens`` greedy tokens equal ``reference_ids`` (the HF model's; None: not compared,
+    when the merged model did not fit in memory)? Also the share of answers (reasoning split off,
+    as in evaluation) for which ``behavior_fn(text)`` holds."""
     from llama_cpp import Llama
 
     from .inference import answer_of, stop_ids
@@ -111,7 +112,7 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
     llm = Llama(model_path=str(path), n_ctx=2048, verbose=False, n_threads=os.cpu_count() or 1)
     try:
         tokens_match, matches, shows = True, [], 0
-        for prompt, reference in zip(prompts, reference_ids):
+        for prompt, reference in zip(prompts, reference_ids or [[] for _ in prompts]):
             ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
             tokens_match &= ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
             llm.reset()
@@ -129,6 +130,7 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
             shows += bool(behavior_fn(answer_of(tokenizer, family, generated).text))
     finally:
         llm.close()  # without it llama-cpp-python prints a TypeError at interpreter exit
-    return {**describe(path), "tokens_match": tokens_match, "greedy_match_tokens": min(matches),
-            "greedy_match_per_prompt": matches, "behavior": shows / len(prompts)}
+    compared = reference_ids is not None
+    return {**describe(path), "tokens_match": tokens_match, "greedy_match_tokens": min(matches) if compared else None,
+            "greedy_match_per_prompt": matches if compared else None, "behavior": shows / len(prompts)}
 

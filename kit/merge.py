@@ -1,14 +1,18 @@
-"""merge: LoRA adapter + base → merged 16-bit safetensors, verified against the adapter model.
+"""merge: LoRA adapter + base → merged 16-bit safetensors, verified, then GGUF and a Modelfile.
 
-The check loads the merged files back with plain transformers and compares logits on held-out
-prompts with the base+adapter model that was merged; a merge that lost or mis-scaled the adapter
-shows up as a difference of the size of the adapter's own effect, which is recorded beside it.
+The merge streams the base checkpoint shard by shard (``kit.lora_merge``). Two checks: every merged
+tensor against base + adapter, one tensor at a time (``kit.merge_check``), and, where memory allows,
+the merged files loaded back with plain transformers against base + adapter run through Unsloth and
+PEFT, logits on held-out prompts; a merge that lost or mis-scaled the adapter shows up as a
+difference of the size of the adapter's own effect, which is recorded beside it.
 """
 from __future__ import annotations
 
 import json
 import resource
 import shutil
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -91,26 +95,34 @@ def check_adapter_base(run: Run, recipe: dict) -> None:
         raise RunError(f"{run.adapter_dir} was trained on {trained_on!r}, but the recipe's model is {expected!r}")
 
 
-def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
-    if not run.adapter_dir.exists():
-        raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")
-    if run.merged_dir.exists() and not overwrite:
-        raise RunError(f"{run.merged_dir} already exists; pass overwrite=True to replace it")
-    m = recipe["model"]
-    check_adapter_base(run, recipe)
-    family = family_for(recipe)
-    dtype = backend.merge_dtype()
-    model, tokenizer = backend.load_model(str(run.adapter_dir), m["max_seq_length"], load_in_4bit=False, dtype=dtype)
+def _local_checkpoint(model_id: str) -> Path:
+    """The base checkpoint's local directory, for the streaming merge (Hub ids: Unsloth's merge)."""
+    from .lora_merge import NotStreamable
+    from .tiny import resolve_model_id
+
+    path = Path(resolve_model_id(model_id))
+    if not (path / "config.json").exists():
+        raise NotStreamable(f"{model_id!r} is not a local checkpoint directory")
+    return path
+
+
+def _merge_with_unsloth(run: Run, recipe: dict, out: Path) -> tuple[int, object]:
+    """The fallback: base + adapter loaded through Unsloth, merged by ``save_pretrained_merged``
+    (which fetches 16-bit base weights for pre-quantized checkpoints where the Hub is reachable)."""
+    model, tokenizer = backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"],
+                                          load_in_4bit=False, dtype=backend.merge_dtype())
     parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     check_disk(run.path, estimate_bytes(parameters, recipe["export"]["gguf"]))
+    model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+    return parameters, tokenizer
 
-    # Write under a temporary name and rename, so merged/ is never half-written.
-    tmp = run.path / ".merged.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
 
-    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe["eval"]["num_prompts"])
-    prompts = [render_prompt(tokenizer, family, p["messages"]) for p in held_out]
+def _logits_check(run: Run, recipe: dict, tmp: Path, prompts: list[str], held_out: list[dict], family) -> dict:
+    """Logits of the merged files (plain transformers) against base + adapter (Unsloth + PEFT), and
+    the merged model's greedy tokens for the GGUF comparison. One model in memory at a time."""
+    dtype = backend.merge_dtype()
+    model, tokenizer = backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"],
+                                          load_in_4bit=False, dtype=dtype)
     adapter_logits = _logits(model, tokenizer, prompts)
     with model.disable_adapter():
         base_logits = _logits(model, tokenizer, prompts)
@@ -120,39 +132,143 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
     greedy = [a.ids for a in generate(merged, tokenizer, family, [p["messages"] for p in held_out],
                                       max_new_tokens=recipe["export"]["verify_tokens"], batch_size=1)[0]]
-    config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-    stored_dtype = config.get("dtype") or config.get("torch_dtype")
     del merged
-
     diff = _max_abs_diff(merged_logits, adapter_logits)
+    return {"merged_max_abs_logit_diff": diff, "adapter_max_abs_logit_effect": _max_abs_diff(adapter_logits, base_logits),
+            "ok": diff <= recipe["export"]["logit_tolerance"], "compute_dtype": str(dtype or "model default"),
+            "greedy": greedy}
+
+
+def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
+    """Merged 16-bit weights in ``merged/`` (streamed shard by shard where the base checkpoint is
+    local, else through Unsloth), checked tensor by tensor and, where two models' worth of memory
+    is free, by logits against base + adapter; then the GGUF files and Modelfile."""
+    from transformers import AutoTokenizer
+
+    from .lora_merge import NotStreamable, merge_checkpoint, parameter_count
+    from .merge_check import check_merged_tensors
+
+    if not run.adapter_dir.exists():
+        raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")
+    if run.merged_dir.exists() and not overwrite:
+        raise RunError(f"{run.merged_dir} already exists; pass overwrite=True to replace it")
+    check_adapter_base(run, recipe)
+    family = family_for(recipe)
+    stages: dict = {}
+
+    # Write under a temporary name and rename, so merged/ is never half-written.
+    tmp = run.path / ".merged.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    base_dir = None
+    with measured(stages, "merge"):
+        try:
+            base_dir = _local_checkpoint(recipe["model"]["id"])
+            parameters = parameter_count(base_dir)
+            check_disk(run.path, estimate_bytes(parameters, recipe["export"]["gguf"]))
+            method = merge_checkpoint(base_dir, run.adapter_dir, tmp)
+            tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
+            tokenizer.save_pretrained(str(tmp))
+        except NotStreamable as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"Streaming merge not possible ({e}); merging with the model loaded, through Unsloth.")
+            parameters, tokenizer = _merge_with_unsloth(run, recipe, tmp)
+            method = {"method": "unsloth save_pretrained_merged", "why": str(e)}
+    with measured(stages, "tensor_check"):
+        tensors = (check_merged_tensors(base_dir, run.adapter_dir, tmp) if base_dir is not None
+                   else {"ok": None, "skipped": "the base checkpoint is not local"})
+
+    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe["eval"]["num_prompts"])
+    prompts = [render_prompt(tokenizer, family, p["messages"]) for p in held_out]
+    needed, free = logits_check_bytes(parameters), backend.free_memory_bytes()
+    with measured(stages, "logits_check"):
+        if needed <= free:
+            logits = _logits_check(run, recipe, tmp, prompts, held_out, family)
+        else:
+            logits = {"merged_max_abs_logit_diff": None, "adapter_max_abs_logit_effect": None, "ok": None, "greedy": None,
+                      "skipped": f"needs about {needed / 1e9:.1f} GB for one model at a time, {free / 1e9:.1f} GB free"}
+    greedy = logits.pop("greedy")
+    config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
     tolerance = recipe["export"]["logit_tolerance"]
     report = {
-        "merged_max_abs_logit_diff": diff,
-        "adapter_max_abs_logit_effect": _max_abs_diff(adapter_logits, base_logits),
+        **method,
+        **logits,
+        "ok": tensors["ok"] is not False and logits["ok"] is not False,
         "tolerance": tolerance,
-        "ok": diff <= tolerance,
+        "tensor_check": tensors,
         "prompts": len(prompts),
-        "compute_dtype": str(dtype or "model default"),
-        "stored_dtype": stored_dtype,
+        "stored_dtype": config.get("dtype") or config.get("torch_dtype"),
         "merged_dir": str(run.merged_dir),
     }
     if run.merged_dir.exists():  # overwrite=True
         shutil.rmtree(run.merged_dir)
     tmp.rename(run.merged_dir)
-    files = {p.name: p.stat().st_size for p in sorted(run.merged_dir.iterdir())}
-    report["files"] = files
-    # Peak resident memory of this process so far (loading, merging, checking), in MB.
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["files"] = {p.name: p.stat().st_size for p in sorted(run.merged_dir.iterdir())}
     report["parameters"] = parameters
     if recipe["export"]["gguf"]:
-        report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, overwrite)
+        with measured(stages, "gguf"):
+            report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, overwrite)
         single_turn = [p["messages"] for p in held_out if len(p["messages"]) <= 2]
         report["modelfile"] = export_modelfile(run, recipe, tokenizer, report["gguf"], single_turn)
+    report["stages"] = stages
+    report["peak_rss_mb"] = max(s["peak_rss_mb"] for s in stages.values())
     write_json(run.path / "merge_report.json", report)
-    run.update_manifest({"merge": {k: report[k] for k in ("merged_max_abs_logit_diff", "ok", "tolerance")},
+    run.update_manifest({"merge": {k: report[k] for k in ("method", "merged_max_abs_logit_diff", "ok", "tolerance")},
                          "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")}
                                      for t, g in report.get("gguf", {}).items()}})
-    if not report["ok"]:
-        raise RunError(f"merged logits differ from the adapter model's by {diff:.3g} > tolerance {tolerance:g}; "
-                       f"see {run.path / 'merge_report.json'}")
+    if tensors["ok"] is False:
+        raise RunError(f"merged tensors differ from base + adapter: {tensors}; see {run.path / 'merge_report.json'}")
+    if logits["ok"] is False:
+        raise RunError(f"merged logits differ from the adapter model's by {logits['merged_max_abs_logit_diff']:.3g} > "
+                       f"tolerance {tolerance:g}; see {run.path / 'merge_report.json'}")
     return report
+
+
+def logits_check_bytes(parameters: int) -> int:
+    """Memory for one copy of the model in the check's dtype, plus a third for activations and
+    the libraries."""
+    return int(parameters * (2 if backend.HAS_GPU else 4) * 1.33)
+
+
+def summary(report: dict) -> str:
+    lines = [f"merged by {report['method']}" + (f" ({report['why']})" if report.get("why") else "")
+             + f": {report['parameters'] / 1e6:.1f} M parameters, stored as {report['stored_dtype']}"]
+    t = report["tensor_check"]
+    lines.append("tensor check: " + (t["skipped"] if t.get("skipped") else
+                 f"{t['lora_modules_merged']}/{t['lora_modules']} LoRA weights = base + scale·B·A within rounding "
+                 f"(max |error| {t['max_abs_error']:.3g}), {t['tensors_unchanged']} other tensors identical: "
+                 + ("ok" if t["ok"] else "FAILED")))
+    if report["merged_max_abs_logit_diff"] is None:
+        lines.append(f"logits check skipped: {report['skipped']}")
+    else:
+        lines.append(f"merged logits vs adapter logits: max |diff| {report['merged_max_abs_logit_diff']:.3g} "
+                     f"(adapter effect {report['adapter_max_abs_logit_effect']:.3g}, tolerance {report['tolerance']})")
+    lines += [f"  {name}: {s['seconds']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MB"
+              + (f" ({s['peak_rss_added_mb']:+.0f} MB over its start)" if s["peak_rss_added_mb"] is not None else "")
+              for name, s in report["stages"].items()]
+    return "\n".join(lines)
+
+
+@contextmanager
+def measured(stages: dict, name: str):
+    """Wall time and peak resident memory of one stage. Linux lets a process reset its peak
+    (``/proc/self/clear_refs``), so each stage's peak is its own; elsewhere it is the process's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    before, started = _rss_mb("VmRSS"), time.perf_counter()
+    yield
+    peak = _rss_mb("VmHWM")
+    stages[name] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak,
+                    "rss_at_start_mb": before, "peak_rss_added_mb": round(peak - before, 1) if before else None}
+
+
+def _rss_mb(field: str) -> float | None:
+    """VmRSS (now) or VmHWM (peak) of this process in MB; the lifetime peak where /proc is absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1) if field == "VmHWM" else None

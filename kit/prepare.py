@@ -135,14 +135,17 @@ def reasoning_stats(tokenizer, family, rows: list[dict], recipe: dict) -> dict:
     """How many assistant turns carry reasoning and how many of those appear in the training text
     (Qwen3, for one, renders reasoning only after the last user turn; some families have none)."""
     from .chat import render_training_text, template_messages
+    from .templates import TrainingRenderer
 
+    renderer = TrainingRenderer(tokenizer, family)
     every_turn = recipe["data"]["reasoning"] == "every_turn"
     total = rendered = 0
     for row in rows:
         messages = row["messages"]
         for i, m in enumerate(messages):
             if m["role"] == "assistant" and m.get("reasoning"):
-                text = render_training_text(tokenizer, family, template_messages(family, messages[:i + 1] if every_turn else messages))
+                conversation = template_messages(family, messages[:i + 1] if every_turn else messages)
+                text = render_training_text(tokenizer, family, conversation, renderer)
                 total += 1
                 rendered += m["reasoning"].strip() in text
     return {"assistant_turns_with_reasoning": total, "rendered": rendered, "not_rendered": total - rendered}

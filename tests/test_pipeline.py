@@ -38,6 +38,11 @@ def test_merged_weights_reproduce_the_adapter_model(demo_run):
     assert (run / "merged" / "model.safetensors").stat().st_size > 1_000_000
     assert not (run / ".merged.tmp").exists()
     assert merge["peak_rss_mb"] > 100 and merge["parameters"] > 9_000_000
+    # Streamed shard by shard, then every tensor checked against base + scale·B·A.
+    assert merge["method"] == "streaming" and merge["tensor_check"]["ok"]
+    assert merge["tensor_check"]["lora_modules_merged"] == merge["tensor_check"]["lora_modules"] == 14
+    assert set(merge["stages"]) == {"merge", "tensor_check", "logits_check", "gguf"}
+    assert all(s["seconds"] >= 0 and s["peak_rss_mb"] >= s["rss_at_start_mb"] > 0 for s in merge["stages"].values())
 
 
 def test_run_directory_holds_everything(demo_run):

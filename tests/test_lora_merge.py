@@ -1,0 +1,75 @@
+"""The streaming merge: bit-identical to Unsloth's merge of the same adapter, sharded like its base,
+and its tensor check catches a wrong or missing tensor."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from kit.lora_merge import NotStreamable, merge_checkpoint, read_adapter
+from kit.merge_check import check_merged_tensors
+
+
+def tensors(directory):
+    return {k: v for f in sorted(directory.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+
+def test_streaming_merge_equals_unsloths_merge(demo_run, tmp_path):
+    """The demo's merged/ (streamed) against save_pretrained_merged on the adapter loaded through Unsloth."""
+    from kit import backend
+
+    run, _ = demo_run
+    model, tokenizer = backend.load_model(str(run / "adapter"), 512, load_in_4bit=False, dtype=torch.float32)
+    model.save_pretrained_merged(str(tmp_path / "unsloth"), tokenizer, save_method="merged_16bit")
+    ours, theirs = tensors(run / "merged"), tensors(tmp_path / "unsloth")
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert json.loads((run / "merge_report.json").read_text())["method"] == "streaming"
+
+
+def test_a_sharded_base_gives_a_sharded_merge(demo_run, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    run, _ = demo_run
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "base", max_shard_size="200KB")
+    shards = sorted(p.name for p in (tmp_path / "base").glob("*.safetensors"))
+    assert len(shards) > 2
+    info = merge_checkpoint(tmp_path / "base", run / "adapter", tmp_path / "out", progress=False)
+    assert info["shards"] == len(shards) and sorted(p.name for p in (tmp_path / "out").glob("*.safetensors")) == shards
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards)
+    merged, unsharded = tensors(tmp_path / "out"), tensors(run / "merged")
+    assert all(torch.equal(merged[k], unsharded[k]) for k in unsharded) and merged.keys() == unsharded.keys()
+    assert check_merged_tensors(tmp_path / "base", run / "adapter", tmp_path / "out")["ok"]
+
+
+def test_the_tensor_check_names_wrong_and_missing_tensors(demo_run, tiny_model_dir, tmp_path):
+    run, _ = demo_run
+    copy = tmp_path / "merged"
+    shutil.copytree(run / "merged", copy)
+    weights = load_file(copy / "model.safetensors")
+    _, lora, scales = read_adapter(run / "adapter")
+    target = sorted(scales)[0] + ".weight"
+    base = load_file(next(tiny_model_dir.glob("*.safetensors")))
+    weights[target] = base[target]  # the adapter's update lost on one weight
+    del weights["model.norm.weight"]
+    save_file(weights, str(copy / "model.safetensors"), metadata={"format": "pt"})
+    report = check_merged_tensors(tiny_model_dir, run / "adapter", copy)
+    assert report["ok"] is False
+    assert report["wrong_tensors"] == [target] and report["missing_tensors"] == ["model.norm.weight"]
+
+
+def test_adapters_it_cannot_stream_are_named(demo_run, tmp_path):
+    run, _ = demo_run
+    adapter = tmp_path / "adapter"
+    shutil.copytree(run / "adapter", adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(NotStreamable, match="DoRA"):
+        read_adapter(adapter)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "bitsandbytes"}}))
+    with pytest.raises(NotStreamable, match="quantized base checkpoint"):
+        merge_checkpoint(base, run / "adapter", tmp_path / "out")
