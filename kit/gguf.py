@@ -100,10 +100,11 @@ def describe(path: Path) -> dict:
 
 def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: list[list[int]] | None, behavior_fn,
            n_tokens: int) -> dict:
-    """Load the GGUF in llama.cpp: does it tokenize the prompts like ``tokenizer``, and how many of the
-    first ``n_tokens`` greedy tokens equal ``reference_ids`` (the HF model's; None: not compared,
-    when the merged model did not fit in memory)? Also the share of answers (reasoning split off,
-    as in evaluation) for which ``behavior_fn(text)`` holds."""
+    """Load the GGUF in llama.cpp: does it tokenize the prompts like ``tokenizer``, and do its first
+    ``n_tokens`` greedy tokens equal ``reference_ids`` (the HF model's, ending where it stopped;
+    None: not compared, when the merged model did not fit in memory)? Also the share of answers
+    (reasoning split off, as in evaluation) for which ``behavior_fn(text)`` holds. ``generated``
+    (llama.cpp's tokens per prompt) is returned for the caller's teacher-forced check."""
     from llama_cpp import Llama
 
     from .inference import answer_of, stop_ids
@@ -111,8 +112,8 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
     stops = set(stop_ids(tokenizer, family))
     llm = Llama(model_path=str(path), n_ctx=2048, verbose=False, n_threads=os.cpu_count() or 1)
     try:
-        tokens_match, matches, shows = True, [], 0
-        for prompt, reference in zip(prompts, reference_ids or [[] for _ in prompts]):
+        tokens_match, all_generated, shows = True, [], 0
+        for prompt in prompts:
             ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
             tokens_match &= ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
             llm.reset()
@@ -121,16 +122,24 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
                 if token in stops or len(generated) >= n_tokens:
                     break
                 generated.append(token)
-            same = 0
-            for a, b in zip(generated, reference[:n_tokens]):
-                if a != b:
-                    break
-                same += 1
-            matches.append(same)
+            all_generated.append(generated)
             shows += bool(behavior_fn(answer_of(tokenizer, family, generated).text))
     finally:
         llm.close()  # without it llama-cpp-python prints a TypeError at interpreter exit
-    compared = reference_ids is not None
-    return {**describe(path), "tokens_match": tokens_match, "greedy_match_tokens": min(matches) if compared else None,
-            "greedy_match_per_prompt": matches if compared else None, "behavior": shows / len(prompts)}
+    out = {**describe(path), "tokens_match": tokens_match, "behavior": shows / len(prompts), "generated": all_generated}
+    if reference_ids is not None:
+        out.update(compare_greedy(all_generated, reference_ids, n_tokens))
+    return out
 
+
+def compare_greedy(generated: list[list[int]], reference: list[list[int]], n_tokens: int) -> dict:
+    """Per prompt, the tokens llama.cpp and HF agree on before they first differ; a continuation
+    that ends (stop token) where the reference ends is whole, whatever its length."""
+    prefix, equal = [], 0
+    for mine, theirs in zip(generated, reference):
+        theirs = theirs[:n_tokens]
+        same = next((k for k, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+        whole = mine == theirs
+        equal += whole
+        prefix.append(n_tokens if whole else same)
+    return {"greedy_equal_prompts": equal, "greedy_match_tokens": min(prefix), "greedy_match_per_prompt": prefix}

@@ -51,8 +51,37 @@ def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference
         raise RunError("GGUF export needs llama-cpp-python: pip install '.[gguf]' (or set export.gguf: [])")
     paths = gguf.export(run.merged_dir, run.path / "gguf", f"{run.recipe_name}-{run.path.name}", types, overwrite)
     behavior = recipe["eval"]["behavior"]
-    return {t: gguf.verify(p, tokenizer, family, prompts, reference_ids, lambda text: shows_behavior(text, behavior),
-                           recipe["export"]["verify_tokens"]) for t, p in paths.items()}
+    out = {t: gguf.verify(p, tokenizer, family, prompts, reference_ids, lambda text: shows_behavior(text, behavior),
+                          recipe["export"]["verify_tokens"]) for t, p in paths.items()}
+    generated = {t: g.pop("generated") for t, g in out.items()}
+    if reference_ids is not None:  # the merged model fits in memory: judge each llama.cpp token by it
+        for t, gaps in _decision_gaps(run.merged_dir, tokenizer, prompts, generated).items():
+            out[t].update(gaps)
+    return out
+
+
+@torch.no_grad()
+def _decision_gaps(merged_dir: Path, tokenizer, prompts: list[str], generated: dict[str, list[list[int]]]) -> dict:
+    """Teacher-forced: llama.cpp's tokens fed to the merged HF model; at each step, how far below
+    HF's best logit is the token llama.cpp chose (0: HF's own greedy choice). Separates a real
+    difference from a near-tie that rounding flipped and that then changes everything after it."""
+    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=backend.merge_dtype() or "auto")
+    out = {}
+    for kind, continuations in generated.items():
+        decisions = equal = 0
+        worst = 0.0
+        for prompt, tokens in zip(prompts, continuations):
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if not tokens:
+                continue
+            logits = model(torch.tensor([ids + tokens], device=model.device)).logits[0, len(ids) - 1:-1].float()
+            gaps = logits.max(dim=-1).values - logits[torch.arange(len(tokens)), torch.tensor(tokens)]
+            decisions += len(tokens)
+            equal += int((gaps == 0).sum())
+            worst = max(worst, float(gaps.max()))
+        out[kind] = {"greedy_decisions": decisions, "greedy_decisions_equal": equal, "max_logit_gap": round(worst, 4)}
+    del model
+    return out
 
 
 PREFERRED_FOR_OLLAMA = ("q4_k_m", "q5_k_m", "q8_0", "f16", "bf16")
@@ -246,6 +275,15 @@ def summary(report: dict) -> str:
               + (f" ({s['peak_rss_added_mb']:+.0f} MB over its start)" if s["peak_rss_added_mb"] is not None else "")
               for name, s in report["stages"].items()]
     return "\n".join(lines)
+
+
+def gguf_rows(report: dict) -> list[dict]:
+    """One row per GGUF file for the notebook's table."""
+    return [{"type": t, "MB": round(g["bytes"] / 1e6, 1), "tokens match": g["tokens_match"],
+             "prompts equal (greedy)": f"{g.get('greedy_equal_prompts')}/{report['prompts']}",
+             "tokens = HF's greedy choice": f"{g.get('greedy_decisions_equal')}/{g.get('greedy_decisions')}",
+             "max logit gap": g.get("max_logit_gap"), "behavior": g["behavior"]}
+            for t, g in report.get("gguf", {}).items()]
 
 
 @contextmanager

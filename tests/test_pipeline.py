@@ -98,11 +98,16 @@ def test_gguf_files_behave_like_the_merged_model(demo_run):
         assert g["tokens_match"], kind  # llama.cpp tokenizes the rendered prompts exactly like HF
         assert g["bytes"] == (run / "gguf" / g["path"].rsplit("/", 1)[1]).stat().st_size
         assert abs(g["behavior"] - tuned_behavior) <= (0.2 if kind == "q4_k_m" else 0.1), (kind, g["behavior"])
-    # Greedy tokens equal the merged HF model's. The random tiny model's continuations past the
-    # salutation are near-ties, so quantization may flip a late token: count prompts, not all.
-    full = {k: sum(n == 16 for n in g["greedy_match_per_prompt"]) for k, g in gguf.items()}
-    assert full["f16"] >= 18 and full["q8_0"] >= 10, full
-    assert min(gguf["q8_0"]["greedy_match_per_prompt"]) >= 3  # "Dear customer," always survives
+    # f16: llama.cpp's greedy continuations equal the merged HF model's on every held-out prompt,
+    # and each of its tokens is HF's own greedy choice given the same prefix.
+    f16 = gguf["f16"]
+    assert f16["greedy_equal_prompts"] == 20 and f16["greedy_match_per_prompt"] == [16] * 20
+    assert f16["greedy_decisions_equal"] == f16["greedy_decisions"] > 0 and f16["max_logit_gap"] == 0
+    # q8_0: where a continuation differs, llama.cpp took a near-tie (a small fraction of one logit,
+    # where the adapter moves logits by >5) and the rest of the answer follows from that token.
+    q8 = gguf["q8_0"]
+    assert q8["greedy_equal_prompts"] >= 10 and min(q8["greedy_match_per_prompt"]) >= 3  # "Dear customer,"
+    assert q8["greedy_decisions_equal"] >= 0.9 * q8["greedy_decisions"] and q8["max_logit_gap"] <= 0.25, q8
     manifest = read(run, "manifest.json")
     assert {k: v["sha256"] for k, v in manifest["exports"].items()} == {k: g["sha256"] for k, g in gguf.items()}
     assert not list((run / "gguf").glob(".*"))  # no temporary or intermediate files left
