@@ -87,14 +87,22 @@ def _decision_gaps(merged_dir: Path, tokenizer, prompts: list[str], generated: d
 PREFERRED_FOR_OLLAMA = ("q4_k_m", "q5_k_m", "q8_0", "f16", "bf16")
 
 
+def shared_system_prompt(rows: list[dict]) -> str | None:
+    """The system prompt every training conversation starts with, if they all share one."""
+    systems = {r["messages"][0]["content"] if r["messages"][0]["role"] == "system" else None for r in rows}
+    return systems.pop() if len(systems) == 1 else None
+
+
 def export_modelfile(run: Run, recipe: dict, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
-    """gguf/Modelfile for Ollama, pointing at the smallest usual quantization that was exported."""
+    """gguf/Modelfile for Ollama, pointing at the smallest usual quantization that was exported;
+    SYSTEM: ``export.system``, else the system prompt the model was trained with, if one for all."""
     from . import modelfile
 
     kind = next(t for t in PREFERRED_FOR_OLLAMA if t in exported)
+    system = recipe["export"]["system"] or shared_system_prompt(read_jsonl(run.data_dir / "train.jsonl"))
     path = modelfile.write_modelfile(run.path / "gguf" / "Modelfile", Path(exported[kind]["path"]), tokenizer,
-                                     family_for(recipe))
-    return modelfile.check(path, tokenizer, family_for(recipe), conversations)
+                                     family_for(recipe), system=system)
+    return {**modelfile.check(path, tokenizer, family_for(recipe), conversations), "system": system}
 
 
 # Bytes per parameter of each output, for the free-space check (K-quants keep some tensors wider).

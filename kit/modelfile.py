@@ -54,6 +54,8 @@ def write_modelfile(path: Path, gguf_file: Path, tokenizer, family: Family, syst
         raise ModelfileError(f"{family.name}: the template contains triple quotes")
     lines = [f"FROM ./{gguf_file.name}", f'TEMPLATE """{template}"""']
     if system:
+        if '"""' in system:
+            raise ModelfileError('export.system: a Modelfile SYSTEM cannot contain triple quotes (""")')
         lines.append(f'SYSTEM """{system}"""')
     lines += [f'PARAMETER stop "{token}"' for token in family.end_tokens]
     lines += [f"PARAMETER {key} {value}" for key, value in family.sampling.items()]
@@ -73,11 +75,14 @@ def read_modelfile(path: Path) -> dict:
 
 def check(path: Path, tokenizer, family: Family, conversations: list[list[dict]]) -> dict:
     """Does the Modelfile's TEMPLATE give the chat template's prompt for each single-turn
-    conversation ([system?, user]), and are its stops the family's end tokens?"""
+    conversation ([system?, user]; Ollama fills in the Modelfile's SYSTEM where it has none), and
+    are its stops the family's end tokens?"""
     parsed = read_modelfile(path)
     bos = tokenizer.bos_token or ""
     same = 0
     for messages in conversations:
+        if messages[0]["role"] != "system" and parsed["system"]:
+            messages = [{"role": "system", "content": parsed["system"]}, *messages]
         system = messages[0]["content"] if messages[0]["role"] == "system" else None
         ollama = render_template(parsed["template"], {"System": system, "Prompt": messages[-1]["content"], "Response": ""})
         expected = render_prompt(tokenizer, family, messages) + family.end_of_turn

@@ -107,6 +107,8 @@ SCHEMA: dict = {
         "gguf": F(list, ["q8_0", "q4_k_m"], help="GGUF files to write: f16, bf16, q8_0, q4_k_m, q5_k_m"),
         "verify_tokens": F(int, 16, help="greedy tokens compared between each GGUF and the merged model"),
         "logit_tolerance": F(float, 0.25, help="max abs logit difference, merged 16-bit file vs base+adapter"),
+        "system": F(str, None, nullable=True,
+                    help="SYSTEM of the Ollama Modelfile; null: the training data's system prompt if every row has the same one"),
     },
 }
 

@@ -30,3 +30,27 @@ def test_modelfile_file(tmp_path, family_tokenizers):
     assert parsed["system"] == "Answer as support."
     assert parsed["template"] == ollama_template(family_tokenizers["qwen3"], family)
     assert "PARAMETER temperature 0.7" in path.read_text()
+
+
+def test_the_modelfile_system_is_what_the_model_was_trained_with(tmp_path, family_tokenizers):
+    """SYSTEM: the training data's system prompt when every row shares one; the check renders
+    prompts without one as Ollama does, with SYSTEM filled in."""
+    from kit.merge import shared_system_prompt
+    from kit.modelfile import ModelfileError, check
+
+    def row(system):
+        return {"messages": ([{"role": "system", "content": system}] if system else [])
+                + [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+
+    assert shared_system_prompt([row("Be brief."), row("Be brief.")]) == "Be brief."
+    assert shared_system_prompt([row("Be brief."), row(None)]) is None
+    assert shared_system_prompt([row("A"), row("B")]) is None
+    family, tokenizer = get_family("qwen3"), family_tokenizers["qwen3"]
+    path = write_modelfile(tmp_path / "Modelfile", tmp_path / "m.gguf", tokenizer, family, system="Be brief.")
+    assert check(path, tokenizer, family, [[{"role": "user", "content": "Hi"}]])["ok"]
+    # A request's own system message replaces SYSTEM, in Ollama and in the check.
+    other = write_modelfile(tmp_path / "Other", tmp_path / "m.gguf", tokenizer, family, system="Be long.")
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert check(other, tokenizer, family, [conversation])["ok"]
+    with pytest.raises(ModelfileError, match="triple quotes"):
+        write_modelfile(tmp_path / "Bad", tmp_path / "m.gguf", tokenizer, family, system='say """')
