@@ -197,8 +197,11 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     tmp = run.path / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     base_dir = None
+    method_asked = recipe["export"]["merge_method"]
     with measured(stages, "merge"):
         try:
+            if method_asked == "unsloth":
+                raise NotStreamable("export.merge_method is unsloth")
             base_dir = _local_checkpoint(recipe["model"]["id"])
             parameters = parameter_count(base_dir)
             check_disk(run.path, estimate_bytes(parameters, recipe["export"]["gguf"]))
@@ -207,12 +210,17 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
             tokenizer.save_pretrained(str(tmp))
         except NotStreamable as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if method_asked == "streaming":
+                raise RunError(f"export.merge_method is streaming, but {e}") from None
             print(f"Streaming merge not possible ({e}); merging with the model loaded, through Unsloth.")
             parameters, tokenizer = _merge_with_unsloth(run, recipe, tmp)
             method = {"method": "unsloth save_pretrained_merged", "why": str(e)}
     with measured(stages, "tensor_check"):
-        tensors = (check_merged_tensors(base_dir, run.adapter_dir, tmp) if base_dir is not None
-                   else {"ok": None, "skipped": "the base checkpoint is not local"})
+        try:
+            base_dir = base_dir or _local_checkpoint(recipe["model"]["id"])
+            tensors = check_merged_tensors(base_dir, run.adapter_dir, tmp)
+        except NotStreamable as e:
+            tensors = {"ok": None, "skipped": str(e)}
 
     held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe["eval"]["num_prompts"])
     prompts = [render_prompt(tokenizer, family, p["messages"]) for p in held_out]

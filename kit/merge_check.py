@@ -8,6 +8,7 @@ any model size.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -31,6 +32,8 @@ class _Reader:
 
 
 def check_merged_tensors(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> dict:
+    if json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8")).get("quantization_config"):
+        return {"ok": None, "skipped": "the base checkpoint is quantized: its weights are not the 16-bit ones merged"}
     try:
         _, lora, scales = read_adapter(Path(adapter_dir))
     except NotStreamable as e:

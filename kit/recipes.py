@@ -104,6 +104,8 @@ SCHEMA: dict = {
     },
     "export": {
         "merged_16bit": F(bool, True),
+        "merge_method": F(str, "auto", choices=["auto", "streaming", "unsloth"],
+                          help="auto: shard by shard where the base checkpoint is local, else Unsloth's save_pretrained_merged"),
         "gguf": F(list, ["q8_0", "q4_k_m"], help="GGUF files to write: f16, bf16, q8_0, q4_k_m, q5_k_m"),
         "verify_tokens": F(int, 16, help="greedy tokens compared between each GGUF and the merged model"),
         "logit_tolerance": F(float, 0.25, help="max abs logit difference, merged 16-bit file vs base+adapter"),

@@ -73,3 +73,21 @@ def test_adapters_it_cannot_stream_are_named(demo_run, tmp_path):
     (base / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "bitsandbytes"}}))
     with pytest.raises(NotStreamable, match="quantized base checkpoint"):
         merge_checkpoint(base, run / "adapter", tmp_path / "out")
+
+
+def test_the_unsloth_merge_route_is_checked_the_same_way(demo_run, runs_dir):
+    """export.merge_method: unsloth (the route for adapters and bases that cannot be streamed)
+    goes through merge() with the same tensor and logits checks."""
+    from kit import merge as M
+    from kit.runs import find_run
+
+    run_dir, _ = demo_run
+    copy = runs_dir / "tiny-demo" / "copy"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("merged", "gguf", "merge_report.json"))
+    run = find_run("tiny-demo", "copy")
+    report = M.merge(run, run.recipe({"export.merge_method": "unsloth", "export.gguf": []}, stage="merge"))
+    assert report["method"] == "unsloth save_pretrained_merged" and report["why"] == "export.merge_method is unsloth"
+    assert report["tensor_check"]["ok"] and report["ok"]
+    assert report["merged_max_abs_logit_diff"] <= report["tolerance"]
+    assert tensors(copy / "merged").keys() == tensors(run_dir / "merged").keys()
+    assert "merged by unsloth save_pretrained_merged" in M.summary(report)
