@@ -74,13 +74,15 @@ def lora_scales(config: dict, modules: list[str]) -> dict[str, float]:
 def read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, float]]:
     """(adapter config, {module: (A, B)} tensors keyed ``<module>.lora_A/B.weight``, {module: scale})."""
     config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    if config.get("use_dora"):
-        raise NotStreamable("DoRA adapters")
+    for option, what in (("use_dora", "DoRA adapters"), ("fan_in_fan_out", "fan_in_fan_out (transposed) weights"),
+                         ("target_parameters", "adapters on parameters (target_parameters)")):
+        if config.get(option):
+            raise NotStreamable(what)
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as f:
         lora = {name.removeprefix(ADAPTER_PREFIX): f.get_tensor(name) for name in f.keys()}
-    other = [name for name in lora if ".lora_A." not in name and ".lora_B." not in name]
-    if other:
-        raise NotStreamable(f"adapter tensors other than LoRA A/B ({other[0]}, …)")
+    other = [name for name in lora if not name.endswith((".lora_A.weight", ".lora_B.weight"))]
+    if other:  # LoRA biases, embedding LoRA, modules_to_save: not plain W + scale·B·A
+        raise NotStreamable(f"adapter tensors other than LoRA A/B weights ({other[0]}, …)")
     modules = sorted({name.rsplit(".lora_", 1)[0] for name in lora})
     return config, lora, lora_scales(config, modules)
 
@@ -99,8 +101,8 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
     files = tensor_files(base_dir)
     targets = {f"{module}.weight": module for module in scales}
     missing = sorted(set(targets) - set(files))
-    if missing:
-        raise ValueError(f"{adapter_dir} targets weights the base checkpoint {base_dir} lacks: {', '.join(missing[:3])}")
+    if missing:  # e.g. lm_head tied to the embeddings
+        raise NotStreamable(f"the adapter targets weights the base checkpoint does not store ({', '.join(missing[:3])})")
     by_file: dict[Path, list[str]] = {}
     for name, file in files.items():
         by_file.setdefault(file, []).append(name)

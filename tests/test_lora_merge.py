@@ -68,6 +68,13 @@ def test_adapters_it_cannot_stream_are_named(demo_run, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(NotStreamable, match="DoRA"):
         read_adapter(adapter)
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    weights = load_file(adapter / "adapter_model.safetensors")
+    name = next(k for k in weights if k.endswith("lora_B.weight"))
+    save_file({**weights, name.replace(".weight", ".bias"): torch.zeros(weights[name].shape[0])},
+              str(adapter / "adapter_model.safetensors"))
+    with pytest.raises(NotStreamable, match=r"other than LoRA A/B weights \(.*lora_B\.bias"):
+        read_adapter(adapter)
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "bitsandbytes"}}))
