@@ -201,7 +201,7 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
 def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str,
                    verify: int) -> list[dict | MaskError]:
     prompts = generation_prompts(tokenizer, family) if verify else None
-    renderer = TrainingRenderer(tokenizer, family)
+    renderer = TrainingRenderer(tokenizer, family) if prompts is not None else None
 
     def attempt(method, *args):
         try:
@@ -220,7 +220,7 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
     rendered = [attempt(spans_from_prompts, m, prompts, train_on, renderer) if prompts is not None
                 else attempt(render_with_spans, m, train_on) for m in conversations]
     masked = [r for r in rendered if isinstance(r, Rendered)]
-    table = byte_length_table(tokenizer) if verify else None
+    table = byte_length_table(tokenizer) if verify and masked else None
     if table is not None and not _byte_offsets_agree(tokenizer, table, masked[:verify]):
         table = None
     encoded = iter(_ids_and_labels(tokenizer, table, r, e)

@@ -103,8 +103,9 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
     """Load the GGUF in llama.cpp: does it tokenize the prompts like ``tokenizer``, and do its first
     ``n_tokens`` greedy tokens equal ``reference_ids`` (the HF model's, ending where it stopped;
     None: not compared, when the merged model did not fit in memory)? Also the share of answers
-    (reasoning split off, as in evaluation) for which ``behavior_fn(text)`` holds. ``generated``
-    (llama.cpp's tokens per prompt) is returned for the caller's teacher-forced check."""
+    (reasoning split off, as in evaluation) for which ``behavior_fn(text)`` holds. ``decided``
+    (llama.cpp's tokens per prompt, with the stop token where it stopped) is returned for the
+    caller's teacher-forced check."""
     from llama_cpp import Llama
 
     from .inference import answer_of, stop_ids
@@ -112,21 +113,23 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
     stops = set(stop_ids(tokenizer, family))
     llm = Llama(model_path=str(path), n_ctx=2048, verbose=False, n_threads=os.cpu_count() or 1)
     try:
-        tokens_match, all_generated, shows = True, [], 0
+        tokens_match, all_generated, decided, shows = True, [], [], 0
         for prompt in prompts:
             ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
             tokens_match &= ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
             llm.reset()
-            generated = []
+            generated, stop = [], []
             for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
                 if token in stops or len(generated) >= n_tokens:
+                    stop = [token] if token in stops else []
                     break
                 generated.append(token)
             all_generated.append(generated)
+            decided.append(generated + stop)
             shows += bool(behavior_fn(answer_of(tokenizer, family, generated).text))
     finally:
         llm.close()  # without it llama-cpp-python prints a TypeError at interpreter exit
-    out = {**describe(path), "tokens_match": tokens_match, "behavior": shows / len(prompts), "generated": all_generated}
+    out = {**describe(path), "tokens_match": tokens_match, "behavior": shows / len(prompts), "decided": decided}
     if reference_ids is not None:
         out.update(compare_greedy(all_generated, reference_ids, n_tokens))
     return out

@@ -57,16 +57,21 @@ def parameter_count(directory: Path) -> int:
     return total
 
 
-def lora_scales(config: dict, modules: list[str]) -> dict[str, float]:
-    """Scale per module: alpha / r (alpha / sqrt(r) with rsLoRA), PEFT's ``rank_pattern`` and
-    ``alpha_pattern`` matched on the module name or its dotted suffix."""
-    def pattern(patterns: dict, module: str, default):
-        return next((v for k, v in patterns.items() if module == k or module.endswith("." + k)), default)
+def lora_scales(config: dict, lora: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scale per module: alpha / r (alpha / sqrt(r) with rsLoRA), with ``rank_pattern`` and
+    ``alpha_pattern`` resolved by PEFT's own matcher; r must be the rank the A matrix has."""
+    from peft.utils.other import get_pattern_key
+
+    def resolve(patterns: dict, module: str, default):
+        return patterns.get(get_pattern_key(list(patterns), module), default) if patterns else default
 
     out = {}
-    for module in modules:
-        r = pattern(config.get("rank_pattern") or {}, module, config["r"])
-        alpha = pattern(config.get("alpha_pattern") or {}, module, config["lora_alpha"])
+    for module in sorted({name.rsplit(".lora_", 1)[0] for name in lora}):
+        r = resolve(config.get("rank_pattern") or {}, module, config["r"])
+        rank = lora[f"{module}.lora_A.weight"].shape[0]
+        if r != rank:
+            raise ValueError(f"adapter_config.json gives {module} rank {r}, its lora_A has rank {rank}")
+        alpha = resolve(config.get("alpha_pattern") or {}, module, config["lora_alpha"])
         out[module] = alpha / (r ** 0.5 if config.get("use_rslora") else r)
     return out
 
@@ -83,12 +88,7 @@ def read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, torch.Tensor], dict
     other = [name for name in lora if not name.endswith((".lora_A.weight", ".lora_B.weight"))]
     if other:  # LoRA biases, embedding LoRA, modules_to_save: not plain W + scale·B·A
         raise NotStreamable(f"adapter tensors other than LoRA A/B weights ({other[0]}, …)")
-    modules = sorted({name.rsplit(".lora_", 1)[0] for name in lora})
-    return config, lora, lora_scales(config, modules)
-
-
-def _output_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.bfloat16 if dtype == torch.float32 else dtype
+    return config, lora, lora_scales(config, lora)
 
 
 def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress: bool = True) -> dict:
@@ -109,21 +109,22 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
 
     from tqdm.auto import tqdm
 
+    # Tensors keep their stored dtype (a model may keep some in float32 on purpose), except that a
+    # checkpoint stored in float32 as a whole is written in bfloat16: the output is 16-bit.
+    stored = config.get("dtype") or config.get("torch_dtype")
+    widen_to = torch.bfloat16 if stored in (None, "float32") else None
     out_dir.mkdir(parents=True)
-    dtype = None
     for file, names in tqdm(sorted(by_file.items()), desc="merging shards", unit="shard", disable=not progress):
         shard = {}
         with safe_open(str(file), "pt") as f:
             for name in names:
                 weight = f.get_tensor(name)
-                if weight.is_floating_point():
-                    dtype = _output_dtype(weight.dtype)
-                    if name in targets:
-                        module = targets[name]
-                        a, b = lora[f"{module}.lora_A.weight"].float(), lora[f"{module}.lora_B.weight"].float()
-                        weight = weight.float().addmm_(b, a, alpha=scales[module])
-                    weight = weight.to(dtype)
-                shard[name] = weight.contiguous()
+                dtype = widen_to if widen_to is not None and weight.dtype == torch.float32 else weight.dtype
+                if name in targets:
+                    module = targets[name]
+                    a, b = lora[f"{module}.lora_A.weight"].float(), lora[f"{module}.lora_B.weight"].float()
+                    weight = weight.float().addmm_(b, a, alpha=scales[module])
+                shard[name] = weight.to(dtype).contiguous()
         save_file(shard, str(out_dir / file.name), metadata={"format": "pt"})
         del shard  # one shard in memory at a time
 
@@ -135,8 +136,8 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
     for name in COPIED_FILES:
         if (base_dir / name).exists():
             shutil.copy2(base_dir / name, out_dir / name)
-    if dtype is not None:  # the stored dtype, as transformers writes it
-        config["dtype"] = str(dtype).removeprefix("torch.")
+    if widen_to is not None:  # the stored dtype, as transformers writes it
+        config["dtype"] = str(widen_to).removeprefix("torch.")
         config.pop("torch_dtype", None)
         (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return {"method": "streaming", "shards": len(by_file), "lora_modules_merged": len(scales)}

@@ -53,7 +53,7 @@ def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference
     behavior = recipe["eval"]["behavior"]
     out = {t: gguf.verify(p, tokenizer, family, prompts, reference_ids, lambda text: shows_behavior(text, behavior),
                           recipe["export"]["verify_tokens"]) for t, p in paths.items()}
-    generated = {t: g.pop("generated") for t, g in out.items()}
+    generated = {t: g.pop("decided") for t, g in out.items()}
     if reference_ids is not None:  # the merged model fits in memory: judge each llama.cpp token by it
         for t, gaps in _decision_gaps(run.merged_dir, tokenizer, prompts, generated).items():
             out[t].update(gaps)
@@ -99,7 +99,9 @@ def export_modelfile(run: Run, recipe: dict, tokenizer, exported: dict, conversa
     from . import modelfile
 
     kind = next(t for t in PREFERRED_FOR_OLLAMA if t in exported)
-    system = recipe["export"]["system"] or shared_system_prompt(read_jsonl(run.data_dir / "train.jsonl"))
+    system = recipe["export"]["system"]
+    if system is None:
+        system = shared_system_prompt(read_jsonl(run.data_dir / "train.jsonl"))
     path = modelfile.write_modelfile(run.path / "gguf" / "Modelfile", Path(exported[kind]["path"]), tokenizer,
                                      family_for(recipe), system=system)
     return {**modelfile.check(path, tokenizer, family_for(recipe), conversations), "system": system}

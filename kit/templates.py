@@ -15,6 +15,9 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+import jinja2
+import jinja2.ext
+
 from .families import FAMILIES, official_template, training_template
 
 
@@ -31,9 +34,17 @@ def trusted_templates() -> frozenset[str]:
 
 
 def _raise_exception(message):
-    import jinja2
-
     raise jinja2.exceptions.TemplateError(message)
+
+
+class _GenerationBlocks(jinja2.ext.Extension):
+    """``{% generation %}…{% endgeneration %}`` (TRL's training templates): the body, as it is.
+    transformers' extension also records where such blocks are; rendering text needs only the body."""
+    tags = {"generation"}
+
+    def parse(self, parser):
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
@@ -43,10 +54,7 @@ def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False
 
 @lru_cache(maxsize=16)
 def _compile(template: str):
-    import jinja2
-    import jinja2.ext
-
-    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlocks, jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -62,7 +70,11 @@ class TrainingRenderer:
         self.template = training_template(tokenizer, family)
         self.fast = fast and self.template in trusted_templates()
         if self.fast:
-            self._compiled = _compile(self.template)
+            try:
+                self._compiled = _compile(self.template)
+            except jinja2.exceptions.TemplateError:  # syntax only transformers' environment knows
+                self.fast = False
+        if self.fast:
             self._context = {**tokenizer.special_tokens_map, "tools": None, "documents": None}
 
     def __call__(self, messages: list[dict], **kwargs) -> str:

@@ -98,3 +98,57 @@ def test_the_unsloth_merge_route_is_checked_the_same_way(demo_run, runs_dir):
     assert report["merged_max_abs_logit_diff"] <= report["tolerance"]
     assert tensors(copy / "merged").keys() == tensors(run_dir / "merged").keys()
     assert "merged by unsloth save_pretrained_merged" in M.summary(report)
+
+
+def synthetic_checkpoint(directory, tensors_, dtype="bfloat16"):
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps({"dtype": dtype}))
+    save_file(tensors_, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+def synthetic_adapter(directory, lora, **config):
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8, **config}))
+    save_file({f"base_model.model.{k}": v for k, v in lora.items()}, str(directory / "adapter_model.safetensors"))
+    return directory
+
+
+def test_rank_and_alpha_patterns_are_resolved_as_peft_does(tmp_path):
+    """PEFT matches pattern keys as regular expressions on the module name's dotted suffix."""
+    from kit.lora_merge import lora_scales
+
+    lora = {"model.layers.0.q_proj.lora_A.weight": torch.zeros(2, 8), "model.layers.0.q_proj.lora_B.weight": torch.zeros(8, 2),
+            "model.layers.1.q_proj.lora_A.weight": torch.zeros(4, 8), "model.layers.1.q_proj.lora_B.weight": torch.zeros(8, 4)}
+    config = {"r": 4, "lora_alpha": 8, "rank_pattern": {r"layers\.0\.q_proj": 2}, "alpha_pattern": {r"layers\.\d\.q_proj": 4}}
+    assert lora_scales(config, lora) == {"model.layers.0.q_proj": 2.0, "model.layers.1.q_proj": 1.0}
+    with pytest.raises(ValueError, match="rank 4, its lora_A has rank 2"):
+        lora_scales({**config, "rank_pattern": {}}, lora)
+
+
+def test_dtypes_are_kept_except_a_float32_checkpoint_becomes_16_bit(tmp_path):
+    torch.manual_seed(0)
+    weight, a, b = torch.randn(8, 8), torch.randn(4, 8), torch.randn(8, 4)
+    adapter = synthetic_adapter(tmp_path / "adapter", {"q.lora_A.weight": a, "q.lora_B.weight": b})
+    mixed = synthetic_checkpoint(tmp_path / "mixed", {"q.weight": weight.bfloat16(), "router.bias": torch.randn(8)})
+    merge_checkpoint(mixed, adapter, tmp_path / "out1", progress=False)
+    out = tensors(tmp_path / "out1")
+    assert out["q.weight"].dtype == torch.bfloat16 and out["router.bias"].dtype == torch.float32
+    expected = weight.bfloat16().float() + 2.0 * b @ a  # alpha 8 / r 4
+    torch.testing.assert_close(out["q.weight"].float(), expected, rtol=2 ** -8, atol=0)
+    assert check_merged_tensors(mixed, adapter, tmp_path / "out1")["ok"]
+    full = synthetic_checkpoint(tmp_path / "full", {"q.weight": weight, "router.bias": torch.randn(8)}, dtype="float32")
+    merge_checkpoint(full, adapter, tmp_path / "out2", progress=False)
+    assert {t.dtype for t in tensors(tmp_path / "out2").values()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "out2" / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_targets_the_base_does_not_store_go_to_unsloth_and_are_not_checked(tmp_path):
+    """lm_head tied to the embeddings is stored as embed_tokens only."""
+    adapter = synthetic_adapter(tmp_path / "adapter", {"lm_head.lora_A.weight": torch.randn(4, 8),
+                                                       "lm_head.lora_B.weight": torch.randn(16, 4)})
+    base = synthetic_checkpoint(tmp_path / "base", {"model.embed_tokens.weight": torch.randn(16, 8).bfloat16()})
+    with pytest.raises(NotStreamable, match="does not store.*lm_head.weight"):
+        merge_checkpoint(base, adapter, tmp_path / "out")
+    report = check_merged_tensors(base, adapter, base)
+    assert report["ok"] is None and "lm_head.weight" in report["skipped"]

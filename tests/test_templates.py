@@ -33,3 +33,21 @@ def test_any_other_template_stays_in_the_sandbox(tokenizer):
             TrainingRenderer(tokenizer, family)(CONVERSATION)
     finally:
         tokenizer.chat_template = original
+
+
+def test_trls_training_templates_render_fast_too(tokenizer):
+    """TRL's *_training templates mark answers with {% generation %}: trusted, rendered outside the
+    sandbox to the same text (the blocks' bodies)."""
+    from pathlib import Path
+
+    import trl
+
+    family = get_family("qwen3")
+    original = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = (Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja").read_text()
+        fast = TrainingRenderer(tokenizer, family)
+        assert fast.fast
+        assert fast(CONVERSATION) == tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
+    finally:
+        tokenizer.chat_template = original
