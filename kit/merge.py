@@ -28,15 +28,14 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 
 @torch.no_grad()
-def _logits(model, tokenizer, prompts: list[str]) -> list[torch.Tensor]:
-    out = []
+def _logits(model, tokenizer, prompts: list[str]):
+    """Each prompt's logits, one prompt at a time (a generator: nothing is kept)."""
     for prompt in prompts:
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-        out.append(model(**ids).logits.float().cpu())
-    return out
+        yield model(**ids).logits.float().cpu()
 
 
-def _max_abs_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+def _max_abs_diff(a, b) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
@@ -162,18 +161,20 @@ def _logits_check(run: Run, recipe: dict, tmp: Path, prompts: list[str], held_ou
     dtype = backend.merge_dtype()
     model, tokenizer = backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"],
                                           load_in_4bit=False, dtype=dtype)
-    adapter_logits = _logits(model, tokenizer, prompts)
+    # Only the adapter model's logits are kept (full vocabulary, every position); the others are
+    # compared prompt by prompt as they are computed.
+    adapter_logits = list(_logits(model, tokenizer, prompts))
     with model.disable_adapter():
-        base_logits = _logits(model, tokenizer, prompts)
+        effect = _max_abs_diff(adapter_logits, _logits(model, tokenizer, prompts))
     del model
     merged = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=dtype or "auto")
-    merged_logits = _logits(merged, tokenizer, prompts)
+    diff = _max_abs_diff(_logits(merged, tokenizer, prompts), adapter_logits)
+    del adapter_logits
     # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
     greedy = [a.ids for a in generate(merged, tokenizer, family, [p["messages"] for p in held_out],
                                       max_new_tokens=recipe["export"]["verify_tokens"], batch_size=1)[0]]
     del merged
-    diff = _max_abs_diff(merged_logits, adapter_logits)
-    return {"merged_max_abs_logit_diff": diff, "adapter_max_abs_logit_effect": _max_abs_diff(adapter_logits, base_logits),
+    return {"merged_max_abs_logit_diff": diff, "adapter_max_abs_logit_effect": effect,
             "ok": diff <= recipe["export"]["logit_tolerance"], "compute_dtype": str(dtype or "model default"),
             "greedy": greedy}
 
