@@ -181,8 +181,8 @@ def _logits_check(run: Run, recipe: dict, tmp: Path, prompts: list[str], held_ou
 
 def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     """Merged 16-bit weights in ``merged/`` (streamed shard by shard where the base checkpoint is
-    local, else through Unsloth), checked tensor by tensor and, where two models' worth of memory
-    is free, by logits against base + adapter; then the GGUF files and Modelfile."""
+    local, else through Unsloth), checked tensor by tensor and, where one model fits in free
+    memory, by logits against base + adapter; then the GGUF files and Modelfile."""
     from transformers import AutoTokenizer
 
     from .lora_merge import NotStreamable, merge_checkpoint, parameter_count
