@@ -44,6 +44,14 @@ def merge_dtype():
     return None if HAS_GPU else torch.float32
 
 
+def load_merged(path: str):
+    """A merged checkpoint with plain transformers, for the merge checks: on the GPU where there is
+    one (the checks size themselves by free GPU memory there), in float32 on CPU."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=merge_dtype() or "auto", device_map="cuda" if HAS_GPU else "cpu")
+
+
 def free_memory_bytes() -> int:
     """Memory a model could still be loaded into: free GPU memory, else available RAM."""
     if HAS_GPU:

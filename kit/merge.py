@@ -24,8 +24,6 @@ from .families import family_for
 from .inference import generate
 from .runs import Run, RunError, write_json
 
-from transformers import AutoModelForCausalLM  # noqa: E402
-
 
 @torch.no_grad()
 def _logits(model, tokenizer, prompts: list[str]):
@@ -64,7 +62,7 @@ def _decision_gaps(merged_dir: Path, tokenizer, prompts: list[str], generated: d
     """Teacher-forced: llama.cpp's tokens fed to the merged HF model; at each step, how far below
     HF's best logit is the token llama.cpp chose (0: HF's own greedy choice). Separates a real
     difference from a near-tie that rounding flipped and that then changes everything after it."""
-    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=backend.merge_dtype() or "auto")
+    model = backend.load_merged(str(merged_dir))
     out = {}
     for kind, continuations in generated.items():
         decisions = equal = 0
@@ -167,7 +165,7 @@ def _logits_check(run: Run, recipe: dict, tmp: Path, prompts: list[str], held_ou
     with model.disable_adapter():
         effect = _max_abs_diff(adapter_logits, _logits(model, tokenizer, prompts))
     del model
-    merged = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=dtype or "auto")
+    merged = backend.load_merged(str(tmp))
     diff = _max_abs_diff(_logits(merged, tokenizer, prompts), adapter_logits)
     del adapter_logits
     # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
