@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up. Default: a virtual environment in .venv (KIT_VENV to move it).
-# KIT_PYTHON=/path/to/python installs into that interpreter instead (Colab/Kaggle keep their torch).
+# KIT_PYTHON=/path/to/python installs into that interpreter instead (Colab/Kaggle keep their torch),
+# without the gguf extra unless KIT_EXTRAS names it (the merge notebook does).
 # Quick when already done: a stamp records the hash of the files that define the install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,10 @@ else
   PY="$VENV/bin/python"
   stamp_dir=$VENV
 fi
-stamp="$stamp_dir/.kit-setup-$stamp_key"
+# Hosted runtimes install the core; a notebook that needs more names extras (merge: KIT_EXTRAS=gguf).
+extras=""
+[ -n "${KIT_PYTHON:-}" ] && [ -n "${KIT_EXTRAS:-}" ] && extras="-${KIT_EXTRAS//,/-}"
+stamp="$stamp_dir/.kit-setup-$stamp_key$extras"
 [ -f "$stamp" ] && "$PY" -c "import kit" 2>/dev/null && exit 0
 
 echo "[setup] installing (first run takes a few minutes) ..."
@@ -30,7 +34,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   pip install -q "torch==2.13.0"
 fi
 if [ -n "${KIT_PYTHON:-}" ]; then
-  pip install -q -e ".[dev]"   # hosted runtimes export GGUF through Unsloth's route
+  pip install -q -e ".[dev${KIT_EXTRAS:+,$KIT_EXTRAS}]"
 else
   pip install -q -e ".[dev,gguf]"   # llama-cpp-python builds from source once (~4 min), then is cached
 fi
@@ -45,6 +49,7 @@ if [ -z "${KIT_PYTHON:-}" ]; then
   echo "$out" | grep -E "^(Fetching|Building|Tiny)" || true
 fi
 mkdir -p "$stamp_dir"
-rm -f "$stamp_dir"/.kit-setup-*
+# Stamps of earlier versions of the install go; those of other extras of this one stay.
+find "$stamp_dir" -maxdepth 1 -name '.kit-setup-*' ! -name ".kit-setup-$stamp_key*" -delete
 touch "$stamp"
 echo "[setup] done ($PY)"
