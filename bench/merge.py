@@ -41,24 +41,24 @@ print(sum(p.numel() for p in model.parameters()))
 """
 
 MEASURE = r"""
-import json, sys, time, shutil
+import json, sys, shutil
 from pathlib import Path
 from kit import backend  # Unsloth first, in both: the same baseline
-from kit.merge import _rss_mb
+from kit.merge import measured  # what merge_report.json's stages use
 way, work = sys.argv[1], Path(sys.argv[2])
 out = work / f"merged-{way}"
 shutil.rmtree(out, ignore_errors=True)
-Path("/proc/self/clear_refs").write_text("5")
-before, started = _rss_mb("VmRSS"), time.perf_counter()
-if way == "streaming":
-    from kit.lora_merge import merge_checkpoint
-    merge_checkpoint(work / "base", work / "adapter", out, progress=False)
-else:
-    import torch
-    # As the kit's fallback: the adapter folder loaded through FastLanguageModel (16-bit here).
-    model, tokenizer = backend.load_model(str(work / "adapter"), 2048, load_in_4bit=False, dtype=torch.bfloat16)
-    model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
-print(json.dumps({"seconds": time.perf_counter() - started, "added_mb": _rss_mb("VmHWM") - before}))
+stages = {}
+with measured(stages, way):
+    if way == "streaming":
+        from kit.lora_merge import merge_checkpoint
+        merge_checkpoint(work / "base", work / "adapter", out, progress=False)
+    else:
+        import torch
+        # As the kit's fallback: the adapter folder loaded through FastLanguageModel (16-bit here).
+        model, tokenizer = backend.load_model(str(work / "adapter"), 2048, load_in_4bit=False, dtype=torch.bfloat16)
+        model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+print(json.dumps({"seconds": stages[way]["seconds"], "added_mb": stages[way]["peak_rss_added_mb"]}))
 """
 
 

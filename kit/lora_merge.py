@@ -41,13 +41,18 @@ def tensor_files(directory: Path) -> dict[str, Path]:
     return out
 
 
+def names_by_file(files: dict[str, Path]) -> dict[Path, list[str]]:
+    """``tensor_files`` turned around: each file with the tensor names it holds, files in order."""
+    out: dict[Path, list[str]] = {}
+    for name, file in files.items():
+        out.setdefault(file, []).append(name)
+    return dict(sorted(out.items()))
+
+
 def parameter_count(directory: Path) -> int:
     """Parameters in a checkpoint, from the safetensors headers (nothing loaded)."""
     total = 0
-    by_file: dict[Path, list[str]] = {}
-    for name, file in tensor_files(directory).items():
-        by_file.setdefault(file, []).append(name)
-    for file, names in by_file.items():
+    for file, names in names_by_file(tensor_files(directory)).items():
         with safe_open(str(file), "pt") as f:
             for name in names:
                 numel = 1
@@ -103,9 +108,7 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
     missing = sorted(set(targets) - set(files))
     if missing:  # e.g. lm_head tied to the embeddings
         raise NotStreamable(f"the adapter targets weights the base checkpoint does not store ({', '.join(missing[:3])})")
-    by_file: dict[Path, list[str]] = {}
-    for name, file in files.items():
-        by_file.setdefault(file, []).append(name)
+    by_file = names_by_file(files)
 
     from tqdm.auto import tqdm
 
@@ -114,7 +117,7 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
     stored = config.get("dtype") or config.get("torch_dtype")
     widen_to = torch.bfloat16 if stored in (None, "float32") else None
     out_dir.mkdir(parents=True)
-    for file, names in tqdm(sorted(by_file.items()), desc="merging shards", unit="shard", disable=not progress):
+    for file, names in tqdm(by_file.items(), desc="merging shards", unit="shard", disable=not progress):
         shard = {}
         with safe_open(str(file), "pt") as f:
             for name in names:

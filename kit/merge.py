@@ -142,11 +142,16 @@ def _local_checkpoint(model_id: str) -> Path:
     return path
 
 
+def _load_adapter_model(run: Run, recipe: dict):
+    """Base + the run's adapter through Unsloth, unquantized, in the merge dtype."""
+    return backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"],
+                              load_in_4bit=False, dtype=backend.merge_dtype())
+
+
 def _merge_with_unsloth(run: Run, recipe: dict, out: Path) -> tuple[int, object]:
     """The fallback: base + adapter loaded through Unsloth, merged by ``save_pretrained_merged``
     (which fetches 16-bit base weights for pre-quantized checkpoints where the Hub is reachable)."""
-    model, tokenizer = backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"],
-                                          load_in_4bit=False, dtype=backend.merge_dtype())
+    model, tokenizer = _load_adapter_model(run, recipe)
     parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     check_disk(run.path, estimate_bytes(parameters, recipe["export"]["gguf"]))
     model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
@@ -157,8 +162,7 @@ def _logits_check(run: Run, recipe: dict, tmp: Path, prompts: list[str], held_ou
     """Logits of the merged files (plain transformers) against base + adapter (Unsloth + PEFT), and
     the merged model's greedy tokens for the GGUF comparison. One model in memory at a time."""
     dtype = backend.merge_dtype()
-    model, tokenizer = backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"],
-                                          load_in_4bit=False, dtype=dtype)
+    model, tokenizer = _load_adapter_model(run, recipe)
     # Only the adapter model's logits are kept (full vocabulary, every position); the others are
     # compared prompt by prompt as they are computed.
     adapter_logits = list(_logits(model, tokenizer, prompts))
