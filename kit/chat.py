@@ -2,11 +2,17 @@
 
 Supervised spans come from rendering, not from marker strings: for assistant turn *i*, the
 conversation up to *i* rendered with a generation prompt is the prompt; from there up to and
-including the family's end-of-turn token is the answer. A rendering that does not line up that
-way raises instead of silently training on the wrong tokens.
+including the first end token after the turn's answer is the answer. Where the answer (and the
+reasoning) lie in the rendered text is found by structure: the conversation is rendered a second
+time with each trained turn's answer and reasoning replaced by unique markers, and the two renderings
+are aligned. Searching for the answer's text would find it wherever it also occurs earlier (inside
+its own reasoning, say). A rendering that does not line up raises instead of silently training on
+the wrong tokens, and every tokenized conversation is checked: each trained turn's answer, and its
+reasoning where the template renders it, must be inside the supervised tokens.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .bulk import gc_paused
@@ -21,10 +27,18 @@ class MaskError(ValueError):
     pass
 
 
+class SupervisionError(RuntimeError):
+    """A trained turn's answer or reasoning is not inside the supervised tokens: a masking bug,
+    never a property of the data, so it fails the run rather than dropping the row."""
+
+
 @dataclass
 class Rendered:
     text: str
     spans: list[tuple[int, int]]  # character spans of supervised text
+    # Per trained turn: (turn index, the texts that must be supervised: its rendered reasoning, if
+    # the template renders it, then its answer), checked against the tokens' labels.
+    expected: list[tuple[int, list[str]]] = None
 
 
 def template_messages(family: Family, messages: list[dict]) -> list[dict]:
@@ -54,19 +68,77 @@ def render_prompt(tokenizer, family: Family, messages: list[dict], **overrides) 
                   **{**family.inference_kwargs, **overrides})
 
 
-def _close_span(text: str, family: Family, message: dict, i: int, start: int) -> tuple[int, int]:
-    """From ``start`` through the first end-of-turn token after the (canonical) message's answer."""
-    content = message["content"].strip()
-    at = text.find(content, start)
-    if at < 0:
-        raise MaskError(f"assistant turn {i}: its content is not inside the supervised span")
-    after = at + len(content)
+# Private-use code points around a number: a marker no real conversation contains (checked).
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+
+
+@dataclass
+class Turn:
+    index: int
+    content: tuple[int, int]            # where the answer lies in the rendered text
+    reasoning: tuple[int, int] | None   # where the reasoning lies, None if the template left it out
+
+
+def locate(text: str, render_text, messages: list[dict], trained: set[int]) -> dict[tuple[int, str], tuple[int, int]]:
+    """Where each trained assistant turn's answer and reasoning, and every other non-assistant
+    turn's content, lie in ``text`` (the rendering of canonical ``messages`` by ``render_text``),
+    as {(turn, field): (start, end)}. The conversation is rendered again with those fields replaced
+    by markers, and the literal text between markers must match ``text`` in order. A template may
+    trim what it renders; any other change raises MaskError. (Untrained assistant turns are left
+    as they are: templates rewrite history, e.g. R1 strips its reasoning.)"""
+    values, marked = [], []
+    for i, m in enumerate(messages):
+        keys = ("reasoning", "content") if i in trained else ("content",) if m["role"] != "assistant" else ()
+        m = dict(m)
+        for key in keys:
+            if m.get(key):
+                if _MARK_OPEN in m[key] or _MARK_CLOSE in m[key]:
+                    raise MaskError(f"{m['role']} turn {i}: its {key} holds a private-use character U+E000/U+E001")
+                values.append((i, key, m[key]))
+                m[key] = f"{_MARK_OPEN}{len(values) - 1}{_MARK_CLOSE}"
+        marked.append(m)
+    parts = _MARK.split(render_text(marked))
+    if not text.startswith(parts[0]):
+        raise MaskError("the chat template renders the conversation's start differently when its turns change")
+    pos, where = len(parts[0]), {}
+    for key, literal in zip(parts[1::2], parts[2::2]):
+        i, field_name, value = values[int(key)]
+        found = next((c for c in dict.fromkeys((value, value.strip(), value.strip("\n"), value.lstrip("\n"),
+                                                 value.rstrip("\n"), value.lstrip(), value.rstrip()))
+                      if text.startswith(c, pos) and text.startswith(literal, pos + len(c))), None)
+        if found is None:
+            raise MaskError(f"turn {i}: the chat template changes its {field_name} beyond trimming it")
+        where[i, field_name] = (pos, pos + len(found))
+        pos += len(found) + len(literal)
+    if pos != len(text):
+        raise MaskError("the chat template's rendering does not line up with the conversation's turns")
+    return where
+
+
+def trained_turn(where: dict, i: int) -> Turn:
+    if (i, "content") not in where:
+        raise MaskError(f"assistant turn {i}: the chat template does not render its content")
+    return Turn(i, where[i, "content"], where.get((i, "reasoning")))
+
+
+def _close_span(text: str, family: Family, turn: Turn, start: int) -> tuple[int, int]:
+    """From ``start`` through the first end token after the turn's answer (found by structure)."""
+    after = turn.content[1]
     stops = [(text.find(t, after), t) for t in family.end_tokens]
     stops = [(p, t) for p, t in stops if p >= 0]
     if not stops:
-        raise MaskError(f"assistant turn {i}: end-of-turn token {family.end_of_turn!r} not found after it")
+        raise MaskError(f"assistant turn {turn.index}: end-of-turn token {family.end_of_turn!r} not found after it")
+    first = min(r[0] for r in (turn.content, turn.reasoning) if r)
+    if first < start:
+        raise MaskError(f"assistant turn {turn.index}: its text begins before its generation prompt ends")
     stop, token = min(stops)
     return start, stop + len(token)
+
+
+def _expected(text: str, turns: dict[int, Turn]) -> list[tuple[int, list[str]]]:
+    """Per trained turn, the rendered texts that must be supervised: reasoning (where rendered), answer."""
+    return [(i, [text[a:b] for a, b in filter(None, (t.reasoning, t.content)) if b > a]) for i, t in sorted(turns.items())]
 
 
 def trained_turns(messages: list[dict], train_on: str) -> set[int]:
@@ -87,18 +159,39 @@ def render_training_text(tokenizer, family: Family, messages: list[dict], render
 def render_with_spans(tokenizer, family: Family, messages: list[dict], train_on: str = "all_assistant") -> Rendered:
     """The exact method: each trained assistant turn starts where the conversation before it,
     rendered with a generation prompt (the longest matching variant), ends."""
-    canonical, messages = messages, template_messages(family, messages)
-    text = render_training_text(tokenizer, family, messages)
+    return _spans(tokenizer, family, messages, train_on, TrainingRenderer(tokenizer, family, fast=False), _exact_start)
+
+
+def _exact_start(tokenizer, family, messages, text, i, cursor, turn_start) -> int:
+    prompts = [render(tokenizer, messages[:i], add_generation_prompt=True, **kw) for kw in family.prompt_variants]
+    matching = [p for p in prompts if cursor <= len(p) <= turn_start and text.startswith(p)]
+    if not matching:
+        raise MaskError(f"assistant turn {i}: the chat template does not render it after its own generation prompt")
+    return len(max(matching, key=len))
+
+
+def _spans(tokenizer, family: Family, canonical: list[dict], train_on: str, renderer, start_of) -> Rendered:
+    """Spans of the trained turns: each from where ``start_of`` says its generation prompt ends
+    through the first end token after its answer, whose place comes from ``locate``. The search
+    for a generation prompt starts after the previous turn's text (so one typed inside a user
+    message is never taken) and ends where the turn's own text begins."""
+    messages = template_messages(family, canonical)
+    text = render_training_text(tokenizer, family, messages, renderer)
+    trained = trained_turns(messages, train_on)
+    where = locate(text, lambda marked: render_training_text(tokenizer, family, template_messages(family, marked), renderer),
+                   canonical, trained)
+    turns = {i: trained_turn(where, i) for i in sorted(trained)}
     spans: list[tuple[int, int]] = []
     cursor = 0
-    for i in sorted(trained_turns(messages, train_on)):
-        prompts = [render(tokenizer, messages[:i], add_generation_prompt=True, **kw) for kw in family.prompt_variants]
-        matching = [p for p in prompts if len(p) >= cursor and text.startswith(p)]
-        if not matching:
-            raise MaskError(f"assistant turn {i}: the chat template does not render it after its own generation prompt")
-        spans.append(_close_span(text, family, canonical[i], i, len(max(matching, key=len))))
+    for i in range(len(messages)):
+        if i not in turns:
+            cursor = max(cursor, where.get((i, "content"), (0, 0))[1])
+            continue
+        turn = turns[i]
+        turn_start = min(r[0] for r in (turn.content, turn.reasoning) if r)
+        spans.append(_close_span(text, family, turn, start_of(tokenizer, family, messages, text, i, cursor, turn_start)))
         cursor = spans[-1][1]
-    return Rendered(text, spans)
+    return Rendered(text, spans, _expected(text, turns))
 
 
 def generation_prompts(tokenizer, family: Family) -> list[str] | None:
@@ -117,31 +210,19 @@ def generation_prompts(tokenizer, family: Family) -> list[str] | None:
 
 def spans_from_prompts(tokenizer, family: Family, messages: list[dict], prompts: list[str],
                        train_on: str = "all_assistant", renderer: TrainingRenderer | None = None) -> Rendered:
-    """The fast method, one render per conversation (by ``renderer``, default: the fast one): each
-    trained assistant turn starts after the first generation prompt that follows the previous
-    turn's text (the longest one at that place)."""
-    canonical, messages = messages, template_messages(family, messages)
-    text = render_training_text(tokenizer, family, messages, renderer or TrainingRenderer(tokenizer, family))
-    trained = trained_turns(messages, train_on)
-    spans: list[tuple[int, int]] = []
-    cursor = 0
-    for i, message in enumerate(messages):
-        if i not in trained:
-            # Skip past this turn's text, so a generation prompt typed inside it is never taken.
-            at = text.find(message["content"].strip(), cursor)
-            if at >= 0:
-                cursor = at + len(message["content"].strip())
-            elif message["role"] != "assistant":  # untrained assistant turns may be re-rendered
-                raise MaskError(f"{message['role']} turn {i}: its content is not in the rendered text")
-            continue
-        found = [(text.find(p, cursor), -len(p), p) for p in prompts]
+    """The fast method, one render per conversation (by ``renderer``, default: the fast one) plus
+    one with markers: each trained assistant turn starts after the first generation prompt that
+    follows the previous turn's text and ends before the turn's own text (the longest one at that
+    place)."""
+    def start_of(tokenizer, family, messages, text, i, cursor, turn_start) -> int:
+        found = [(text.find(p, cursor, turn_start), -len(p), p) for p in prompts]
         found = [f for f in found if f[0] >= 0]
         if not found:
             raise MaskError(f"assistant turn {i}: no generation prompt before it")
         at, _, prompt = min(found)
-        spans.append(_close_span(text, family, canonical[i], i, at + len(prompt)))
-        cursor = spans[-1][1]
-    return Rendered(text, spans)
+        return at + len(prompt)
+
+    return _spans(tokenizer, family, messages, train_on, renderer or TrainingRenderer(tokenizer, family), start_of)
 
 
 def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_on: str | None = None) -> dict:
@@ -149,7 +230,7 @@ def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_
     assistant spans: every assistant turn (``all_assistant``) or the last one (``last_assistant``);
     None: the family's default."""
     [result] = tokenize_many(tokenizer, family, [messages], train_on, verify=0)
-    if isinstance(result, MaskError):
+    if isinstance(result, Exception):
         raise result
     return result
 
@@ -186,8 +267,10 @@ def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str | None = None,
-                  verify: int = VERIFY_ROWS) -> list[dict | MaskError]:
-    """Tokenize with labels; a conversation that cannot be masked yields its MaskError instead.
+                  verify: int = VERIFY_ROWS) -> list[dict | MaskError | SupervisionError]:
+    """Tokenize with labels; a conversation that cannot be masked yields its MaskError instead,
+    and one whose labels leave part of a trained turn's answer or rendered reasoning unsupervised
+    yields a SupervisionError (every conversation is checked; see ``supervision_error``).
 
     The fast method is used when it agrees with the exact one on the first ``verify``
     conversations (both are rendering-based; the exact one renders once per assistant turn with
@@ -199,7 +282,7 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
 
 
 def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str,
-                   verify: int) -> list[dict | MaskError]:
+                   verify: int) -> list[dict | MaskError | SupervisionError]:
     prompts = generation_prompts(tokenizer, family) if verify else None
     renderer = TrainingRenderer(tokenizer, family) if prompts is not None else None
 
@@ -225,7 +308,38 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
         table = None
     encoded = iter(_ids_and_labels(tokenizer, table, r, e)
                    for r, e in zip(masked, encode_whole(tokenizer, [r.text for r in masked], offsets=table is None)))
-    return [r if isinstance(r, MaskError) else next(encoded) for r in rendered]
+    checked = (supervision_error(tokenizer, r, ex) or ex for r, ex in zip(masked, encoded))
+    return [r if isinstance(r, MaskError) else next(checked) for r in rendered]
+
+
+def supervision_error(tokenizer, rendered: Rendered, example: dict) -> SupervisionError | None:
+    """Each trained turn's expected texts (rendered reasoning, then answer) must appear, in
+    order, inside the supervised tokens, read back by decoding them: a check on the labels that
+    does not trust how the spans were found."""
+    runs, current = [], []
+    for token, label in zip(example["input_ids"], example["labels"]):
+        if label != IGNORE_INDEX:
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    texts = (backend.decode_batch(runs, skip_special_tokens=False) if backend is not None else
+             tokenizer.batch_decode(runs, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+    # Decoding gives the text as the tokenizer's normalizer left it (Qwen's: NFC).
+    normalizer = getattr(backend, "normalizer", None)
+    normalize = normalizer.normalize_str if normalizer is not None else (lambda text: text)
+    supervised, pos = "\0".join(texts), 0  # a piece may not run across unsupervised tokens
+    for i, pieces in rendered.expected:
+        for piece in map(normalize, pieces):
+            at = supervised.find(piece, pos)
+            if at < 0:
+                shown = piece if len(piece) <= 40 else piece[:37] + "..."
+                return SupervisionError(f"assistant turn {i}: {shown!r} is not inside its supervised tokens")
+            pos = at + len(piece)
+    return None
 
 
 def _byte_offsets_agree(tokenizer, table: ByteTable, rendered: list[Rendered]) -> bool:

@@ -11,7 +11,7 @@ import torch
 from . import backend  # first: Unsloth patches transformers/peft on import
 from . import metrics
 from .backend import FastLanguageModel
-from .chat import IGNORE_INDEX, MaskError, tokenize_many
+from .chat import IGNORE_INDEX, tokenize_many
 from .checkpoints import Checkpoint, find_checkpoint
 from .data import held_out_prompts, load_prompts, read_jsonl
 from .families import family_for
@@ -35,7 +35,7 @@ def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None 
     """Mean cross-entropy over the trained (assistant) tokens of ``rows``, token-weighted."""
     total, count = 0.0, 0
     for ex in tokenize_many(tokenizer, family, [row["messages"] for row in rows], train_on):
-        if isinstance(ex, MaskError):
+        if isinstance(ex, Exception):
             raise ex
         input_ids = torch.tensor([ex["input_ids"]], device=model.device)
         labels = torch.tensor([ex["labels"]], device=model.device)

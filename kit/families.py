@@ -40,6 +40,9 @@ class Family:
     thinking_kwarg: str | None = None
     # Other tokens that may end an assistant turn (trained when they do; stop generation).
     stop_tokens: tuple[str, ...] = ()
+    # Tokens that end one message of an assistant turn that may go on with another (gpt-oss's
+    # <|end|> after the analysis channel): they close a history turn's span, but generation goes on.
+    message_end_tokens: tuple[str, ...] = ()
     # The template itself, for a family whose official template TRL does not ship.
     template_text: str | None = None
     # Reasoning written into the assistant content as <think>\n…\n</think>\n\n (an empty block
@@ -53,8 +56,14 @@ class Family:
     default_train_on: str = "all_assistant"
 
     @property
-    def end_tokens(self) -> tuple[str, ...]:
+    def stops(self) -> tuple[str, ...]:
+        """Tokens that end generation."""
         return (self.end_of_turn, *self.stop_tokens)
+
+    @property
+    def end_tokens(self) -> tuple[str, ...]:
+        """Tokens that may close a trained span."""
+        return (*self.stops, *self.message_end_tokens)
 
 
 FAMILIES: dict[str, Family] = {
@@ -94,11 +103,14 @@ FAMILIES: dict[str, Family] = {
         sampling={"temperature": 1.0, "top_k": 64, "top_p": 0.95},
     ),
     # gpt-oss (harmony): the last assistant turn renders its `thinking` in the analysis channel and
-    # ends with <|return|>; earlier turns keep only the final channel and end with <|end|>.
+    # ends with <|return|>; earlier turns keep only the final channel and end with <|end|>. The
+    # model itself writes "<|end|><|start|>assistant" between analysis and final, so a turn is
+    # trained whole; harmony stops generation at <|return|> or <|call|>, never at <|end|>.
     "gpt-oss": Family(
         name="gpt-oss",
         end_of_turn="<|return|>",
-        stop_tokens=("<|end|>", "<|call|>"),
+        stop_tokens=("<|call|>",),
+        message_end_tokens=("<|end|>",),
         official_template="gptoss",
         reasoning_field="thinking",
         reasoning_tags=("<|channel|>analysis<|message|>", "<|end|>"),

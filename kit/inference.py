@@ -24,7 +24,7 @@ class Answer:
 
 def stop_ids(tokenizer, family: Family) -> list[int]:
     """Token ids that end an answer: the family's end-of-turn and other stop tokens."""
-    return [tokenizer.convert_tokens_to_ids(t) for t in family.end_tokens]
+    return [tokenizer.convert_tokens_to_ids(t) for t in family.stops]
 
 
 def answer_of(tokenizer, family: Family, ids: list[int]) -> Answer:

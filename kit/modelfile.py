@@ -57,7 +57,7 @@ def write_modelfile(path: Path, gguf_file: Path, tokenizer, family: Family, syst
         if '"""' in system:
             raise ModelfileError('export.system: a Modelfile SYSTEM cannot contain triple quotes (""")')
         lines.append(f'SYSTEM """{system}"""')
-    lines += [f'PARAMETER stop "{token}"' for token in family.end_tokens]
+    lines += [f'PARAMETER stop "{token}"' for token in family.stops]
     lines += [f"PARAMETER {key} {value}" for key, value in family.sampling.items()]
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
@@ -87,6 +87,6 @@ def check(path: Path, tokenizer, family: Family, conversations: list[list[dict]]
         ollama = render_template(parsed["template"], {"System": system, "Prompt": messages[-1]["content"], "Response": ""})
         expected = render_prompt(tokenizer, family, messages) + family.end_of_turn
         same += ollama == expected or (bos and bos + ollama == expected)
-    stops_ok = parsed["stop"] == list(family.end_tokens)
+    stops_ok = parsed["stop"] == list(family.stops)
     return {"path": str(path), "prompts_checked": len(conversations), "prompts_equal": same,
             "stops_ok": stops_ok, "ok": stops_ok and same == len(conversations)}

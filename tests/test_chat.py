@@ -74,7 +74,7 @@ def test_misaligned_templates_raise_instead_of_training_the_wrong_tokens(tokeniz
     original = tokenizer.chat_template
     try:
         tokenizer.chat_template = hides_content
-        with pytest.raises(MaskError, match="content is not inside the supervised span"):
+        with pytest.raises(MaskError, match="does not render its content"):
             tokenize_with_labels(tokenizer, QWEN3, messages)
     finally:
         tokenizer.chat_template = original

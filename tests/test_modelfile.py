@@ -26,7 +26,7 @@ def test_modelfile_file(tmp_path, family_tokenizers):
                            system="Answer as support.")
     parsed = read_modelfile(path)
     assert parsed["from"] == "./demo-q4_k_m.gguf"
-    assert parsed["stop"] == list(family.end_tokens)
+    assert parsed["stop"] == list(family.stops)
     assert parsed["system"] == "Answer as support."
     assert parsed["template"] == ollama_template(family_tokenizers["qwen3"], family)
     assert "PARAMETER temperature 0.7" in path.read_text()
