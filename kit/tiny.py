@@ -34,6 +34,43 @@ def vocab_tokenizer(vocab: str):
     return AutoTokenizer.from_pretrained(cached)
 
 
+# Stand-ins for tokenizers that cannot be fetched offline: a real vocabulary (Qwen's, or Llama 3's for
+# Llama 3.1) with the family's special tokens and its official chat template. They render and mask
+# exactly as the real ones do at the level of text and special tokens, which is what tests and the
+# prepare notebook's label views need.
+_FAMILY_STAND_INS = {
+    "qwen2.5": ("qwen2", [], {"eos_token": "<|im_end|>"}),
+    "llama-3.1": ("llama-bpe", [], {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}),
+    "gemma-3": ("qwen2", ["<bos>", "<start_of_turn>", "<end_of_turn>"], {"bos_token": "<bos>", "eos_token": "<end_of_turn>"}),
+    "gpt-oss": ("qwen2", ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>"],
+                {"eos_token": "<|return|>"}),
+    "deepseek-r1-distill": ("qwen2", ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"],
+                            {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}),
+    "glm-4": ("qwen2", ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"],
+              {"eos_token": "<|endoftext|>"}),
+}
+
+
+def family_tokenizer(family: str):
+    """A tokenizer with ``family``'s special tokens and official chat template (see above); for
+    qwen3, the demo model's own tokenizer."""
+    from transformers import AddedToken, AutoTokenizer
+
+    from .families import FAMILIES, official_template
+
+    if family == "qwen3":
+        return AutoTokenizer.from_pretrained(ensure_tiny_model())
+    vocab, special, attributes = _FAMILY_STAND_INS[family]
+    tokenizer = vocab_tokenizer(vocab)
+    if special:
+        tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True, normalized=False)
+                                                                    for t in special]})
+    for key, value in attributes.items():
+        setattr(tokenizer, key, value)
+    tokenizer.chat_template = official_template(FAMILIES[family])
+    return tokenizer
+
+
 def build_tokenizer(out_dir: Path):
     from transformers import AddedToken
 

@@ -48,38 +48,12 @@ def demo_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def family_tokenizers(tokenizer):
     """One tokenizer per family carrying the official chat template: the real Qwen tokenizer for
-    the Qwen families, the real Llama-3 tokenizer for Llama 3.1, and for Gemma 3 the Qwen vocabulary
-    plus Gemma's special tokens (its own sentencepiece vocabulary is not available offline)."""
-    from transformers import AddedToken
+    the Qwen families, the real Llama-3 tokenizer for Llama 3.1, and for the others the Qwen
+    vocabulary plus the family's special tokens (their own vocabularies are not available offline)."""
+    from kit.families import FAMILIES
+    from kit.tiny import family_tokenizer
 
-    from kit.families import FAMILIES, official_template
-    from kit.tiny import vocab_tokenizer
-
-    def with_template(tok, family, **special):
-        new = [AddedToken(t, special=True, normalized=False) for t in special.pop("add", [])]
-        if new:
-            tok.add_special_tokens({"additional_special_tokens": new})
-        for key, value in special.items():
-            setattr(tok, key, value)
-        tok.chat_template = official_template(FAMILIES[family])
-        return tok
-
-    return {
-        "qwen3": tokenizer,
-        "qwen2.5": with_template(vocab_tokenizer("qwen2"), "qwen2.5", eos_token="<|im_end|>"),
-        "llama-3.1": with_template(vocab_tokenizer("llama-bpe"), "llama-3.1", bos_token="<|begin_of_text|>",
-                                   eos_token="<|eot_id|>"),
-        "gemma-3": with_template(vocab_tokenizer("qwen2"), "gemma-3", add=["<bos>", "<start_of_turn>", "<end_of_turn>"],
-                                 bos_token="<bos>", eos_token="<end_of_turn>"),
-        "gpt-oss": with_template(vocab_tokenizer("qwen2"), "gpt-oss", add=["<|start|>", "<|end|>", "<|message|>",
-                                 "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>"], eos_token="<|return|>"),
-        "deepseek-r1-distill": with_template(
-            vocab_tokenizer("qwen2"), "deepseek-r1-distill", add=["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
-                                                                 "<｜User｜>", "<｜Assistant｜>"],
-            bos_token="<｜begin▁of▁sentence｜>", eos_token="<｜end▁of▁sentence｜>"),
-        "glm-4": with_template(vocab_tokenizer("qwen2"), "glm-4", add=["[gMASK]", "<sop>", "<|system|>", "<|user|>",
-                               "<|assistant|>", "<|observation|>"], eos_token="<|endoftext|>"),
-    }
+    return {name: tokenizer if name == "qwen3" else family_tokenizer(name) for name in FAMILIES}
 
 
 def trl_only_pieces(tokenizer, family, messages, training_template: str) -> list[str]:
