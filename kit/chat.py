@@ -104,9 +104,7 @@ def locate(text: str, render_text, messages: list[dict], trained: set[int]) -> d
     pos, where = len(parts[0]), {}
     for key, literal in zip(parts[1::2], parts[2::2]):
         i, field_name, value = values[int(key)]
-        found = next((c for c in dict.fromkeys((value, value.strip(), value.strip("\n"), value.lstrip("\n"),
-                                                 value.rstrip("\n"), value.lstrip(), value.rstrip()))
-                      if text.startswith(c, pos) and text.startswith(literal, pos + len(c))), None)
+        found = next((c for c in _trimmed(value) if text.startswith(c, pos) and text.startswith(literal, pos + len(c))), None)
         if found is None:
             raise MaskError(f"turn {i}: the chat template changes its {field_name} beyond trimming it")
         where[i, field_name] = (pos, pos + len(found))
@@ -114,6 +112,14 @@ def locate(text: str, render_text, messages: list[dict], trained: set[int]) -> d
     if pos != len(text):
         raise MaskError("the chat template's rendering does not line up with the conversation's turns")
     return where
+
+
+def _trimmed(value: str):
+    """The value as templates render it: as it is, else trimmed as jinja's ``trim`` or Python's
+    ``strip`` variants would (as it is first: that is the common case)."""
+    yield value
+    yield from dict.fromkeys(v for v in (value.strip(), value.strip("\n"), value.lstrip("\n"), value.rstrip("\n"),
+                                         value.lstrip(), value.rstrip()) if v != value)
 
 
 def trained_turn(where: dict, i: int) -> Turn:
