@@ -3,12 +3,15 @@ row by row, and split.
 
 Every rejected row is either an error naming source, row and field (``invalid_rows: error``, the
 default) or a counted drop with the same reason in the prepare report (``invalid_rows: drop``).
+A reason reads ``key: field detail`` ("empty content: messages[1].content is empty"): drops are
+counted by key, and an error about dropped rows shows the counts and the first few rows.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +36,7 @@ def check_messages(messages: object, training: bool = True) -> str | None:
     """The reason canonical ``messages`` are not a usable conversation, or None. ``training``: it
     must contain and end with an assistant turn; otherwise (prompts) it needs a user turn."""
     if not isinstance(messages, list) or not messages:
-        return "no messages: expected a non-empty list of messages"
+        return "no messages: messages is empty, expected a non-empty list of messages"
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -53,12 +56,54 @@ def check_messages(messages: object, training: bool = True) -> str | None:
         if i and m["role"] == messages[i - 1]["role"]:
             return f"repeated role: {where} has the same role as the message before it"
     if not training:
-        return None if any(m["role"] == "user" for m in messages) else "no user turn: nothing to answer"
+        return None if any(m["role"] == "user" for m in messages) else "no user turn: messages has none, nothing to answer"
     if not any(m["role"] == "assistant" for m in messages):
-        return "no assistant turn: nothing to train on"
+        return "no assistant turn: messages has none, nothing to train on"
     if messages[-1]["role"] != "assistant":
-        return f"ends with {messages[-1]['role']}: the last message must be the assistant's"
+        return (f"ends with {messages[-1]['role']}: messages[{len(messages) - 1}] is the last message and "
+                f"must be the assistant's")
     return None
+
+
+# "empty content: messages[1].content is empty" → key "empty content", field "messages[1].content".
+_REASON_KEY = re.compile(r"([a-z][a-z0-9_ ]*): ")
+_REASON_FIELD = re.compile(r"([A-Za-z_][\w.]*(?:\[\d+\])?(?:\.\w+)*) (?:is|has|must|names)\b")
+
+
+def reason_key(reason: str) -> str:
+    """What kind of problem a drop reason is, for counting: the short phrase before its first
+    colon; reasons without one (structural ones from kit.formats) count as "bad structure"."""
+    found = _REASON_KEY.match(reason)
+    return found.group(1) if found else "bad structure"
+
+
+def reason_field(reason: str) -> str | None:
+    """The field a reason is about (its detail starts with it), or None (a whole-row reason)."""
+    key = _REASON_KEY.match(reason)
+    found = _REASON_FIELD.match(reason[key.end():] if key else reason)
+    return found.group(1) if found else None
+
+
+def count_reasons(dropped: list[dict]) -> dict:
+    """Drops per reason key, the most frequent first."""
+    counts: dict = {}
+    for d in dropped:
+        key = reason_key(d["reason"])
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def drop_examples(dropped: list[dict], n: int = 3) -> list[dict]:
+    """The first ``n`` drops with their file, row, field and reason."""
+    return [{"source": d["source"], "row": d["row"], "field": reason_field(d["reason"]), "reason": d["reason"]}
+            for d in dropped[:n]]
+
+
+def describe_drops(dropped: list[dict], n: int = 3) -> str:
+    """One line for an error: how many rows were dropped for what, and the first ``n`` of them."""
+    counts = ", ".join(f"{count} {key}" for key, count in count_reasons(dropped).items())
+    first = "; ".join(f"{d['source']}: row {d['row']}: {d['reason']}" for d in dropped[:n])
+    return f"{len(dropped)} dropped ({counts}); first: {first}"
 
 
 def _source_format(records: list[Record], fmt: str, columns: dict) -> str:
@@ -112,7 +157,8 @@ def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed
         result.sources.append({"source": spec, "format": source_fmt, "weight": weight, "rows": len(records),
                                "valid": len(kept), "used": len(sampled), "sha256": fingerprint(spec)})
     if not result.rows:
-        raise DataError(f"data.source: no usable conversations among {result.total} rows")
+        why = f": {describe_drops(result.dropped)}" if result.dropped else " (the source weights sampled none)"
+        raise DataError(f"data.source: no usable conversations among {result.total} rows{why}")
     return result
 
 

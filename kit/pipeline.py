@@ -1,6 +1,6 @@
 """Run the four notebooks for a recipe with papermill: prepare → train → evaluate → merge.
 
-    python -m kit.pipeline tiny-demo [-o train.max_steps=50] [--run ID]
+    python -m kit.pipeline tiny-demo [-o train.max_steps=50] [--run ID] [--stages train,evaluate]
 
 Executed notebooks are saved into the run directory (``notebooks/``), next to everything else.
 """
@@ -17,7 +17,7 @@ import yaml
 
 from .paths import NOTEBOOKS_DIR
 from .recipes import load_recipe
-from .runs import find_run, new_run_id
+from .runs import check_later_overrides, find_run, is_path, new_run_id
 
 STAGES = ("prepare", "train", "evaluate", "merge")
 
@@ -32,19 +32,16 @@ def run_notebook(stage: str, out: Path, parameters: dict) -> None:
 def run_pipeline(recipe: str, overrides: dict | None = None, run_id: str | None = None,
                  stages: tuple[str, ...] = STAGES) -> Path:
     name, _ = load_recipe(recipe, overrides)  # fail fast on a bad recipe or override
-    run_id = run_id or new_run_id()
+    run_id, params = plan(name, stages, overrides or {}, run_id)
     timings = {}
     for stage in stages:
-        params = {"recipe": recipe, "run": run_id}
-        if stage == "prepare" and overrides:
-            params["overrides"] = overrides
         started = time.time()
         # prepare creates the run directory, so each executed copy is written to a temporary
         # place first and moved into runs/<recipe>/<run>/notebooks/ (failed ones too, to debug).
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / f"{stage}.ipynb"
             try:
-                run_notebook(stage, out, params)
+                run_notebook(stage, out, {"recipe": recipe, "run": run_id, **params[stage]})
             finally:
                 dest = _keep_executed(name, run_id, out)
         timings[stage] = round(time.time() - started, 1)
@@ -52,6 +49,26 @@ def run_pipeline(recipe: str, overrides: dict | None = None, run_id: str | None 
     run = find_run(name, run_id)
     run.update_manifest({"pipeline_wall_s": timings})
     return run.path
+
+
+def plan(recipe_name: str, stages: tuple[str, ...], overrides: dict, run_id: str | None) -> tuple[str, dict]:
+    """The run the stages work on and each stage's extra parameters, decided before any notebook
+    runs. With prepare, a new run (``run_id`` or a timestamp) and all overrides go to prepare,
+    which writes the resolved recipe. Without it, an existing run (``run_id``, else the newest of
+    the recipe) and the overrides go to the first stage: it writes them into the run's recipe.yaml,
+    which the stages after it read. Overrides of model or data are refused here: they shaped the
+    prepared data."""
+    params: dict = {stage: {} for stage in stages}
+    if "prepare" in stages:
+        first, run_id = "prepare", run_id or new_run_id()
+    else:
+        check_later_overrides(overrides)
+        run = find_run(recipe_name, run_id)
+        # A path goes to the notebooks absolute: they run in notebooks/, not here.
+        first, run_id = stages[0], str(run.path) if run_id and is_path(run_id) else run.path.name
+    if overrides:
+        params[first]["overrides"] = overrides
+    return run_id, params
 
 
 def _keep_executed(recipe_name: str, run_id: str, out: Path) -> Path | None:
@@ -77,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", help="recipe name in recipes/ or a YAML path")
     parser.add_argument("-o", "--override", action="append", type=_parse_override, default=[],
                         help="recipe override KEY=VALUE (dotted key, YAML value); repeatable")
-    parser.add_argument("--run", help="id for the new run (default: a timestamp)")
+    parser.add_argument("--run", help="run id (or a run's directory): with prepare, the new run's id (default: a "
+                                      "timestamp); without it, the run to continue (default: the recipe's newest)")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     args = parser.parse_args(argv)
-    stages = tuple(s for s in args.stages.split(",") if s)
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        parser.error(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    requested = [s for s in args.stages.split(",") if s]
+    unknown = [s for s in requested if s not in STAGES]
+    if unknown or not requested:
+        parser.error(f"--stages {args.stages!r}: choose from {', '.join(STAGES)}")
+    stages = tuple(s for s in STAGES if s in requested)  # always in pipeline order
     try:
         path = run_pipeline(args.recipe, dict(args.override), args.run, stages)
     except Exception as e:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .bulk import gc_paused
 from .chat import IGNORE_INDEX, MaskError, tokenize_many
-from .data import DataError, load_conversations, split, write_jsonl
+from .data import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split, write_jsonl
 from .families import ensure_chat_template, family_for
 from .recipes import load_recipe
 from .runs import Run, create_run, write_json
@@ -69,7 +69,7 @@ def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins):
             ex = {k: v[:max_len] for k, v in ex.items()}
             truncated += 1
             if all(label == IGNORE_INDEX for label in ex["labels"]):
-                reason = f"nothing to train after truncation to {max_len} tokens"
+                reason = f"nothing to train: no trained token within the first {max_len} tokens (truncated)"
         if reason:
             dropped.append({"source": origins[i][0], "row": origins[i][1], "reason": reason})
             dropped_rows.add(i)
@@ -102,10 +102,10 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     all_dropped = loaded.dropped + dropped
     rows = [loaded.rows[i] for i in kept]
     if not rows:
-        raise DataError(f"data.source: no conversation left after tokenization ({len(dropped)} dropped)")
+        raise DataError(f"data.source: no conversation left after tokenization: {describe_drops(all_dropped)}")
     train_rows, eval_rows = split(rows, data_cfg["eval_fraction"], data_cfg["seed"])
 
-    run = create_run(name, resolved, run_id)
+    run = create_run(name, resolved, run_id, overrides=overrides)
     write_jsonl(run.data_dir / "train.jsonl", train_rows)
     write_jsonl(run.data_dir / "eval.jsonl", eval_rows)
     lengths = [len(e["input_ids"]) for e in examples]
@@ -116,7 +116,8 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "rows_kept": len(rows),
         "reasoning": reasoning_stats(tokenizer, family, rows, resolved),
         "rows_dropped": len(all_dropped),
-        "dropped_by_reason": _count(all_dropped),
+        "dropped_by_reason": count_reasons(all_dropped),
+        "dropped_examples": drop_examples(all_dropped),
         "dropped": all_dropped,
         "overlength_policy": data_cfg["overlength"],
         "rows_truncated": truncated,
@@ -149,14 +150,6 @@ def reasoning_stats(tokenizer, family, rows: list[dict], recipe: dict) -> dict:
                 total += 1
                 rendered += m["reasoning"].strip() in text
     return {"assistant_turns_with_reasoning": total, "rendered": rendered, "not_rendered": total - rendered}
-
-
-def _count(dropped: list[dict]) -> dict:
-    out: dict = {}
-    for d in dropped:
-        key = d["reason"].split(":")[0]
-        out[key] = out.get(key, 0) + 1
-    return out
 
 
 def summary(report: dict) -> str:

@@ -57,13 +57,9 @@ class Run:
         if not self.recipe_path.exists():
             raise RunError(f"{self.path}: no recipe.yaml; run the prepare notebook first")
         recipe = recipes.validate(yaml.safe_load(self.recipe_path.read_text(encoding="utf-8")), str(self.recipe_path))
-        changes = recipes.parse_overrides(overrides)
+        changes = check_later_overrides(overrides)
         if not changes:
             return recipe
-        frozen = [k for k in changes if k in FROZEN_AFTER_PREPARE]
-        if frozen:
-            raise RunError(f"overrides of {', '.join(frozen)} must be given to prepare (they shape the data); "
-                           f"start a new run with prepare")
         updated = recipes.apply_overrides(recipe, changes, where=f"{self.recipe_path} with overrides")
         self.write_recipe(updated)
         self.update_manifest({"overrides": {stage or "unknown": changes}})
@@ -86,6 +82,16 @@ class Run:
     def record_stage(self, name: str, started: float, **extra) -> None:
         """Record a notebook stage's wall time (from ``started``, a time.time()) and extras."""
         self.update_manifest({"stages": {name: {"finished": _now(), "wall_s": round(time.time() - started, 2), **extra}}})
+
+
+def check_later_overrides(overrides: dict | str | None) -> dict:
+    """``overrides`` as a nested dict, refused if they touch a section prepare has consumed."""
+    changes = recipes.parse_overrides(overrides)
+    frozen = [k for k in changes if k in FROZEN_AFTER_PREPARE]
+    if frozen:
+        raise RunError(f"overrides of {', '.join(frozen)} must be given to prepare (they shape the data); "
+                       f"start a new run with prepare")
+    return changes
 
 
 def _now() -> str:
@@ -135,9 +141,11 @@ def new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
 
 
-def create_run(recipe_name: str, recipe: dict, run_id: str | None = None, root: Path | None = None) -> Run:
-    """Make a new, empty run directory and write the resolved recipe and the manifest's header.
-    Fails if ``run_id`` exists: a run is never reused or overwritten."""
+def create_run(recipe_name: str, recipe: dict, run_id: str | None = None, root: Path | None = None,
+               overrides: dict | str | None = None) -> Run:
+    """Make a new, empty run directory and write the resolved recipe and the manifest's header
+    (with the ``overrides`` prepare applied, if any). Fails if ``run_id`` exists: a run is never
+    reused or overwritten."""
     parent = (root or runs_root()) / recipe_name
     parent.mkdir(parents=True, exist_ok=True)
     run_id = run_id or new_run_id()
@@ -153,6 +161,9 @@ def create_run(recipe_name: str, recipe: dict, run_id: str | None = None, root: 
     run.update_manifest({"recipe": recipe_name, "run_id": path.name, "created": _now(),
                          "git_commit": git_commit(), "libraries": library_versions(),
                          "seed": {"data": recipe["data"]["seed"], "train": recipe["train"]["seed"]}})
+    changes = recipes.parse_overrides(overrides)
+    if changes:
+        run.update_manifest({"overrides": {"prepare": changes}})  # as later stages record theirs
     return run
 
 
@@ -165,11 +176,16 @@ def list_runs(recipe_name: str, root: Path | None = None) -> list[Run]:
 
 
 def find_run(recipe_name: str, run: str | Path | None = None, root: Path | None = None) -> Run:
-    """The named run (an id under the recipe, or a path), or the newest run of the recipe."""
+    """The named run, or the newest run of the recipe. ``run`` is a run id under
+    ``runs/<recipe>/`` unless it is a path (a Path, absolute, or containing a separator): a bare
+    id never resolves against the current directory (``bench`` is a run id, not ./bench)."""
+    if run and is_path(run):
+        path = Path(run).expanduser()
+        if not (path / "recipe.yaml").exists():
+            raise RunError(f"{run} is not a run directory (no recipe.yaml); give a run id or a run's directory")
+        return Run(path.resolve())
     if run:
-        candidate = Path(run)
-        if not candidate.is_dir():
-            candidate = (root or runs_root()) / recipe_name / str(run)
+        candidate = (root or runs_root()) / recipe_name / str(run)
         if not (candidate / "recipe.yaml").exists():
             known = ", ".join(r.path.name for r in list_runs(recipe_name, root)) or "none"
             raise RunError(f"no run {run!r} for recipe {recipe_name!r} (runs: {known})")
@@ -178,3 +194,9 @@ def find_run(recipe_name: str, run: str | Path | None = None, root: Path | None 
     if not runs:
         raise RunError(f"no runs yet for recipe {recipe_name!r} under {(root or runs_root())}; run the prepare notebook first")
     return runs[-1]
+
+
+def is_path(run: str | Path) -> bool:
+    """Whether ``run`` names a run's directory rather than a run id."""
+    text = str(run)
+    return isinstance(run, Path) or os.path.isabs(text) or "/" in text or os.sep in text

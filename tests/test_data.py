@@ -102,3 +102,51 @@ def test_prompts_file_rows_and_errors(tmp_path):
                                                {"messages": [{"role": "user", "content": 3}]}])
     with pytest.raises(DataError, match=r"bad\.jsonl: row 2: bad content: messages\[0\]\.content is int"):
         load_prompts(bad)
+
+
+def test_all_rows_dropped_error_gives_counts_and_first_three_rows(tmp_path):
+    """With invalid_rows: drop, a file with no usable row says why: counts per reason and the first
+    three rows with file, row and field (not just "no usable conversations among 500 rows")."""
+    no_answer = {"messages": [{"role": "user", "content": "q"}]}
+    empty = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}
+    bot = {"messages": [{"role": "user", "content": "q"}, {"role": "bot", "content": "a"}]}
+    path = write_jsonl(tmp_path / "bad.jsonl", [empty, bot] + [no_answer] * 497 + [{"messages": "hi"}])
+    with pytest.raises(DataError) as e:
+        load_conversations(str(path), invalid_rows="drop")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("data.source: no usable conversations among 500 rows: 500 dropped (")
+    assert "497 no assistant turn, 1 empty content, 1 unknown role, 1 bad structure)" in message
+    assert (f"first: {path}: row 1: empty content: messages[1].content is whitespace only; "
+            f"{path}: row 2: unknown role: messages[1].role is 'bot'") in message
+    assert f"{path}: row 3: no assistant turn: messages has none" in message
+    assert "row 4:" not in message
+
+
+def test_drop_reasons_have_a_key_and_a_field(tmp_path):
+    from kit.data import count_reasons, drop_examples, reason_field, reason_key
+
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]},  # bad content
+            {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},  # ends with user
+            {"messages": [{"role": "user", "content": "q"}]},                                         # no assistant turn
+            {"messages": "not a list"},                                                               # kit.formats
+            {"messages": [{"role": "user", "content": "q"}, "oops"]},                                 # kit.formats
+            {"conversations": [{"from": "human", "value": "q"}]},                                     # mixed formats
+            GOOD]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    dropped = load_conversations(str(path), invalid_rows="drop").dropped
+    assert [(reason_key(d["reason"]), reason_field(d["reason"])) for d in dropped] == [
+        ("bad content", "messages[1].content"), ("ends with user", "messages[1]"), ("no assistant turn", "messages"),
+        ("bad structure", "messages"), ("bad structure", "messages[1]"), ("mixed formats", None)]
+    assert count_reasons(dropped) == {"bad structure": 2, "bad content": 1, "ends with user": 1,
+                                      "no assistant turn": 1, "mixed formats": 1}
+    assert drop_examples(dropped) == [
+        {"source": str(path), "row": 1, "field": "messages[1].content",
+         "reason": "bad content: messages[1].content is int, expected a string"},
+        {"source": str(path), "row": 2, "field": "messages[1]",
+         "reason": "ends with user: messages[1] is the last message and must be the assistant's"},
+        {"source": str(path), "row": 3, "field": "messages", "reason": "no assistant turn: messages has none, nothing to train on"}]
+    assert reason_field("unknown role: conversations[1].from is 'bot' (expected one of human, gpt)") == "conversations[1].from"
+    assert reason_field("data.columns.output names the field 'reply', which this row does not have") == "data.columns.output"
+    assert reason_key("over max_seq_length: 300 > 256 tokens") == "over max_seq_length"
+    assert reason_field("over max_seq_length: 300 > 256 tokens") is None

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from kit.data import DataError, read_jsonl
-from kit.prepare import prepare
+from kit.prepare import prepare, summary
 
 
 def recipe_file(tmp_path, data: dict, max_seq_length=256):
@@ -84,3 +84,46 @@ def test_reasoning_inline_for_a_family_without_a_channel(tmp_path, runs_dir, fam
     plain = load_recipe("llama-3.1-8b")[1]
     examples, *_ = tokenize_rows(tokenizer, family_for(plain), rows, plain)
     assert tokenizer.decode([t for t in examples[0]["labels"] if t != IGNORE_INDEX]) == "4<|eot_id|>"
+
+
+def test_drops_are_counted_by_reason_with_examples_in_the_report(tmp_path, runs_dir, tiny_model_dir):
+    good = {"prompt": "short", "completion": "ok"}
+    rows = [good, {"prompt": "q", "completion": 5}, good, {"prompt": "long", "completion": "word " * 300},
+            {"prompt": "q", "completion": " "}, good, {"prompt": "q", "completion": []}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = str(tmp_path / "d.jsonl")
+    prepared = prepare(recipe_file(tmp_path, {"source": source, "invalid_rows": "drop"}, max_seq_length=64))
+    report = prepared.report
+    assert report["rows_kept"] == 3 and report["rows_dropped"] == 4
+    assert report["dropped_by_reason"] == {"bad structure": 1, "empty content": 1, "no assistant turn": 1,
+                                           "over max_seq_length": 1}
+    assert report["dropped_examples"] == [
+        {"source": source, "row": 2, "field": "completion", "reason": "completion must be a list, got int"},
+        {"source": source, "row": 5, "field": "messages[1].content",
+         "reason": "empty content: messages[1].content is whitespace only"},
+        {"source": source, "row": 7, "field": "messages", "reason": "no assistant turn: messages has none, nothing to train on"}]
+    assert [d["row"] for d in report["dropped"]] == [2, 5, 7, 4]  # every drop is still listed
+    saved = json.loads((prepared.run.path / "prepare_report.json").read_text())
+    assert saved["dropped_examples"] == report["dropped_examples"]
+    assert "dropped 4 {'bad structure': 1" in summary(report)  # what the prepare notebook prints
+
+
+def test_all_rows_dropped_by_tokenization_explains_why(tmp_path, runs_dir, tiny_model_dir):
+    rows = [{"prompt": f"long {i}", "completion": "word " * 300} for i in range(5)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as e:
+        prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}, max_seq_length=64))
+    message = str(e.value)
+    assert message.startswith("data.source: no conversation left after tokenization: 5 dropped (5 over max_seq_length); "
+                              f"first: {tmp_path / 'd.jsonl'}: row 1: over max_seq_length: ")
+    assert "row 3: over max_seq_length" in message and "row 4" not in message
+
+
+def test_prepare_records_its_overrides_in_the_manifest(tmp_path, runs_dir, tiny_model_dir):
+    rows = [{"prompt": "q1", "completion": "a1"}, {"prompt": "q2", "completion": "a2"}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}),
+                  {"train.max_steps": 7, "data.eval_fraction": 0.5}).run
+    assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 7}, "data": {"eval_fraction": 0.5}}}
+    assert run.recipe()["train"]["max_steps"] == 7
+    assert "overrides" not in prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")})).run.manifest()

@@ -3,8 +3,9 @@ import time
 
 import pytest
 
+from kit.paths import PROJECT_ROOT
 from kit.recipes import load_recipe
-from kit.runs import RunError, create_run, find_run, list_runs
+from kit.runs import RunError, check_later_overrides, create_run, find_run, list_runs
 
 
 @pytest.fixture
@@ -63,3 +64,33 @@ def test_record_stage(runs_dir, recipe):
     stage = run.manifest()["stages"]["train"]
     assert 2.0 <= stage["wall_s"] < 10 and stage["device"] == "CPU"
     assert run.manifest()["run_id"] == "r"  # merged, not replaced
+
+
+def test_a_run_id_is_never_a_path_in_the_current_directory(runs_dir, recipe, monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)
+    assert (PROJECT_ROOT / "bench").is_dir()  # the project's bench/ folder must not shadow run 'bench'
+    with pytest.raises(RunError, match=r"no run 'bench' for recipe 'tiny-demo' \(runs: none\)"):
+        find_run("tiny-demo", "bench")
+    run = create_run("tiny-demo", recipe, "bench")
+    assert find_run("tiny-demo", "bench").path == runs_dir / "tiny-demo" / "bench"
+    # With a separator it is a path, and it must be a run directory.
+    with pytest.raises(RunError, match=r"^\./bench is not a run directory \(no recipe.yaml\)"):
+        find_run("tiny-demo", "./bench")
+    monkeypatch.chdir(runs_dir)
+    assert find_run("tiny-demo", "tiny-demo/bench").path == run.path
+    assert find_run("tiny-demo", run.path).path == run.path
+
+
+def test_prepare_overrides_are_recorded_like_later_ones(runs_dir, recipe):
+    run = create_run("tiny-demo", recipe, "r", overrides={"train.max_steps": 5, "data": {"seed": 1}})
+    assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 5}, "data": {"seed": 1}}}
+    run.recipe({"eval.num_prompts": 2}, stage="evaluate")
+    assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 5}, "data": {"seed": 1}},
+                                           "evaluate": {"eval": {"num_prompts": 2}}}
+    assert "overrides" not in create_run("tiny-demo", recipe, "plain").manifest()
+
+
+def test_later_overrides_refuse_model_and_data_before_touching_the_run():
+    assert check_later_overrides({"train.max_steps": 2}) == {"train": {"max_steps": 2}}
+    with pytest.raises(RunError, match=r"^overrides of model, data must be given to prepare"):
+        check_later_overrides({"model.max_seq_length": 128, "data.seed": 1, "train.max_steps": 2})
