@@ -5,9 +5,9 @@ import statistics
 from dataclasses import dataclass
 
 from .bulk import gc_paused
-from .chat import IGNORE_INDEX, MaskError, tokenize_many
+from .chat import IGNORE_INDEX, MaskError, SupervisionError, tokenize_many, tokenize_with_labels, trained_turns
 from .data import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split, write_jsonl
-from .families import ensure_chat_template, family_for
+from .families import ensure_chat_template, family_for, get_family
 from .recipes import load_recipe
 from .runs import Run, create_run, write_json
 
@@ -61,6 +61,9 @@ def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins):
     examples, dropped, dropped_rows, truncated = [], [], set(), 0
     for (i, _), ex in zip(pairs, tokenize_many(tokenizer, family, [c for _, c in pairs], train_on)):
         reason = None
+        if isinstance(ex, SupervisionError):  # the kit's bug, not the row's: fail rather than drop
+            raise DataError(f"{origins[i][0]}: row {origins[i][1]}: {ex}; this is a masking bug in the kit, "
+                            "not in your data: please report it")
         if isinstance(ex, MaskError):
             reason = f"mask: {ex}"
         elif len(ex["input_ids"]) > max_len and overlength == "drop":
@@ -125,11 +128,21 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "split": {"train": len(train_rows), "eval": len(eval_rows), "seed": data_cfg["seed"]},
         "tokens_per_row": _stats(lengths),
         "trained_tokens_per_row": _stats(supervised),
+        # Every trained turn passed the check that its answer (and rendered reasoning) is supervised.
+        "fully_supervised_turns": supervised_turns(family, rows, resolved),
     }
     write_json(run.path / "prepare_report.json", report)
     run.update_manifest({"data": {"sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
                                   "train_rows": len(train_rows), "eval_rows": len(eval_rows)}})
     return Prepared(run, report, examples, tokenizer)
+
+
+def supervised_turns(family, rows: list[dict], recipe: dict) -> int:
+    """Assistant turns trained, each checked to be fully supervised (tokenize_many's check)."""
+    if recipe["data"]["reasoning"] == "every_turn":
+        return sum(m["role"] == "assistant" for row in rows for m in row["messages"])
+    train_on = recipe["data"]["train_on"] or family.default_train_on
+    return sum(len(trained_turns(row["messages"], train_on)) for row in rows)
 
 
 def reasoning_stats(tokenizer, family, rows: list[dict], recipe: dict) -> dict:
@@ -152,14 +165,21 @@ def reasoning_stats(tokenizer, family, rows: list[dict], recipe: dict) -> dict:
     return {"assistant_turns_with_reasoning": total, "rendered": rendered, "not_rendered": total - rendered}
 
 
+def _readable(stats: dict) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in stats.items()) if stats else "none"
+
+
 def summary(report: dict) -> str:
     sources = ", ".join(f"{s['source']} ({s['format']}, {s['used']} used)" for s in report["sources"])
+    by_reason = ", ".join(f"{n} {reason}" for reason, n in report["dropped_by_reason"].items())
     lines = [f"{report['rows_total']} rows read from {sources}",
-             f"  kept {report['rows_kept']}, dropped {report['rows_dropped']} {report['dropped_by_reason'] or ''}",
+             f"  kept {report['rows_kept']}, dropped {report['rows_dropped']}" + (f" ({by_reason})" if by_reason else ""),
              f"  truncated {report['rows_truncated']} (policy for rows over {report['max_seq_length']} tokens: {report['overlength_policy']})",
              f"  split: {report['split']['train']} train / {report['split']['eval']} eval (seed {report['split']['seed']})",
-             f"  tokens per row: {report['tokens_per_row']}",
-             f"  trained tokens per row: {report['trained_tokens_per_row']}"]
+             f"  tokens per row: {_readable(report['tokens_per_row'])}",
+             f"  trained tokens per row: {_readable(report['trained_tokens_per_row'])}",
+             f"  {report['fully_supervised_turns']} trained assistant turns, each checked: answer (and rendered reasoning) "
+             "fully inside the trained tokens"]
     r = report["reasoning"]
     if r["assistant_turns_with_reasoning"]:
         lines.append(f"  reasoning: {r['assistant_turns_with_reasoning']} assistant turns have it; the chat template "
@@ -170,3 +190,18 @@ def summary(report: dict) -> str:
     for d in report["dropped"][:10]:
         lines.append(f"  dropped {d['source']}: row {d['row']}: {d['reason']}")
     return "\n".join(lines)
+
+
+# The answer occurs inside its reasoning: both must be trained (a label view for the notebook).
+REASONING_EXAMPLE = [{"role": "user", "content": "What is 17 * 23?"},
+                     {"role": "assistant", "content": "391", "reasoning": "17*23=391."}]
+
+
+def reasoning_example(family_name: str) -> tuple:
+    """(tokenizer, example): a reasoning turn in the family's format with its labels, through an
+    offline stand-in for the family's tokenizer (``kit.tiny.family_tokenizer``)."""
+    from .tiny import family_tokenizer
+
+    tokenizer = family_tokenizer(family_name)
+    return tokenizer, tokenize_with_labels(tokenizer, get_family(family_name), REASONING_EXAMPLE)
+

@@ -105,7 +105,10 @@ def test_drops_are_counted_by_reason_with_examples_in_the_report(tmp_path, runs_
     assert [d["row"] for d in report["dropped"]] == [2, 5, 7, 4]  # every drop is still listed
     saved = json.loads((prepared.run.path / "prepare_report.json").read_text())
     assert saved["dropped_examples"] == report["dropped_examples"]
-    assert "dropped 4 {'bad structure': 1" in summary(report)  # what the prepare notebook prints
+    # What the prepare notebook prints: counts per reason as words, statistics as readable lines.
+    printed = summary(report)
+    assert "kept 3, dropped 4 (1 bad structure, 1 empty content, 1 no assistant turn, 1 over max_seq_length)" in printed
+    assert "tokens per row: min " in printed and "{" not in printed
 
 
 def test_all_rows_dropped_by_tokenization_explains_why(tmp_path, runs_dir, tiny_model_dir):
@@ -127,3 +130,47 @@ def test_prepare_records_its_overrides_in_the_manifest(tmp_path, runs_dir, tiny_
     assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 7}, "data": {"eval_fraction": 0.5}}}
     assert run.recipe()["train"]["max_steps"] == 7
     assert "overrides" not in prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")})).run.manifest()
+
+
+def test_a_gpt_oss_reasoning_dataset_is_fully_supervised(tmp_path, runs_dir, family_tokenizers):
+    """Issue 13's case through prepare: answers that repeat their reasoning, in every turn."""
+    from kit.chat import IGNORE_INDEX
+
+    family_tokenizers["gpt-oss"].save_pretrained(tmp_path / "gpt-oss-tokenizer")
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} * 3?"},
+                          {"role": "assistant", "content": str(3 * i), "reasoning": f"{i}*3={3 * i}, so the answer is {3 * i}"}]}
+            for i in range(1, 9)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "oss.yaml"
+    recipe.write_text(yaml.safe_dump({"model": {"id": str(tmp_path / "gpt-oss-tokenizer"), "family": "gpt-oss",
+                                                "max_seq_length": 512}, "data": {"source": str(tmp_path / "r.jsonl")}}))
+    prepared = prepare(str(recipe))
+    assert prepared.report["rows_kept"] == 8 and prepared.report["fully_supervised_turns"] == 8
+    assert "8 trained assistant turns, each checked" in summary(prepared.report)
+    tokenizer = prepared.tokenizer
+    for example, row in zip(prepared.examples, rows):
+        trained = tokenizer.decode([t for t in example["labels"] if t != IGNORE_INDEX])
+        answer = row["messages"][1]
+        assert trained.endswith(f"<|channel|>final<|message|>{answer['content']}<|return|>")
+        assert trained.startswith(f"<|channel|>analysis<|message|>{answer['reasoning']}<|end|>")
+
+
+def test_a_turn_left_unsupervised_stops_prepare_with_row_and_turn(tmp_path, runs_dir, tiny_model_dir, monkeypatch):
+    """The supervision check's verdict is fatal in prepare (a kit bug, not a drop); the check
+    itself is exercised on real labels in tests/test_masks.py."""
+    from kit import prepare as P
+    from kit.chat import SupervisionError
+
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 3
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    real = P.tokenize_many
+
+    def one_bad_row(tokenizer, family, conversations, train_on):
+        out = real(tokenizer, family, conversations, train_on)
+        return [*out[:1], SupervisionError("assistant turn 1: 'hello' is not inside its supervised tokens"), *out[2:]]
+
+    monkeypatch.setattr(P, "tokenize_many", one_bad_row)
+    with pytest.raises(DataError, match=r"r\.jsonl: row 2: assistant turn 1: 'hello' is not inside its supervised "
+                                        r"tokens; this is a masking bug in the kit"):
+        prepare(recipe_file(tmp_path, {"source": str(tmp_path / "r.jsonl")}))
+    assert not (runs_dir / "mine").exists() or not any((runs_dir / "mine").iterdir())
