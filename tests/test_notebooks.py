@@ -1,0 +1,87 @@
+"""The notebooks' narrative: library noise to run.log, kit errors as one line, readable plots and tables."""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from kit import runlog
+
+
+@pytest.fixture
+def fresh_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(runlog, "_pending", [])
+    monkeypatch.setattr(runlog, "_path", None)
+    return tmp_path
+
+
+def test_quiet_sends_warnings_python_and_c_output_to_the_run_log(fresh_log, capfd):
+    libc = ctypes.CDLL(None)
+    with runlog.quiet("noisy call"):
+        warnings.warn("a library warning", UserWarning)
+        print("a library banner")
+        print("python stderr", file=sys.stderr)
+        logging.getLogger("some.library").warning("a logged warning")
+        libc.write(2, b"C-level stderr\n", 15)
+        subprocess.run(["sh", "-c", "echo from a subprocess >&2"], check=True)
+    out, err = capfd.readouterr()
+    assert "library output while noisy call" in out
+    assert "a library warning" not in out + err and "C-level" not in out + err
+    runlog.adopt(fresh_log)  # captured before a run existed: written once the run is adopted
+    log = (fresh_log / "run.log").read_text()
+    for text in ("a library warning", "a library banner", "python stderr", "C-level stderr", "from a subprocess"):
+        assert text in log
+
+
+def test_quiet_keep_stdout_leaves_the_kits_prints_visible(fresh_log, capsys):
+    runlog.adopt(fresh_log)
+    with runlog.quiet("export", keep_stdout=True):
+        print("kit progress")
+        print("noise", file=sys.stderr)
+    out = capsys.readouterr().out
+    assert "kit progress" in out and "noise" not in out
+    assert "noise" in (fresh_log / "run.log").read_text()
+
+
+def test_quiet_lets_errors_through(fresh_log):
+    with pytest.raises(ValueError, match="boom"):
+        with runlog.quiet():
+            raise ValueError("boom")
+    print("stdout restored")  # would fail under capture if the descriptors were left redirected
+
+
+def test_kit_errors_are_one_line():
+    from kit.recipes import RecipeError
+    from kit.runs import RunError
+
+    assert runlog.is_kit_error(RecipeError) and runlog.is_kit_error(RunError)
+    assert not runlog.is_kit_error(ValueError)
+    assert runlog.one_line(RunError, RunError("no run\nof recipe x")) == "RunError: no run of recipe x"
+
+
+def test_custom_exception_handler_shows_one_line_and_fails_the_cell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shown = []
+    shell._showtraceback = lambda etype, value, stb: shown.append(stb)
+    shell.set_custom_exc((Exception,), runlog._exception_handler)
+    result = shell.run_cell("from kit.runs import RunError\nraise RunError('no runs of recipe tiny-demo')")
+    assert isinstance(result.error_in_exec, Exception)  # the cell fails
+    assert shown == [["RunError: no runs of recipe tiny-demo"]]
+    result = shell.run_cell("raise KeyError('x')")  # not the kit's: the whole traceback
+    assert isinstance(result.error_in_exec, KeyError) and len(shown) == 2 and len(shown[1]) > 1
+    shell.set_custom_exc((), None)
+
+
+def test_text_progress_bars():
+    runlog.text_progress_bars()
+    import tqdm.auto
+    from tqdm.std import tqdm as text_tqdm
+
+    assert tqdm.auto.tqdm is text_tqdm
