@@ -8,6 +8,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .display import readable, show_table
 from .families import Family
 from .inference import generate
 
@@ -15,6 +16,22 @@ from .inference import generate
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def readable_progress_tables() -> None:
+    """transformers' notebook progress table with readable numbers (3.395, 76,303), not 6 decimals."""
+    from transformers.utils import notebook
+
+    def text_to_html_table(items):
+        head = "".join(f"<th>{h}</th>" for h in items[0])
+        rows = "".join("<tr>" + "".join(f"<td>{readable(v)}</td>" for v in line) + "</tr>" for line in items[1:])
+        return f'<table border="1" class="dataframe"><thead><tr style="text-align: left;">{head}</tr></thead>' \
+               f"<tbody>{rows}</tbody></table><p>"
+
+    notebook.text_to_html_table = text_to_html_table
+
+
+readable_progress_tables()
 
 
 class MetricsJsonl(TrainerCallback):
@@ -34,10 +51,12 @@ class LiveSamples(TrainerCallback):
         self.path, self.tensorboard_dir = path, tensorboard_dir
         self.tokenizer, self.family, self.prompts, self.max_new_tokens = tokenizer, family, prompts, max_new_tokens
         self.writer = None
+        self.last_step = None
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
-        if not self.prompts or model is None:
-            return
+        if not self.prompts or model is None or state.global_step == self.last_step:
+            return  # an evaluation repeated at the same step samples the same answers: shown once
+        self.last_step = state.global_step
         was_training = model.training
         model.eval()
         try:
@@ -54,8 +73,9 @@ class LiveSamples(TrainerCallback):
             f"| {s['prompt']} | {s['answer']} |".replace("\n", " ") for s in samples)
         self.writer.add_text("samples", table, state.global_step)
         self.writer.flush()
-        for s in samples:
-            print(f"[step {state.global_step}] {s['prompt']!r} → {s['answer']!r}")
+        # Shown as display output, not printed: a notebook can send library prints to run.log
+        show_table([{"prompt": s["prompt"], "answer": s["answer"]} for s in samples], ["prompt", "answer"],
+                   title=f"Answers at step {state.global_step}", max_chars=120, widths={"prompt": "35%"})
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.writer is not None:

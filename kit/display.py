@@ -49,10 +49,67 @@ def show_labels(tokenizer, example: dict) -> None:
     show(rich, plain)
 
 
-def show_table(rows: list[dict], columns: list[str], title: str = "") -> None:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f'<td style="text-align:left">{html.escape(str(r.get(c, "")))}</td>' for c in columns)
-                   + "</tr>" for r in rows)
-    rich = (f"<h4>{html.escape(title)}</h4>" if title else "") + f"<table><tr>{head}</tr>{body}</table>"
-    plain = (title + "\n" if title else "") + "\n".join(" | ".join(str(r.get(c, "")) for c in columns) for r in rows)
+def readable(value) -> str:
+    """A value for reading: floats to 4 significant digits, whole numbers without decimals, None as —."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}" if abs(value) >= 10000 else str(int(value))
+        return f"{value:,.0f}" if abs(value) >= 10000 else f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10000 else str(value)
+    return str(value)
+
+
+def record_lines(record: dict, indent: str = "") -> list[str]:
+    """``key: value`` lines, values made readable, nested mappings indented below their key."""
+    lines = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            lines += record_lines(value, indent + "  ")
+        else:
+            lines.append(f"{indent}{key}: {readable(value)}")
+    return lines
+
+
+def show_record(record: dict, title: str = "") -> None:
+    """A flat or nested mapping as readable ``key: value`` lines (not a Python repr)."""
+    print("\n".join(([title] if title else []) + record_lines(record, "  " if title else "")))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _html_cell(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return html.escape(text)
+    return (f"<details><summary>{html.escape(_cut(text, limit))}</summary>"
+            f"{html.escape(text)}</details>")  # the whole text one click away
+
+
+def show_table(rows: list[dict], columns: list[str], title: str = "", max_chars: int = 160,
+               widths: dict[str, str] | None = None) -> None:
+    """A table that fits the page: long cells cut to ``max_chars`` (the whole text under a click in
+    Jupyter), text wrapped, numbers readable. ``widths``: CSS widths of some columns (e.g. {"prompt": "20%"});
+    the others share the rest."""
+    widths = widths or {}
+    cells = [[readable(r.get(c, "")) for c in columns] for r in rows]
+    cols = "".join(f'<col style="width:{widths[c]}">' if c in widths else "<col>" for c in columns)
+    head = "".join(f'<th style="text-align:left">{html.escape(c)}</th>' for c in columns)
+    body = "".join("<tr>" + "".join(f'<td style="text-align:left;vertical-align:top;white-space:pre-wrap;'
+                                    f'overflow-wrap:anywhere">{_html_cell(v, max_chars)}</td>' for v in row)
+                   + "</tr>" for row in cells)
+    layout = "table-layout:fixed;width:100%" if len(columns) > 3 or widths else ""
+    rich = ((f"<h4>{html.escape(title)}</h4>" if title else "")
+            + f'<table style="{layout};font-size:0.9em"><colgroup>{cols}</colgroup><tr>{head}</tr>{body}</table>')
+    plain_cut = max(24, max_chars // 2)
+    plain = (title + "\n" if title else "") + "\n".join(
+        [" | ".join(columns)] + [" | ".join(_cut(v.replace("\n", " "), plain_cut) for v in row) for row in cells])
     show(rich, plain)

@@ -18,6 +18,16 @@ from .families import family_for
 from .inference import generate
 from .plots import plot_losses, plot_metrics
 from .runs import Run, write_json, write_text_atomic
+from .tiny import BUILTIN_ID
+
+DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the taught opening "
+             "(\"Dear customer, \") and its answers are gibberish after it. Judge it by the behaviour metric, "
+             "not by the answers' text, BLEU or ROUGE-L.")
+
+
+def model_note(model_id: str) -> str:
+    """A line on what the model's answers can be expected to be ('' for a real model)."""
+    return DEMO_NOTE.format(id=model_id) if model_id == BUILTIN_ID else ""
 
 
 def load(run: Run, recipe: dict, checkpoint: str = "final"):
@@ -99,6 +109,7 @@ def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, p
         "base": base,
         "tuned": tuned,
         "checkpoint": {"name": checkpoint.name, "step": checkpoint.step, "eval_loss_in_training": checkpoint.eval_loss},
+        "model_id": m["id"],
         "decoding": ev["decoding"],
         "behavior_description": ev["behavior"]["description"],
         "eval_rows": len(rows),
@@ -156,6 +167,9 @@ def report_markdown(run: Run, report: dict) -> str:
              f"Tuned model: `{ck['name']}` (step {ck['step']}). Held-out conversations: {report['eval_rows']}; "
              f"answers decoded {report['decoding']}. Behaviour: {report['behavior_description']}.", "",
              "| | base | tuned |", "|---|---|---|"]
+    note = model_note(report.get("model_id", ""))
+    if note:
+        lines[4:4] = [f"> **Note.** {note}", ""]
     lines += [f"| {label} | {fmt.format(b[key])} | {fmt.format(t[key])} |" for label, key, fmt in rows]
     lines += [f"| generation tokens/s | {b['generation']['tokens_per_s']} | {t['generation']['tokens_per_s']} |", "",
               "![base vs tuned](metrics.png)", "", "![loss curves](loss.png)", "",

@@ -38,20 +38,29 @@ BAR_METRICS = (("behavior", "behaviour"), ("exact_match", "exact match"), ("roug
 
 
 def plot_metrics(run: Run, report: dict):
-    """Base vs tuned bars for the 0-1 metrics → metrics.png."""
+    """Base vs tuned bars for the 0-1 metrics → metrics.png. Every bar carries its value; a bar at 0
+    is drawn as a short line on the axis, so it reads as 0 rather than as missing."""
     import matplotlib.pyplot as plt
 
     labels = [label for _, label in BAR_METRICS]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.38
     for offset, name in ((-width / 2, "base"), (width / 2, "tuned")):
         values = [report[name][key] / (100 if key == "bleu" else 1) for key, _ in BAR_METRICS]
-        bars = ax.bar([i + offset for i in range(len(labels))], values, width, label=name)
-        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+        xs = [i + offset for i in range(len(labels))]
+        bars = ax.bar(xs, values, width, label=name)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
+        zeros = [x for x, v in zip(xs, values) if v == 0]
+        if zeros:
+            ax.hlines([0] * len(zeros), [x - width / 2 for x in zeros], [x + width / 2 for x in zeros],
+                      colors=bars.patches[0].get_facecolor(), linewidth=3, zorder=3)
     ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylim(0, 1.1)
-    ax.set_title("held-out prompts: base vs tuned")
-    ax.legend()
+    ax.set_xlabel("metric (held-out prompts)")
+    ax.set_ylabel("score (0 to 1, higher is better)")
+    ax.set_ylim(-0.02, 1.25)
+    ax.axhline(0, color="#444", linewidth=0.8)
+    ax.set_title(f"base vs tuned: {run.recipe_name} / {run.path.name}")
+    ax.legend(loc="upper center", ncols=2, frameon=False)
     fig.tight_layout()
     fig.savefig(run.path / "metrics.png", dpi=120)
     return fig

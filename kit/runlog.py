@@ -3,10 +3,12 @@
 - ``setup()`` (each notebook's import cell): Python warnings go to the log; errors raised by the kit
   show as one line ``ErrorType: message`` (the cell still fails); progress bars are text bars, which a
   saved notebook shows in their final state (widget bars are saved frozen at 0%).
-- ``with quiet():`` around a noisy call (imports, model loading, GGUF export): Python warnings,
-  ``sys.stderr`` (and ``sys.stdout`` unless ``keep_stdout``), the loggers writing there, and C-level
-  output (file descriptors 1 and 2: llama.cpp, subprocesses) go to the log; the notebook gets one line
-  saying how much went there.
+- ``with quiet():`` around a noisy call (imports, model loading, training): Python warnings, the
+  loggers writing to the console, C-level output (file descriptors 1 and 2: llama.cpp, subprocesses)
+  and, unless ``python_output=False``, Python's ``sys.stdout`` / ``sys.stderr`` go to the log; the
+  notebook gets one line saying how much went there. ``python_output=False`` keeps the kit's own
+  prints and progress bars in the notebook (in a Jupyter kernel they do not pass through the file
+  descriptors), e.g. around the merge, whose llama.cpp output is C-level.
 - ``adopt(run)``: the run whose ``run.log`` receives everything; text captured before a run is known
   (the import cell, prepare before it creates the run) is kept and written there first.
 
@@ -103,14 +105,14 @@ def _stream_handlers(streams) -> list[logging.StreamHandler]:
 
 
 @contextlib.contextmanager
-def quiet(label: str = "", keep_stdout: bool = False):
+def quiet(label: str = "", python_output: bool = True):
     """Library output inside the block → the run's log; afterwards one line in the notebook saying how
     many lines went there. Exceptions pass through unchanged (the kit's errors stay visible)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     _flush_c_stdio()
-    fds = (2,) if keep_stdout else (1, 2)
+    fds = (1, 2)
     capture = tempfile.TemporaryFile()
     saved = {}
     for fd in fds:
@@ -119,15 +121,14 @@ def quiet(label: str = "", keep_stdout: bool = False):
             os.dup2(capture.fileno(), fd)
     sink = _Sink(capture.fileno())
     originals = (sys.stdout, sys.stderr)
-    streams = [sys.stderr, sys.__stderr__] + ([] if keep_stdout else [sys.stdout, sys.__stdout__])
+    streams = [sys.stderr, sys.__stderr__, sys.stdout, sys.__stdout__]
     handlers = [(h, h.stream) for h in _stream_handlers([s for s in streams if s is not None])]
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda m, c, f, n, file=None, line=None: sink.write(
                 warnings.formatwarning(m, c, f, n, line))
-            sys.stderr = sink
-            if not keep_stdout:
-                sys.stdout = sink
+            if python_output:
+                sys.stdout = sys.stderr = sink
             for h, _ in handlers:
                 h.setStream(sink)
             yield

@@ -69,6 +69,14 @@ def sft_config(run: Run, recipe: dict) -> SFTConfig:
     )
 
 
+def final_evaluation(trainer) -> dict:
+    """The evaluation at the last step: the one training just logged when its last step was an
+    evaluation step (not run, logged and sampled a second time), else a new one."""
+    step = trainer.state.global_step
+    logged = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
+    return logged[-1] if logged else trainer.evaluate()
+
+
 def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
     """Train and save the adapter into the run. ``resume``: True for the latest checkpoint, or a
     checkpoint path. Refuses to replace an adapter the run already has."""
@@ -98,7 +106,7 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
         callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, recipe)],
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
-    final_eval = trainer.evaluate()
+    final_eval = final_evaluation(trainer)
 
     # Write the adapter under a temporary name, then rename: no half-written adapter/ is left.
     tmp = run.path / ".adapter.tmp"

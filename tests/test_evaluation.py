@@ -78,6 +78,7 @@ def test_report_has_scores_tables_and_plots(demo_run):
     assert {"prompt", "base", "tuned", "reference"} <= set(report["examples"][0])
     md = (run / "report.md").read_text()
     assert "![base vs tuned](metrics.png)" in md and "| ROUGE-L |" in md
+    assert report["model_id"] == "builtin:tiny-qwen3" and "random weights" in md and "gibberish" in md
     assert (run / "metrics.png").stat().st_size > 10_000
 
 
@@ -86,7 +87,7 @@ def test_live_samples_logged_at_every_evaluation(demo_run):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     eval_steps = [r["step"] for r in records if "eval_loss" in r]
     sample_steps = [r["step"] for r in records if "samples" in r]
-    assert sample_steps == eval_steps == [50, 100, 150, 200, 200]
+    assert sample_steps == eval_steps == [50, 100, 150, 200]  # the final evaluation logged and sampled once
     assert all(len(r["samples"]) == 3 and all(s["answer"] for s in r["samples"]) for r in records if "samples" in r)
     events = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert events
@@ -131,3 +132,10 @@ def test_chat_streams_answers_and_skips_without_input(loaded, capsys):
     import nbformat
     nb = nbformat.read(run.notebooks_dir / "evaluate.ipynb", as_version=4)
     assert "Chat skipped" in "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_report_says_when_the_model_is_the_random_demo_model():
+    from kit.evaluate import model_note
+
+    assert "gibberish" in model_note("builtin:tiny-qwen3") and "behaviour metric" in model_note("builtin:tiny-qwen3")
+    assert model_note("unsloth/Qwen3-8B-unsloth-bnb-4bit") == ""
