@@ -3,9 +3,10 @@
 Supervised spans come from rendering, not from marker strings: for assistant turn *i*, the
 conversation up to *i* rendered with a generation prompt is the prompt; from there up to and
 including the first end token after the turn's answer is the answer. Where the answer (and the
-reasoning) lie in the rendered text is found by structure: the conversation is rendered a second
-time with each trained turn's answer and reasoning replaced by unique markers, and the two renderings
-are aligned. Searching for the answer's text would find it wherever it also occurs earlier (inside
+reasoning) lie in the rendered text is found by structure: with templates the kit compiles itself,
+the fields are tracked through the one rendering (``locate_in_one_render``); otherwise the
+conversation is rendered a second time with those fields replaced by unique markers, and the two
+renderings are aligned (``locate``). Searching for the answer's text would find it wherever it also occurs earlier (inside
 its own reasoning, say). A rendering that does not line up raises instead of silently training on
 the wrong tokens, and every tokenized conversation is checked: each trained turn's answer, and its
 reasoning where the template renders it, must be inside the supervised tokens.
@@ -69,8 +70,9 @@ def render_prompt(tokenizer, family: Family, messages: list[dict], **overrides) 
 
 
 # Private-use code points around a number: a marker no real conversation contains (checked).
-_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_MARK_OPEN, _MARK_CLOSE, _MARK_END = "\ue000", "\ue001", "\ue002"
 _MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+_WRAPPED = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}([^{_MARK_END}]*){_MARK_END}")
 
 
 @dataclass
@@ -80,6 +82,75 @@ class Turn:
     reasoning: tuple[int, int] | None   # where the reasoning lies, None if the template left it out
 
 
+def _tracked_fields(messages: list[dict], trained: set[int]):
+    """(turn, field, value) of what ``locate`` finds: trained turns' reasoning and answer, and every
+    non-assistant turn's content (untrained assistant turns are left as they are: templates rewrite
+    history, e.g. R1 strips its reasoning)."""
+    for i, m in enumerate(messages):
+        for key in ("reasoning", "content") if i in trained else ("content",) if m["role"] != "assistant" else ():
+            if m.get(key):
+                if any(c in m[key] for c in (_MARK_OPEN, _MARK_CLOSE, _MARK_END)):
+                    raise MaskError(f"{m['role']} turn {i}: its {key} holds a private-use character U+E000-U+E002")
+                yield i, key, m[key]
+
+
+class _Tracked(str):
+    """A field whose place in a rendering is wanted. A template's tests see its plain value (so the
+    rendering's control flow is the real one); written out, alone, concatenated or formatted, it
+    carries markers around it. Trimming keeps it tracked; other transformations lose the markers
+    (then the two-render ``locate`` is used)."""
+
+    def __new__(cls, value: str, key: int):
+        obj = super().__new__(cls, value)
+        obj.key = key
+        return obj
+
+    def __str__(self):
+        return f"{_MARK_OPEN}{self.key}{_MARK_CLOSE}{str.__str__(self)}{_MARK_END}"
+
+    def __add__(self, other):
+        return str(self) + other
+
+    def __radd__(self, other):
+        return other + str(self)
+
+    def strip(self, chars=None):
+        return _Tracked(str.strip(self, chars), self.key)
+
+    def lstrip(self, chars=None):
+        return _Tracked(str.lstrip(self, chars), self.key)
+
+    def rstrip(self, chars=None):
+        return _Tracked(str.rstrip(self, chars), self.key)
+
+
+def locate_in_one_render(render_text, messages: list[dict], trained: set[int]):
+    """``(text, where)`` as ``locate`` finds them, from one rendering with tracked fields (only for
+    templates the kit compiles itself, whose output goes through ``str``); None where a field was
+    rendered other than as itself or trimmed, or written twice: then ``locate`` is used."""
+    fields = list(_tracked_fields(messages, trained))
+    tracked = [dict(m) for m in messages]
+    for k, (i, key, value) in enumerate(fields):
+        tracked[i][key] = _Tracked(value, k)
+    marked = render_text(tracked)
+    pieces, where, pos, cut = [], {}, 0, 0
+    for match in _WRAPPED.finditer(marked):
+        i, key, _ = fields[int(match[1])]
+        if (i, key) in where:
+            return None
+        pieces.append(marked[cut:match.start()])
+        pos += match.start() - cut
+        where[i, key] = (pos, pos + len(match[2]))
+        pieces.append(match[2])
+        pos += len(match[2])
+        cut = match.end()
+    pieces.append(marked[cut:])
+    text = "".join(pieces)
+    if any(c in text for c in (_MARK_OPEN, _MARK_CLOSE, _MARK_END)) or any((i, "content") not in where for i in trained):
+        return None
+    return text, where
+
+
 def locate(text: str, render_text, messages: list[dict], trained: set[int]) -> dict[tuple[int, str], tuple[int, int]]:
     """Where each trained assistant turn's answer and reasoning, and every other non-assistant
     turn's content, lie in ``text`` (the rendering of canonical ``messages`` by ``render_text``),
@@ -87,17 +158,10 @@ def locate(text: str, render_text, messages: list[dict], trained: set[int]) -> d
     by markers, and the literal text between markers must match ``text`` in order. A template may
     trim what it renders; any other change raises MaskError. (Untrained assistant turns are left
     as they are: templates rewrite history, e.g. R1 strips its reasoning.)"""
-    values, marked = [], []
-    for i, m in enumerate(messages):
-        keys = ("reasoning", "content") if i in trained else ("content",) if m["role"] != "assistant" else ()
-        m = dict(m)
-        for key in keys:
-            if m.get(key):
-                if _MARK_OPEN in m[key] or _MARK_CLOSE in m[key]:
-                    raise MaskError(f"{m['role']} turn {i}: its {key} holds a private-use character U+E000/U+E001")
-                values.append((i, key, m[key]))
-                m[key] = f"{_MARK_OPEN}{len(values) - 1}{_MARK_CLOSE}"
-        marked.append(m)
+    values = list(_tracked_fields(messages, trained))
+    marked = [dict(m) for m in messages]
+    for k, (i, key, _) in enumerate(values):
+        marked[i][key] = f"{_MARK_OPEN}{k}{_MARK_CLOSE}"
     parts = _MARK.split(render_text(marked))
     if not text.startswith(parts[0]):
         raise MaskError("the chat template renders the conversation's start differently when its turns change")
@@ -182,10 +246,14 @@ def _spans(tokenizer, family: Family, canonical: list[dict], train_on: str, rend
     for a generation prompt starts after the previous turn's text (so one typed inside a user
     message is never taken) and ends where the turn's own text begins."""
     messages = template_messages(family, canonical)
-    text = render_training_text(tokenizer, family, messages, renderer)
     trained = trained_turns(messages, train_on)
-    where = locate(text, lambda marked: render_training_text(tokenizer, family, template_messages(family, marked), renderer),
-                   canonical, trained)
+    render_text = lambda marked: render_training_text(tokenizer, family, template_messages(family, marked), renderer)  # noqa: E731
+    located = locate_in_one_render(render_text, canonical, trained) if renderer.fast else None
+    if located is not None:
+        text, where = located
+    else:
+        text = render_training_text(tokenizer, family, messages, renderer)
+        where = locate(text, render_text, canonical, trained)
     turns = {i: trained_turn(where, i) for i in sorted(trained)}
     spans: list[tuple[int, int]] = []
     cursor = 0

@@ -120,3 +120,34 @@ def test_the_supervision_check_catches_a_turn_left_out(family_tokenizers):
     buggy = {**ex, "labels": ex["labels"][:cut] + [IGNORE_INDEX] * (len(ex["labels"]) - cut)}
     error = supervision_error(tokenizer, rendered, buggy)
     assert error is not None and str(error) == "assistant turn 1: '391' is not inside its supervised tokens"
+
+
+@pytest.mark.parametrize("family_name", sorted(FAMILIES))
+def test_the_fast_method_finds_the_same_spans(family_tokenizers, family_name):
+    """The one-render fast path (fields tracked through the kit's own compiled template) and the
+    exact method (transformers' apply_chat_template, a second render with markers) agree on
+    every conversation and mode above; where the fast path can locate in one render, it does so
+    for every trained turn, and its positions equal the two-render alignment's."""
+    from kit.chat import (generation_prompts, locate, locate_in_one_render, render_training_text, render_with_spans,
+                          spans_from_prompts, template_messages, trained_turns)
+    from kit.templates import TrainingRenderer
+
+    tokenizer = family_tokenizers[family_name]
+    one_render = 0
+    for mode in MODES:
+        family = family_for({"model": {"family": family_name}, "data": {"reasoning": mode}})
+        prompts, renderer = generation_prompts(tokenizer, family), TrainingRenderer(tokenizer, family)
+        assert renderer.fast  # the official templates are trusted
+        for conversation in CONVERSATIONS.values():
+            for messages, train_on in examples(conversation, mode):
+                train_on = train_on or family.default_train_on
+                exact = render_with_spans(tokenizer, family, messages, train_on)
+                fast = spans_from_prompts(tokenizer, family, messages, prompts, train_on, renderer)
+                assert (fast.text, fast.spans, fast.expected) == (exact.text, exact.spans, exact.expected)
+                trained = trained_turns(messages, train_on)
+                render_text = lambda m: render_training_text(tokenizer, family, template_messages(family, m), renderer)  # noqa: E731
+                located = locate_in_one_render(render_text, messages, trained)
+                if located is not None:
+                    one_render += 1
+                    assert located == (exact.text, locate(exact.text, render_text, messages, trained))
+    assert one_render > 0
