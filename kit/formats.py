@@ -70,9 +70,15 @@ def _message(role, content, reasoning=None) -> dict:
     return message
 
 
+def _kind(value) -> str:
+    """What a value is, for an error: a CSV cell's JSON that did not parse says why."""
+    error = getattr(value, "json_error", None)
+    return f"text that is not valid JSON ({error})" if error else type(value).__name__
+
+
 def _from_messages(items, where: str) -> list[dict]:
     if not isinstance(items, list):
-        raise FormatError(f"{where} must be a list, got {type(items).__name__}")
+        raise FormatError(f"{where} must be a list, got {_kind(items)}")
     out = []
     for i, m in enumerate(items):
         if not isinstance(m, dict):
@@ -85,7 +91,7 @@ def _from_messages(items, where: str) -> list[dict]:
 def _from_sharegpt(record) -> list[dict]:
     turns = record["conversations"]
     if not isinstance(turns, list):
-        raise FormatError(f"conversations must be a list, got {type(turns).__name__}")
+        raise FormatError(f"conversations must be a list, got {_kind(turns)}")
     out = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
@@ -106,7 +112,7 @@ def _from_alpaca(record) -> list[dict]:
     out = [_message("system", record["system"])] if record.get("system") else []
     history = record.get("history") or []
     if not isinstance(history, list):
-        raise FormatError(f"history must be a list of [user, assistant] pairs, got {type(history).__name__}")
+        raise FormatError(f"history must be a list of [user, assistant] pairs, got {_kind(history)}")
     for i, pair in enumerate(history):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
             raise FormatError(f"history[{i}] is not a [user, assistant] pair")

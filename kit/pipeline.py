@@ -86,7 +86,12 @@ def _parse_override(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
-    return key, yaml.safe_load(value)
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as e:  # argparse shows ArgumentTypeError as one line, anything else as a traceback
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise argparse.ArgumentTypeError(f"override {text!r}: the value is not valid YAML ({problem}); "
+                                         "quote strings, e.g. key='[1, 2]'") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,11 +31,18 @@ class Field:
     choices: tuple | None = None
     nullable: bool = False
     help: str = ""
+    min: float | None = None        # inclusive bounds for numbers
+    max: float | None = None
+    above: float | None = None      # exclusive lower bound (a rate, a fraction that must be > 0)
+    below: float | None = None      # exclusive upper bound
 
 
-def F(types, default=None, *, choices=None, nullable=False, help=""):
+def F(types, default=None, *, choices=None, nullable=False, help="", min=None, max=None, above=None, below=None):
     types = types if isinstance(types, tuple) else (types,)
-    return Field(types, default, tuple(choices) if choices else None, nullable, help)
+    return Field(types, default, tuple(choices) if choices else None, nullable, help, min, max, above, below)
+
+
+COUNT = {"min": 1}      # a count of things or steps: at least one
 
 
 SCHEMA: dict = {
@@ -43,7 +50,7 @@ SCHEMA: dict = {
     "model": {
         "id": F(str, REQUIRED, help="Hugging Face repo id, local directory, or builtin:tiny-qwen3"),
         "family": F(str, REQUIRED, choices=sorted(FAMILIES)),
-        "max_seq_length": F(int, 2048),
+        "max_seq_length": F(int, 2048, **COUNT),
         "load_in_4bit": F(bool, True),
     },
     "data": {
@@ -51,8 +58,8 @@ SCHEMA: dict = {
                                                 "relative paths start at the project root"),
         "format": F(str, "auto", choices=["auto", *FORMATS]),
         "columns": F(dict, {}, help="canonical field name -> the name your data uses, e.g. {instruction: question}"),
-        "eval_fraction": F(float, 0.1),
-        "seed": F(int, 3407),
+        "eval_fraction": F(float, 0.1, min=0, below=1),
+        "seed": F(int, 3407, min=0),
         "invalid_rows": F(str, "error", choices=["error", "drop"]),
         "train_on": F(str, None, nullable=True, choices=["all_assistant", "last_assistant"],
                       help="which assistant turns carry loss; null: the family's default"),
@@ -63,39 +70,39 @@ SCHEMA: dict = {
         "overlength": F(str, "drop", choices=["drop", "truncate"]),
     },
     "lora": {
-        "r": F(int, 16),
-        "alpha": F(int, 16),
-        "dropout": F(float, 0.0),
+        "r": F(int, 16, **COUNT),
+        "alpha": F(int, 16, **COUNT),
+        "dropout": F(float, 0.0, min=0, below=1),
         "target_modules": F(list, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
         "use_gradient_checkpointing": F((bool, str), "unsloth"),
         "use_rslora": F(bool, False),
     },
     # Fields of TRL's SFTConfig, passed through as given.
     "train": {
-        "max_steps": F(int, -1),
-        "num_train_epochs": F(float, 1.0),
-        "per_device_train_batch_size": F(int, 2),
-        "per_device_eval_batch_size": F(int, 8),
-        "gradient_accumulation_steps": F(int, 4),
-        "learning_rate": F(float, 2e-4),
-        "warmup_steps": F(int, 5),
+        "max_steps": F(int, -1, min=-1, help="-1: train num_train_epochs; otherwise at least 1"),
+        "num_train_epochs": F(float, 1.0, above=0),
+        "per_device_train_batch_size": F(int, 2, **COUNT),
+        "per_device_eval_batch_size": F(int, 8, **COUNT),
+        "gradient_accumulation_steps": F(int, 4, **COUNT),
+        "learning_rate": F(float, 2e-4, above=0),
+        "warmup_steps": F(int, 5, min=0),
         "lr_scheduler_type": F(str, "linear"),
-        "weight_decay": F(float, 0.01),
+        "weight_decay": F(float, 0.01, min=0),
         "optim": F(str, None, nullable=True, help="null: adamw_8bit on GPU, adamw_torch on CPU"),
-        "logging_steps": F(int, 1),
-        "eval_steps": F(int, 50),
-        "save_steps": F(int, 100),
-        "save_total_limit": F(int, 2),
-        "seed": F(int, 3407),
+        "logging_steps": F(int, 1, **COUNT),
+        "eval_steps": F(int, 50, **COUNT),
+        "save_steps": F(int, 100, **COUNT),
+        "save_total_limit": F(int, 2, **COUNT),
+        "seed": F(int, 3407, min=0),
     },
     "eval": {
-        "max_new_tokens": F(int, 64),
-        "num_prompts": F(int, 20, help="held-out prompts answered by base and tuned"),
-        "batch_size": F(int, 8, help="prompts per generate() call (left-padded)"),
+        "max_new_tokens": F(int, 64, **COUNT),
+        "num_prompts": F(int, 20, **COUNT, help="held-out prompts answered by base and tuned"),
+        "batch_size": F(int, 8, **COUNT, help="prompts per generate() call (left-padded)"),
         "decoding": F(str, "greedy", choices=["greedy", "recommended"],
                       help="greedy: deterministic, for comparisons; recommended: the family's sampling"),
         "thinking": F(bool, None, nullable=True, help="thinking on/off for families that have a switch; null: family default"),
-        "live_samples": F(int, 3, help="held-out prompts answered at every evaluation during training (0: off)"),
+        "live_samples": F(int, 3, min=0, help="held-out prompts answered at every evaluation during training (0: off)"),
         "behavior": {
             "description": F(str, ""),
             "prefix": F(str, None, nullable=True, help="answer shows the behaviour if it starts with this"),
@@ -107,7 +114,7 @@ SCHEMA: dict = {
         "merge_method": F(str, "auto", choices=["auto", "streaming", "unsloth"],
                           help="auto: shard by shard where the base checkpoint is local, else Unsloth's save_pretrained_merged"),
         "gguf": F(list, ["q8_0", "q4_k_m"], help="GGUF files to write: f16, bf16, q8_0, q4_k_m, q5_k_m"),
-        "verify_tokens": F(int, 16, help="greedy tokens compared between each GGUF and the merged model"),
+        "verify_tokens": F(int, 16, **COUNT, help="greedy tokens compared between each GGUF and the merged model"),
         "logit_tolerance": F(float, 0.25, help="max abs logit difference, merged 16-bit file vs base+adapter"),
         "system": F(str, None, nullable=True,
                     help="SYSTEM of the Ollama Modelfile; null: the training data's system prompt if every row has the same one"),
@@ -131,6 +138,12 @@ def _check_value(path: str, field: Field, value: Any, where: str) -> Any:
         raise RecipeError(f"{where}: {path}: expected {_type_name(field.types)}, got {type(value).__name__} ({value!r})")
     if field.choices and value not in field.choices:
         raise RecipeError(f"{where}: {path}: {value!r} is not one of {', '.join(map(str, field.choices))}")
+    for bound, fails, says in ((field.min, lambda b: value < b, "at least"), (field.max, lambda b: value > b, "at most"),
+                               (field.above, lambda b: value <= b, "above"), (field.below, lambda b: value >= b, "below")):
+        if bound is not None and fails(bound):
+            raise RecipeError(f"{where}: {path}: {value!r} is out of range; it must be {says} {bound:g}")
+    if path == "train.max_steps" and value == 0:
+        raise RecipeError(f"{where}: {path}: 0 trains nothing; give at least 1, or -1 to train num_train_epochs")
     return value
 
 
@@ -188,9 +201,9 @@ def parse_overrides(overrides: dict | str | None) -> dict:
         return {}
     if isinstance(overrides, str):
         try:
-            overrides = yaml.safe_load(overrides)
-        except yaml.YAMLError as e:
-            raise RecipeError(f"overrides: not valid YAML: {e}") from None
+            overrides = yaml.load(overrides, Loader=_StrictLoader)
+        except (yaml.YAMLError, RecipeError) as e:
+            raise RecipeError(f"overrides: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(overrides, dict):
         raise RecipeError(f"overrides: expected a mapping, got {type(overrides).__name__}")
     nested: dict = {}
@@ -217,13 +230,35 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise RecipeError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice; keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path):
+    """A YAML file as data; every failure is one RecipeError naming the file."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+
+
 def load_recipe(name_or_path: str | Path, overrides: dict | str | None = None) -> tuple[str, dict]:
     """Load, apply overrides and validate. Returns (recipe name, resolved recipe)."""
     path = recipe_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping at the top level")
     validate(raw, where=str(path))  # errors in the file itself name the file

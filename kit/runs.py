@@ -17,8 +17,6 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from . import recipes
 from .paths import PROJECT_ROOT, runs_root
 
@@ -56,7 +54,7 @@ class Run:
         for sections prepare has consumed, and written back so the file stays the truth."""
         if not self.recipe_path.exists():
             raise RunError(f"{self.path}: no recipe.yaml; run the prepare notebook first")
-        recipe = recipes.validate(yaml.safe_load(self.recipe_path.read_text(encoding="utf-8")), str(self.recipe_path))
+        recipe = recipes.validate(recipes.read_yaml(self.recipe_path), str(self.recipe_path))
         changes = check_later_overrides(overrides)
         if not changes:
             return recipe

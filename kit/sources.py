@@ -35,11 +35,31 @@ def resolve(path: str) -> Path:
     return p if p.is_absolute() else PROJECT_ROOT / p
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    """json's object hook: a key given twice in one object is an error (json keeps the last silently)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(f"key {key!r} is given twice in one object")
+        out[key] = value
+    return out
+
+
+def _loads(text: str):
+    return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+
+
 def _read_json(path: Path, text: str) -> list[Record]:
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except DuplicateKey as e:
+        raise DataError(f"{path}: {e}; keep one") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
     return [Record(str(path), i + 1, r) for i, r in enumerate(data)]
@@ -51,10 +71,18 @@ def _read_jsonl(path: Path, text: str) -> list[Record]:
         if not line.strip():
             continue
         try:
-            records.append(Record(str(path), lineno, json.loads(line)))
+            records.append(Record(str(path), lineno, _loads(line)))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
+        except DuplicateKey as e:
+            raise DataError(f"{path}: line {lineno}: {e}; keep one") from None
     return records
+
+
+class UndecodedJson(str):
+    """A CSV cell that starts like JSON but does not parse: kept as text (it may be text), with the
+    parse error, so a layout that needed a list can say why it got a string."""
+    json_error: str
 
 
 def _decode_json_cells(row: dict) -> dict:
@@ -63,9 +91,10 @@ def _decode_json_cells(row: dict) -> dict:
     for key, value in row.items():
         if isinstance(value, str) and value[:1] in "[{":
             try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
+                value = _loads(value)
+            except (json.JSONDecodeError, DuplicateKey) as e:
+                value = UndecodedJson(value)
+                value.json_error = f"{e.msg} at character {e.pos}" if isinstance(e, json.JSONDecodeError) else str(e)
         out[key] = value
     return out
 

@@ -1,0 +1,112 @@
+"""A corpus of bad inputs: each is refused before any work, with one line naming the file, key or
+row and what to do, and no run directory is created."""
+import json
+
+import pytest
+import yaml
+
+from kit.data import DataError
+from kit.prepare import prepare
+from kit.recipes import RecipeError, load_recipe
+
+# (override, the exact message after "<recipe path> with overrides: ")
+OUT_OF_RANGE = [
+    ({"eval.num_prompts": -5}, "eval.num_prompts: -5 is out of range; it must be at least 1"),
+    ({"eval.num_prompts": 0}, "eval.num_prompts: 0 is out of range; it must be at least 1"),
+    ({"eval.max_new_tokens": 0}, "eval.max_new_tokens: 0 is out of range; it must be at least 1"),
+    ({"eval.batch_size": -1}, "eval.batch_size: -1 is out of range; it must be at least 1"),
+    ({"eval.live_samples": -1}, "eval.live_samples: -1 is out of range; it must be at least 0"),
+    ({"model.max_seq_length": 0}, "model.max_seq_length: 0 is out of range; it must be at least 1"),
+    ({"data.eval_fraction": 1.0}, "data.eval_fraction: 1.0 is out of range; it must be below 1"),
+    ({"data.eval_fraction": -0.1}, "data.eval_fraction: -0.1 is out of range; it must be at least 0"),
+    ({"data.seed": -3}, "data.seed: -3 is out of range; it must be at least 0"),
+    ({"lora.r": 0}, "lora.r: 0 is out of range; it must be at least 1"),
+    ({"lora.alpha": -16}, "lora.alpha: -16 is out of range; it must be at least 1"),
+    ({"lora.dropout": 1.5}, "lora.dropout: 1.5 is out of range; it must be below 1"),
+    ({"train.max_steps": 0}, "train.max_steps: 0 trains nothing; give at least 1, or -1 to train num_train_epochs"),
+    ({"train.max_steps": -2}, "train.max_steps: -2 is out of range; it must be at least -1"),
+    ({"train.learning_rate": 0}, "train.learning_rate: 0.0 is out of range; it must be above 0"),
+    ({"train.num_train_epochs": 0}, "train.num_train_epochs: 0.0 is out of range; it must be above 0"),
+    ({"train.per_device_train_batch_size": 0}, "train.per_device_train_batch_size: 0 is out of range; it must be at least 1"),
+    ({"train.gradient_accumulation_steps": 0}, "train.gradient_accumulation_steps: 0 is out of range; it must be at least 1"),
+    ({"train.warmup_steps": -1}, "train.warmup_steps: -1 is out of range; it must be at least 0"),
+    ({"train.weight_decay": -0.01}, "train.weight_decay: -0.01 is out of range; it must be at least 0"),
+    ({"train.logging_steps": 0}, "train.logging_steps: 0 is out of range; it must be at least 1"),
+    ({"train.eval_steps": 0}, "train.eval_steps: 0 is out of range; it must be at least 1"),
+    ({"train.save_steps": -100}, "train.save_steps: -100 is out of range; it must be at least 1"),
+    ({"train.save_total_limit": 0}, "train.save_total_limit: 0 is out of range; it must be at least 1"),
+    ({"export.verify_tokens": 0}, "export.verify_tokens: 0 is out of range; it must be at least 1"),
+    ({"train.max_steps": "10"}, "train.max_steps: expected int, got str ('10')"),
+    ({"train.max_stepz": 10}, "unknown key train.max_stepz; did you mean train.max_steps?"),
+    ({"data.reasoning": "every"}, "data.reasoning: 'every' is not one of as_template, every_turn, inline"),
+]
+
+
+@pytest.mark.parametrize("override, message", OUT_OF_RANGE, ids=[next(iter(o)) + "=" + repr(next(iter(o.values())))
+                                                                  for o, _ in OUT_OF_RANGE])
+def test_a_value_out_of_range_is_refused_when_the_recipe_loads(override, message):
+    from kit.recipes import recipe_path
+
+    with pytest.raises(RecipeError) as e:
+        load_recipe("tiny-demo", override)
+    assert str(e.value) == f"{recipe_path('tiny-demo')} with overrides: {message}"
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"model:\n  id: a\n  family: qwen3\nmodel:\n  id: b\n", "line 4: key 'model' is given twice; keep one"),
+    (b"train:\n  max_steps: 5\n  max_steps: 6\n", "line 3: key 'max_steps' is given twice; keep one"),
+    (b"description: caf\xe9\n", "not UTF-8 text (byte 16); save it as UTF-8"),
+    (b"model: [unclosed\n", None),
+])
+def test_a_broken_recipe_file_is_one_line_naming_it(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(text)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(path))
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"{path}: ")
+    if message:
+        assert str(e.value) == f"{path}: {message}"
+    else:
+        assert str(e.value).startswith(f"{path}: not valid YAML: ")
+
+
+def test_a_duplicate_key_in_yaml_overrides_is_refused():
+    with pytest.raises(RecipeError, match="overrides: not valid YAML: line 2: key 'max_steps' is given twice"):
+        load_recipe("tiny-demo", "max_steps: 1\nmax_steps: 2")
+
+
+def recipe_for(tmp_path, source, **data):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"model": {"id": "builtin:tiny-qwen3", "family": "qwen3"},
+                                    "data": {"source": str(source), **data}}))
+    return str(path)
+
+
+GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("dup.jsonl", json.dumps(GOOD) + "\n" + '{"messages": [], "messages": []}\n',
+     "{path}: line 2: key 'messages' is given twice in one object; keep one"),
+    ("dup.json", '[{"messages": [], "messages": []}]', "{path}: key 'messages' is given twice in one object; keep one"),
+    ("bad.jsonl", json.dumps(GOOD) + "\n{not json\n", "{path}: line 2: invalid JSON: Expecting property name enclosed in double quotes"),
+    ("cell.csv", 'messages\n"[{""role"": ""user"", ""content"": ""hi""}"\n',
+     "{path}: row 1: messages must be a list, got text that is not valid JSON (Expecting ',' delimiter at character 34)"),
+])
+def test_a_broken_data_file_is_one_line_naming_file_and_row(tmp_path, runs_dir, name, content, message):
+    source = tmp_path / name
+    source.write_text(content)
+    with pytest.raises(DataError) as e:
+        prepare(recipe_for(tmp_path, source))
+    assert str(e.value) == message.format(path=source)
+    assert not runs_dir.exists() or not any(runs_dir.rglob("recipe.yaml"))
+
+
+def test_a_bad_override_on_the_command_line_is_one_line(tmp_path):
+    from .conftest import pipeline
+
+    result = pipeline(tmp_path, "tiny-demo", "-o", "train.max_steps=[", "--stages", "prepare")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("argument -o/--override: override 'train.max_steps=[': the value is not valid YAML "
+            "(expected the node content, but found '<stream end>')") in result.stderr
+    assert not (tmp_path / "tiny-demo").exists()
