@@ -382,7 +382,8 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
         table = None
     encoded = iter(_ids_and_labels(tokenizer, table, r, e)
                    for r, e in zip(masked, encode_whole(tokenizer, [r.text for r in masked], offsets=table is None)))
-    checked = (supervision_error(tokenizer, r, ex) or ex for r, ex in zip(masked, encoded))
+    examples = list(encoded)
+    checked = iter(error or ex for error, ex in zip(supervision_errors(tokenizer, masked, examples), examples))
     return [r if isinstance(r, MaskError) else next(checked) for r in rendered]
 
 
@@ -390,8 +391,25 @@ def supervision_error(tokenizer, rendered: Rendered, example: dict) -> Supervisi
     """Each trained turn's expected texts (rendered reasoning, then answer) must appear, in
     order, inside the supervised tokens, read back by decoding them: a check on the labels that
     does not trust how the spans were found."""
+    return supervision_errors(tokenizer, [rendered], [example])[0]
+
+
+def supervision_errors(tokenizer, rendered: list[Rendered], examples: list[dict]) -> list[SupervisionError | None]:
+    """``supervision_error`` for many conversations, their supervised runs decoded in one call."""
+    runs = [_supervised_runs(ex["input_ids"], ex["labels"]) for ex in examples]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    flat = [run for row in runs for run in row]
+    texts = iter(backend.decode_batch(flat, skip_special_tokens=False) if backend is not None else
+                 tokenizer.batch_decode(flat, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+    # Decoding gives the text as the tokenizer's normalizer left it (Qwen's: NFC).
+    normalizer = getattr(backend, "normalizer", None)
+    normalize = normalizer.normalize_str if normalizer is not None else (lambda text: text)
+    return [_first_unsupervised("\0".join(next(texts) for _ in row), r.expected, normalize) for r, row in zip(rendered, runs)]
+
+
+def _supervised_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
     runs, current = [], []
-    for token, label in zip(example["input_ids"], example["labels"]):
+    for token, label in zip(ids, labels):
         if label != IGNORE_INDEX:
             current.append(token)
         elif current:
@@ -399,14 +417,12 @@ def supervision_error(tokenizer, rendered: Rendered, example: dict) -> Supervisi
             current = []
     if current:
         runs.append(current)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    texts = (backend.decode_batch(runs, skip_special_tokens=False) if backend is not None else
-             tokenizer.batch_decode(runs, skip_special_tokens=False, clean_up_tokenization_spaces=False))
-    # Decoding gives the text as the tokenizer's normalizer left it (Qwen's: NFC).
-    normalizer = getattr(backend, "normalizer", None)
-    normalize = normalizer.normalize_str if normalizer is not None else (lambda text: text)
-    supervised, pos = "\0".join(texts), 0  # a piece may not run across unsupervised tokens
-    for i, pieces in rendered.expected:
+    return runs
+
+
+def _first_unsupervised(supervised: str, expected, normalize) -> SupervisionError | None:
+    pos = 0  # runs are joined by NUL: a piece may not run across unsupervised tokens
+    for i, pieces in expected:
         for piece in map(normalize, pieces):
             at = supervised.find(piece, pos)
             if at < 0:
