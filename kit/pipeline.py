@@ -42,8 +42,10 @@ def run_pipeline(recipe: str, overrides: dict | None = None, run_id: str | None 
             out = Path(tmp) / f"{stage}.ipynb"
             try:
                 run_notebook(stage, out, {"recipe": recipe, "run": run_id, **params[stage]})
-            finally:
-                dest = _keep_executed(name, run_id, out)
+            except BaseException:
+                _keep_executed(name, run_id, out, failed=True)
+                raise
+            dest = _keep_executed(name, run_id, out, failed=False)
         timings[stage] = round(time.time() - started, 1)
         print(f"[pipeline] {stage}: {timings[stage]} s → {dest}", flush=True)
     run = find_run(name, run_id)
@@ -71,7 +73,10 @@ def plan(recipe_name: str, stages: tuple[str, ...], overrides: dict, run_id: str
     return run_id, params
 
 
-def _keep_executed(recipe_name: str, run_id: str, out: Path) -> Path | None:
+def _keep_executed(recipe_name: str, run_id: str, out: Path, failed: bool) -> Path | None:
+    """Keep an executed notebook in the run, never over another: a failed attempt is kept as
+    ``<stage>.failed-<time>.ipynb``; a good one is ``<stage>.ipynb``, and an earlier good one it
+    replaces (a stage run again) is kept as ``<stage>.replaced-<time>.ipynb``."""
     try:
         run = find_run(recipe_name, run_id)
     except ValueError:
@@ -79,7 +84,12 @@ def _keep_executed(recipe_name: str, run_id: str, out: Path) -> Path | None:
     if not out.exists():
         return None
     run.notebooks_dir.mkdir(exist_ok=True)
-    return Path(shutil.move(str(out), run.notebooks_dir / out.name))
+    dest = run.notebooks_dir / out.name
+    if failed:
+        dest = dest.with_name(f"{out.stem}.failed-{new_run_id()}.ipynb")
+    elif dest.exists():
+        dest.rename(dest.with_name(f"{out.stem}.replaced-{new_run_id()}.ipynb"))
+    return Path(shutil.move(str(out), dest))
 
 
 def _parse_override(text: str) -> tuple[str, object]:

@@ -54,6 +54,15 @@ def test_later_stages_continue_the_newest_run_with_their_overrides(runs_dir):
     assert sorted(p.name for p in (run / "notebooks").iterdir()) == ["prepare.ipynb", "train.ipynb"]
     assert not older.notebooks_dir.exists() and "overrides" not in older.manifest()
 
+    # Stages run again on this run are refused, and their failed notebooks are kept beside the
+    # good ones, never over them.
+    good = {p.name: p.read_bytes() for p in (run / "notebooks").iterdir()}
+    assert pipeline(runs_dir, "tiny-demo", "--stages", "prepare", "--run", "bench").returncode == 1
+    assert pipeline(runs_dir, "tiny-demo", "--stages", "train", "--run", "bench").returncode == 1
+    kept = {p.name: p.read_bytes() for p in (run / "notebooks").iterdir()}
+    assert {name: kept[name] for name in good} == good
+    assert sorted(name.split(".failed-")[0] for name in set(kept) - set(good)) == ["prepare", "train"]
+
 
 def test_overrides_that_a_later_stage_cannot_take_fail_before_any_notebook(runs_dir):
     run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "bench")
