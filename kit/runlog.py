@@ -101,6 +101,7 @@ def _stream_handlers(streams) -> list[logging.StreamHandler]:
                                        if isinstance(lg, logging.Logger)]
     return [h for lg in loggers for h in lg.handlers
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+            and not isinstance(type(h).__dict__.get("stream"), property)  # logging's _StderrHandler
             and any(h.stream is s for s in streams)]
 
 

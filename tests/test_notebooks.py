@@ -22,6 +22,7 @@ def fresh_log(tmp_path, monkeypatch):
 
 def test_quiet_sends_warnings_python_and_c_output_to_the_run_log(fresh_log, capfd):
     libc = ctypes.CDLL(None)
+    logging.getLogger("other.library").addHandler(logging._StderrHandler())  # its stream is read-only: left alone
     with runlog.quiet("noisy call"):
         warnings.warn("a library warning", UserWarning)
         print("a library banner")
