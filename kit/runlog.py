@@ -4,11 +4,11 @@
   show as one line ``ErrorType: message`` (the cell still fails); progress bars are text bars, which a
   saved notebook shows in their final state (widget bars are saved frozen at 0%).
 - ``with quiet():`` around a noisy call (imports, model loading, training): Python warnings, the
-  loggers writing to the console, C-level output (file descriptors 1 and 2: llama.cpp, subprocesses)
-  and, unless ``python_output=False``, Python's ``sys.stdout`` / ``sys.stderr`` go to the log; the
-  notebook gets one line saying how much went there. ``python_output=False`` keeps the kit's own
-  prints and progress bars in the notebook (in a Jupyter kernel they do not pass through the file
-  descriptors), e.g. around the merge, whose llama.cpp output is C-level.
+  loggers writing to the console, ``sys.stderr``, ``sys.stdout`` unless ``keep_stdout`` and C-level
+  output (file descriptors 1 and 2: subprocesses, C libraries) go to the log; the notebook gets one line
+  saying how much went there. ``keep_stdout=True`` keeps the kit's own prints in the notebook (in a
+  Jupyter kernel they do not pass through file descriptor 1), e.g. around the merge, whose llama.cpp
+  messages reach ``sys.stderr`` through llama-cpp-python's log callback.
 - ``adopt(run)``: the run whose ``run.log`` receives everything; text captured before a run is known
   (the import cell, prepare before it creates the run) is kept and written there first.
 
@@ -106,7 +106,7 @@ def _stream_handlers(streams) -> list[logging.StreamHandler]:
 
 
 @contextlib.contextmanager
-def quiet(label: str = "", python_output: bool = True):
+def quiet(label: str = "", keep_stdout: bool = False):
     """Library output inside the block → the run's log; afterwards one line in the notebook saying how
     many lines went there. Exceptions pass through unchanged (the kit's errors stay visible)."""
     for stream in (sys.stdout, sys.stderr):
@@ -128,8 +128,9 @@ def quiet(label: str = "", python_output: bool = True):
         with warnings.catch_warnings():
             warnings.showwarning = lambda m, c, f, n, file=None, line=None: sink.write(
                 warnings.formatwarning(m, c, f, n, line))
-            if python_output:
-                sys.stdout = sys.stderr = sink
+            sys.stderr = sink
+            if not keep_stdout:
+                sys.stdout = sink
             for h, _ in handlers:
                 h.setStream(sink)
             yield

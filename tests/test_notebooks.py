@@ -39,13 +39,14 @@ def test_quiet_sends_warnings_python_and_c_output_to_the_run_log(fresh_log, capf
         assert text in log
 
 
-def test_quiet_without_python_output_keeps_the_kits_prints(fresh_log, capsys):
+def test_quiet_keep_stdout_keeps_the_kits_prints(fresh_log, capsys):
     runlog.adopt(fresh_log)
-    with runlog.quiet("export", python_output=False):
+    with runlog.quiet("export", keep_stdout=True):
         print("kit progress")  # under pytest's capsys, as in a Jupyter kernel, not through fd 1
+        print("llama.cpp log line", file=sys.stderr)
         warnings.warn("library warning")
     out = capsys.readouterr().out
-    assert "kit progress" in out and "library warning" not in out
+    assert "kit progress" in out and "library warning" not in out and "llama.cpp" not in out
     assert "library warning" in (fresh_log / "run.log").read_text()
 
 
