@@ -128,6 +128,12 @@ def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, p
     return report
 
 
+def check_predict_file(source: str | None) -> None:
+    """Read ``predict_file`` before any model is loaded: a bad one fails in a second, naming file and row."""
+    if source:
+        load_prompts(Path(source))
+
+
 def predict(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, source: str | None = None,
             progress=None) -> Path:
     """Answers to every conversation of ``source`` (JSONL/JSON of messages; default: the eval split)

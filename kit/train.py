@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from . import backend  # first: Unsloth patches trl/transformers/peft on import
 from .backend import FastLanguageModel
@@ -77,19 +78,37 @@ def final_evaluation(trainer) -> dict:
     return logged[-1] if logged else trainer.evaluate()
 
 
+def resume_checkpoint(run: Run, resume) -> str | None:
+    """The checkpoint to resume from, checked before any model is loaded. ``resume``: False/True
+    (also as the strings papermill's -p passes), "latest", a checkpoint name (checkpoint-N) of this
+    run, or a checkpoint path."""
+    if isinstance(resume, str) and resume.strip().lower() in ("true", "false", ""):
+        resume = resume.strip().lower() == "true"
+    if resume is False or resume is None:
+        return None
+    saved = [c for c in list_checkpoints(run) if c.name != "final"]
+    if resume is True or resume == "latest":
+        if not saved:
+            raise RunError(f"resume: {run.checkpoints_dir} has no checkpoint to resume from")
+        return str(saved[-1].path)
+    if not isinstance(resume, str):
+        raise RunError(f"resume: expected true, false, latest or a checkpoint name, got {type(resume).__name__} ({resume!r})")
+    named = next((c for c in saved if c.name == resume), None)
+    if named is not None:
+        return str(named.path)
+    if "/" in resume and (Path(resume) / "trainer_state.json").exists():
+        return resume
+    raise RunError(f"resume: no checkpoint {resume!r} in {run.checkpoints_dir} "
+                   f"(have: {', '.join(c.name for c in saved) or 'none'}); give true, latest or one of those")
+
+
 def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
     """Train and save the adapter into the run. ``resume``: True for the latest checkpoint, or a
     checkpoint path. Refuses to replace an adapter the run already has."""
     if run.adapter_dir.exists():
         raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
                        "the prepare notebook (runs are never overwritten).")
-    if resume is True:
-        saved = [c for c in list_checkpoints(run) if c.name != "final"]
-        if not saved:
-            raise RunError(f"resume=True but {run.checkpoints_dir} has no checkpoint")
-        resume_from = str(saved[-1].path)
-    else:
-        resume_from = resume or None
+    resume_from = resume_checkpoint(run, resume)
 
     model, tokenizer = load_base(recipe)
     model = add_lora(model, recipe)

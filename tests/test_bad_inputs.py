@@ -110,3 +110,33 @@ def test_a_bad_override_on_the_command_line_is_one_line(tmp_path):
     assert ("argument -o/--override: override 'train.max_steps=[': the value is not valid YAML "
             "(expected the node content, but found '<stream end>')") in result.stderr
     assert not (tmp_path / "tiny-demo").exists()
+
+
+def test_resume_is_checked_before_any_model_loads(runs_dir):
+    from kit.runs import RunError, create_run
+    from kit.train import resume_checkpoint
+
+    run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "r")
+    assert resume_checkpoint(run, False) is None and resume_checkpoint(run, "false") is None
+    for value, message in [
+        ("true", f"resume: {run.checkpoints_dir} has no checkpoint to resume from"),
+        (True, f"resume: {run.checkpoints_dir} has no checkpoint to resume from"),
+        ("checkpoint-7", f"resume: no checkpoint 'checkpoint-7' in {run.checkpoints_dir} (have: none); "
+                         "give true, latest or one of those"),
+        (3, "resume: expected true, false, latest or a checkpoint name, got int (3)"),
+    ]:
+        with pytest.raises(RunError) as e:
+            resume_checkpoint(run, value)
+        assert str(e.value) == message
+    assert not run.checkpoints_dir.exists()  # nothing created by a refused resume
+
+
+def test_a_bad_predict_file_is_refused_before_any_model_loads(tmp_path):
+    from kit.evaluate import check_predict_file
+
+    check_predict_file("")  # none: the eval split
+    with pytest.raises(DataError, match=r"nowhere\.jsonl does not exist"):
+        check_predict_file(str(tmp_path / "nowhere.jsonl"))
+    (tmp_path / "p.jsonl").write_text('{"messages": [{"role": "user", "content": 5}]}\n')
+    with pytest.raises(DataError, match=r"p\.jsonl: row 1: "):
+        check_predict_file(str(tmp_path / "p.jsonl"))
