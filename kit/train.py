@@ -2,6 +2,7 @@
 assistant-only labels built by ``kit.chat``; checkpoints, TensorBoard, metrics.jsonl, adapter."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from .checkpoints import list_checkpoints
 from .data import held_out_prompts, read_jsonl
 from .families import ensure_chat_template, family_for
 from .prepare import tokenize_rows
-from .runs import Run, RunError
+from .runs import Run, RunError, new_run_id, write_text_atomic
 
 from datasets import Dataset  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
@@ -78,6 +79,38 @@ def final_evaluation(trainer) -> dict:
     return logged[-1] if logged else trainer.evaluate()
 
 
+def set_aside_steps_after(metrics_path: Path, step: int) -> Path | None:
+    """Before resuming from ``step``: the records a killed process wrote after it move to
+    ``metrics.before-resume-<time>.jsonl`` (kept, not lost), so metrics.jsonl holds each step once."""
+    if not metrics_path.exists():
+        return None
+    lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    later = [line for line in lines if json.loads(line).get("step", 0) > step]
+    if not later:
+        return None
+    aside = metrics_path.with_name(f"metrics.before-resume-{new_run_id()}.jsonl")
+    aside.write_text("".join(later), encoding="utf-8")
+    write_text_atomic(metrics_path, "".join(line for line in lines if json.loads(line).get("step", 0) <= step))
+    return aside
+
+
+def mean_train_loss(metrics_path: Path) -> float | None:
+    """The run's training loss over all its steps, from metrics.jsonl: each logged loss (a mean
+    over the steps since the previous log) weighted by its steps. transformers' own figure covers
+    only the steps of the last process, divided by all steps, when a run was resumed."""
+    losses = {}
+    for line in (metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []):
+        record = json.loads(line)
+        if "loss" in record:
+            losses[record["step"]] = record["loss"]  # a step logged twice: the later record
+    total, previous, weighted = 0, 0, 0.0
+    for step in sorted(losses):
+        weighted += losses[step] * (step - previous)
+        total += step - previous
+        previous = step
+    return weighted / total if total else None
+
+
 def resume_checkpoint(run: Run, resume) -> str | None:
     """The checkpoint to resume from, checked before any model is loaded. ``resume``: False/True
     (also as the strings papermill's -p passes), "latest", a checkpoint name (checkpoint-N) of this
@@ -109,6 +142,9 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
         raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
                        "the prepare notebook (runs are never overwritten).")
     resume_from = resume_checkpoint(run, resume)
+    if resume_from:
+        state = json.loads((Path(resume_from) / "trainer_state.json").read_text(encoding="utf-8"))
+        set_aside_steps_after(run.metrics_path, state["global_step"])
 
     model, tokenizer = load_base(recipe)
     model = add_lora(model, recipe)
@@ -134,7 +170,7 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
     tokenizer.save_pretrained(str(tmp))
     tmp.rename(run.adapter_dir)
 
-    summary = {"global_step": result.global_step, "train_loss": result.training_loss,
+    summary = {"global_step": result.global_step, "train_loss": mean_train_loss(run.metrics_path),
                "eval_loss": final_eval.get("eval_loss"), "train_runtime_s": result.metrics.get("train_runtime"),
                "resumed_from": resume_from, "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     run.update_manifest({"device": backend.device_name(), "train": summary})

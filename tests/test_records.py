@@ -1,0 +1,32 @@
+"""What a resumed run records: each step once in metrics.jsonl (the killed process's later steps
+kept aside), and a train loss over all the run's steps."""
+import json
+
+import pytest
+
+from kit.train import mean_train_loss, set_aside_steps_after
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_steps_after_the_checkpoint_are_set_aside_not_lost(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    killed = [{"step": s, "loss": 5.0 - s / 100} for s in range(10, 170, 10)] + [{"step": 100, "eval_loss": 3.9}]
+    write(metrics, killed)
+    aside = set_aside_steps_after(metrics, 100)
+    kept = [json.loads(line) for line in metrics.read_text().splitlines()]
+    moved = [json.loads(line) for line in aside.read_text().splitlines()]
+    assert [r["step"] for r in kept] == list(range(10, 110, 10)) + [100]
+    assert [r["step"] for r in moved] == list(range(110, 170, 10))
+    assert sorted(map(json.dumps, kept + moved)) == sorted(map(json.dumps, killed))  # nothing lost
+    assert aside.name.startswith("metrics.before-resume-") and set_aside_steps_after(metrics, 100) is None
+
+
+def test_the_train_loss_is_the_mean_over_all_steps(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    # logged every 10 steps, except a last log after 5 steps; an eval record has no loss
+    write(metrics, [{"step": 10, "loss": 4.0}, {"step": 20, "loss": 2.0}, {"step": 20, "eval_loss": 9.0},
+                    {"step": 25, "loss": 1.0}])
+    assert mean_train_loss(metrics) == pytest.approx((4.0 * 10 + 2.0 * 10 + 1.0 * 5) / 25)
