@@ -37,19 +37,21 @@ def default_optim() -> str:
     return "adamw_8bit" if HAS_GPU else "adamw_torch"
 
 
-def merge_dtype():
-    """dtype to load base + adapter in for merging and for the merge check. On CPU float32, so the
-    check measures only the rounding of the merged 16-bit file; on GPU the model's own 16-bit dtype
-    (float32 would not fit an 8B model on one GPU)."""
-    return None if HAS_GPU else torch.float32
+def merge_dtype(stored: torch.dtype) -> torch.dtype:
+    """dtype the merge checks compute in, given the merged checkpoint's stored dtype. On CPU float32,
+    so a check sees the rounding of the 16-bit file and little else; on GPU the stored dtype itself
+    (float32 would not fit an 8B model on one GPU), float16 where the GPU has no bfloat16."""
+    if not HAS_GPU:
+        return torch.float32
+    return torch.float16 if stored == torch.bfloat16 and not torch.cuda.is_bf16_supported() else stored
 
 
-def load_merged(path: str):
-    """A merged checkpoint with plain transformers, for the merge checks: on the GPU where there is
-    one (the checks size themselves by free GPU memory there), in float32 on CPU."""
+def load_merged(path: str, dtype: torch.dtype):
+    """A merged checkpoint with plain transformers, for the merge checks, in ``dtype``: on the GPU
+    where there is one (the checks size themselves by free GPU memory there)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=merge_dtype() or "auto", device_map="cuda" if HAS_GPU else "cpu")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map="cuda" if HAS_GPU else "cpu")
 
 
 def free_memory_bytes() -> int:

@@ -1,7 +1,7 @@
 """Merge a LoRA adapter into its base checkpoint shard by shard, without loading the model.
 
 Each base shard is read, every weight the adapter targets becomes ``W + scale · B @ A`` (float32,
-then the shard's 16-bit dtype), and the shard is written under the same name: peak memory is one
+then ``merged_dtype``), and the shard is written under the same name: peak memory is one
 shard plus the adapter, whatever the model's size, and the output is sharded like the base (with
 its index). This is the arithmetic PEFT's ``merge_and_unload`` does for plain LoRA; adapters it
 does not cover (DoRA, fully trained ``modules_to_save``, a quantized base checkpoint) raise
@@ -62,6 +62,40 @@ def parameter_count(directory: Path) -> int:
     return total
 
 
+def merged_dtype(config: dict) -> torch.dtype:
+    """The dtype a merged checkpoint is stored in, decided from the base checkpoint's config alone so
+    that every merge route writes the same one whatever dtype it computed in: the base's own 16-bit
+    dtype (``dtype``, ``torch_dtype`` in older configs; a pre-quantized checkpoint states the dtype it
+    was quantized from), and bfloat16 for a float32 or unstated one (float32's range in 16 bits)."""
+    return torch.float16 if stated_dtype(config) == "float16" else torch.bfloat16
+
+
+def stated_dtype(config: dict) -> str:
+    """The dtype a config says its checkpoint is stored in (float32 when it says none, as transformers reads it)."""
+    return dtype_name(config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def cast_checkpoint(directory: Path, dtype: torch.dtype) -> None:
+    """Rewrite a checkpoint's 16-bit tensors in ``dtype``, shard by shard, and its config's dtype; a
+    checkpoint already stored in ``dtype`` is left as it is. (A second rounding: a last resort for a
+    writer that chose its own dtype; the tensor check measures what it cost.)"""
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if stated_dtype(config) == dtype_name(dtype):
+        return
+    for file, names in names_by_file(tensor_files(directory)).items():
+        with safe_open(str(file), "pt") as f:
+            shard = {name: f.get_tensor(name) for name in names}
+        shard = {name: t.to(dtype) if t.dtype in (torch.float16, torch.bfloat16) else t for name, t in shard.items()}
+        save_file(shard, str(file), metadata={"format": "pt"})
+    config["dtype"] = dtype_name(dtype)
+    config.pop("torch_dtype", None)
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def lora_scales(config: dict, lora: dict[str, torch.Tensor]) -> dict[str, float]:
     """Scale per module: alpha / r (alpha / sqrt(r) with rsLoRA), with ``rank_pattern`` and
     ``alpha_pattern`` resolved by PEFT's own matcher; r must be the rank the A matrix has."""
@@ -112,22 +146,23 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
 
     from tqdm.auto import tqdm
 
-    # Tensors keep their stored dtype (a model may keep some in float32 on purpose), except that a
-    # checkpoint stored in float32 as a whole is written in bfloat16: the output is 16-bit.
-    stored = config.get("dtype") or config.get("torch_dtype")
-    widen_to = torch.bfloat16 if stored in (None, "float32") else None
+    # Every floating tensor is written in the merged dtype, except float32 ones in a 16-bit checkpoint:
+    # a model may keep some in float32 on purpose (transformers' _keep_in_fp32_modules).
+    dtype = merged_dtype(config)
+    whole_float32 = stated_dtype(config) == "float32"
     out_dir.mkdir(parents=True)
     for file, names in tqdm(by_file.items(), desc="merging shards", unit="shard", disable=not progress):
         shard = {}
         with safe_open(str(file), "pt") as f:
             for name in names:
                 weight = f.get_tensor(name)
-                dtype = widen_to if widen_to is not None and weight.dtype == torch.float32 else weight.dtype
+                keep = not weight.is_floating_point() or (weight.dtype == torch.float32 and not whole_float32)
+                out_dtype = weight.dtype if keep else dtype
                 if name in targets:
                     module = targets[name]
                     a, b = lora[f"{module}.lora_A.weight"].float(), lora[f"{module}.lora_B.weight"].float()
                     weight = weight.float().addmm_(b, a, alpha=scales[module])
-                shard[name] = weight.to(dtype).contiguous()
+                shard[name] = weight.to(out_dtype).contiguous()
         save_file(shard, str(out_dir / file.name), metadata={"format": "pt"})
         del shard  # one shard in memory at a time
 
@@ -139,8 +174,8 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
     for name in COPIED_FILES:
         if (base_dir / name).exists():
             shutil.copy2(base_dir / name, out_dir / name)
-    if widen_to is not None:  # the stored dtype, as transformers writes it
-        config["dtype"] = str(widen_to).removeprefix("torch.")
+    if config.get("dtype") != dtype_name(dtype):  # the stored dtype, as transformers writes it
+        config["dtype"] = dtype_name(dtype)
         config.pop("torch_dtype", None)
         (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return {"method": "streaming", "shards": len(by_file), "lora_modules_merged": len(scales)}

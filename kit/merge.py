@@ -1,10 +1,13 @@
 """merge: LoRA adapter + base → merged 16-bit safetensors, verified, then GGUF and a Modelfile.
 
-The merge streams the base checkpoint shard by shard (``kit.lora_merge``). Two checks: every merged
-tensor against base + adapter, one tensor at a time (``kit.merge_check``), and, where memory allows,
-the merged files loaded back with plain transformers against base + adapter run through Unsloth and
-PEFT, logits on held-out prompts; a merge that lost or mis-scaled the adapter shows up as a
-difference of the size of the adapter's own effect, which is recorded beside it.
+The merge streams the base checkpoint shard by shard (``kit.lora_merge``), in the dtype
+``merged_dtype`` decides from the base's config (the Unsloth route writes the same). Two checks:
+every merged tensor against base + adapter, one tensor at a time (``kit.merge_check``), and, where
+memory allows, the merged files loaded back with plain transformers against base + adapter run
+through Unsloth and PEFT, logits on held-out prompts, judged against a noise floor measured in the
+same run, device and dtype (a correct merge's rounding) rather than an absolute tolerance; the
+adapter's own effect is recorded beside it. Then the QLoRA gap: eval loss of the merged 16-bit
+model against the 4-bit base + adapter that training saw.
 """
 from __future__ import annotations
 
@@ -37,9 +40,10 @@ def _max_abs_diff(a, b) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
-def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference_ids: list[list[int]],
-                overwrite: bool = False) -> dict:
-    """GGUF files of the merged model, each loaded back in llama.cpp and compared with it."""
+def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference_ids: list[list[int]] | None,
+                dtype: torch.dtype, overwrite: bool = False) -> dict:
+    """GGUF files of the merged model, each loaded back in llama.cpp and compared with it (the merged
+    model loaded in ``dtype``)."""
     from . import gguf
     from .metrics import shows_behavior
 
@@ -52,17 +56,18 @@ def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference
                           recipe["export"]["verify_tokens"]) for t, p in paths.items()}
     generated = {t: g.pop("decided") for t, g in out.items()}
     if reference_ids is not None:  # the merged model fits in memory: judge each llama.cpp token by it
-        for t, gaps in _decision_gaps(run.merged_dir, tokenizer, prompts, generated).items():
+        for t, gaps in _decision_gaps(run.merged_dir, dtype, tokenizer, prompts, generated).items():
             out[t].update(gaps)
     return out
 
 
 @torch.no_grad()
-def _decision_gaps(merged_dir: Path, tokenizer, prompts: list[str], generated: dict[str, list[list[int]]]) -> dict:
+def _decision_gaps(merged_dir: Path, dtype: torch.dtype, tokenizer, prompts: list[str],
+                   generated: dict[str, list[list[int]]]) -> dict:
     """Teacher-forced: llama.cpp's tokens fed to the merged HF model; at each step, how far below
     HF's best logit is the token llama.cpp chose (0: HF's own greedy choice). Separates a real
     difference from a near-tie that rounding flipped and that then changes everything after it."""
-    model = backend.load_merged(str(merged_dir))
+    model = backend.load_merged(str(merged_dir), dtype)
     out = {}
     for kind, continuations in generated.items():
         decisions = equal = 0
@@ -142,52 +147,132 @@ def _local_checkpoint(model_id: str) -> Path:
     return path
 
 
-def _load_adapter_model(run: Run, recipe: dict):
-    """Base + the run's adapter through Unsloth, unquantized, in the merge dtype."""
-    return backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"],
-                              load_in_4bit=False, dtype=backend.merge_dtype())
+def base_config(model_id: str) -> dict:
+    """The base checkpoint's config (a Hub id's through transformers: its cache, else the Hub)."""
+    from transformers import AutoConfig
+
+    from .tiny import resolve_model_id
+
+    path = Path(resolve_model_id(model_id))
+    if (path / "config.json").exists():
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    return AutoConfig.from_pretrained(str(path)).to_dict()
 
 
-def _merge_with_unsloth(run: Run, recipe: dict, out: Path) -> tuple[int, object]:
+def _load_adapter_model(run: Run, recipe: dict, dtype: torch.dtype):
+    """Base + the run's adapter through Unsloth, unquantized, in ``dtype``."""
+    return backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"], load_in_4bit=False, dtype=dtype)
+
+
+def merge_with_unsloth(run: Run, recipe: dict, out: Path, stored: torch.dtype) -> tuple[int, object]:
     """The fallback: base + adapter loaded through Unsloth, merged by ``save_pretrained_merged``
-    (which fetches 16-bit base weights for pre-quantized checkpoints where the Hub is reachable)."""
-    model, tokenizer = _load_adapter_model(run, recipe)
+    (which fetches 16-bit base weights for pre-quantized checkpoints where the Hub is reachable).
+    Unsloth writes the dtype the model is loaded in (on CPU: bfloat16 where the CPU has it, else
+    float16, for a float32 model), so the model is loaded in the merged dtype."""
+    from .lora_merge import cast_checkpoint
+
+    model, tokenizer = _load_adapter_model(run, recipe, stored)
     parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     check_disk(run.path, estimate_bytes(parameters, recipe["export"]["gguf"]))
     model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+    del model
+    cast_checkpoint(out, stored)  # where Unsloth chose another dtype anyway (a GPU without bfloat16)
     return parameters, tokenizer
 
 
-def _logits_check(run: Run, recipe: dict, tmp: Path, prompts: list[str], held_out: list[dict], family) -> dict:
-    """Logits of the merged files (plain transformers) against base + adapter (Unsloth + PEFT), and
-    the merged model's greedy tokens for the GGUF comparison. One model in memory at a time."""
-    dtype = backend.merge_dtype()
-    model, tokenizer = _load_adapter_model(run, recipe)
-    # Only the adapter model's logits are kept (full vocabulary, every position); the others are
-    # compared prompt by prompt as they are computed.
-    adapter_logits = list(_logits(model, tokenizer, prompts))
+def reference_logits(run: Run, recipe: dict, tokenizer, prompts: list[str], stored: torch.dtype) -> dict:
+    """Base + the run's adapter through Unsloth and PEFT, in the check's dtype: its logits on the
+    prompts (the reference, kept), the adapter's own effect on them (adapter disabled), and the noise
+    floor: the same model merged in memory by PEFT with its weights rounded to the stored dtype (a
+    merge known to be right), compared with the reference as the merged files will be. Where the
+    base is already stored in that dtype, the base alone would show no rounding at all; a merged
+    weight is always rounded. One model in memory."""
+    from .merge_check import compare_logits
+
+    dtype = backend.merge_dtype(stored)
+    model, _ = _load_adapter_model(run, recipe, dtype)
+    reference = list(_logits(model, tokenizer, prompts))
     with model.disable_adapter():
-        effect = _max_abs_diff(adapter_logits, _logits(model, tokenizer, prompts))
+        effect = _max_abs_diff(reference, _logits(model, tokenizer, prompts))
+    model = model.merge_and_unload()
+    for p in model.parameters():  # float32 ones a 16-bit checkpoint keeps too: the floor errs high, not low
+        p.data = p.data.to(stored).to(p.dtype)
+    floor = compare_logits(reference, _logits(model, tokenizer, prompts))
     del model
-    merged = backend.load_merged(str(tmp))
-    diff = _max_abs_diff(_logits(merged, tokenizer, prompts), adapter_logits)
-    del adapter_logits
-    # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
-    greedy = [a.ids for a in generate(merged, tokenizer, family, [p["messages"] for p in held_out],
-                                      max_new_tokens=recipe["export"]["verify_tokens"], batch_size=1)[0]]
-    del merged
-    return {"merged_max_abs_logit_diff": diff, "adapter_max_abs_logit_effect": effect,
-            "ok": diff <= recipe["export"]["logit_tolerance"], "compute_dtype": str(dtype or "model default"),
-            "greedy": greedy}
+    return {"logits": reference, "dtype": dtype, "stored_dtype": stored, "noise_floor": floor,
+            "adapter_max_abs_logit_effect": effect}
+
+
+def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict:
+    """The merged model's logits against the reference, judged against the noise floor
+    (``kit.merge_check.judge_logits``), with what was compared, in which dtype, on which device."""
+    from .lora_merge import dtype_name
+    from .merge_check import compare_logits, judge_logits, top1_margins
+
+    logits, dtype = reference["logits"], reference["dtype"]
+    result = compare_logits(logits, _logits(merged, tokenizer, prompts))
+    resolution = torch.finfo(dtype).eps * max(float(r.abs().max()) for r in logits)
+    stored = dtype_name(reference["stored_dtype"])
+    return {
+        "compared": f"merged files loaded with transformers vs base + adapter (Unsloth + PEFT): next-token logits "
+                    f"at all {result['positions']} positions of {len(prompts)} held-out prompts, whole vocabulary",
+        "noise_floor_from": f"base + adapter merged in memory by PEFT, weights rounded to {stored}, vs base + adapter",
+        "device": backend.device_name(), "compute_dtype": dtype_name(dtype), "stored_dtype": stored,
+        "merged": result, "noise_floor": reference["noise_floor"],
+        "adapter_max_abs_logit_effect": reference["adapter_max_abs_logit_effect"], "resolution": resolution,
+        **judge_logits(result, reference["noise_floor"], top1_margins(logits), resolution),
+    }
+
+
+QLORA_GAP_ROWS = 16  # held-out conversations: a few, since it costs one more model load
+
+
+def qlora_gap(run: Run, recipe: dict, tokenizer, rows: list[dict], merged_loss: float) -> dict:
+    """Eval loss of the merged 16-bit model (``merged_loss``, on ``rows``) against the 4-bit base +
+    adapter that training saw: the adapter was fitted to the quantized base, and the merge puts it on
+    the 16-bit one. Loads that model (smaller than the 16-bit one) once the merged one is gone."""
+    from .evaluate import token_loss
+
+    model, _ = backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"], load_in_4bit=True)
+    qlora_loss = token_loss(model, tokenizer, family_for(recipe), rows, recipe["data"]["train_on"])
+    del model
+    return {"rows": len(rows), "merged_16bit_eval_loss": merged_loss, "qlora_eval_loss": qlora_loss,
+            "gap": merged_loss - qlora_loss}
+
+
+def _model_checks(run: Run, recipe: dict, merged_dir: Path, tokenizer, prompts: list[str], held_out: list[dict],
+                  stored: torch.dtype, stages: dict) -> tuple[dict, list[list[int]], dict]:
+    """The checks that load models, one at a time: the logits check, the merged model's greedy tokens
+    (for the GGUF comparison) and its eval loss, then the QLoRA gap."""
+    from .evaluate import token_loss
+
+    with measured(stages, "logits_check"):
+        reference = reference_logits(run, recipe, tokenizer, prompts, stored)
+        merged = backend.load_merged(str(merged_dir), reference["dtype"])
+        logits = check_logits(reference, merged, tokenizer, prompts)
+        del reference
+        # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
+        greedy = [a.ids for a in generate(merged, tokenizer, family_for(recipe), [p["messages"] for p in held_out],
+                                          max_new_tokens=recipe["export"]["verify_tokens"], batch_size=1)[0]]
+    with measured(stages, "qlora_gap"):
+        if recipe["model"]["load_in_4bit"]:
+            rows = read_jsonl(run.data_dir / "eval.jsonl")[:QLORA_GAP_ROWS]
+            loss = token_loss(merged, tokenizer, family_for(recipe), rows, recipe["data"]["train_on"])
+            del merged
+            gap = qlora_gap(run, recipe, tokenizer, rows, loss)
+        else:
+            gap = {"skipped": "trained on the 16-bit base (model.load_in_4bit: false): no quantization gap"}
+    return logits, greedy, gap
 
 
 def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     """Merged 16-bit weights in ``merged/`` (streamed shard by shard where the base checkpoint is
-    local, else through Unsloth), checked tensor by tensor and, where one model fits in free
-    memory, by logits against base + adapter; then the GGUF files and Modelfile."""
+    local, else through Unsloth), stored in the dtype ``kit.lora_merge.merged_dtype`` decides from
+    the base's config, checked tensor by tensor and, where one model fits in free memory, by logits
+    against base + adapter; then the GGUF files and Modelfile."""
     from transformers import AutoTokenizer
 
-    from .lora_merge import NotStreamable, merge_checkpoint, parameter_count
+    from .lora_merge import NotStreamable, dtype_name, merge_checkpoint, merged_dtype, parameter_count, stated_dtype
     from .merge_check import check_merged_tensors
 
     if not run.adapter_dir.exists():
@@ -197,6 +282,8 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     check_adapter_base(run, recipe)
     family = family_for(recipe)
     stages: dict = {}
+    config = base_config(recipe["model"]["id"])
+    stored = merged_dtype(config)
 
     # Write under a temporary name and rename, so merged/ is never half-written.
     tmp = run.path / ".merged.tmp"
@@ -218,7 +305,7 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
             if method_asked == "streaming":
                 raise RunError(f"export.merge_method is streaming, but {e}") from None
             print(f"Streaming merge not possible ({e}); merging with the model loaded, through Unsloth.")
-            parameters, tokenizer = _merge_with_unsloth(run, recipe, tmp)
+            parameters, tokenizer = merge_with_unsloth(run, recipe, tmp, stored)
             method = {"method": "unsloth save_pretrained_merged", "why": str(e)}
     with measured(stages, "tensor_check"):
         try:
@@ -230,23 +317,20 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe["eval"]["num_prompts"])
     prompts = [render_prompt(tokenizer, family, p["messages"]) for p in held_out]
     needed, free = logits_check_bytes(parameters), backend.free_memory_bytes()
-    with measured(stages, "logits_check"):
-        if needed <= free:
-            logits = _logits_check(run, recipe, tmp, prompts, held_out, family)
-        else:
-            logits = {"merged_max_abs_logit_diff": None, "adapter_max_abs_logit_effect": None, "ok": None, "greedy": None,
-                      "skipped": f"needs about {needed / 1e9:.1f} GB for one model at a time, {free / 1e9:.1f} GB free"}
-    greedy = logits.pop("greedy")
-    config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-    tolerance = recipe["export"]["logit_tolerance"]
+    if needed <= free:
+        logits, greedy, gap = _model_checks(run, recipe, tmp, tokenizer, prompts, held_out, stored, stages)
+    else:
+        why = f"needs about {needed / 1e9:.1f} GB for one model at a time, {free / 1e9:.1f} GB free"
+        logits, greedy, gap = {"ok": None, "skipped": why}, None, {"skipped": why}
     report = {
         **method,
-        **logits,
         "ok": tensors["ok"] is not False and logits["ok"] is not False,
-        "tolerance": tolerance,
+        "stored_dtype": dtype_name(stored),
+        "stored_dtype_from": f"the base checkpoint's config (dtype {stated_dtype(config)})",
         "tensor_check": tensors,
+        "logits_check": logits,
+        "qlora_gap": gap,
         "prompts": len(prompts),
-        "stored_dtype": config.get("dtype") or config.get("torch_dtype"),
         "merged_dir": str(run.merged_dir),
     }
     if run.merged_dir.exists():  # overwrite=True
@@ -256,20 +340,23 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     report["parameters"] = parameters
     if recipe["export"]["gguf"]:
         with measured(stages, "gguf"):
-            report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, overwrite)
+            report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, backend.merge_dtype(stored),
+                                         overwrite)
         single_turn = [p["messages"] for p in held_out if len(p["messages"]) <= 2]
         report["modelfile"] = export_modelfile(run, recipe, tokenizer, report["gguf"], single_turn)
     report["stages"] = stages
     report["peak_rss_mb"] = max(s["peak_rss_mb"] for s in stages.values())
     write_json(run.path / "merge_report.json", report)
-    run.update_manifest({"merge": {k: report[k] for k in ("method", "merged_max_abs_logit_diff", "ok", "tolerance")},
+    run.update_manifest({"merge": {"method": report["method"], "ok": report["ok"],
+                                   "stored_dtype": report["stored_dtype"],
+                                   "logits_check": logits.get("why") or logits.get("skipped")},
                          "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")}
                                      for t, g in report.get("gguf", {}).items()}})
     if tensors["ok"] is False:
         raise RunError(f"merged tensors differ from base + adapter: {tensors}; see {run.path / 'merge_report.json'}")
     if logits["ok"] is False:
-        raise RunError(f"merged logits differ from the adapter model's by {logits['merged_max_abs_logit_diff']:.3g} > "
-                       f"tolerance {tolerance:g}; see {run.path / 'merge_report.json'}")
+        raise RunError(f"merged logits are further from base + adapter than a correct merge's rounding: "
+                       f"{logits['why']}; see {run.path / 'merge_report.json'}")
     return report
 
 
@@ -287,11 +374,15 @@ def summary(report: dict) -> str:
                  f"{t['lora_modules_merged']}/{t['lora_modules']} LoRA weights = base + scale·B·A within rounding "
                  f"(max |error| {t['max_abs_error']:.3g}), {t['tensors_unchanged']} other tensors identical: "
                  + ("ok" if t["ok"] else "FAILED")))
-    if report["merged_max_abs_logit_diff"] is None:
-        lines.append(f"logits check skipped: {report['skipped']}")
-    else:
-        lines.append(f"merged logits vs adapter logits: max |diff| {report['merged_max_abs_logit_diff']:.3g} "
-                     f"(adapter effect {report['adapter_max_abs_logit_effect']:.3g}, tolerance {report['tolerance']})")
+    c = report["logits_check"]
+    lines.append("logits check: " + (c["skipped"] if c.get("skipped") else
+                 f"merged files vs base + adapter in {c['compute_dtype']} on {c['device']}: {c['why']} "
+                 f"(noise floor {c['noise_floor']['max_abs_diff']:.3g}; adapter effect "
+                 f"{c['adapter_max_abs_logit_effect']:.3g}): " + ("ok" if c["ok"] else "FAILED")))
+    g = report["qlora_gap"]
+    if not g.get("skipped"):
+        lines.append(f"QLoRA gap: eval loss {g['merged_16bit_eval_loss']:.4f} merged 16-bit vs "
+                     f"{g['qlora_eval_loss']:.4f} 4-bit base + adapter ({g['gap']:+.4f}, {g['rows']} held-out rows)")
     lines += [f"  {name}: {s['seconds']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MB"
               + (f" ({s['peak_rss_added_mb']:+.0f} MB over its start)" if s["peak_rss_added_mb"] is not None else "")
               for name, s in report["stages"].items()]

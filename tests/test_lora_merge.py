@@ -16,16 +16,25 @@ def tensors(directory):
 
 
 def test_streaming_merge_equals_unsloths_merge(demo_run, tmp_path):
-    """The demo's merged/ (streamed) against save_pretrained_merged on the adapter loaded through Unsloth."""
-    from kit import backend
+    """The demo's merged/ (streamed) against the kit's Unsloth route (save_pretrained_merged on the
+    adapter loaded through Unsloth): both stored in the dtype decided from the base's config, and
+    bit-identical. (Left to itself Unsloth on CPU writes float16 where the CPU lacks bfloat16.)"""
+    from kit import merge as M
+    from kit.lora_merge import merged_dtype
+    from kit.runs import Run
 
-    run, _ = demo_run
-    model, tokenizer = backend.load_model(str(run / "adapter"), 512, load_in_4bit=False, dtype=torch.float32)
-    model.save_pretrained_merged(str(tmp_path / "unsloth"), tokenizer, save_method="merged_16bit")
-    ours, theirs = tensors(run / "merged"), tensors(tmp_path / "unsloth")
+    run = Run(demo_run[0])
+    recipe = run.recipe(stage="merge")
+    dtype = merged_dtype(M.base_config(recipe["model"]["id"]))
+    M.merge_with_unsloth(run, recipe, tmp_path / "unsloth", dtype)
+    ours, theirs = tensors(run.merged_dir), tensors(tmp_path / "unsloth")
     assert ours.keys() == theirs.keys()
+    assert dtype == torch.bfloat16 and {t.dtype for t in ours.values()} == {t.dtype for t in theirs.values()} == {dtype}
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert json.loads((run / "merge_report.json").read_text())["method"] == "streaming"
+    for directory in (run.merged_dir, tmp_path / "unsloth"):
+        assert json.loads((directory / "config.json").read_text())["dtype"] == "bfloat16"
+    report = json.loads((run.path / "merge_report.json").read_text())
+    assert report["method"] == "streaming" and report["stored_dtype"] == "bfloat16"
 
 
 def test_a_sharded_base_gives_a_sharded_merge(demo_run, tiny_model_dir, tmp_path):
@@ -94,9 +103,10 @@ def test_the_unsloth_merge_route_is_checked_the_same_way(demo_run, runs_dir):
     run = find_run("tiny-demo", "copy")
     report = M.merge(run, run.recipe({"export.merge_method": "unsloth", "export.gguf": []}, stage="merge"))
     assert report["method"] == "unsloth save_pretrained_merged" and report["why"] == "export.merge_method is unsloth"
-    assert report["tensor_check"]["ok"] and report["ok"]
-    assert report["merged_max_abs_logit_diff"] <= report["tolerance"]
-    assert tensors(copy / "merged").keys() == tensors(run_dir / "merged").keys()
+    assert report["tensor_check"]["ok"] and report["logits_check"]["ok"] and report["ok"]
+    assert report["stored_dtype"] == "bfloat16"
+    streamed, merged = tensors(run_dir / "merged"), tensors(copy / "merged")
+    assert merged.keys() == streamed.keys() and all(torch.equal(merged[k], streamed[k]) for k in streamed)
     assert "merged by unsloth save_pretrained_merged" in M.summary(report)
 
 
@@ -126,10 +136,16 @@ def test_rank_and_alpha_patterns_are_resolved_as_peft_does(tmp_path):
         lora_scales({**config, "rank_pattern": {}}, lora)
 
 
-def test_dtypes_are_kept_except_a_float32_checkpoint_becomes_16_bit(tmp_path):
+def test_the_merged_dtype_is_the_bases_16_bit_dtype_and_float32_becomes_bfloat16(tmp_path):
+    from kit.lora_merge import cast_checkpoint, merged_dtype
+
+    assert merged_dtype({"dtype": "float16"}) == merged_dtype({"torch_dtype": "float16"}) == torch.float16
+    assert merged_dtype({"dtype": "bfloat16"}) == merged_dtype({"dtype": "float32"}) == torch.bfloat16
+    assert merged_dtype({}) == torch.bfloat16  # unstated: float32, as transformers reads it
     torch.manual_seed(0)
     weight, a, b = torch.randn(8, 8), torch.randn(4, 8), torch.randn(8, 4)
     adapter = synthetic_adapter(tmp_path / "adapter", {"q.lora_A.weight": a, "q.lora_B.weight": b})
+    # float32 tensors in a 16-bit checkpoint are kept (a model may keep some in float32 on purpose)
     mixed = synthetic_checkpoint(tmp_path / "mixed", {"q.weight": weight.bfloat16(), "router.bias": torch.randn(8)})
     merge_checkpoint(mixed, adapter, tmp_path / "out1", progress=False)
     out = tensors(tmp_path / "out1")
@@ -141,6 +157,12 @@ def test_dtypes_are_kept_except_a_float32_checkpoint_becomes_16_bit(tmp_path):
     merge_checkpoint(full, adapter, tmp_path / "out2", progress=False)
     assert {t.dtype for t in tensors(tmp_path / "out2").values()} == {torch.bfloat16}
     assert json.loads((tmp_path / "out2" / "config.json").read_text())["dtype"] == "bfloat16"
+    # A writer that chose another 16-bit dtype is converted (float32 tensors stay as they are).
+    half = synthetic_checkpoint(tmp_path / "half", {"q.weight": weight.half(), "router.bias": torch.randn(8)},
+                                dtype="float16")
+    cast_checkpoint(half, torch.bfloat16)
+    assert {k: t.dtype for k, t in tensors(half).items()} == {"q.weight": torch.bfloat16, "router.bias": torch.float32}
+    assert json.loads((half / "config.json").read_text())["dtype"] == "bfloat16"
 
 
 def test_targets_the_base_does_not_store_go_to_unsloth_and_are_not_checked(tmp_path):

@@ -32,16 +32,24 @@ def test_tuning_changes_loss_and_behaviour_on_held_out_prompts(demo_run):
 def test_merged_weights_reproduce_the_adapter_model(demo_run):
     run, _ = demo_run
     merge = read(run, "merge_report.json")
-    assert merge["ok"] and merge["merged_max_abs_logit_diff"] <= merge["tolerance"]
-    # The check is sensitive: the adapter moves logits far more than the tolerance.
-    assert merge["adapter_max_abs_logit_effect"] > 20 * merge["tolerance"]
+    check = merge["logits_check"]
+    assert merge["ok"] and check["ok"] and check["merged"]["max_abs_diff"] <= check["allowed_max_abs_diff"]
+    # Judged against a floor measured in the same run: a correct merge's bf16 rounding, seen in float32 on CPU.
+    assert check["compute_dtype"] == "float32" and check["device"].startswith("CPU")
+    assert merge["stored_dtype"] == check["stored_dtype"] == "bfloat16"  # the base checkpoint's dtype
+    assert 0 < check["noise_floor"]["max_abs_diff"] <= check["allowed_max_abs_diff"]
+    # The check is sensitive: the adapter moves logits far more than the rounding the check allows.
+    assert check["adapter_max_abs_logit_effect"] > 20 * check["allowed_max_abs_diff"]
+    # The QLoRA gap: the merged 16-bit model's eval loss beside the 4-bit base + adapter's that training saw.
+    gap = merge["qlora_gap"]
+    assert gap["rows"] == 16 and gap["gap"] == pytest.approx(gap["merged_16bit_eval_loss"] - gap["qlora_eval_loss"])
     assert (run / "merged" / "model.safetensors").stat().st_size > 1_000_000
     assert not (run / ".merged.tmp").exists()
     assert merge["peak_rss_mb"] > 100 and merge["parameters"] > 9_000_000
     # Streamed shard by shard, then every tensor checked against base + scale·B·A.
     assert merge["method"] == "streaming" and merge["tensor_check"]["ok"]
     assert merge["tensor_check"]["lora_modules_merged"] == merge["tensor_check"]["lora_modules"] == 14
-    assert set(merge["stages"]) == {"merge", "tensor_check", "logits_check", "gguf"}
+    assert set(merge["stages"]) == {"merge", "tensor_check", "logits_check", "qlora_gap", "gguf"}
     assert all(s["seconds"] >= 0 and s["peak_rss_mb"] >= s["rss_at_start_mb"] > 0 for s in merge["stages"].values())
 
 
@@ -59,7 +67,7 @@ def test_run_directory_holds_everything(demo_run):
     assert manifest["libraries"]["unsloth"] == "2026.10.9" and manifest["device"].startswith("CPU")
     assert "git_commit" in manifest and manifest["seed"]["train"] == 3407
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics if "eval_loss" in m] == [50, 100, 150, 200, 200]
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [50, 100, 150, 200]  # the final eval once
 
 
 def test_executed_notebooks_are_kept_with_their_parameters(demo_run):
@@ -103,11 +111,18 @@ def test_gguf_files_behave_like_the_merged_model(demo_run):
     f16 = gguf["f16"]
     assert f16["greedy_equal_prompts"] == 20 and f16["greedy_match_per_prompt"] == [16] * 20
     assert f16["greedy_decisions_equal"] == f16["greedy_decisions"] > 0 and f16["max_logit_gap"] == 0
-    # q8_0: where a continuation differs, llama.cpp took a near-tie (a small fraction of one logit,
-    # where the adapter moves logits by >5) and the rest of the answer follows from that token.
-    q8 = gguf["q8_0"]
-    assert q8["greedy_equal_prompts"] >= 10 and min(q8["greedy_match_per_prompt"]) >= 3  # "Dear customer,"
-    assert q8["greedy_decisions_equal"] >= 0.9 * q8["greedy_decisions"] and q8["max_logit_gap"] <= 0.25, q8
+    # q8_0 and q4_k_m round the weights, so where HF's top two logits nearly tie llama.cpp may take the
+    # other token, and its continuation differs from there on: how many near-ties break HF's way is
+    # luck, not asserted. What a correct export guarantees: every token llama.cpp chose, fed back to the
+    # merged HF model, is within a small logit gap of HF's greedy choice there — small against what
+    # training moved logits by (the adapter's effect, ~14 here; an export that lost or mis-scaled the
+    # adapter picks tokens up to that far down). 5% of it for q8_0 (measured ~1%: 0.15), 25% for
+    # q4_k_m (~4.5 bits a weight, steps ~10x coarser; measured ~12%: 1.8, with llama.cpp's logits off
+    # HF's by up to 2.8 somewhere in the vocabulary); and the behaviour it was taught holds (above).
+    effect = read(run, "merge_report.json")["logits_check"]["adapter_max_abs_logit_effect"]
+    for kind, share in (("q8_0", 0.05), ("q4_k_m", 0.25)):
+        g = gguf[kind]
+        assert g["greedy_decisions"] > 0 and g["max_logit_gap"] <= share * effect, (kind, g["max_logit_gap"], effect)
     manifest = read(run, "manifest.json")
     assert {k: v["sha256"] for k, v in manifest["exports"].items()} == {k: g["sha256"] for k, g in gguf.items()}
     assert not list((run / "gguf").glob(".*"))  # no temporary or intermediate files left
