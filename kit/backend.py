@@ -54,6 +54,49 @@ def load_merged(path: str, dtype: torch.dtype):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map="cuda" if HAS_GPU else "cpu")
 
 
+# Dense bf16/fp16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, for
+# an MFU estimate; a GPU not listed gets none.
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 125.0,
+               "A10": 125.0, "T4": 65.0, "V100": 125.0, "RTX 4090": 165.0, "RTX 3090": 71.0}
+
+
+def reset_peak_memory() -> None:
+    if HAS_GPU:
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict:
+    """Peak memory so far: the GPU's max reserved bytes (what nvidia-smi shows, within ~1 GB), or
+    on CPU the process's peak resident set."""
+    if HAS_GPU:
+        return {"peak_gpu_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+    import resource
+
+    return {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}  # KiB on Linux
+
+
+def memory_now() -> str:
+    """One line on memory, as Unsloth's notebooks show before and after training."""
+    if HAS_GPU:
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        return (f"{device_name()}: {total:.1f} GB; reserved now {torch.cuda.memory_reserved() / 2**30:.2f} GB, "
+                f"peak {torch.cuda.max_memory_reserved() / 2**30:.2f} GB")
+    import psutil
+
+    rss = psutil.Process().memory_info().rss / 2**30
+    return f"{device_name()}: process RSS {rss:.2f} GB, {psutil.virtual_memory().available / 2**30:.1f} GB available"
+
+
+def mfu(parameters: int, tokens_per_s: float) -> float | None:
+    """Model FLOPs utilisation: ~6 FLOPs per parameter per trained token (forward + backward),
+    over the GPU's dense peak; None on CPU or a GPU the table does not know."""
+    if not HAS_GPU:
+        return None
+    name = torch.cuda.get_device_name(0)
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return round(6 * parameters * tokens_per_s / (peak * 1e12), 4) if peak else None
+
+
 def free_memory_bytes() -> int:
     """Memory a model could still be loaded into: free GPU memory, else available RAM."""
     if HAS_GPU:

@@ -62,6 +62,7 @@ def sft_config(run: Run, recipe: dict) -> SFTConfig:
     train["optim"] = train["optim"] or backend.default_optim()
     return SFTConfig(
         output_dir=str(run.checkpoints_dir),
+        include_num_input_tokens_seen="non_padding",  # real tokens, for tokens/s
         max_length=recipe["model"]["max_seq_length"],
         eval_strategy="steps",
         save_strategy="steps",
@@ -109,6 +110,18 @@ def mean_train_loss(metrics_path: Path) -> float | None:
         total += step - previous
         previous = step
     return weighted / total if total else None
+
+
+def telemetry(trainer, model, result) -> dict:
+    """How fast and how big: real (unpadded) tokens per second of this process's training, peak
+    memory, trainable and total parameters, and on a GPU an MFU estimate."""
+    seconds = result.metrics.get("train_runtime") or 0
+    tokens = trainer.state.num_input_tokens_seen  # this process's; a resumed run counts from its checkpoint
+    tokens_per_s = tokens / seconds if seconds else None
+    trainable, total = model.get_nb_trainable_parameters()  # PEFT counts 4-bit weights unpacked
+    return {"tokens_seen": int(tokens), "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
+            "trainable_parameters": trainable, "parameters": total,
+            "mfu": backend.mfu(total, tokens_per_s) if tokens_per_s else None, **backend.peak_memory()}
 
 
 def resume_checkpoint(run: Run, resume) -> str | None:
@@ -160,6 +173,7 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
         args=sft_config(run, recipe),
         callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, recipe)],
     )
+    backend.reset_peak_memory()
     result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = final_evaluation(trainer)
 
@@ -172,7 +186,7 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
 
     summary = {"global_step": result.global_step, "train_loss": mean_train_loss(run.metrics_path),
                "eval_loss": final_eval.get("eval_loss"), "train_runtime_s": result.metrics.get("train_runtime"),
-               "resumed_from": resume_from, "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+               "resumed_from": resume_from, **telemetry(trainer, model, result)}
     run.update_manifest({"device": backend.device_name(), "train": summary})
     return summary
 

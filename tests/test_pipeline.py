@@ -66,6 +66,10 @@ def test_run_directory_holds_everything(demo_run):
     assert manifest["data"]["sources"][0]["sha256"] == sha256_file(PROJECT_ROOT / "data" / "tiny-demo.jsonl")
     assert manifest["libraries"]["unsloth"] == "2026.10.9" and manifest["device"].startswith("CPU")
     assert "git_commit" in manifest and manifest["seed"]["train"] == 3407
+    # Training telemetry: real tokens per second, peak memory (RSS on CPU), parameters.
+    train = manifest["train"]
+    assert train["tokens_seen"] > 0 and train["tokens_per_s"] == pytest.approx(train["tokens_seen"] / train["train_runtime_s"], rel=0.01)
+    assert train["peak_rss_gb"] > 0.3 and 0 < train["trainable_parameters"] < train["parameters"] and train["mfu"] is None
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "eval_loss" in m] == [50, 100, 150, 200]  # the final eval once
 
