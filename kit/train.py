@@ -10,7 +10,7 @@ from pathlib import Path
 from . import backend  # first: Unsloth patches trl/transformers/peft on import
 from .backend import FastLanguageModel
 from .callbacks import LiveSamples, MetricsJsonl
-from .checkpoints import list_checkpoints
+from .checkpoints import Checkpoint, list_checkpoints
 from .data import held_out_prompts, read_jsonl
 from .families import ensure_chat_template, family_for
 from .prepare import tokenize_rows
@@ -86,12 +86,12 @@ def set_aside_steps_after(metrics_path: Path, step: int) -> Path | None:
     if not metrics_path.exists():
         return None
     lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    later = [line for line in lines if json.loads(line).get("step", 0) > step]
-    if not later:
+    is_later = [json.loads(line).get("step", 0) > step for line in lines]
+    if not any(is_later):
         return None
     aside = metrics_path.with_name(f"metrics.before-resume-{new_run_id()}.jsonl")
-    aside.write_text("".join(later), encoding="utf-8")
-    write_text_atomic(metrics_path, "".join(line for line in lines if json.loads(line).get("step", 0) <= step))
+    aside.write_text("".join(line for line, later in zip(lines, is_later) if later), encoding="utf-8")
+    write_text_atomic(metrics_path, "".join(line for line, later in zip(lines, is_later) if not later))
     return aside
 
 
@@ -124,7 +124,7 @@ def telemetry(trainer, model, result) -> dict:
             "mfu": backend.mfu(total, tokens_per_s) if tokens_per_s else None, **backend.peak_memory()}
 
 
-def resume_checkpoint(run: Run, resume) -> str | None:
+def resume_checkpoint(run: Run, resume) -> Checkpoint | None:
     """The checkpoint to resume from, checked before any model is loaded. ``resume``: False/True
     (also as the strings papermill's -p passes), "latest", a checkpoint name (checkpoint-N) of this
     run, or a checkpoint path."""
@@ -136,14 +136,15 @@ def resume_checkpoint(run: Run, resume) -> str | None:
     if resume is True or resume == "latest":
         if not saved:
             raise RunError(f"resume: {run.checkpoints_dir} has no checkpoint to resume from")
-        return str(saved[-1].path)
+        return saved[-1]
     if not isinstance(resume, str):
         raise RunError(f"resume: expected true, false, latest or a checkpoint name, got {type(resume).__name__} ({resume!r})")
     named = next((c for c in saved if c.name == resume), None)
     if named is not None:
-        return str(named.path)
+        return named
     if "/" in resume and (Path(resume) / "trainer_state.json").exists():
-        return resume
+        state = json.loads((Path(resume) / "trainer_state.json").read_text(encoding="utf-8"))
+        return Checkpoint(Path(resume).name, Path(resume), state["global_step"], None)
     raise RunError(f"resume: no checkpoint {resume!r} in {run.checkpoints_dir} "
                    f"(have: {', '.join(c.name for c in saved) or 'none'}); give true, latest or one of those")
 
@@ -154,10 +155,10 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
     if run.adapter_dir.exists():
         raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
                        "the prepare notebook (runs are never overwritten).")
-    resume_from = resume_checkpoint(run, resume)
-    if resume_from:
-        state = json.loads((Path(resume_from) / "trainer_state.json").read_text(encoding="utf-8"))
-        set_aside_steps_after(run.metrics_path, state["global_step"])
+    checkpoint = resume_checkpoint(run, resume)
+    resume_from = str(checkpoint.path) if checkpoint else None
+    if checkpoint:
+        set_aside_steps_after(run.metrics_path, checkpoint.step)
 
     model, tokenizer = load_base(recipe)
     model = add_lora(model, recipe)
