@@ -17,7 +17,22 @@ from .prepare import tokenize_rows
 from .runs import Run, RunError, new_run_id, write_text_atomic
 
 from datasets import Dataset  # noqa: E402
+from transformers import TrainerState  # noqa: E402
+from transformers.trainer_utils import TrainOutput  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
+
+
+class KitSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer, resuming in the dtypes training ran in. TRL keeps a QLoRA adapter in
+    bfloat16, but PEFT's ``load_adapter`` reads a checkpoint's adapter back as float32: a resumed
+    run would continue at another precision and drift from the uninterrupted one."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        dtypes = {name: p.dtype for name, p in self.model.named_parameters() if p.requires_grad}
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        for name, p in self.model.named_parameters():  # before the optimizer state is loaded into them
+            if name in dtypes and p.dtype != dtypes[name]:
+                p.data = p.data.to(dtypes[name])
 
 
 def load_base(recipe: dict):
@@ -95,6 +110,22 @@ def set_aside_steps_after(metrics_path: Path, step: int) -> Path | None:
     return aside
 
 
+def purge_tensorboard_after(tensorboard_dir: Path, step: int) -> None:
+    """Before resuming from ``step``: TensorBoard's own restart marker (a session START at step+1),
+    so TensorBoard shows the resumed run's steps after ``step`` in place of the killed process's.
+    The killed process's event file is left as it was."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    SummaryWriter(str(tensorboard_dir), purge_step=step + 1).close()
+
+
+def finished_at(checkpoint: Checkpoint) -> bool:
+    """Whether ``checkpoint`` is the run's last step: resuming there must train nothing, but
+    transformers' loop would run one step past max_steps."""
+    state = json.loads((checkpoint.path / "trainer_state.json").read_text(encoding="utf-8"))
+    return state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]
+
+
 def mean_train_loss(metrics_path: Path) -> float | None:
     """The run's training loss over all its steps, from metrics.jsonl: each logged loss (a mean
     over the steps since the previous log) weighted by its steps. transformers' own figure covers
@@ -159,6 +190,7 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
     resume_from = str(checkpoint.path) if checkpoint else None
     if checkpoint:
         set_aside_steps_after(run.metrics_path, checkpoint.step)
+        purge_tensorboard_after(run.path / "tensorboard", checkpoint.step)
 
     model, tokenizer = load_base(recipe)
     model = add_lora(model, recipe)
@@ -166,7 +198,7 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
     train_ds = tokenized_split(run, "train", tokenizer, recipe)
     eval_ds = tokenized_split(run, "eval", tokenizer, recipe)
-    trainer = SFTTrainer(
+    trainer = KitSFTTrainer(
         model=model,
         processing_class=tokenizer,
         train_dataset=train_ds,
@@ -175,7 +207,12 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
         callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, recipe)],
     )
     backend.reset_peak_memory()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    if checkpoint and finished_at(checkpoint):  # killed after its last checkpoint: restore, train nothing
+        trainer._load_from_checkpoint(resume_from)
+        trainer.state = TrainerState.load_from_json(str(checkpoint.path / "trainer_state.json"))
+        result = TrainOutput(trainer.state.global_step, None, {"train_runtime": 0.0})
+    else:
+        result = trainer.train(resume_from_checkpoint=resume_from)
     final_eval = final_evaluation(trainer)
 
     # Write the adapter under a temporary name, then rename: no half-written adapter/ is left.
