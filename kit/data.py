@@ -19,42 +19,31 @@ from . import formats
 from .bulk import gc_paused
 from .runs import sha256_file
 from .sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
+from .tool_data import answered_call
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
 class LoadResult:
-    rows: list[dict]                     # {"messages": canonical messages}
+    rows: list[dict]                     # canonical conversations: {"messages", "tools"?}
     origins: list[tuple[str, int]]       # (source, row) of each kept row
     total: int                           # records read
     sources: list[dict] = field(default_factory=list)  # per source: format, weight, counts, sha256
     dropped: list[dict] = field(default_factory=list)  # {"source", "row", "reason"}
+    unused_fields: dict = field(default_factory=dict)  # field the kit does not read -> rows that have it
 
 
-def check_messages(messages: object, training: bool = True) -> str | None:
+def check_messages(messages: object, training: bool = True, tools: list[dict] | None = None) -> str | None:
     """The reason canonical ``messages`` are not a usable conversation, or None. ``training``: it
-    must contain and end with an assistant turn; otherwise (prompts) it needs a user turn."""
+    must contain and end with an assistant turn; otherwise (prompts) it needs a user turn. ``tools``:
+    the conversation's tools, which every call must name (calls are not checked when it has none)."""
     if not isinstance(messages, list) or not messages:
         return "no messages: messages is empty, expected a non-empty list of messages"
     for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            return f"bad message: {where} is not an object"
-        if m.get("role") not in ROLES:
-            return f"unknown role: {where}.role is {m.get('role')!r} (expected one of {', '.join(ROLES)})"
-        if not isinstance(m.get("content"), str):
-            return f"bad content: {where}.content is {type(m.get('content')).__name__}, expected a string"
-        if not m["content"].strip() and not (m["role"] == "system" and m["content"] == ""):
-            # An explicit empty system prompt is legal: the template renders it (and Qwen2.5 then
-            # leaves out its default one); an empty user or assistant turn is a data error.
-            return f"empty content: {where}.content is {'empty' if not m['content'] else 'whitespace only'}"
-        if "reasoning" in m and not isinstance(m["reasoning"], str):
-            return f"bad reasoning: {where}.reasoning is {type(m['reasoning']).__name__}, expected a string"
-        if m["role"] == "system" and i != 0:
-            return f"misplaced system: {where} is a system message but not the first"
-        if i and m["role"] == messages[i - 1]["role"]:
-            return f"repeated role: {where} has the same role as the message before it"
+        reason = _check_message(messages, i, tools)
+        if reason:
+            return reason
     if not training:
         return None if any(m["role"] == "user" for m in messages) else "no user turn: messages has none, nothing to answer"
     if not any(m["role"] == "assistant" for m in messages):
@@ -65,9 +54,43 @@ def check_messages(messages: object, training: bool = True) -> str | None:
     return None
 
 
+def _check_message(messages: list, i: int, tools: list[dict] | None) -> str | None:
+    m, where = messages[i], f"messages[{i}]"
+    if not isinstance(m, dict):
+        return f"bad message: {where} is not an object"
+    if m.get("role") not in ROLES:
+        return f"unknown role: {where}.role is {m.get('role')!r} (expected one of {', '.join(ROLES)})"
+    if not isinstance(m.get("content"), str):
+        return f"bad content: {where}.content is {type(m.get('content')).__name__}, expected a string"
+    if not m["content"].strip() and not _may_be_empty(m):
+        return f"empty content: {where}.content is {'empty' if not m['content'] else 'whitespace only'}"
+    if "reasoning" in m and not isinstance(m["reasoning"], str):
+        return f"bad reasoning: {where}.reasoning is {type(m['reasoning']).__name__}, expected a string"
+    if m["role"] == "system" and i != 0:
+        return f"misplaced system: {where} is a system message but not the first"
+    if m["role"] == "tool":  # results follow the calls they answer; parallel results follow each other
+        return answered_call(messages, i)[1]
+    if i and m["role"] == messages[i - 1]["role"]:
+        return f"repeated role: {where} has the same role as the message before it"
+    if tools is not None:
+        names = [t["function"]["name"] for t in tools]
+        for j, call in enumerate(m.get("tool_calls") or ()):
+            if call["name"] not in names:
+                return (f"unknown tool: {where}.tool_calls[{j}].name is {call['name']!r}, which is not in tools "
+                        f"({', '.join(names)})")
+    return None
+
+
+def _may_be_empty(m: dict) -> bool:
+    # An explicit empty system prompt is legal: the template renders it (and Qwen2.5 then leaves out
+    # its default one). An assistant turn may be calls alone, and a tool may return nothing. An empty
+    # user turn, or an assistant turn without calls, is a data error.
+    return (m["role"] == "system" and m["content"] == "") or m["role"] == "tool" or bool(m.get("tool_calls"))
+
+
 # "empty content: messages[1].content is empty" → key "empty content", field "messages[1].content".
-_REASON_KEY = re.compile(r"([a-z][a-z0-9_ ]*): ")
-_REASON_FIELD = re.compile(r"([A-Za-z_][\w.]*(?:\[\d+\])?(?:\.\w+)*) (?:is|has|must|names)\b")
+_REASON_KEY = re.compile(r"([a-z][a-z0-9_ -]*): ")
+_REASON_FIELD = re.compile(r"([A-Za-z_][\w.]*(?:\[\d+\]|\.\w+)*) (?:is|has|must|names)\b")
 
 
 def reason_key(reason: str) -> str:
@@ -137,29 +160,48 @@ def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed
         if not records:
             raise DataError(f"data.source: {spec}: the dataset is empty")
         source_fmt = _source_format(records, fmt, columns)
-        kept = []
+        kept, unused, mapped = [], {}, set()
         for rec in records:
+            unsupported = False
             try:
-                messages = formats.to_messages(formats.apply_columns(rec.data, columns), source_fmt)
-                reason = check_messages(messages)
+                record = formats.apply_columns(rec.data, columns)
+                mapped |= {k for k in columns if isinstance(record, dict) and k in record}
+                for name in formats.unused_fields(record, source_fmt):
+                    unused[name] = unused.get(name, 0) + 1
+                conversation = formats.to_conversation(record, source_fmt)
+                reason = check_messages(conversation["messages"], tools=conversation.get("tools"))
             except formats.FormatError as e:
-                reason = str(e)
+                reason, unsupported = str(e), isinstance(e, formats.UnsupportedContent)
             if reason is None:
-                kept.append((rec, messages))
-            elif invalid_rows == "error":
+                kept.append((rec, conversation))
+            elif invalid_rows == "error" and not unsupported:
                 raise DataError(f"{rec.where}: {reason}")
             else:
                 result.dropped.append({"source": rec.source, "row": rec.row, "reason": reason})
+        _check_optional_columns(spec, columns, mapped)
         sampled = sample(kept, weight, seed)
-        result.rows += [{"messages": m} for _, m in sampled]
+        result.rows += [c for _, c in sampled]
         result.origins += [(r.source, r.row) for r, _ in sampled]
         result.total += len(records)
+        for name, count in unused.items():
+            result.unused_fields[name] = result.unused_fields.get(name, 0) + count
+        result.unused_fields = dict(sorted(result.unused_fields.items(), key=lambda kv: -kv[1]))
         result.sources.append({"source": spec, "format": source_fmt, "weight": weight, "rows": len(records),
-                               "valid": len(kept), "used": len(sampled), "sha256": fingerprint(spec)})
+                               "valid": len(kept), "used": len(sampled), "unused_fields": unused,
+                               "sha256": fingerprint(spec)})
     if not result.rows:
         why = f": {describe_drops(result.dropped)}" if result.dropped else " (the source weights sampled none)"
         raise DataError(f"data.source: no usable conversations among {result.total} rows{why}")
     return result
+
+
+def _check_optional_columns(spec: str, columns: dict, mapped: set) -> None:
+    """An optional field (``tools`` ...) may be missing from some rows, but a mapping that no row
+    matches is a typo, not a choice."""
+    for canonical in columns:
+        if canonical in formats.OPTIONAL_FIELDS and canonical not in mapped:
+            raise DataError(f"data.source: {spec}: data.columns.{canonical} names the field {columns[canonical]!r}, "
+                            "which no row of this source has")
 
 
 def fingerprint(spec: str) -> str | None:
@@ -177,8 +219,9 @@ def fingerprint(spec: str) -> str | None:
 
 
 def load_prompts(path: Path) -> list[dict]:
-    """Conversations to answer (batch inference): ``{"messages": [...]}`` per row, ending with the
-    user's turn, or with an assistant turn kept as the reference. Any bad row is an error."""
+    """Conversations to answer (batch inference): ``{"messages": [...], "tools"?}`` per row, ending
+    with the user's turn (or a tool result), or with an assistant turn kept as the reference. Any bad
+    row is an error."""
     path = resolve(str(path))
     if not path.exists():
         raise DataError(f"{path} does not exist")
@@ -188,26 +231,29 @@ def load_prompts(path: Path) -> list[dict]:
     prompts = []
     for rec in records:
         try:
-            messages = formats.to_messages(rec.data, "messages")
-            reason = check_messages(messages, training=False)
+            conversation = formats.to_conversation(rec.data, "messages")
+            messages = conversation["messages"]
+            reason = check_messages(messages, training=False, tools=conversation.get("tools"))
         except formats.FormatError as e:
             reason = str(e)
         if reason:
             raise DataError(f"{rec.where}: {reason}")
         reference = messages[-1]["content"] if messages[-1]["role"] == "assistant" else None
-        prompts.append({"row": rec.row, "messages": messages[:-1] if reference is not None else messages,
-                        "reference": reference})
+        prompt = {"row": rec.row, "messages": messages[:-1] if reference is not None else messages,
+                  "reference": reference}
+        prompts.append({**prompt, "tools": conversation["tools"]} if "tools" in conversation else prompt)
     return prompts
 
 
 def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
     """The first ``n`` (default all) conversations cut before their first assistant turn: the prompt, and that
-    turn's content as the reference answer."""
+    turn's content as the reference answer (and the conversation's ``tools``, where it has them)."""
     prompts = []
     for row in rows[:n]:
         messages = row["messages"]
         first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompts.append({"messages": messages[:first], "reference": messages[first]["content"]})
+        prompt = {"messages": messages[:first], "reference": messages[first]["content"]}
+        prompts.append({**prompt, "tools": row["tools"]} if row.get("tools") else prompt)
     return prompts
 
 

@@ -99,13 +99,24 @@ def _decode_json_cells(row: dict) -> dict:
     return out
 
 
+def _without_nulls(value):
+    """Arrow has no "absent", only null: a struct column holds every key any row has, null where a
+    row has none (a tool's schema gains the other tools' properties as nulls). Null-valued keys are
+    dropped at any depth, so a Parquet or saved-dataset row reads as the JSON it was made from."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def _read_table(path: Path) -> list[Record]:
     import pyarrow.csv
     import pyarrow.parquet
 
     try:
         if path.suffix == ".parquet":
-            rows = pyarrow.parquet.read_table(path).to_pylist()
+            rows = [_without_nulls(r) for r in pyarrow.parquet.read_table(path).to_pylist()]
         else:
             options = pyarrow.csv.ConvertOptions(strings_can_be_null=False)
             rows = [_decode_json_cells(r) for r in pyarrow.csv.read_csv(path, convert_options=options).to_pylist()]
@@ -140,7 +151,7 @@ def _read_saved_dataset(path: Path) -> list[Record]:
         if "train" not in ds:
             raise DataError(f"{path}: a DatasetDict without a 'train' split (splits: {', '.join(ds)})")
         ds = ds["train"]
-    return [Record(str(path), i + 1, r) for i, r in enumerate(ds)]
+    return [Record(str(path), i + 1, _without_nulls(r)) for i, r in enumerate(ds)]
 
 
 def _read_hub(dataset_id: str) -> list[Record]:
@@ -151,7 +162,7 @@ def _read_hub(dataset_id: str) -> list[Record]:
     except Exception as e:  # offline: ConnectionError, OfflineModeIsEnabled, DatasetNotFoundError ...
         raise DataError(f"data.source: {dataset_id!r} is not a local file, so it was tried as a Hugging Face Hub "
                         f"dataset, which could not be loaded (offline?): {type(e).__name__}: {str(e)[:300]}") from None
-    return [Record(dataset_id, i + 1, r) for i, r in enumerate(ds)]
+    return [Record(dataset_id, i + 1, _without_nulls(r)) for i, r in enumerate(ds)]
 
 
 def expand(spec: str) -> list[Path]:

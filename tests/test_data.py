@@ -150,3 +150,32 @@ def test_drop_reasons_have_a_key_and_a_field(tmp_path):
     assert reason_field("data.columns.output names the field 'reply', which this row does not have") == "data.columns.output"
     assert reason_key("over max_seq_length: 300 > 256 tokens") == "over max_seq_length"
     assert reason_field("over max_seq_length: 300 > 256 tokens") is None
+
+
+def test_reason_fields_with_nested_indices_and_hyphenated_keys():
+    from kit.data import reason_field, reason_key
+
+    reason = "bad arguments: messages[2].tool_calls[0].function.arguments is not valid JSON (Expecting value)"
+    assert (reason_key(reason), reason_field(reason)) == ("bad arguments", "messages[2].tool_calls[0].function.arguments")
+    reason = "non-text content: messages[0].content[1] is image_url"
+    assert (reason_key(reason), reason_field(reason)) == ("non-text content", "messages[0].content[1]")
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "4", "name": "f"},
+                   {"role": "assistant", "content": "a"}]},
+     "tool result without call: messages[1] is a tool result with no tool call before it"),
+    ({"messages": [{"role": "user", "content": "q"},
+                   {"role": "assistant", "content": "", "tool_calls": [{"name": "f", "arguments": {}}]},
+                   {"role": "tool", "content": "4"}]},
+     "ends with tool: messages[2] is the last message and must be the assistant's"),
+    ({"messages": [{"role": "user", "content": "q"},
+                   {"role": "assistant", "content": "", "tool_calls": [{"name": "f", "arguments": {}}]},
+                   {"role": "assistant", "content": "a"}]},
+     "repeated role: messages[2] has the same role as the message before it"),
+])
+def test_tool_turn_order_rules(tmp_path, row, reason):
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD, row])
+    with pytest.raises(DataError) as e:
+        load_conversations(str(path))
+    assert str(e.value) == f"{path}: row 2: {reason}"

@@ -141,3 +141,25 @@ def test_drops_are_reported_with_source_and_row(tmp_path):
     assert len(result.rows) == 2
     assert result.dropped == [{"source": str(tmp_path / "d.jsonl"), "row": 2,
                                "reason": "bad content: messages[1].content is int, expected a string"}]
+
+
+def test_sharegpt_system_field_and_system_given_twice(tmp_path):
+    row = {"system": "Be kind.", "conversations": SAME_CONVERSATION["sharegpt"]["conversations"][1:]}
+    assert load_conversations(write(tmp_path / "s.jsonl", [row])).rows == [{"messages": CANONICAL}]
+    twice = {**SAME_CONVERSATION["sharegpt"], "system": "Be brief."}
+    with pytest.raises(DataError, match=r"row 1: system twice: conversations\[0\] is a system turn and the row's "
+                                        r"system field is given too"):
+        load_conversations(write(tmp_path / "t.jsonl", [twice]))
+
+
+def test_parquet_nulls_read_as_absent_fields(tmp_path):
+    """Arrow writes a key some rows lack as null in the others: those rows read as if it were absent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"instruction": "Hi", "output": "Hello!", "system": "Be kind.", "note": "x"},
+            {"instruction": "Hi", "output": "Hello!"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    result = load_conversations(str(tmp_path / "a.parquet"))
+    assert result.rows[1] == {"messages": CANONICAL[1:]}
+    assert result.unused_fields == {"note": 1}
