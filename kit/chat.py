@@ -10,22 +10,38 @@ renderings are aligned (``locate``). Searching for the answer's text would find 
 its own reasoning, say). A rendering that does not line up raises instead of silently training on
 the wrong tokens, and every tokenized conversation is checked: each trained turn's answer, and its
 reasoning where the template renders it, must be inside the supervised tokens.
+
+Tool calls are trained like answers: each call's name and arguments are located the same way (the
+arguments, an object the template writes as JSON, are tracked through ``tojson`` in one render, or
+found as their JSON in the two-render alignment), and the turn's span runs through the first end
+token after its last call (``<|im_end|>``, ``<|eot_id|>``, gpt-oss's ``<|call|>``). Tool results,
+tool definitions and system turns are never inside a span.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from functools import partial
+
+import jinja2
 
 from .bulk import gc_paused
 from .families import Family
 from .offsets import ByteTable, byte_length_table
 from .templates import TrainingRenderer
+from .tool_turns import drop_call_text_before_answers, template_call, tool_format_problem
 
 IGNORE_INDEX = -100
 
 
 class MaskError(ValueError):
     pass
+
+
+class ToolFormatError(MaskError):
+    """A conversation with tools that the family's chat template cannot express (gemma-3 has no
+    tool format; llama-3.1 and gpt-oss render one call per turn; ...): refused, never rendered."""
 
 
 class SupervisionError(RuntimeError):
@@ -38,19 +54,27 @@ class Rendered:
     text: str
     spans: list[tuple[int, int]]  # character spans of supervised text
     # Per trained turn: (turn index, the texts that must be supervised: its rendered reasoning, if
-    # the template renders it, then its answer), checked against the tokens' labels.
+    # the template renders it, its answer and each tool call, in rendered order), checked against
+    # the tokens' labels.
     expected: list[tuple[int, list[str]]] = None
 
 
 def template_messages(family: Family, messages: list[dict]) -> list[dict]:
     """Canonical messages as the family's chat template reads them: ``reasoning`` moves to the
-    family's reasoning field, into the content (``reasoning_inline``), or is left out."""
-    if not family.reasoning_inline and not any("reasoning" in m for m in messages):
+    family's reasoning field, into the content (``reasoning_inline``), or is left out; tool calls
+    take the templates' ``{"type": "function", "function": {...}}`` shape (``kit.tool_turns``)."""
+    if family.tools is not None and family.tools.history_drops_call_text:
+        messages = drop_call_text_before_answers(messages)
+    if not family.reasoning_inline and not any("reasoning" in m or "tool_calls" in m for m in messages):
         return messages
     out = []
     for m in messages:
         reasoning = m.get("reasoning")
         m = {k: v for k, v in m.items() if k != "reasoning"}
+        if m.get("tool_calls"):
+            m["tool_calls"] = [template_call(c) for c in m["tool_calls"]]
+        else:
+            m.pop("tool_calls", None)  # some templates test for the key itself (llama-3.1, gpt-oss)
         if m["role"] == "assistant" and family.reasoning_inline:
             m["content"] = f"<think>\n{reasoning or ''}\n</think>\n\n{m['content']}"
         elif reasoning and family.reasoning_field:
@@ -63,14 +87,15 @@ def render(tokenizer, messages: list[dict], **kwargs) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
 
 
-def render_prompt(tokenizer, family: Family, messages: list[dict], **overrides) -> str:
-    """The text a model sees at inference when asked to answer ``messages``."""
-    return render(tokenizer, template_messages(family, messages), add_generation_prompt=True,
+def render_prompt(tokenizer, family: Family, messages: list[dict], tools: list[dict] | None = None, **overrides) -> str:
+    """The text a model sees at inference when asked to answer ``messages`` (with ``tools``)."""
+    return render(tokenizer, template_messages(family, messages), add_generation_prompt=True, tools=tools,
                   **{**family.inference_kwargs, **overrides})
 
 
 # Private-use code points around a number: a marker no real conversation contains (checked).
 _MARK_OPEN, _MARK_CLOSE, _MARK_END = "\ue000", "\ue001", "\ue002"
+_PRIVATE = (_MARK_OPEN, _MARK_CLOSE, _MARK_END)
 _MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
 _WRAPPED = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}([^{_MARK_END}]*){_MARK_END}")
 
@@ -78,27 +103,68 @@ _WRAPPED = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}([^{_MARK_END}]*){_MARK_E
 @dataclass
 class Turn:
     index: int
-    content: tuple[int, int]            # where the answer lies in the rendered text
-    reasoning: tuple[int, int] | None   # where the reasoning lies, None if the template left it out
+    # Where its rendered pieces lie, in order: reasoning (if rendered), answer (if any), then each
+    # tool call, from its name through its arguments.
+    pieces: list[tuple[int, int]]
+
+
+def _call_fields(message: dict) -> list[str]:
+    return [f"tool_calls.{j}.{key}" for j in range(len(message.get("tool_calls") or [])) for key in ("name", "arguments")]
+
+
+def _field(message: dict, key: str):
+    if key.startswith("tool_calls."):
+        _, j, name = key.split(".")
+        return message["tool_calls"][int(j)].get(name)
+    return message.get(key)
+
+
+def _with_fields(messages: list[dict], values: dict[tuple[int, str], object]) -> list[dict]:
+    """Copies of ``messages`` with the fields ``(turn, key)`` set to ``values`` (calls copied as needed)."""
+    out = [dict(m) for m in messages]
+    for (i, key), value in values.items():
+        if key.startswith("tool_calls."):
+            _, j, name = key.split(".")
+            if out[i]["tool_calls"] is messages[i]["tool_calls"]:
+                out[i]["tool_calls"] = [dict(c) for c in messages[i]["tool_calls"]]
+            out[i]["tool_calls"][int(j)][name] = value
+        else:
+            out[i][key] = value
+    return out
 
 
 def _tracked_fields(messages: list[dict], trained: set[int]):
-    """(turn, field, value) of what ``locate`` finds: trained turns' reasoning and answer, and every
-    non-assistant turn's content (untrained assistant turns are left as they are: templates rewrite
-    history, e.g. R1 strips its reasoning)."""
+    """(turn, field, value) of what ``locate`` finds: trained turns' reasoning, answer and tool calls
+    (name and arguments of each), and every non-assistant turn's content (untrained assistant turns
+    are left as they are: templates rewrite history, e.g. R1 strips its reasoning)."""
     for i, m in enumerate(messages):
-        for key in ("reasoning", "content") if i in trained else ("content",) if m["role"] != "assistant" else ():
-            if m.get(key):
-                if any(c in m[key] for c in (_MARK_OPEN, _MARK_CLOSE, _MARK_END)):
-                    raise MaskError(f"{m['role']} turn {i}: its {key} holds a private-use character U+E000-U+E002")
-                yield i, key, m[key]
+        keys = (("reasoning", "content", *_call_fields(m)) if i in trained else
+                ("content",) if m["role"] != "assistant" else ())
+        for key in keys:
+            value = _field(m, key)
+            if value is None or value == "":
+                continue
+            written = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if any(c in written for c in _PRIVATE):
+                raise MaskError(f"{m['role']} turn {i}: its {key} holds a private-use character U+E000-U+E002")
+            yield i, key, value
+
+
+def _required_fields(messages: list[dict], trained: set[int]):
+    """What every trained turn must have rendered: its tool calls, else its answer."""
+    for i in trained:
+        yield from ((i, key) for key in (_call_fields(messages[i]) or ["content"]))
+
+
+def _marked(key: int, text: str) -> str:
+    return f"{_MARK_OPEN}{key}{_MARK_CLOSE}{text}{_MARK_END}"
 
 
 class _Tracked(str):
     """A field whose place in a rendering is wanted. A template's tests see its plain value (so the
-    rendering's control flow is the real one); written out, alone, concatenated or formatted, it
-    carries markers around it. Trimming keeps it tracked; other transformations lose the markers
-    (then the two-render ``locate`` is used)."""
+    rendering's control flow is the real one); written out, alone, concatenated, formatted or as
+    JSON (``tojson``), it carries markers around it. Trimming keeps it tracked; other
+    transformations lose the markers (then the two-render ``locate`` is used)."""
 
     def __new__(cls, value: str, key: int):
         obj = super().__new__(cls, value)
@@ -106,7 +172,7 @@ class _Tracked(str):
         return obj
 
     def __str__(self):
-        return f"{_MARK_OPEN}{self.key}{_MARK_CLOSE}{str.__str__(self)}{_MARK_END}"
+        return _marked(self.key, str.__str__(self))
 
     def __add__(self, other):
         return str(self) + other
@@ -123,59 +189,98 @@ class _Tracked(str):
     def rstrip(self, chars=None):
         return _Tracked(str.rstrip(self, chars), self.key)
 
+    def marked_json(self, **options):  # called by the kit's ``tojson`` filter (kit.templates)
+        # The field is the escaped text between the quotes, as ``locate`` finds it.
+        return f'"{_marked(self.key, json.dumps(str.__str__(self), **options)[1:-1])}"'
+
+
+class _TrackedObject(dict):
+    """Tool-call arguments whose place in a rendering is wanted: a plain dict to the template,
+    written with markers around it by the kit's ``tojson`` filter."""
+
+    def __init__(self, value: dict, key: int):
+        super().__init__(value)
+        self.key = key
+
+    def marked_json(self, **options):
+        return _marked(self.key, json.dumps(dict(self), **options))
+
+
+def _tracked(value, key: int):
+    return _Tracked(value, key) if isinstance(value, str) else _TrackedObject(value, key)
+
 
 def locate_in_one_render(render_text, messages: list[dict], trained: set[int]):
     """``(text, where)`` as ``locate`` finds them, from one rendering with tracked fields (only for
     templates the kit compiles itself, whose output goes through ``str``); None where a field was
-    rendered other than as itself or trimmed, or written twice: then ``locate`` is used."""
+    rendered other than as itself, trimmed or as JSON: then ``locate`` is used. A field written
+    twice (gpt-oss names the call again in its result's header) is where it is written first."""
     fields = list(_tracked_fields(messages, trained))
-    tracked = [dict(m) for m in messages]
-    for k, (i, key, value) in enumerate(fields):
-        tracked[i][key] = _Tracked(value, k)
-    marked = render_text(tracked)
+    marked = render_text(_with_fields(messages, {(i, key): _tracked(value, k) for k, (i, key, value) in enumerate(fields)}))
     pieces, where, pos, cut = [], {}, 0, 0
     for match in _WRAPPED.finditer(marked):
         i, key, _ = fields[int(match[1])]
-        if (i, key) in where:
-            return None
         pieces.append(marked[cut:match.start()])
         pos += match.start() - cut
-        where[i, key] = (pos, pos + len(match[2]))
+        where.setdefault((i, key), (pos, pos + len(match[2])))
         pieces.append(match[2])
         pos += len(match[2])
         cut = match.end()
     pieces.append(marked[cut:])
     text = "".join(pieces)
-    if any(c in text for c in (_MARK_OPEN, _MARK_CLOSE, _MARK_END)) or any((i, "content") not in where for i in trained):
+    if any(c in text for c in _PRIVATE) or any(f not in where for f in _required_fields(messages, trained)):
         return None
     return text, where
 
 
 def locate(text: str, render_text, messages: list[dict], trained: set[int]) -> dict[tuple[int, str], tuple[int, int]]:
-    """Where each trained assistant turn's answer and reasoning, and every other non-assistant
-    turn's content, lie in ``text`` (the rendering of canonical ``messages`` by ``render_text``),
-    as {(turn, field): (start, end)}. The conversation is rendered again with those fields replaced
-    by markers, and the literal text between markers must match ``text`` in order. A template may
-    trim what it renders; any other change raises MaskError. (Untrained assistant turns are left
-    as they are: templates rewrite history, e.g. R1 strips its reasoning.)"""
+    """Where each trained assistant turn's answer, reasoning and tool calls, and every other
+    non-assistant turn's content, lie in ``text`` (the rendering of canonical ``messages`` by
+    ``render_text``), as {(turn, field): (start, end)}. The conversation is rendered again with
+    those fields replaced by markers, and the literal text between markers must match ``text`` in
+    order. A template may trim what it renders or write it as JSON (tool-call arguments always are:
+    their marker is a string, which ``tojson`` quotes); any other change raises MaskError. A field
+    written twice is where it is written first.
+    (Untrained assistant turns are left as they are: templates rewrite history, e.g. R1 strips its
+    reasoning.)"""
     values = list(_tracked_fields(messages, trained))
-    marked = [dict(m) for m in messages]
-    for k, (i, key, _) in enumerate(values):
-        marked[i][key] = f"{_MARK_OPEN}{k}{_MARK_CLOSE}"
-    parts = _MARK.split(render_text(marked))
-    if not text.startswith(parts[0]):
+    marked = render_text(_with_fields(messages, {(i, key): f"{_MARK_OPEN}{k}{_MARK_CLOSE}" for k, (i, key, _) in enumerate(values)}))
+    markers = [_marker_span(marked, match, values[int(match[1])][2]) for match in _MARK.finditer(marked)]
+    head = marked[:markers[0][0]] if markers else marked
+    if not text.startswith(head):
         raise MaskError("the chat template renders the conversation's start differently when its turns change")
-    pos, where = len(parts[0]), {}
-    for key, literal in zip(parts[1::2], parts[2::2]):
-        i, field_name, value = values[int(key)]
-        found = next((c for c in _trimmed(value) if text.startswith(c, pos) and text.startswith(literal, pos + len(c))), None)
+    pos, where = len(head), {}
+    for n, (_, end, k) in enumerate(markers):
+        literal = marked[end:markers[n + 1][0] if n + 1 < len(markers) else len(marked)]
+        i, field_name, value = values[k]
+        found = next((c for c in _renderings(value) if text.startswith(c, pos) and text.startswith(literal, pos + len(c))), None)
         if found is None:
             raise MaskError(f"turn {i}: the chat template changes its {field_name} beyond trimming it")
-        where[i, field_name] = (pos, pos + len(found))
+        where.setdefault((i, field_name), (pos, pos + len(found)))
         pos += len(found) + len(literal)
     if pos != len(text):
         raise MaskError("the chat template's rendering does not line up with the conversation's turns")
     return where
+
+
+def _marker_span(marked: str, match, value) -> tuple[int, int, int]:
+    """(start, end, field) of a marker in the marked rendering. An object's marker (a string
+    standing for tool-call arguments) comes out JSON-quoted where the template writes it with
+    ``tojson``: the quotes are the marker's, the object's JSON stands in their place."""
+    start, end = match.span()
+    if not isinstance(value, str) and marked[start - 1:start] == '"' and marked[end:end + 1] == '"':
+        start, end = start - 1, end + 1
+    return start, end, int(match[1])
+
+
+def _renderings(value):
+    """What a template may have written for ``value`` where its marker came out: an object
+    (tool-call arguments) as its JSON; text as it is, trimmed, or escaped inside a JSON string
+    (llama-3.1 and gpt-oss write tool results with ``tojson``)."""
+    if not isinstance(value, str):
+        yield from dict.fromkeys((json.dumps(value, ensure_ascii=False), json.dumps(value)))
+    else:
+        yield from dict.fromkeys((*_trimmed(value), json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1]))
 
 
 def _trimmed(value: str):
@@ -186,29 +291,38 @@ def _trimmed(value: str):
                                          value.lstrip(), value.rstrip()) if v != value)
 
 
-def trained_turn(where: dict, i: int) -> Turn:
-    if (i, "content") not in where:
+def trained_turn(where: dict, i: int, message: dict) -> Turn:
+    """The rendered pieces of trained turn ``i`` (canonical ``message``): its tool calls must all be
+    rendered, and its answer where it has no call."""
+    calls = message.get("tool_calls") or []
+    if not calls and (i, "content") not in where:
         raise MaskError(f"assistant turn {i}: the chat template does not render its content")
-    return Turn(i, where[i, "content"], where.get((i, "reasoning")))
+    pieces = [where[i, key] for key in ("reasoning", "content") if (i, key) in where]
+    for j, call in enumerate(calls):
+        name, arguments = where.get((i, f"tool_calls.{j}.name")), where.get((i, f"tool_calls.{j}.arguments"))
+        if name is None or arguments is None:
+            raise MaskError(f"assistant turn {i}: the chat template does not render its tool call {call['name']!r}")
+        pieces.append((min(name[0], arguments[0]), max(name[1], arguments[1])))
+    return Turn(i, sorted(pieces))
 
 
 def _close_span(text: str, family: Family, turn: Turn, start: int) -> tuple[int, int]:
-    """From ``start`` through the first end token after the turn's answer (found by structure)."""
-    after = turn.content[1]
+    """From ``start`` through the first end token after the turn's last piece (found by structure)."""
+    after = max(b for _, b in turn.pieces)
     stops = [(text.find(t, after), t) for t in family.end_tokens]
     stops = [(p, t) for p, t in stops if p >= 0]
     if not stops:
         raise MaskError(f"assistant turn {turn.index}: end-of-turn token {family.end_of_turn!r} not found after it")
-    first = min(r[0] for r in (turn.content, turn.reasoning) if r)
-    if first < start:
+    if turn.pieces[0][0] < start:
         raise MaskError(f"assistant turn {turn.index}: its text begins before its generation prompt ends")
     stop, token = min(stops)
     return start, stop + len(token)
 
 
 def _expected(text: str, turns: dict[int, Turn]) -> list[tuple[int, list[str]]]:
-    """Per trained turn, the rendered texts that must be supervised: reasoning (where rendered), answer."""
-    return [(i, [text[a:b] for a, b in filter(None, (t.reasoning, t.content)) if b > a]) for i, t in sorted(turns.items())]
+    """Per trained turn, the rendered texts that must be supervised: reasoning (where rendered),
+    answer, tool calls."""
+    return [(i, [text[a:b] for a, b in t.pieces if b > a]) for i, t in sorted(turns.items())]
 
 
 def trained_turns(messages: list[dict], train_on: str) -> set[int]:
@@ -218,43 +332,59 @@ def trained_turns(messages: list[dict], train_on: str) -> set[int]:
     return set(turns[-1:] if train_on == "last_assistant" else turns)
 
 
-def render_training_text(tokenizer, family: Family, messages: list[dict], renderer: TrainingRenderer | None = None) -> str:
-    """The conversation as trained: the chat template's rendering, with the family's declared
-    differences (``training_patch``, ``training_suffix``). Without a ``renderer``: transformers'
-    ``apply_chat_template``, the reference."""
+def render_training_text(tokenizer, family: Family, messages: list[dict], renderer: TrainingRenderer | None = None,
+                         tools: list[dict] | None = None) -> str:
+    """The conversation (with its ``tools``) as trained: the chat template's rendering, with the
+    family's declared differences (``training_patch``, ``training_suffix``). Without a
+    ``renderer``: transformers' ``apply_chat_template``, the reference."""
     renderer = renderer or TrainingRenderer(tokenizer, family, fast=False)
-    return renderer(messages) + family.training_suffix
+    return renderer(messages, tools=tools) + family.training_suffix
 
 
-def render_with_spans(tokenizer, family: Family, messages: list[dict], train_on: str = "all_assistant") -> Rendered:
+def render_with_spans(tokenizer, family: Family, messages: list[dict], train_on: str = "all_assistant",
+                      tools: list[dict] | None = None) -> Rendered:
     """The exact method: each trained assistant turn starts where the conversation before it,
     rendered with a generation prompt (the longest matching variant), ends."""
-    return _spans(tokenizer, family, messages, train_on, TrainingRenderer(tokenizer, family, fast=False), _exact_start)
+    return _spans(tokenizer, family, messages, train_on, TrainingRenderer(tokenizer, family, fast=False),
+                  partial(_exact_start, tools=tools), tools)
 
 
-def _exact_start(tokenizer, family, messages, text, i, cursor, turn_start) -> int:
-    prompts = [render(tokenizer, messages[:i], add_generation_prompt=True, **kw) for kw in family.prompt_variants]
+def _exact_start(tokenizer, family, messages, text, i, cursor, turn_start, tools=None) -> int:
+    prompts = [render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools, **kw) for kw in family.prompt_variants]
     matching = [p for p in prompts if cursor <= len(p) <= turn_start and text.startswith(p)]
     if not matching:
         raise MaskError(f"assistant turn {i}: the chat template does not render it after its own generation prompt")
     return len(max(matching, key=len))
 
 
-def _spans(tokenizer, family: Family, canonical: list[dict], train_on: str, renderer, start_of) -> Rendered:
+def _spans(tokenizer, family: Family, canonical: list[dict], train_on: str, renderer, start_of,
+           tools: list[dict] | None = None) -> Rendered:
     """Spans of the trained turns: each from where ``start_of`` says its generation prompt ends
-    through the first end token after its answer, whose place comes from ``locate``. The search
-    for a generation prompt starts after the previous turn's text (so one typed inside a user
-    message is never taken) and ends where the turn's own text begins."""
+    through the first end token after its last piece (answer or tool call), whose place comes
+    from ``locate``. The search for a generation prompt starts after the previous turn's text (so
+    one typed inside a user message or a tool result is never taken) and ends where the turn's
+    own text begins. A conversation whose tools the family cannot express is refused first, and a
+    template's own refusal (``raise_exception``) is a MaskError too."""
+    problem = tool_format_problem(family, canonical, tools)
+    if problem:
+        raise ToolFormatError(problem)
+    try:
+        return _spans_of(tokenizer, family, canonical, train_on, renderer, start_of, tools)
+    except jinja2.exceptions.TemplateError as e:
+        raise MaskError(f"the chat template refuses the conversation: {e}") from None
+
+
+def _spans_of(tokenizer, family, canonical, train_on, renderer, start_of, tools) -> Rendered:
     messages = template_messages(family, canonical)
     trained = trained_turns(messages, train_on)
-    render_text = lambda marked: render_training_text(tokenizer, family, template_messages(family, marked), renderer)  # noqa: E731
+    render_text = lambda marked: render_training_text(tokenizer, family, template_messages(family, marked), renderer, tools)  # noqa: E731
     located = locate_in_one_render(render_text, canonical, trained) if renderer.fast else None
     if located is not None:
         text, where = located
     else:
-        text = render_training_text(tokenizer, family, messages, renderer)
+        text = render_training_text(tokenizer, family, messages, renderer, tools)
         where = locate(text, render_text, canonical, trained)
-    turns = {i: trained_turn(where, i) for i in sorted(trained)}
+    turns = {i: trained_turn(where, i, canonical[i]) for i in sorted(trained)}
     spans: list[tuple[int, int]] = []
     cursor = 0
     for i in range(len(messages)):
@@ -262,8 +392,7 @@ def _spans(tokenizer, family: Family, canonical: list[dict], train_on: str, rend
             cursor = max(cursor, where.get((i, "content"), (0, 0))[1])
             continue
         turn = turns[i]
-        turn_start = min(r[0] for r in (turn.content, turn.reasoning) if r)
-        spans.append(_close_span(text, family, turn, start_of(tokenizer, family, messages, text, i, cursor, turn_start)))
+        spans.append(_close_span(text, family, turn, start_of(tokenizer, family, messages, text, i, cursor, turn.pieces[0][0])))
         cursor = spans[-1][1]
     return Rendered(text, spans, _expected(text, turns))
 
@@ -283,7 +412,8 @@ def generation_prompts(tokenizer, family: Family) -> list[str] | None:
 
 
 def spans_from_prompts(tokenizer, family: Family, messages: list[dict], prompts: list[str],
-                       train_on: str = "all_assistant", renderer: TrainingRenderer | None = None) -> Rendered:
+                       train_on: str = "all_assistant", renderer: TrainingRenderer | None = None,
+                       tools: list[dict] | None = None) -> Rendered:
     """The fast method, one render per conversation (by ``renderer``, default: the fast one) plus
     one with markers: each trained assistant turn starts after the first generation prompt that
     follows the previous turn's text and ends before the turn's own text (the longest one at that
@@ -296,14 +426,15 @@ def spans_from_prompts(tokenizer, family: Family, messages: list[dict], prompts:
         at, _, prompt = min(found)
         return at + len(prompt)
 
-    return _spans(tokenizer, family, messages, train_on, renderer or TrainingRenderer(tokenizer, family), start_of)
+    return _spans(tokenizer, family, messages, train_on, renderer or TrainingRenderer(tokenizer, family), start_of, tools)
 
 
-def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_on: str | None = None) -> dict:
-    """``input_ids`` of the rendered conversation and ``labels`` with -100 outside the trained
-    assistant spans: every assistant turn (``all_assistant``) or the last one (``last_assistant``);
-    None: the family's default."""
-    [result] = tokenize_many(tokenizer, family, [messages], train_on, verify=0)
+def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_on: str | None = None,
+                         tools: list[dict] | None = None) -> dict:
+    """``input_ids`` of the rendered conversation (with its ``tools``) and ``labels`` with -100
+    outside the trained assistant spans: every assistant turn (``all_assistant``) or the last one
+    (``last_assistant``); None: the family's default."""
+    [result] = tokenize_many(tokenizer, family, [messages], train_on, verify=0, tools=[tools])
     if isinstance(result, Exception):
         raise result
     return result
@@ -341,8 +472,9 @@ def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str | None = None,
-                  verify: int = VERIFY_ROWS) -> list[dict | MaskError | SupervisionError]:
-    """Tokenize with labels; a conversation that cannot be masked yields its MaskError instead,
+                  verify: int = VERIFY_ROWS, tools: list[list[dict] | None] | None = None) -> list[dict | MaskError | SupervisionError]:
+    """Tokenize with labels (``tools``: each conversation's tool definitions, None where it has
+    none); a conversation that cannot be masked (or whose tools its family cannot express) yields its MaskError instead,
     and one whose labels leave part of a trained turn's answer or rendered reasoning unsupervised
     yields a SupervisionError (every conversation is checked; see ``supervision_error``).
 
@@ -352,11 +484,12 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
     template compiled outside the sandbox when the kit trusts it); ``verify=0`` uses the exact
     method throughout."""
     with gc_paused():
-        return _tokenize_many(tokenizer, family, conversations, train_on or family.default_train_on, verify)
+        return _tokenize_many(tokenizer, family, conversations, train_on or family.default_train_on, verify,
+                              tools or [None] * len(conversations))
 
 
 def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str,
-                   verify: int) -> list[dict | MaskError | SupervisionError]:
+                   verify: int, tools: list) -> list[dict | MaskError | SupervisionError]:
     prompts = generation_prompts(tokenizer, family) if verify else None
     renderer = TrainingRenderer(tokenizer, family) if prompts is not None else None
 
@@ -366,16 +499,16 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
         except MaskError as e:
             return e
 
-    for messages in conversations[:verify] if prompts is not None else []:
-        exact = attempt(render_with_spans, messages, train_on)
-        fast = attempt(spans_from_prompts, messages, prompts, train_on, renderer)
+    for messages, defined in zip(conversations[:verify], tools) if prompts is not None else []:
+        exact = attempt(render_with_spans, messages, train_on, defined)
+        fast = attempt(spans_from_prompts, messages, prompts, train_on, renderer, defined)
         agree = (isinstance(exact, MaskError) and isinstance(fast, MaskError)) or (
             isinstance(exact, Rendered) and isinstance(fast, Rendered) and (fast.text, fast.spans) == (exact.text, exact.spans))
         if not agree:
             prompts = None
             break
-    rendered = [attempt(spans_from_prompts, m, prompts, train_on, renderer) if prompts is not None
-                else attempt(render_with_spans, m, train_on) for m in conversations]
+    rendered = [attempt(spans_from_prompts, m, prompts, train_on, renderer, defined) if prompts is not None
+                else attempt(render_with_spans, m, train_on, defined) for m, defined in zip(conversations, tools)]
     masked = [r for r in rendered if isinstance(r, Rendered)]
     table = byte_length_table(tokenizer) if verify and masked else None
     if table is not None and not _byte_offsets_agree(tokenizer, table, masked[:verify]):
@@ -388,7 +521,7 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
 
 
 def supervision_error(tokenizer, rendered: Rendered, example: dict) -> SupervisionError | None:
-    """Each trained turn's expected texts (rendered reasoning, then answer) must appear, in
+    """Each trained turn's expected texts (rendered reasoning, answer, tool calls) must appear, in
     order, inside the supervised tokens, read back by decoding them: a check on the labels that
     does not trust how the spans were found."""
     return supervision_errors(tokenizer, [rendered], [example])[0]

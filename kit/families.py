@@ -14,6 +14,22 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class ToolRules:
+    """What a family's chat template can express of tool calls (it renders tool definitions, calls
+    and results itself; these are the limits the kit checks first, so a row that breaks one is a
+    clear error instead of a template exception or, worse, a call the template silently leaves out)."""
+    # The most calls one assistant turn may hold (None: any number, parallel calls).
+    calls_per_turn: int | None = None
+    # False: the template renders a call turn without its text, so such text cannot be trained.
+    text_with_calls: bool = True
+    # False: a call turn carries text or reasoning, not both (gpt-oss: either is its analysis message).
+    text_and_reasoning_with_calls: bool = True
+    # The template drops a call turn's text and reasoning once a final answer follows it (gpt-oss);
+    # the kit drops them before rendering, so every turn's prompt is the history as rendered.
+    history_drops_call_text: bool = False
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     # Closes every assistant turn: trained (so the model learns to stop) and used as the stop token.
@@ -54,6 +70,10 @@ class Family:
     training_suffix: str = ""
     # data.train_on when the recipe leaves it null.
     default_train_on: str = "all_assistant"
+    # How the template expresses tools (definitions, calls, results); None: it cannot, and
+    # ``no_tools`` says why (a conversation with tools is then refused, naming the family).
+    tools: ToolRules | None = None
+    no_tools: str = ""
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -79,6 +99,7 @@ FAMILIES: dict[str, Family] = {
         reasoning_field="reasoning_content",  # rendered only after the last user turn, as at inference
         reasoning_tags=("<think>", "</think>"),
         thinking_kwarg="enable_thinking",
+        tools=ToolRules(),  # definitions in the system turn, <tool_call> JSON blocks, <tool_response> in user turns
     ),
     # Qwen2.5 adds its default system prompt ("You are Qwen, created by Alibaba Cloud...") when a
     # conversation has none, at training and at inference alike.
@@ -87,6 +108,7 @@ FAMILIES: dict[str, Family] = {
         end_of_turn="<|im_end|>",
         official_template="qwen2_5",
         sampling={"temperature": 0.7, "top_p": 0.8, "top_k": 20},
+        tools=ToolRules(),  # as Qwen3
     ),
     # Llama 3.1 writes <|begin_of_text|> and a system header with knowledge/today dates itself.
     "llama-3.1": Family(
@@ -94,6 +116,9 @@ FAMILIES: dict[str, Family] = {
         end_of_turn="<|eot_id|>",
         official_template="llama3_1",
         sampling={"temperature": 0.6, "top_p": 0.9},
+        # Definitions in the first user turn, a call as {"name": ..., "parameters": {...}}, results as
+        # ipython turns (JSON-quoted); one call per turn, and no text beside it.
+        tools=ToolRules(calls_per_turn=1, text_with_calls=False),
     ),
     # Gemma 3 has no system role: the template prepends the system text to the first user turn.
     "gemma-3": Family(
@@ -101,6 +126,7 @@ FAMILIES: dict[str, Family] = {
         end_of_turn="<end_of_turn>",
         official_template="gemma3",
         sampling={"temperature": 1.0, "top_k": 64, "top_p": 0.95},
+        no_tools="its chat template has no format for tool definitions, tool calls or tool results",
     ),
     # gpt-oss (harmony): the last assistant turn renders its `thinking` in the analysis channel and
     # ends with <|return|>; earlier turns keep only the final channel and end with <|end|>. The
@@ -116,6 +142,9 @@ FAMILIES: dict[str, Family] = {
         reasoning_tags=("<|channel|>analysis<|message|>", "<|end|>"),
         answer_marker="<|channel|>final<|message|>",
         sampling={"temperature": 1.0, "top_p": 1.0},
+        # Definitions as a TypeScript namespace in the developer turn; a call is its own message
+        # "to=functions.NAME" on the commentary channel, ended by <|call|>; results are JSON-quoted.
+        tools=ToolRules(calls_per_turn=1, text_and_reasoning_with_calls=False, history_drops_call_text=True),
     ),
     # DeepSeek-R1-Distill: the official template drops everything up to </think> from every
     # assistant turn and prefills "<think>\n" in the generation prompt. The kit keeps the trained
@@ -129,18 +158,35 @@ FAMILIES: dict[str, Family] = {
         reasoning_tags=("<think>", "</think>"),
         sampling={"temperature": 0.6, "top_p": 0.95},
         default_train_on="last_assistant",  # earlier turns are rendered without their reasoning
+        no_tools=("TRL's copy of its chat template never renders the tool definitions, renders calls only in "
+                  "turns without text and leaves a single call without its end-of-turn token"),
     ),
     # GLM-4-9B-chat (glm-4-9b-chat-hf): no end-of-turn token; a turn ends where the next
     # <|user|> / <|observation|> begins or at <|endoftext|>, which the kit appends to the last answer.
+    # Tools as GLM-4 writes them: the definitions in a system turn first, a call as
+    # "<|assistant|>NAME\n{arguments}" (one such message per call, after the turn's text, if any),
+    # each result as an <|observation|> turn. The official template's system text around the
+    # definitions (a Chinese preamble) is not reproduced: the kit's own line introduces them.
     "glm-4": Family(
         name="glm-4",
         end_of_turn="<|endoftext|>",
         stop_tokens=("<|user|>", "<|observation|>"),
         official_template="glm-4",
-        template_text=("[gMASK]<sop>{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{% endfor %}"
+        template_text=("[gMASK]<sop>"
+                       "{% if tools %}<|system|>{{ '\\n# Available tools' }}{% for tool in tools %}"
+                       "{{ '\\n\\n## ' + tool.function.name + '\\n\\n' }}{{ tool.function | tojson(indent=4) }}{% endfor %}"
+                       "{{ '\\n\\nTo call a tool, write its name, a newline and its arguments as one JSON object.' }}{% endif %}"
+                       "{% for m in messages %}"
+                       "{% if m.role == 'assistant' and m.tool_calls %}"
+                       "{% if m.content %}<|assistant|>{{ '\\n' + m.content }}{% endif %}"
+                       "{% for call in m.tool_calls %}<|assistant|>{{ call.function.name }}{{ '\\n' }}"
+                       "{{ call.function.arguments | tojson }}{% endfor %}"
+                       "{% elif m.role == 'tool' %}<|observation|>{{ '\\n' + m.content }}"
+                       "{% else %}<|{{ m['role'] }}|>\n{{ m['content'] }}{% endif %}{% endfor %}"
                        "{% if add_generation_prompt %}<|assistant|>{% endif %}"),
         training_suffix="<|endoftext|>",
         sampling={"temperature": 0.8, "top_p": 0.8},
+        tools=ToolRules(),
     ),
 }
 

@@ -59,7 +59,8 @@ def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins):
     else:
         pairs = [(i, row["messages"]) for i, row in enumerate(rows)]
     examples, dropped, dropped_rows, truncated = [], [], set(), 0
-    for (i, _), ex in zip(pairs, tokenize_many(tokenizer, family, [c for _, c in pairs], train_on)):
+    tools = [rows[i].get("tools") for i, _ in pairs]  # each row's tool definitions reach its rendering
+    for (i, _), ex in zip(pairs, tokenize_many(tokenizer, family, [c for _, c in pairs], train_on, tools=tools)):
         reason = None
         if isinstance(ex, SupervisionError):  # the kit's bug, not the row's: fail rather than drop
             raise DataError(f"{origins[i][0]}: row {origins[i][1]}: {ex}; this is a masking bug in the kit, "
@@ -122,6 +123,8 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "dropped_by_reason": count_reasons(all_dropped),
         "dropped_examples": drop_examples(all_dropped),
         "dropped": all_dropped,
+        # Fields of the rows that no format reads: counted, so nothing is left out unseen.
+        "unused_fields": loaded.unused_fields,
         "overlength_policy": data_cfg["overlength"],
         "rows_truncated": truncated,
         "max_seq_length": model_cfg["max_seq_length"],
@@ -174,6 +177,7 @@ def summary(report: dict) -> str:
     by_reason = ", ".join(f"{n} {reason}" for reason, n in report["dropped_by_reason"].items())
     lines = [f"{report['rows_total']} rows read from {sources}",
              f"  kept {report['rows_kept']}, dropped {report['rows_dropped']}" + (f" ({by_reason})" if by_reason else ""),
+             f"  unused fields (not read, not trained on): {_readable(report['unused_fields'])}",
              f"  truncated {report['rows_truncated']} (policy for rows over {report['max_seq_length']} tokens: {report['overlength_policy']})",
              f"  split: {report['split']['train']} train / {report['split']['eval']} eval (seed {report['split']['seed']})",
              f"  tokens per row: {_readable(report['tokens_per_row'])}",

@@ -49,7 +49,10 @@ class _GenerationBlocks(jinja2.ext.Extension):
 
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
     # As transformers: no HTML escaping, options exposed.
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    options = {"ensure_ascii": ensure_ascii, "indent": indent, "separators": separators, "sort_keys": sort_keys}
+    if hasattr(x, "marked_json"):  # a field kit.chat tracks through the rendering (tool-call arguments, results)
+        return x.marked_json(**options)
+    return json.dumps(x, **options)
 
 
 @lru_cache(maxsize=16)
@@ -78,6 +81,7 @@ class TrainingRenderer:
             self._context = {**tokenizer.special_tokens_map, "tools": None, "documents": None}
 
     def __call__(self, messages: list[dict], **kwargs) -> str:
+        """``tools``: the conversation's tool definitions, if any (as ``apply_chat_template`` takes them)."""
         kwargs.setdefault("add_generation_prompt", False)
         if self.fast:
             return self._compiled.render(messages=messages, **{**self._context, **kwargs})

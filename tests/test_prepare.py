@@ -165,8 +165,8 @@ def test_a_turn_left_unsupervised_stops_prepare_with_row_and_turn(tmp_path, runs
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     real = P.tokenize_many
 
-    def one_bad_row(tokenizer, family, conversations, train_on):
-        out = real(tokenizer, family, conversations, train_on)
+    def one_bad_row(tokenizer, family, conversations, train_on, **kwargs):
+        out = real(tokenizer, family, conversations, train_on, **kwargs)
         return [*out[:1], SupervisionError("assistant turn 1: 'hello' is not inside its supervised tokens"), *out[2:]]
 
     monkeypatch.setattr(P, "tokenize_many", one_bad_row)
