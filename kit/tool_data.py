@@ -85,9 +85,8 @@ def _read_tool(item, where: str) -> dict:
     if not isinstance(parameters, dict):
         raise FormatError(f"bad tools: {where}.parameters is {_type(parameters)}, expected a JSON schema object")
     # Other keys ("strict", "returns" ...) are kept: templates that print the tool print them too.
-    out = {"name": name}
-    if description is not None:
-        out["description"] = description
+    # Always a description: gpt-oss's official template reads it unconditionally.
+    out = {"name": name, "description": description or ""}
     out["parameters"] = parameters
     out.update((k, v) for k, v in function.items() if k not in out and v is not None)
     return {"type": "function", "function": out}
