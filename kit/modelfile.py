@@ -1,17 +1,25 @@
 """An Ollama Modelfile for an exported GGUF, derived from the same chat template used in training.
 
-The TEMPLATE is found by rendering the model's chat template with placeholder strings, with and
-without a system prompt, and putting Ollama's ``{{ .System }}``, ``{{ .Prompt }}`` and
-``{{ .Response }}`` where the placeholders landed. ``render_template`` evaluates the small part of
-Go's template language this uses, so tests can compare its output with the chat template's.
+Families whose chat template renders tools get the TEMPLATE written for them in
+``kit.ollama_templates`` (over Ollama's ``.Messages`` and ``.Tools``). For the others the TEMPLATE
+is found by rendering the model's chat template with placeholder strings, with and without a
+system prompt, and putting Ollama's ``{{ .System }}``, ``{{ .Prompt }}`` and ``{{ .Response }}``
+where the placeholders landed.
+
+``ollama_prompt`` renders a conversation as Ollama's chat endpoint would (the Modelfile's SYSTEM
+put first where the conversation has none, messages collated, the TEMPLATE executed by
+``kit.gotemplate``), so ``check`` can compare it with the chat template's prompt.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from .chat import render_prompt
 from .families import Family
+from .gotemplate import Struct, execute, uses
+from .ollama_templates import TEMPLATES
 from .runs import write_text_atomic
 
 SYSTEM, PROMPT = "\x00SYSTEM\x00", "\x00PROMPT\x00"
@@ -22,6 +30,19 @@ class ModelfileError(ValueError):
 
 
 def ollama_template(tokenizer, family: Family) -> str:
+    if renders_history(family):
+        return TEMPLATES[family.name]
+    return derived_template(tokenizer, family)
+
+
+def renders_history(family: Family) -> bool:
+    """Does the family's TEMPLATE render whole conversations (tools included), so that any held-out
+    prompt can be checked, not only single-turn ones?"""
+    return family.tools is not None and family.name in TEMPLATES
+
+
+def derived_template(tokenizer, family: Family) -> str:
+    """A single-turn TEMPLATE (``.System``, ``.Prompt``, ``.Response``) from placeholder renderings."""
     with_system = render_prompt(tokenizer, family, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}])
     without = render_prompt(tokenizer, family, [{"role": "user", "content": PROMPT}])
     shared = 0  # the common tail, from where the two renderings agree to the end
@@ -41,11 +62,100 @@ def ollama_template(tokenizer, family: Family) -> str:
 
 
 def render_template(template: str, values: dict) -> str:
-    """Evaluate ``{{ if .X }}…{{ else }}…{{ end }}`` and ``{{ .X }}`` (no nesting), as Ollama would."""
-    def branch(m):
-        return m.group(2) if values.get(m.group(1)) else (m.group(4) or "")
-    text = re.sub(r"\{\{ if \.(\w+) \}\}(.*?)(\{\{ else \}\}(.*?))?\{\{ end \}\}", branch, template, flags=re.S)
-    return re.sub(r"\{\{ \.(\w+) \}\}", lambda m: values.get(m.group(1), ""), text)
+    """``template`` executed with ``values`` (the fields Ollama passes), as Ollama would."""
+    return execute(template, values)
+
+
+def ollama_messages(messages: list[dict]) -> list[Struct]:
+    """Canonical messages as Ollama's API hands them to a template (``api.Message``)."""
+    def call(j, c):
+        arguments = Struct("ToolCallFunctionArguments", {}, json_value=c["arguments"], stringer=True)
+        function = Struct("ToolCallFunction", {"Index": j, "Name": c["name"], "Arguments": arguments},
+                          json_value={"index": j, "name": c["name"], "arguments": c["arguments"]})
+        return Struct("ToolCall", {"ID": c.get("id") or "", "Function": function},
+                      json_value={**({"id": c["id"]} if c.get("id") else {}), "function": function.json_value})
+    out = []
+    for m in messages:
+        calls = [call(j, c) for j, c in enumerate(m.get("tool_calls") or [])]
+        fields = {"Role": m["role"], "Content": m.get("content") or "", "Thinking": m.get("reasoning") or "",
+                  "Images": [], "ToolCalls": calls, "ToolName": m.get("name") or "", "ToolCallID": m.get("tool_call_id") or ""}
+        out.append(Struct("Message", fields, json_value={"role": m["role"], "content": fields["Content"]}))
+    return out
+
+
+def ollama_tools(tools: list[dict] | None) -> list[Struct]:
+    """Tool definitions as Ollama's API hands them to a template (``api.Tool``); they print as their JSON."""
+    out = []
+    for tool in tools or []:
+        function = tool.get("function", {})
+        schema = function.get("parameters") or {}
+        parameters = Struct("ToolFunctionParameters", {
+            "Type": schema.get("type", ""), "Defs": schema.get("$defs"), "Items": schema.get("items"),
+            "Required": schema.get("required", []), "Properties": schema.get("properties", {})}, json_value=schema)
+        fields = {"Name": function.get("name", ""), "Description": function.get("description", ""), "Parameters": parameters}
+        out.append(Struct("Tool", {"Type": tool.get("type", ""), "Items": tool.get("items"),
+                                   "Function": Struct("ToolFunction", fields, json_value=function, stringer=True)},
+                          json_value=tool, stringer=True))
+    return out
+
+
+def _collate(messages: list[Struct]) -> tuple[str, list[Struct]]:
+    """Ollama's collation: every system message's text joined (``.System``), and consecutive
+    messages of one role other than ``tool`` merged into one, their texts joined by a blank line."""
+    systems = [m.fields["Content"] for m in messages if m.fields["Role"] == "system"]
+    collated: list[Struct] = []
+    for m in messages:
+        if collated and collated[-1].fields["Role"] == m.fields["Role"] and m.fields["Role"] != "tool":
+            last = collated[-1]
+            collated[-1] = Struct("Message", {**last.fields, "Content": last.fields["Content"] + "\n\n" + m.fields["Content"]},
+                                  json_value=last.json_value)
+        else:
+            collated.append(m)
+    return "\n\n".join(systems), collated
+
+
+def ollama_prompt(template: str, messages: list[dict], tools: list[dict] | None = None,
+                  modelfile_system: str | None = None) -> str:
+    """The prompt Ollama's chat endpoint builds from ``messages`` (and ``tools``) with ``template``."""
+    if modelfile_system and (not messages or messages[0]["role"] != "system"):
+        messages = [{"role": "system", "content": modelfile_system}, *messages]
+    system, collated = _collate(ollama_messages(messages))
+    if uses(template, "Messages"):
+        return execute(template, {"System": system, "Messages": collated, "Tools": ollama_tools(tools), "Response": "",
+                                  "Think": False, "IsThinkSet": False})
+    # A single-turn template runs once per exchange; the last ends where the response would start.
+    out, values = [], {"System": "", "Prompt": "", "Response": ""}
+    for m in collated:
+        role, content = m.fields["Role"], m.fields["Content"]
+        if (role == "system" and (values["Prompt"] or values["Response"])) or (role == "user" and values["Response"]):
+            out.append(execute(template, values))
+            values = {"System": "", "Prompt": "", "Response": ""}
+        values[{"system": "System", "user": "Prompt", "assistant": "Response"}.get(role, "")] = content
+    values.pop("", None)
+    head = template.split("{{ .Response }}", 1)[0]
+    return "".join(out) + execute(head, values)
+
+
+def as_json_values(text: str) -> str:
+    """``text`` with every JSON object or array written one way (compact, keys sorted) and Go's
+    HTML-safe escapes undone: two renderings that agree here hold the same JSON values, differing
+    at most in layout (the declared difference between Ollama's ``json`` and the chat templates')."""
+    for escape, char in (("\\u003c", "<"), ("\\u003e", ">"), ("\\u0026", "&")):
+        text = text.replace(escape, char)
+    decoder, out, pos = json.JSONDecoder(), [], 0
+    while pos < len(text):
+        if text[pos] in "{[":
+            try:
+                value, end = decoder.raw_decode(text, pos)
+            except ValueError:
+                value = None
+            if isinstance(value, (dict, list)):
+                out.append(json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
+                pos = end
+                continue
+        out.append(text[pos])
+        pos += 1
+    return "".join(out)
 
 
 def write_modelfile(path: Path, gguf_file: Path, tokenizer, family: Family, system: str | None = None) -> Path:
@@ -73,20 +183,35 @@ def read_modelfile(path: Path) -> dict:
             "stop": re.findall(r'^PARAMETER stop "(.*)"$', text, re.M)}
 
 
-def check(path: Path, tokenizer, family: Family, conversations: list[list[dict]]) -> dict:
-    """Does the Modelfile's TEMPLATE give the chat template's prompt for each single-turn
-    conversation ([system?, user]; Ollama fills in the Modelfile's SYSTEM where it has none), and
-    are its stops the family's end tokens?"""
+def check(path: Path, tokenizer, family: Family, conversations: list) -> dict:
+    """Does the Modelfile's TEMPLATE give the chat template's prompt for each conversation (a list
+    of messages, or a row ``{"messages", "tools"?}``; Ollama fills in the Modelfile's SYSTEM where
+    it has none), and are its stops the family's end tokens? ``prompts_identical`` counts prompts
+    equal to the character; ``prompts_equal`` also those that differ only in JSON layout
+    (``as_json_values``: Ollama's ``json`` writes Go's compact JSON)."""
     parsed = read_modelfile(path)
     bos = tokenizer.bos_token or ""
-    same = 0
-    for messages in conversations:
+    identical = same = 0
+    first_difference = None
+    for row in conversations:
+        messages, tools = (row["messages"], row.get("tools")) if isinstance(row, dict) else (row, None)
+        ollama = ollama_prompt(parsed["template"], messages, tools, parsed["system"])
         if messages[0]["role"] != "system" and parsed["system"]:
             messages = [{"role": "system", "content": parsed["system"]}, *messages]
-        system = messages[0]["content"] if messages[0]["role"] == "system" else None
-        ollama = render_template(parsed["template"], {"System": system, "Prompt": messages[-1]["content"], "Response": ""})
-        expected = render_prompt(tokenizer, family, messages) + family.end_of_turn
-        same += ollama == expected or (bos and bos + ollama == expected)
+        expected = render_prompt(tokenizer, family, messages, tools=tools)
+        if bos and not ollama.startswith(bos) and expected.startswith(bos):
+            ollama = bos + ollama  # Ollama's runner adds BOS itself
+        identical += ollama == expected
+        equal = ollama == expected or as_json_values(ollama) == as_json_values(expected)
+        same += equal
+        if not equal and first_difference is None:
+            first_difference = _first_difference(ollama, expected)
     stops_ok = parsed["stop"] == list(family.stops)
     return {"path": str(path), "prompts_checked": len(conversations), "prompts_equal": same,
+            "prompts_identical": identical, "first_difference": first_difference,
             "stops_ok": stops_ok, "ok": stops_ok and same == len(conversations)}
+
+
+def _first_difference(ollama: str, expected: str) -> dict:
+    at = next((i for i, (a, b) in enumerate(zip(ollama, expected)) if a != b), min(len(ollama), len(expected)))
+    return {"at": at, "ollama": ollama[max(0, at - 40):at + 80], "chat_template": expected[max(0, at - 40):at + 80]}
