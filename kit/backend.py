@@ -46,12 +46,23 @@ def merge_dtype(stored: torch.dtype) -> torch.dtype:
     return torch.float16 if stored == torch.bfloat16 and not torch.cuda.is_bf16_supported() else stored
 
 
+def device() -> str:
+    return "cuda" if HAS_GPU else "cpu"
+
+
 def load_merged(path: str, dtype: torch.dtype):
-    """A merged checkpoint with plain transformers, for the merge checks, in ``dtype``: on the GPU
-    where there is one (the checks size themselves by free GPU memory there)."""
+    """A 16-bit checkpoint with plain transformers, for the merge checks, in ``dtype``: on the GPU
+    where there is one (the checks size themselves by free GPU memory there). Its tensors are read
+    a band at a time straight into device memory (``kit.safetensors_io.load_model``: no host copy of
+    the model); transformers' own loader only where that route does not apply."""
+    from pathlib import Path
+
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map="cuda" if HAS_GPU else "cpu")
+    from .safetensors_io import load_model as load_direct
+
+    model = load_direct(Path(path), dtype, device())
+    return model if model is not None else AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device())
 
 
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, for
@@ -114,3 +125,11 @@ def load_model(model_id: str, max_seq_length: int, load_in_4bit: bool, dtype=Non
         load_in_4bit=load_in_4bit,
         dtype=dtype,
     )
+
+
+def generation_free_bytes() -> int:
+    """Memory a generate() batch can use: ``free_memory_bytes`` plus, on GPU, what PyTorch's caching
+    allocator holds without a tensor in it (reused before the driver is asked for more)."""
+    if HAS_GPU:
+        return free_memory_bytes() + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+    return free_memory_bytes()

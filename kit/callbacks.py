@@ -47,9 +47,10 @@ class LiveSamples(TrainerCallback):
     """Greedy answers to ``prompts`` (message lists) after every evaluation."""
 
     def __init__(self, path: Path, tensorboard_dir: Path, tokenizer, family: Family, prompts: list[list[dict]],
-                 max_new_tokens: int):
+                 max_new_tokens: int, tools: list[list[dict] | None] | None = None):
         self.path, self.tensorboard_dir = path, tensorboard_dir
         self.tokenizer, self.family, self.prompts, self.max_new_tokens = tokenizer, family, prompts, max_new_tokens
+        self.tools = tools
         self.writer = None
         self.last_step = None
 
@@ -60,7 +61,8 @@ class LiveSamples(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            answers, _ = generate(model, self.tokenizer, self.family, self.prompts, max_new_tokens=self.max_new_tokens)
+            answers, _ = generate(model, self.tokenizer, self.family, self.prompts, max_new_tokens=self.max_new_tokens,
+                                  tools=self.tools)
         finally:
             model.train(was_training)
         samples = [{"prompt": p[-1]["content"], "answer": a.text} for p, a in zip(self.prompts, answers)]

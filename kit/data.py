@@ -247,12 +247,16 @@ def load_prompts(path: Path) -> list[dict]:
 
 def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
     """The first ``n`` (default all) conversations cut before their first assistant turn: the prompt, and that
-    turn's content as the reference answer (and the conversation's ``tools``, where it has them)."""
+    turn's content as the reference answer, its tool calls as ``reference_calls`` and the
+    conversation's ``tools``, where it has them."""
     prompts = []
     for row in rows[:n]:
         messages = row["messages"]
         first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompt = {"messages": messages[:first], "reference": messages[first]["content"]}
+        if messages[first].get("tool_calls"):  # the reference answer is (also) a tool call
+            prompt["reference_calls"] = [{"name": c["name"], "arguments": c["arguments"]}
+                                         for c in messages[first]["tool_calls"]]
         prompts.append({**prompt, "tools": row["tools"]} if row.get("tools") else prompt)
     return prompts
 

@@ -17,8 +17,9 @@ from .data import held_out_prompts, load_prompts, read_jsonl
 from .families import family_for
 from .inference import generate
 from .plots import plot_losses, plot_metrics
-from .runs import Run, write_json, write_text_atomic
+from .runs import Run, keep_replaced, write_json, write_text_atomic
 from .tiny import BUILTIN_ID
+from .tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
 
 DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the taught opening "
              "(\"Dear customer, \") and its answers are gibberish after it. Judge it by the behaviour metric, "
@@ -44,7 +45,8 @@ def load(run: Run, recipe: dict, checkpoint: str = "final"):
 def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None = None) -> float:
     """Mean cross-entropy over the trained (assistant) tokens of ``rows``, token-weighted."""
     total, count = 0.0, 0
-    for ex in tokenize_many(tokenizer, family, [row["messages"] for row in rows], train_on):
+    for ex in tokenize_many(tokenizer, family, [row["messages"] for row in rows], train_on,
+                            tools=[row.get("tools") for row in rows]):
         if isinstance(ex, Exception):
             raise ex
         input_ids = torch.tensor([ex["input_ids"]], device=model.device)
@@ -81,7 +83,8 @@ def thinking_on(family, thinking: bool | None) -> bool:
 
 def _generation_options(recipe: dict, progress) -> dict:
     ev = recipe["eval"]
-    return {"max_new_tokens": ev["max_new_tokens"], "batch_size": ev["batch_size"],
+    # batch_size None: generate() sizes batches from free memory (inference.batch_size_for)
+    return {"max_new_tokens": ev["max_new_tokens"], "batch_size": ev.get("batch_size"),
             "sampling": ev["decoding"] == "recommended", "thinking": ev["thinking"],
             "seed": recipe["train"]["seed"], "progress": progress}
 
@@ -96,10 +99,14 @@ def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, p
 
     def measure(label: str) -> tuple[dict, list]:
         loss = token_loss(model, tokenizer, family, rows, recipe["data"]["train_on"])
-        answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **options)
+        answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **options,
+                                  tools=[p.get("tools") for p in prompts])
         result = {"checkpoint": label, "eval_loss": loss, "perplexity": math.exp(loss),
                   **score(answers, references, ev["behavior"], family, thinking_on(family, ev["thinking"])),
                   "generation": speed}
+        calls = tool_scores(answers, prompts)
+        if calls["rows"]:
+            result["tool_calls"] = calls
         return result, answers
 
     with model.disable_adapter():
@@ -114,18 +121,32 @@ def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, p
         "behavior_description": ev["behavior"]["description"],
         "eval_rows": len(rows),
         "examples": [{"prompt": p["messages"][-1]["content"], "reference": p["reference"], "base": b.text,
-                      "tuned": t.text, "base_reasoning": b.reasoning, "tuned_reasoning": t.reasoning}
+                      "tuned": t.text, "base_reasoning": b.reasoning, "tuned_reasoning": t.reasoning,
+                      **({"reference_calls": p["reference_calls"], "base_calls": b.calls, "tuned_calls": t.calls}
+                         if p.get("reference_calls") else {})}
                      for p, b, t in zip(prompts, base_answers, tuned_answers)],
     }
-    write_json(run.path / "report.json", report)
     import matplotlib.pyplot as plt
 
+    # Everything is computed before anything is written; an earlier report is kept, not overwritten.
+    markdown = report_markdown(run, report)
     for figure in (plot_losses(run), plot_metrics(run, report)):  # saved as PNG for report.md
         plt.close(figure)  # the notebook shows them where it wants them
-    write_text_atomic(run.path / "report.md", report_markdown(run, report))
-    run.update_manifest({"evaluate": {k: {"eval_loss": report[k]["eval_loss"], "behavior": report[k]["behavior"]}
+    for name in ("report.json", "report.md"):
+        keep_replaced(run.path / name)
+    write_json(run.path / "report.json", report)
+    write_text_atomic(run.path / "report.md", markdown)
+    run.update_manifest({"evaluate": {k: {"eval_loss": report[k]["eval_loss"], "behavior": report[k]["behavior"],
+                                          **({"tool_calls": report[k]["tool_calls"]} if "tool_calls" in report[k] else {})}
                                       for k in ("base", "tuned")}})
     return report
+
+
+def tool_scores(answers, prompts: list[dict]) -> dict:
+    """Valid-call, right-name and exact-arguments rates over the prompts whose reference answer is
+    a tool call (``{"rows": 0}`` when none is)."""
+    parsed = [ParsedAnswer(a.text, a.calls, a.invalid_calls) for a in answers]
+    return tool_call_scores(parsed, [p.get("reference_calls", []) for p in prompts], [p.get("tools") for p in prompts])
 
 
 def check_predict_file(source: str | None) -> None:
@@ -144,16 +165,21 @@ def predict(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, so
     else:
         prompts = [{"row": i + 1, **p} for i, p in enumerate(held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl")))]
         stem = "eval"
-    answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **_generation_options(recipe, progress))
+    answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **_generation_options(recipe, progress),
+                              tools=[p.get("tools") for p in prompts])
     out = run.path / "predictions" / f"{stem}.{checkpoint.name}.jsonl"
     out.parent.mkdir(exist_ok=True)
-    if out.exists():
-        print(f"replacing {out} (same input and checkpoint)")
+    kept = keep_replaced(out)
+    if kept:
+        print(f"{out} existed (same input and checkpoint); kept as {kept.name}")
     write_text_atomic(out, "".join(
         json.dumps({"row": p["row"], "messages": p["messages"], "answer": a.text, "reasoning": a.reasoning,
-                    "reference": p["reference"], "tokens": a.tokens}, ensure_ascii=False) + "\n"
+                    "reference": p["reference"], "tokens": a.tokens,
+                    **({"calls": a.calls, "invalid_calls": a.invalid_calls} if a.calls or a.invalid_calls else {})},
+                   ensure_ascii=False) + "\n"
         for p, a in zip(prompts, answers)))
-    print(f"{len(answers)} predictions → {out} ({speed['tokens_per_s']} tokens/s)")
+    print(f"{len(answers)} predictions → {out} ({speed['tokens']} tokens in {speed['seconds']} s: "
+          f"{speed['tokens_per_s']} tokens/s, batches of {speed['batch_size']})")
     return out
 
 
@@ -177,9 +203,14 @@ def report_markdown(run: Run, report: dict) -> str:
     if note:
         lines[4:4] = [f"> **Note.** {note}", ""]
     lines += [f"| {label} | {fmt.format(b[key])} | {fmt.format(t[key])} |" for label, key, fmt in rows]
+    if "tool_calls" in t:
+        lines += [f"| tool calls: {label} ({t['tool_calls']['rows']} prompts) | {b['tool_calls'][key]:.0%} | "
+                  f"{t['tool_calls'][key]:.0%} |" for label, key in
+                  (("valid call", "valid_call"), ("right function", "right_name"), ("exact arguments", "exact_arguments"))]
     lines += [f"| generation tokens/s | {b['generation']['tokens_per_s']} | {t['generation']['tokens_per_s']} |", "",
               "![base vs tuned](metrics.png)", "", "![loss curves](loss.png)", "",
               "## Answers to held-out prompts", "", "| prompt | base | tuned | reference |", "|---|---|---|---|"]
-    lines += [f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['tuned'])} | {_cell(e['reference'])} |"
+    lines += [f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['tuned'])} | "
+              f"{_cell(' '.join(filter(None, [e['reference'], render_calls_for_display(e.get('reference_calls', []))])))} |"
               for e in report["examples"]]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import yaml
 
 from .paths import NOTEBOOKS_DIR
 from .recipes import load_recipe
-from .runs import check_later_overrides, find_run, is_path, new_run_id
+from .runs import check_later_overrides, find_run, is_path, keep_replaced, new_run_id
 
 STAGES = ("prepare", "train", "evaluate", "merge")
 
@@ -87,8 +87,8 @@ def _keep_executed(recipe_name: str, run_id: str, out: Path, failed: bool) -> Pa
     dest = run.notebooks_dir / out.name
     if failed:
         dest = dest.with_name(f"{out.stem}.failed-{new_run_id()}.ipynb")
-    elif dest.exists():
-        dest.rename(dest.with_name(f"{out.stem}.replaced-{new_run_id()}.ipynb"))
+    else:
+        keep_replaced(dest)
     return Path(shutil.move(str(out), dest))
 
 

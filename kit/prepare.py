@@ -162,7 +162,7 @@ def reasoning_stats(tokenizer, family, rows: list[dict], recipe: dict) -> dict:
         for i, m in enumerate(messages):
             if m["role"] == "assistant" and m.get("reasoning"):
                 conversation = template_messages(family, messages[:i + 1] if every_turn else messages)
-                text = render_training_text(tokenizer, family, conversation, renderer)
+                text = render_training_text(tokenizer, family, conversation, renderer, row.get("tools"))
                 total += 1
                 rendered += m["reasoning"].strip() in text
     return {"assistant_turns_with_reasoning": total, "rendered": rendered, "not_rendered": total - rendered}

@@ -98,7 +98,8 @@ SCHEMA: dict = {
     "eval": {
         "max_new_tokens": F(int, 64, **COUNT),
         "num_prompts": F(int, 20, **COUNT, help="held-out prompts answered by base and tuned"),
-        "batch_size": F(int, 8, **COUNT, help="prompts per generate() call (left-padded)"),
+        "batch_size": F(int, None, nullable=True, **COUNT,
+                        help="prompts per generate() call (left-padded); null: from free memory (kit.inference.batch_size_for)"),
         "decoding": F(str, "greedy", choices=["greedy", "recommended"],
                       help="greedy: deterministic, for comparisons; recommended: the family's sampling"),
         "thinking": F(bool, None, nullable=True, help="thinking on/off for families that have a switch; null: family default"),

@@ -103,6 +103,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def keep_replaced(path: Path) -> Path | None:
+    """Before ``path`` is written anew: an existing file there is kept as
+    ``<stem>.replaced-<time><suffix>`` beside it, never overwritten."""
+    if not path.exists():
+        return None
+    return path.rename(path.with_name(f"{path.stem}.replaced-{new_run_id()}{path.suffix}"))
+
+
 def write_json(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 

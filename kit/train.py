@@ -67,9 +67,10 @@ def tokenized_split(run: Run, name: str, tokenizer, recipe: dict) -> Dataset:
 def live_samples(run: Run, tokenizer, recipe: dict) -> LiveSamples:
     """Answers to the first ``eval.live_samples`` held-out prompts at every evaluation."""
     rows = read_jsonl(run.data_dir / "eval.jsonl")[: recipe["eval"]["live_samples"]]
-    prompts = [p["messages"] for p in held_out_prompts(rows)]
+    held_out = held_out_prompts(rows)
     return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, family_for(recipe),
-                       prompts, recipe["eval"]["max_new_tokens"])
+                       [p["messages"] for p in held_out], recipe["eval"]["max_new_tokens"],
+                       tools=[p.get("tools") for p in held_out])
 
 
 def sft_config(run: Run, recipe: dict) -> SFTConfig:

@@ -9,6 +9,21 @@ from kit.data import DataError
 from kit.prepare import prepare
 from kit.recipes import RecipeError, load_recipe
 
+def contents(directory) -> dict:
+    """Every file under ``directory`` with its bytes: equal before and after means unchanged."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory):
+    """A run as prepare leaves it (recipe.yaml, manifest.json): later stages' bad values must not touch it."""
+    from kit.runs import create_run
+
+    run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "existing", root=tmp_path_factory.mktemp("runs"))
+    run.update_manifest({"note": "as prepared"})
+    return run
+
+
 # (override, the exact message after "<recipe path> with overrides: ")
 OUT_OF_RANGE = [
     ({"eval.num_prompts": -5}, "eval.num_prompts: -5 is out of range; it must be at least 1"),
@@ -44,12 +59,20 @@ OUT_OF_RANGE = [
 
 @pytest.mark.parametrize("override, message", OUT_OF_RANGE, ids=[next(iter(o)) + "=" + repr(next(iter(o.values())))
                                                                   for o, _ in OUT_OF_RANGE])
-def test_a_value_out_of_range_is_refused_when_the_recipe_loads(override, message):
+def test_a_value_out_of_range_is_refused_when_the_recipe_loads(override, message, existing_run):
     from kit.recipes import recipe_path
 
     with pytest.raises(RecipeError) as e:
         load_recipe("tiny-demo", override)
     assert str(e.value) == f"{recipe_path('tiny-demo')} with overrides: {message}"
+
+    # Given to a later stage of an existing run, it is refused too, and the run is left as it was.
+    before = contents(existing_run.path)
+    from kit.runs import RunError
+
+    with pytest.raises((RecipeError, RunError)):  # RunError: a section prepare has consumed
+        existing_run.recipe(override, stage="train")
+    assert contents(existing_run.path) == before
 
 
 @pytest.mark.parametrize("text, message", [
@@ -117,6 +140,7 @@ def test_resume_is_checked_before_any_model_loads(runs_dir):
     from kit.train import resume_checkpoint
 
     run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "r")
+    before = contents(run.path)
     assert resume_checkpoint(run, False) is None and resume_checkpoint(run, "false") is None
     for value, message in [
         ("true", f"resume: {run.checkpoints_dir} has no checkpoint to resume from"),
@@ -128,7 +152,7 @@ def test_resume_is_checked_before_any_model_loads(runs_dir):
         with pytest.raises(RunError) as e:
             resume_checkpoint(run, value)
         assert str(e.value) == message
-    assert not run.checkpoints_dir.exists()  # nothing created by a refused resume
+    assert contents(run.path) == before and not run.checkpoints_dir.exists()  # nothing created by a refused resume
 
 
 def test_a_bad_predict_file_is_refused_before_any_model_loads(tmp_path):

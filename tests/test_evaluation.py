@@ -139,3 +139,20 @@ def test_report_says_when_the_model_is_the_random_demo_model():
 
     assert "gibberish" in model_note("builtin:tiny-qwen3") and "behaviour metric" in model_note("builtin:tiny-qwen3")
     assert model_note("unsloth/Qwen3-8B-unsloth-bnb-4bit") == ""
+
+
+def test_evaluating_again_keeps_the_earlier_report(loaded, tmp_path):
+    import shutil
+
+    from kit import evaluate as E
+    from kit.runs import Run
+
+    run, recipe, model, tokenizer, checkpoint = loaded
+    again = Run(shutil.copytree(run.path, tmp_path / "again"))  # the session's demo run stays as it is
+    earlier = {name: (again.path / name).read_bytes() for name in ("report.json", "report.md")}
+    E.evaluate(again, {**recipe, "eval": {**recipe["eval"], "num_prompts": 2}}, model, tokenizer, checkpoint)
+    for name, content in earlier.items():
+        stem, suffix = name.split(".")
+        kept = list(again.path.glob(f"{stem}.replaced-*.{suffix}"))
+        assert len(kept) == 1 and kept[0].read_bytes() == content
+    assert len(json.loads((again.path / "report.json").read_text())["examples"]) == 2

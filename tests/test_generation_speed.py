@@ -1,0 +1,220 @@
+"""Batched generation is faster without changing answers: the kit's batches (sized from free memory,
+prompts sorted by length) give the one-by-one greedy tokens, generation runs in Unsloth's inference
+mode and hands a training model back as it was, the batch-size rule is sane for an 8B model, and
+tokens/s is recorded.
+
+Padding and batching change logits by rounding only, so a batched greedy token may differ from the
+one-by-one token only where the one-by-one top two logits are closer than that rounding can move
+them (a near-tie). The rounding is measured here, on this device and dtype, as the largest logit
+difference between a padded batch and the prompts alone over identical inputs."""
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+MAX_NEW = 12
+N_PROMPTS = 8
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    from kit import backend
+    from kit.backend import FastLanguageModel
+
+    model, tokenizer = backend.load_model(str(tiny_model_dir), 512, load_in_4bit=True)
+    FastLanguageModel.for_inference(model)  # as evaluate's load() leaves it
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    from kit.data import held_out_prompts
+    from kit.demo_data import conversations
+
+    convs = [p["messages"] for p in held_out_prompts(conversations())][:N_PROMPTS]
+    assert len({len(c) for c in convs}) > 1  # one to three turns: batches need padding
+    return convs
+
+
+def plain_generate(model, tokenizer, family, convs, **kwargs):
+    """model.generate on one left-padded batch of ``convs``, with each step's logits."""
+    from kit.chat import render_prompt
+    from kit.inference import stop_ids
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        inputs = tokenizer([render_prompt(tokenizer, family, c) for c in convs], return_tensors="pt", padding=True,
+                           add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=stop_ids(tokenizer, family),
+                             pad_token_id=tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True, **kwargs)
+    logits = torch.stack(out.logits, dim=1).float()  # batch × step × vocab
+    return out.sequences[:, inputs["input_ids"].shape[1]:].tolist(), logits
+
+
+@pytest.fixture(scope="module")
+def reference(loaded, prompts):
+    """One-by-one greedy answers (stop token excluded), their per-step logits, and the noise floor:
+    the largest logit change a padded batch of all prompts makes over the same inputs."""
+    from kit.families import get_family
+    from kit.inference import stop_ids
+
+    model, tokenizer = loaded
+    family = get_family("qwen3")
+    stops = stop_ids(tokenizer, family)
+    singles = [plain_generate(model, tokenizer, family, [c]) for c in prompts]
+    batch_rows, batch_logits = plain_generate(model, tokenizer, family, prompts)
+    answers, noise = [], 0.0
+    for i, (rows, logits) in enumerate(singles):
+        row = rows[0]
+        steps = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))  # steps taken, stop included
+        assert logits[0, :steps].argmax(-1).tolist() == row[:steps]  # the logits are the ones decided on
+        same = next((k + 1 for k in range(steps) if batch_rows[i][k] != row[k]), steps)  # identical inputs up to here
+        noise = max(noise, (batch_logits[i, :same] - logits[0, :same]).abs().max().item())
+        answers.append((row[:steps - 1] if row[steps - 1] in stops else row[:steps], logits[0, :steps]))
+    return answers, noise
+
+
+def check_against_one_by_one(ids: list[list[int]], reference) -> int:
+    """Each answer equals the one-by-one answer up to its first difference, which may only fall on
+    a near-tie (top-2 gap ≤ twice the noise floor). Returns how many decided tokens were compared."""
+    answers, noise = reference
+    decided = 0
+    for mine, (theirs, logits) in zip(ids, answers):
+        top2 = logits.topk(2, dim=-1).values
+        margins = (top2[:, 0] - top2[:, 1]).tolist()
+        first = next((k for k in range(min(len(mine), len(theirs)) + 1)
+                      if k == len(theirs) or k == len(mine) or mine[k] != theirs[k]), None)
+        if mine != theirs:
+            assert first < len(margins) and margins[first] <= 2 * noise, \
+                f"answer differs at token {first} where the one-by-one gap is {margins[first]:.3g} > 2 × noise {noise:.3g}"
+        decided += sum(m > 2 * noise for m in margins[:first if mine != theirs else len(margins)])
+    return decided
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])  # auto (all prompts at once), and several sorted batches
+def test_batched_answers_equal_one_by_one_greedy(loaded, prompts, reference, batch_size):
+    from kit.families import get_family
+    from kit.inference import generate
+
+    model, tokenizer = loaded
+    answers, speed = generate(model, tokenizer, get_family("qwen3"), prompts, max_new_tokens=MAX_NEW, batch_size=batch_size)
+    assert speed["batch_size"] == (batch_size or N_PROMPTS)  # auto: memory is ample for 8 tiny sequences
+    decided = check_against_one_by_one([a.ids for a in answers], reference)
+    assert decided >= N_PROMPTS  # the comparison decided something (on CPU float32: every token)
+
+
+def test_near_tie_rule_catches_answers_out_of_order(reference):
+    """The check above is not vacuous: answers handed back in another order fail it."""
+    answers, _ = reference
+    ids = [a for a, _ in answers]
+    with pytest.raises(AssertionError, match="answer differs"):
+        check_against_one_by_one(ids[1:] + ids[:1], reference)
+
+
+def test_tokens_per_second_recorded(loaded, prompts):
+    from kit.families import get_family
+    from kit.inference import generate
+
+    model, tokenizer = loaded
+    answers, speed = generate(model, tokenizer, get_family("qwen3"), prompts[:4], max_new_tokens=4)
+    assert speed["tokens"] == sum(a.tokens for a in answers) > 0
+    assert speed["seconds"] > 0
+    assert speed["tokens_per_s"] == pytest.approx(speed["tokens"] / speed["seconds"], rel=0.01, abs=0.1)
+
+
+def cache_tensors(cache):
+    if hasattr(cache, "layers"):  # transformers 5 DynamicCache
+        return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    return [t for pair in cache for t in pair]
+
+
+def test_kv_estimate_matches_the_real_cache(loaded):
+    from kit.inference import kv_cache_bytes_per_token
+
+    model, tokenizer = loaded
+    ids = tokenizer(["one two three four five six seven"], return_tensors="pt")["input_ids"].to(model.device)
+    with torch.no_grad():
+        cache = model(input_ids=ids, use_cache=True).past_key_values
+    measured = sum(t.numel() * t.element_size() for t in cache_tensors(cache)) // ids.shape[1]
+    dtype_bytes = torch.tensor([], dtype=model.dtype).element_size()
+    assert measured == kv_cache_bytes_per_token(model.config, dtype_bytes)
+
+
+def qwen3_8b_config():
+    from transformers import Qwen3Config
+
+    # Qwen3-8B's published shapes
+    return Qwen3Config(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                       num_attention_heads=32, num_key_value_heads=8, head_dim=128)
+
+
+def test_batch_size_rule_for_an_8b_model():
+    from kit.inference import MAX_BATCH, MEMORY_SHARE, batch_size_for, kv_cache_bytes_per_token, sequence_bytes
+
+    config = qwen3_8b_config()
+    assert kv_cache_bytes_per_token(config, 2) == 2 * 36 * 8 * 128 * 2  # K and V, 36 layers, 8 KV heads of 128, bf16
+    weights = 6.5 * 2**30  # the 8B in 4-bit with its LoRA, loaded
+    for prompt, new in [(128, 64), (512, 256), (1024, 512)]:
+        sizes = {gb: batch_size_for(config, prompt, new, int(gb * 2**30 - weights)) for gb in (16, 24, 80)}
+        per_sequence = sequence_bytes(config, prompt, new, 2)
+        for gb, size in sizes.items():
+            free = gb * 2**30 - weights
+            assert 1 <= size <= MAX_BATCH and size * per_sequence <= MEMORY_SHARE * free
+            assert size == MAX_BATCH or (size + 1) * per_sequence > MEMORY_SHARE * free  # no room left unused
+        assert 8 <= sizes[16] <= sizes[24] <= sizes[80]  # at least the old fixed batch even on a 16 GB GPU
+        assert sizes[80] == MAX_BATCH
+    assert batch_size_for(config, 512, 256, 2**30) < batch_size_for(config, 128, 64, 2**30)  # longer prompts, fewer
+    assert batch_size_for(config, 32_000, 1_000, 2**30) == 1  # never zero, even when one sequence does not fit
+
+
+@pytest.fixture(params=[True, False], ids=["checkpointing", "no-checkpointing"])
+def training_model(tiny_model_dir, request):
+    """A LoRA model set up for training, as the train stage has it (its own copy: get_peft_model
+    changes the model it wraps), with and without gradient checkpointing."""
+    from kit import backend
+    from kit.backend import FastLanguageModel
+
+    model, tokenizer = backend.load_model(str(tiny_model_dir), 512, load_in_4bit=True)
+    model = FastLanguageModel.get_peft_model(model, r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                             use_gradient_checkpointing=request.param, random_state=0)
+    FastLanguageModel.for_training(model)
+    return model, tokenizer, request.param
+
+
+def test_generation_runs_in_inference_mode_and_gives_training_back(training_model, prompts):
+    from kit.families import get_family
+    from kit.inference import generate
+
+    model, tokenizer, checkpointing = training_model
+    seen = []
+    hook = model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((module.training, kwargs.get("past_key_values") is not None)),
+        with_kwargs=True)
+    use_cache = model.config.use_cache  # training's setting (for_inference turns the cache on)
+    try:
+        assert model.training and model.is_gradient_checkpointing == checkpointing
+        generate(model, tokenizer, get_family("qwen3"), prompts[:2], max_new_tokens=4)
+        assert model.training and model.is_gradient_checkpointing == checkpointing
+        assert model.config.use_cache == use_cache
+        model.eval()  # as LiveSamples does before generating mid-training
+        generate(model, tokenizer, get_family("qwen3"), prompts[:2], max_new_tokens=4)
+        assert not model.training and model.is_gradient_checkpointing == checkpointing
+        assert model.config.use_cache == use_cache
+    finally:
+        hook.remove()
+    assert seen and not any(training for training, _ in seen)  # eval mode while generating
+    assert any(cached for _, cached in seen)  # later steps reuse the KV cache
+    assert tokenizer.padding_side == "right"  # what training pads with, as for_training left it
+
+
+def test_evaluate_lets_generate_size_batches():
+    from kit.evaluate import _generation_options
+
+    recipe = {"eval": {"max_new_tokens": 8, "batch_size": None, "decoding": "greedy", "thinking": None},
+              "train": {"seed": 1}}
+    assert _generation_options(recipe, None)["batch_size"] is None
+    recipe["eval"]["batch_size"] = 4
+    assert _generation_options(recipe, None)["batch_size"] == 4
