@@ -16,6 +16,7 @@ from .families import ensure_chat_template, family_for
 from .prepare import tokenize_rows
 from .runs import Run, RunError, new_run_id, write_text_atomic
 
+import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import TrainerState  # noqa: E402
 from transformers.trainer_utils import TrainOutput  # noqa: E402
@@ -33,6 +34,18 @@ class KitSFTTrainer(SFTTrainer):
         for name, p in self.model.named_parameters():  # before the optimizer state is loaded into them
             if name in dtypes and p.dtype != dtypes[name]:
                 p.data = p.data.to(dtypes[name])
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """TRL's evaluation step asks for the loss without ``num_items_in_batch``; on a GPU, Unsloth's
+        loss then warns that accumulation lost its normalisation. Passing the batch's supervised-token
+        count gives the same per-token mean, and Unsloth's normalisation throughout."""
+        if not prediction_loss_only:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        count = self._get_num_items_in_batch([inputs], self.args.device)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=count)
+        return loss.detach(), None, None
 
 
 def load_base(recipe: dict):

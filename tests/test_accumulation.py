@@ -123,3 +123,33 @@ def torch_eps() -> float:
     import torch
 
     return torch.finfo(torch.float32).eps
+
+
+def test_evaluation_passes_the_token_count_and_keeps_the_per_token_mean(setup):
+    """The kit's evaluation step gives Unsloth's loss the batch's supervised-token count (TRL's
+    leaves it out, which on a GPU makes Unsloth warn that the normalisation is lost); the eval loss
+    is the same per-token mean either way."""
+    from trl import SFTTrainer
+
+    T, seen = setup.T, []
+    recipe = {**setup.recipe, "train": {**setup.recipe["train"], "per_device_eval_batch_size": 4}}
+
+    def counting(base):
+        class Counting(base):
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                seen.append((base.__name__, num_items_in_batch))
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return Counting
+
+    losses = {}
+    for base in (T.KitSFTTrainer, SFTTrainer):
+        trainer = counting(base)(model=setup.model, processing_class=setup.tokenizer, train_dataset=setup.dataset,
+                                 eval_dataset=setup.dataset,
+                                 args=T.sft_config(SimpleNamespace(checkpoints_dir=setup.tmp / "eval"), recipe))
+        losses[base.__name__] = trainer.evaluate()["eval_loss"]
+    kit_counts = [int(n) for name, n in seen if name == "KitSFTTrainer"]
+    supervised = sum(sum(label != -100 for label in ex["labels"]) for ex in setup.dataset)
+    assert kit_counts and sum(kit_counts) >= supervised - len(setup.dataset)  # labels shift by one per row
+    assert all(n is None for name, n in seen if name != "KitSFTTrainer")  # what TRL's own step passes
+    # Same quantity, summed in another order (a wrong normalisation would be off by a factor of tokens).
+    assert abs(losses["KitSFTTrainer"] - losses["SFTTrainer"]) <= 1e-3 * abs(losses["SFTTrainer"])
