@@ -318,5 +318,7 @@ def test_held_out_prompts_carry_their_tools(tmp_path):
     rows = load_conversations(write(tmp_path / "o.jsonl", [openai_row(), {"messages": [
         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}])).rows
     with_tools, plain = held_out_prompts(rows)
-    assert with_tools == {"messages": CANONICAL["messages"][:2], "reference": "Let me look.", "tools": [WEATHER, TIME]}
+    calls = [{"name": c["name"], "arguments": c["arguments"]} for c in CANONICAL["messages"][2]["tool_calls"]]
+    assert with_tools == {"messages": CANONICAL["messages"][:2], "reference": "Let me look.", "tools": [WEATHER, TIME],
+                          "reference_calls": calls}
     assert plain == {"messages": [{"role": "user", "content": "Hi"}], "reference": "Hello"}
