@@ -1,21 +1,24 @@
-"""Merge a LoRA adapter into its base checkpoint shard by shard, without loading the model.
+"""Merge a LoRA adapter into its base checkpoint tensor by tensor, without loading the model.
 
-Each base shard is read, every weight the adapter targets becomes ``W + scale · B @ A`` (float32,
-then ``merged_dtype``), and the shard is written under the same name: peak memory is one
-shard plus the adapter, whatever the model's size, and the output is sharded like the base (with
-its index). This is the arithmetic PEFT's ``merge_and_unload`` does for plain LoRA; adapters it
-does not cover (DoRA, fully trained ``modules_to_save``, a quantized base checkpoint) raise
-``NotStreamable`` and the caller merges through Unsloth with the model loaded instead.
+Each base shard is read and written under the same name, tensor by tensor and each tensor by bands
+of rows (``kit.safetensors_io``): every weight the adapter targets becomes ``W + scale · B @ A``
+(float32, then ``merged_dtype``), one band at a time, with the adapter's A and B read when their
+weight comes. Peak memory is a few bands of at most 64 MB and one module's A and B, whatever the
+size of the model or its shards, and the output is sharded like the base (with its index). This is
+the arithmetic PEFT's ``merge_and_unload`` does for plain LoRA; adapters it does not cover (DoRA,
+fully trained ``modules_to_save``, a quantized base checkpoint) raise ``NotStreamable`` and the
+caller merges through Unsloth with the model loaded instead.
 """
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from .safetensors_io import CHUNK_BYTES, SafetensorsFile, SafetensorsWriter, copy_tensor
 
 ADAPTER_PREFIX = "base_model.model."
 COPIED_FILES = ("config.json", "generation_config.json")
@@ -34,11 +37,7 @@ def tensor_files(directory: Path) -> dict[str, Path]:
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{directory}: no .safetensors weights")
-    out = {}
-    for file in files:
-        with safe_open(str(file), "pt") as f:
-            out.update({name: file for name in f.keys()})
-    return out
+    return {name: file for file in files for name in SafetensorsFile(file).entries}
 
 
 def names_by_file(files: dict[str, Path]) -> dict[Path, list[str]]:
@@ -53,12 +52,8 @@ def parameter_count(directory: Path) -> int:
     """Parameters in a checkpoint, from the safetensors headers (nothing loaded)."""
     total = 0
     for file, names in names_by_file(tensor_files(directory)).items():
-        with safe_open(str(file), "pt") as f:
-            for name in names:
-                numel = 1
-                for d in f.get_slice(name).get_shape():
-                    numel *= d
-                total += numel
+        entries = SafetensorsFile(file).entries
+        total += sum(entries[name].numel for name in names)
     return total
 
 
@@ -87,10 +82,16 @@ def cast_checkpoint(directory: Path, dtype: torch.dtype) -> None:
     if stated_dtype(config) == dtype_name(dtype):
         return
     for file, names in names_by_file(tensor_files(directory)).items():
-        with safe_open(str(file), "pt") as f:
-            shard = {name: f.get_tensor(name) for name in names}
-        shard = {name: t.to(dtype) if t.dtype in (torch.float16, torch.bfloat16) else t for name, t in shard.items()}
-        save_file(shard, str(file), metadata={"format": "pt"})
+        tmp = file.with_name(file.name + ".tmp")
+        with SafetensorsFile(file) as source:
+            wanted = set(names)
+            names = [n for n in source.names() if n in wanted]
+            to = {n: dtype if source.entries[n].dtype in (torch.float16, torch.bfloat16) else source.entries[n].dtype
+                  for n in names}
+            with SafetensorsWriter(tmp, [(n, to[n], source.entries[n].shape) for n in names], {"format": "pt"}) as out:
+                for name in names:
+                    copy_tensor(source, name, out, to[name])
+        tmp.replace(file)
     config["dtype"] = dtype_name(dtype)
     config.pop("torch_dtype", None)
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -107,7 +108,8 @@ def lora_scales(config: dict, lora: dict[str, torch.Tensor]) -> dict[str, float]
     out = {}
     for module in sorted({name.rsplit(".lora_", 1)[0] for name in lora}):
         r = resolve(config.get("rank_pattern") or {}, module, config["r"])
-        rank = lora[f"{module}.lora_A.weight"].shape[0]
+        a = f"{module}.lora_A.weight"
+        rank = (lora.shape(a) if isinstance(lora, LazyTensors) else lora[a].shape)[0]
         if r != rank:
             raise ValueError(f"adapter_config.json gives {module} rank {r}, its lora_A has rank {rank}")
         alpha = resolve(config.get("alpha_pattern") or {}, module, config["lora_alpha"])
@@ -115,15 +117,36 @@ def lora_scales(config: dict, lora: dict[str, torch.Tensor]) -> dict[str, float]
     return out
 
 
-def read_adapter(adapter_dir: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, float]]:
-    """(adapter config, {module: (A, B)} tensors keyed ``<module>.lora_A/B.weight``, {module: scale})."""
+class LazyTensors(Mapping):
+    """Tensors of one safetensors file by name, each read from the file when asked for (a module's A
+    and B are read when its weight is merged or checked, so the adapter is never in memory whole)."""
+
+    def __init__(self, path: Path, prefix: str = ""):
+        self.file = SafetensorsFile(path)
+        self._names = {name.removeprefix(prefix): name for name in self.file.entries}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.file.read(self._names[name])
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.file.entries[self._names[name]].shape
+
+
+def read_adapter(adapter_dir: Path) -> tuple[dict, LazyTensors, dict[str, float]]:
+    """(adapter config, its LoRA tensors keyed ``<module>.lora_A/B.weight``, read when asked for,
+    {module: scale})."""
     config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     for option, what in (("use_dora", "DoRA adapters"), ("fan_in_fan_out", "fan_in_fan_out (transposed) weights"),
                          ("target_parameters", "adapters on parameters (target_parameters)")):
         if config.get(option):
             raise NotStreamable(what)
-    with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as f:
-        lora = {name.removeprefix(ADAPTER_PREFIX): f.get_tensor(name) for name in f.keys()}
+    lora = LazyTensors(adapter_dir / "adapter_model.safetensors", ADAPTER_PREFIX)
     other = [name for name in lora if not name.endswith((".lora_A.weight", ".lora_B.weight"))]
     if other:  # LoRA biases, embedding LoRA, modules_to_save: not plain W + scale·B·A
         raise NotStreamable(f"adapter tensors other than LoRA A/B weights ({other[0]}, …)")
@@ -152,19 +175,26 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
     whole_float32 = stated_dtype(config) == "float32"
     out_dir.mkdir(parents=True)
     for file, names in tqdm(by_file.items(), desc="merging shards", unit="shard", disable=not progress):
-        shard = {}
-        with safe_open(str(file), "pt") as f:
+        with SafetensorsFile(file) as source:
+            wanted = set(names)
+            names = [n for n in source.names() if n in wanted]  # in the order their bytes lie
+            out_dtypes = {}
             for name in names:
-                weight = f.get_tensor(name)
-                keep = not weight.is_floating_point() or (weight.dtype == torch.float32 and not whole_float32)
-                out_dtype = weight.dtype if keep else dtype
-                if name in targets:
+                e = source.entries[name]
+                keep = not e.dtype.is_floating_point or (e.dtype == torch.float32 and not whole_float32)
+                out_dtypes[name] = e.dtype if keep else dtype
+            specs = [(n, out_dtypes[n], source.entries[n].shape) for n in names]
+            with SafetensorsWriter(out_dir / file.name, specs, {"format": "pt"}) as out:
+                for name in names:
+                    if name not in targets:
+                        copy_tensor(source, name, out, out_dtypes[name])
+                        continue
                     module = targets[name]
                     a, b = lora[f"{module}.lora_A.weight"].float(), lora[f"{module}.lora_B.weight"].float()
-                    weight = weight.float().addmm_(b, a, alpha=scales[module])
-                shard[name] = weight.to(out_dtype).contiguous()
-        save_file(shard, str(out_dir / file.name), metadata={"format": "pt"})
-        del shard  # one shard in memory at a time
+                    # A band of rows at a time: rows i of W + scale·B·A need only rows i of B.
+                    for start, stop in source.bands(name, CHUNK_BYTES // 4):  # ~64 MB in float32, from 16 bits
+                        band = source.read(name, start, stop).float().addmm_(b[start:stop], a, alpha=scales[module])
+                        out.write(band.to(out_dtypes[name]))
 
     index = base_dir / "model.safetensors.index.json"
     if index.exists():

@@ -1,10 +1,11 @@
 """merge: LoRA adapter + base → merged 16-bit safetensors, verified, then GGUF and a Modelfile.
 
-The merge streams the base checkpoint shard by shard (``kit.lora_merge``), in the dtype
+The merge streams the base checkpoint tensor by tensor (``kit.lora_merge``), in the dtype
 ``merged_dtype`` decides from the base's config (the Unsloth route writes the same). Two checks:
-every merged tensor against base + adapter, one tensor at a time (``kit.merge_check``), and, where
-memory allows, the merged files loaded back with plain transformers against base + adapter run
-through Unsloth and PEFT, logits on held-out prompts, judged against a noise floor measured in the
+every merged tensor against base + adapter, a band of rows at a time (``kit.merge_check``), and,
+where memory allows, the merged files loaded back with plain transformers against base + adapter
+(PEFT on the base, both read straight into device memory; through Unsloth where the base is not a
+local 16-bit checkpoint), logits on held-out prompts, judged against a noise floor measured in the
 same run, device and dtype (a correct merge's rounding) rather than an absolute tolerance; the
 adapter's own effect is recorded beside it. Then the QLoRA gap: eval loss of the merged 16-bit
 model against the 4-bit base + adapter that training saw.
@@ -95,6 +96,16 @@ def shared_system_prompt(rows: list[dict]) -> str | None:
     return systems.pop() if len(systems) == 1 else None
 
 
+def modelfile_conversations(held_out: list[dict], family) -> list:
+    """The held-out prompts the Modelfile's TEMPLATE is checked on: whole conversations with their
+    tools where the family's TEMPLATE renders history and tools, else the single-turn ones."""
+    from . import modelfile
+
+    if modelfile.renders_history(family):
+        return [{"messages": p["messages"], "tools": p.get("tools")} for p in held_out]
+    return [p["messages"] for p in held_out if len(p["messages"]) <= 2 and not p.get("tools")]
+
+
 def export_modelfile(run: Run, recipe: dict, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
     """gguf/Modelfile for Ollama, pointing at the smallest usual quantization that was exported;
     SYSTEM: ``export.system``, else the system prompt the model was trained with, if one for all."""
@@ -180,27 +191,91 @@ def merge_with_unsloth(run: Run, recipe: dict, out: Path, stored: torch.dtype) -
     return parameters, tokenizer
 
 
+def direct_base(run: Run, recipe: dict) -> Path | None:
+    """The base checkpoint's directory where base + adapter can be loaded without transformers'
+    loader (a local, unquantized checkpoint and a plain LoRA adapter, as the streaming merge needs),
+    else None."""
+    from .lora_merge import NotStreamable, read_adapter
+
+    try:
+        base_dir = _local_checkpoint(recipe["model"]["id"])
+        read_adapter(run.adapter_dir)
+    except NotStreamable:
+        return None
+    config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    return None if config.get("quantization_config") else base_dir
+
+
+def load_reference_direct(base_dir: Path, adapter_dir: Path, dtype: torch.dtype):
+    """Base + adapter, unquantized, in ``dtype``: the base read a band at a time straight into
+    device memory (``kit.safetensors_io.load_model``, no host copy of the model), the adapter put on
+    it by PEFT. None where that loader does not apply to the checkpoint."""
+    from peft import PeftModel
+
+    from .safetensors_io import load_model
+
+    base = load_model(Path(base_dir), dtype, backend.device())
+    return None if base is None else PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+
+
+def _load_reference(run: Run, recipe: dict, dtype: torch.dtype) -> tuple[object, str]:
+    """(base + the run's adapter in ``dtype``, how it was loaded): straight into device memory where
+    ``direct_base`` allows, else through Unsloth."""
+    base_dir = direct_base(run, recipe)
+    model = None if base_dir is None else load_reference_direct(base_dir, run.adapter_dir, dtype)
+    if model is not None:
+        return model, f"transformers + PEFT, base read straight into {backend.device()} memory"
+    return _load_adapter_model(run, recipe, dtype)[0], "Unsloth + PEFT"
+
+
 def reference_logits(run: Run, recipe: dict, tokenizer, prompts: list[str], stored: torch.dtype) -> dict:
-    """Base + the run's adapter through Unsloth and PEFT, in the check's dtype: its logits on the
+    """Base + the run's adapter (``_load_reference``) in the check's dtype: its logits on the
     prompts (the reference, kept), the adapter's own effect on them (adapter disabled), and the noise
-    floor: the same model merged in memory by PEFT with its weights rounded to the stored dtype (a
-    merge known to be right), compared with the reference as the merged files will be. Where the
-    base is already stored in that dtype, the base alone would show no rounding at all; a merged
-    weight is always rounded. One model in memory."""
+    floor (``reference_from``). One model in memory."""
+    dtype = backend.merge_dtype(stored)
+    return reference_from(lambda: _load_reference(run, recipe, dtype), tokenizer, prompts, stored, dtype)
+
+
+def reference_from(load, tokenizer, prompts: list[str], stored: torch.dtype, dtype: torch.dtype) -> dict:
+    """``reference_logits`` for the base + adapter that ``load()`` returns (a PEFT model in
+    ``dtype``, and how it was loaded; loaded here, so that nothing else holds it when it is deleted
+    before the merged model is loaded). The noise floor: the same model merged in memory by PEFT
+    with its weights rounded to the stored dtype (a merge known to be right), compared with the
+    reference as the merged files will be. Where the base is already stored in that dtype, the base
+    alone would show no rounding at all; a merged weight is always rounded."""
     from .merge_check import compare_logits
 
-    dtype = backend.merge_dtype(stored)
-    model, _ = _load_adapter_model(run, recipe, dtype)
+    model, loaded_by = load()
     reference = list(_logits(model, tokenizer, prompts))
     with model.disable_adapter():
         effect = _max_abs_diff(reference, _logits(model, tokenizer, prompts))
     model = model.merge_and_unload()
     for p in model.parameters():  # float32 ones a 16-bit checkpoint keeps too: the floor errs high, not low
-        p.data = p.data.to(stored).to(p.dtype)
+        if p.dtype != stored:  # in place, 4096 rows at a time: no second copy of the embedding
+            for rows in (p.data.split(4096) if p.dim() else [p.data]):
+                rows.copy_(rows.to(stored))
     floor = compare_logits(reference, _logits(model, tokenizer, prompts))
     del model
+    release_memory()
     return {"logits": reference, "dtype": dtype, "stored_dtype": stored, "noise_floor": floor,
-            "adapter_max_abs_logit_effect": effect}
+            "adapter_max_abs_logit_effect": effect, "loaded_by": loaded_by}
+
+
+def release_memory() -> None:
+    """Return what a deleted model held: PEFT wrappers sit in reference cycles; PyTorch's caching
+    allocator keeps freed GPU memory, which the next model's free-memory check would miss; and glibc
+    keeps freed heap memory (tensors under its mmap threshold: a model's smaller weights) in the
+    process, where the next model, loaded by other threads, may not reuse it."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if backend.HAS_GPU:
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict:
@@ -214,8 +289,9 @@ def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict
     resolution = torch.finfo(dtype).eps * max(float(r.abs().max()) for r in logits)
     stored = dtype_name(reference["stored_dtype"])
     return {
-        "compared": f"merged files loaded with transformers vs base + adapter (Unsloth + PEFT): next-token logits "
-                    f"at all {result['positions']} positions of {len(prompts)} held-out prompts, whole vocabulary",
+        "compared": f"merged files loaded with transformers vs base + adapter ({reference['loaded_by']}): "
+                    f"next-token logits at all {result['positions']} positions of {len(prompts)} held-out prompts, "
+                    "whole vocabulary",
         "noise_floor_from": f"base + adapter merged in memory by PEFT, weights rounded to {stored}, vs base + adapter",
         "device": backend.device_name(), "compute_dtype": dtype_name(dtype), "stored_dtype": stored,
         "merged": result, "noise_floor": reference["noise_floor"],
@@ -253,12 +329,14 @@ def _model_checks(run: Run, recipe: dict, merged_dir: Path, tokenizer, prompts: 
         del reference
         # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
         greedy = [a.ids for a in generate(merged, tokenizer, family_for(recipe), [p["messages"] for p in held_out],
-                                          max_new_tokens=recipe["export"]["verify_tokens"], batch_size=1)[0]]
+                                          max_new_tokens=recipe["export"]["verify_tokens"], batch_size=1,
+                                          tools=[p.get("tools") for p in held_out])[0]]
     with measured(stages, "qlora_gap"):
         if recipe["model"]["load_in_4bit"]:
             rows = read_jsonl(run.data_dir / "eval.jsonl")[:QLORA_GAP_ROWS]
             loss = token_loss(merged, tokenizer, family_for(recipe), rows, recipe["data"]["train_on"])
             del merged
+            release_memory()
             gap = qlora_gap(run, recipe, tokenizer, rows, loss)
         else:
             gap = {"skipped": "trained on the 16-bit base (model.load_in_4bit: false): no quantization gap"}
@@ -315,12 +393,11 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
             tensors = {"ok": None, "skipped": str(e)}
 
     held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe["eval"]["num_prompts"])
-    prompts = [render_prompt(tokenizer, family, p["messages"]) for p in held_out]
-    needed, free = logits_check_bytes(parameters), backend.free_memory_bytes()
-    if needed <= free:
+    prompts = [render_prompt(tokenizer, family, p["messages"], tools=p.get("tools")) for p in held_out]
+    why = logits_check_room(parameters, direct=direct_base(run, recipe) is not None)
+    if why is None:
         logits, greedy, gap = _model_checks(run, recipe, tmp, tokenizer, prompts, held_out, stored, stages)
     else:
-        why = f"needs about {needed / 1e9:.1f} GB for one model at a time, {free / 1e9:.1f} GB free"
         logits, greedy, gap = {"ok": None, "skipped": why}, None, {"skipped": why}
     report = {
         **method,
@@ -342,8 +419,8 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
         with measured(stages, "gguf"):
             report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, backend.merge_dtype(stored),
                                          overwrite)
-        single_turn = [p["messages"] for p in held_out if len(p["messages"]) <= 2]
-        report["modelfile"] = export_modelfile(run, recipe, tokenizer, report["gguf"], single_turn)
+        report["modelfile"] = export_modelfile(run, recipe, tokenizer, report["gguf"],
+                                               modelfile_conversations(held_out, family))
     report["stages"] = stages
     report["peak_rss_mb"] = max(s["peak_rss_mb"] for s in stages.values())
     write_json(run.path / "merge_report.json", report)
@@ -364,6 +441,32 @@ def logits_check_bytes(parameters: int) -> int:
     """Memory for one copy of the model in the check's dtype, plus a third for activations and
     the libraries."""
     return int(parameters * (2 if backend.HAS_GPU else 4) * 1.33)
+
+
+def logits_check_room(parameters: int, direct: bool) -> str | None:
+    """Why the logits check cannot run here (the GB it needs and the GB free), or None where it can.
+    It holds one model at a time (``logits_check_bytes``) in free GPU memory, or RAM on a CPU. Both
+    models are read straight into that memory where ``direct`` (``direct_base``): the host then holds
+    a 64 MB band, never the model. Otherwise the reference goes through transformers' loader, which
+    maps the base's 16-bit files, every page it reads counting in RAM until the load ends: they must
+    fit in available RAM too."""
+    import psutil
+
+    needed, free = logits_check_bytes(parameters), backend.free_memory_bytes()
+    mapped = 0 if direct else parameters * 2
+    if not backend.HAS_GPU:
+        needed += mapped
+    if needed > free:
+        where = "GPU memory" if backend.HAS_GPU else "RAM"
+        return (f"needs about {needed / 1e9:.1f} GB of {where} for one model at a time"
+                + ("" if backend.HAS_GPU or direct else " and the base's files that transformers' loader maps")
+                + f", {free / 1e9:.1f} GB free")
+    available = psutil.virtual_memory().available
+    if backend.HAS_GPU and mapped > available:
+        return (f"the reference model goes through transformers' loader (the base is not a local 16-bit "
+                f"checkpoint with a plain LoRA adapter), which maps its {mapped / 1e9:.1f} GB of files into RAM; "
+                f"{available / 1e9:.1f} GB available")
+    return None
 
 
 def summary(report: dict) -> str:

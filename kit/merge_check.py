@@ -1,11 +1,12 @@
-"""The merged checkpoint checked tensor by tensor against base + LoRA, one tensor in memory at a time.
+"""The merged checkpoint checked tensor by tensor against base + LoRA, a band of one tensor's rows in
+memory at a time.
 
 For every weight a LoRA adapter targets, the merged tensor must equal ``W + scale · B @ A``
 (computed here in float32 from the base checkpoint and the adapter file, independently of the code
 that merged) to within the rounding of the stored dtype; every other tensor must equal the base's.
-Unlike the logits check, this needs memory for one tensor, not for whole models, so it runs for
-any model size. The logits check's comparison and its rule (``judge_logits``) are here too; the
-models it compares are loaded by ``kit.merge``.
+Unlike the logits check, this needs memory for a band of one tensor's rows (tens of MB), not for
+whole models, so it runs for any model size. The logits check's comparison and its rule
+(``judge_logits``) are here too; the models it compares are loaded by ``kit.merge``.
 """
 from __future__ import annotations
 
@@ -13,23 +14,27 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from .lora_merge import NotStreamable, read_adapter, tensor_files
+from .safetensors_io import CHUNK_BYTES, SafetensorsFile
 
 
 class _Reader:
-    """Tensors by name across shards, keeping one shard open at a time."""
+    """Tensors by name across shards, read a band of rows at a time (``kit.safetensors_io``): never
+    a whole shard, nor a whole tensor, in memory."""
 
     def __init__(self, directory: Path):
-        self.files, self._open, self._handle = tensor_files(directory), None, None
+        self.files, self._open = tensor_files(directory), {}
 
-    def get(self, name: str) -> torch.Tensor:
-        file = self.files[name]
-        if file != self._open:
-            self._handle = safe_open(str(file), "pt")
-            self._open = file
-        return self._handle.get_tensor(name)
+    def file(self, name: str) -> SafetensorsFile:
+        path = self.files[name]
+        if path not in self._open:
+            self._open[path] = SafetensorsFile(path)
+        return self._open[path]
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
 
 
 def check_merged_tensors(base_dir: Path, adapter_dir: Path, merged_dir: Path) -> dict:
@@ -49,26 +54,40 @@ def check_merged_tensors(base_dir: Path, adapter_dir: Path, merged_dir: Path) ->
     missing = sorted(set(base.files) - set(merged.files))
     extra = sorted(set(merged.files) - set(base.files))
     merged_modules, unchanged, changed, worst = 0, 0, [], (0.0, None)
-    # In file order, so each shard is opened once.
-    for name in sorted(set(base.files) & set(merged.files), key=lambda n: (str(merged.files[n]), n)):
-        new = merged.get(name)
+    # In file order, so each shard is read front to back.
+    in_order = sorted(set(base.files) & set(merged.files),
+                      key=lambda n: (str(merged.files[n]), merged.file(n).entries[n].begin))
+    for name in in_order:
+        new_file, base_file = merged.file(name), base.file(name)
+        if new_file.entries[name].shape != base_file.entries[name].shape:
+            changed.append(name)
+            continue
+        dtype = new_file.entries[name].dtype
         if name in targets:
             module = targets[name]
             a = lora[f"{module}.lora_A.weight"].float()
             b = lora[f"{module}.lora_B.weight"].float()
-            expected = base.get(name).float() + scales[module] * (b @ a)
-            # Round-to-nearest in the stored dtype moves a value by at most half an ulp.
-            bound = expected.abs() * (torch.finfo(new.dtype).eps / 2) + torch.finfo(new.dtype).tiny
-            error = (new.float() - expected).abs()
-            excess = float((error - bound).max())
-            worst = max(worst, (float(error.max()), name), key=lambda w: w[0])
+            excess, error_max = 0.0, 0.0
+            for start, stop in new_file.bands(name, CHUNK_BYTES // 4):  # ~64 MB in float32, from 16 bits
+                # base + scale · (B @ A), in place: a few float32 bands at a time
+                expected = torch.mm(b[start:stop], a).mul_(scales[module]).add_(base_file.read(name, start, stop))
+                error = new_file.read(name, start, stop).float().sub_(expected).abs_()
+                error_max = max(error_max, float(error.max()))
+                # Round-to-nearest in the stored dtype moves a value by at most half an ulp.
+                bound = expected.abs_().mul_(torch.finfo(dtype).eps / 2).add_(torch.finfo(dtype).tiny)
+                excess = max(excess, float(error.sub_(bound).max()))
+                del expected, error, bound
+            worst = max(worst, (error_max, name), key=lambda w: w[0])
             if excess > 0:
                 changed.append(name)
             merged_modules += 1
-        elif torch.equal(new, base.get(name).to(new.dtype)):
+        elif all(torch.equal(new_file.read(name, start, stop), base_file.read(name, start, stop).to(dtype))
+                 for start, stop in new_file.bands(name)):
             unchanged += 1
         else:
             changed.append(name)
+    base.close()
+    merged.close()
     not_found = sorted(set(targets) - set(merged.files))
     return {
         "ok": not (missing or extra or changed or not_found),
