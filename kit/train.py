@@ -133,11 +133,13 @@ def purge_tensorboard_after(tensorboard_dir: Path, step: int) -> None:
     SummaryWriter(str(tensorboard_dir), purge_step=step + 1).close()
 
 
-def finished_at(checkpoint: Checkpoint) -> bool:
+def finished_at(checkpoint: Checkpoint, max_steps: int | None) -> bool:
     """Whether ``checkpoint`` is the run's last step: resuming there must train nothing, but
-    transformers' loop would run one step past max_steps."""
+    transformers' loop would run one step past max_steps. ``max_steps`` is the recipe's (it may have
+    been raised for the resume); where the run counts epochs instead, the checkpoint's own limit."""
     state = json.loads((checkpoint.path / "trainer_state.json").read_text(encoding="utf-8"))
-    return state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]
+    limit = max_steps if max_steps and max_steps > 0 else state.get("max_steps", 0)
+    return limit > 0 and state["global_step"] >= limit
 
 
 def mean_train_loss(metrics_path: Path) -> float | None:
@@ -221,7 +223,7 @@ def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
         callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, recipe)],
     )
     backend.reset_peak_memory()
-    if checkpoint and finished_at(checkpoint):  # killed after its last checkpoint: restore, train nothing
+    if checkpoint and finished_at(checkpoint, trainer.args.max_steps):  # killed after its last checkpoint: restore, train nothing
         trainer._load_from_checkpoint(resume_from)
         trainer.state = TrainerState.load_from_json(str(checkpoint.path / "trainer_state.json"))
         result = TrainOutput(trainer.state.global_step, None, {"train_runtime": 0.0})
