@@ -21,9 +21,10 @@ from .runs import Run, keep_replaced, write_json, write_text_atomic
 from .tiny import BUILTIN_ID
 from .tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
 
-DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the taught opening "
-             "(\"Dear customer, \") and its answers are gibberish after it. Judge it by the behaviour metric, "
-             "not by the answers' text, BLEU or ROUGE-L.")
+DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught pattern "
+             "(an opening, or a tool call's format and which tool to call) and little else; its text around "
+             "that is gibberish. Judge it by the behaviour and tool-call metrics, not by the answers' text, "
+             "BLEU or ROUGE-L.")
 
 
 def model_note(model_id: str) -> str:

@@ -29,11 +29,11 @@ def runs_dir(tmp_path, monkeypatch):
     return path
 
 
-def pipeline(runs_dir, *args, **env_vars):
+def pipeline(runs_dir, *args, timeout: int = 900, **env_vars):
     """``python -m kit.pipeline ARGS`` with runs under ``runs_dir`` (and extra environment)."""
     env = {**os.environ, "KIT_RUNS_DIR": str(runs_dir), **env_vars}
     return subprocess.run([sys.executable, "-m", "kit.pipeline", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

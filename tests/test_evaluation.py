@@ -137,7 +137,7 @@ def test_chat_streams_answers_and_skips_without_input(loaded, capsys):
 def test_report_says_when_the_model_is_the_random_demo_model():
     from kit.evaluate import model_note
 
-    assert "gibberish" in model_note("builtin:tiny-qwen3") and "behaviour metric" in model_note("builtin:tiny-qwen3")
+    assert "gibberish" in model_note("builtin:tiny-qwen3") and "behaviour and tool-call metrics" in model_note("builtin:tiny-qwen3")
     assert model_note("unsloth/Qwen3-8B-unsloth-bnb-4bit") == ""
 
 
