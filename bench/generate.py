@@ -71,7 +71,7 @@ def load(shape: str):
 
 def prompts(n: int) -> list[list[dict]]:
     """``n`` demo conversations up to their last user turn (1-3 turns, with or without system)."""
-    from kit.data import held_out_prompts
+    from kit.data.rows import held_out_prompts
     from kit.demo_data import conversations
 
     pool = [p["messages"] for p in held_out_prompts(conversations())]
@@ -79,8 +79,8 @@ def prompts(n: int) -> list[list[dict]]:
 
 
 def timed(model, tokenizer, conversations, max_new_tokens: int, batch_size: int | None):
-    from kit.families import get_family
-    from kit.inference import generate
+    from kit.chat.families import get_family
+    from kit.evaluation.inference import generate
 
     answers, speed = generate(model, tokenizer, get_family("qwen3"), conversations,
                               max_new_tokens=max_new_tokens, batch_size=batch_size)

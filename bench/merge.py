@@ -1,6 +1,6 @@
 """Peak memory and time of each stage of the kit's merge on a sharded checkpoint with random
 weights: the streaming merge, the tensor check and the logits check, each in a fresh process, with
-peak RSS measured above the stage's start (``kit.merge.measured``) and held to the budgets of a
+peak RSS measured above the stage's start (``kit.export.merge.measured``) and held to the budgets of a
 Colab runtime's 12.7 GB of RAM:
 
     merge         the largest shard + 1 GB
@@ -52,7 +52,7 @@ BUILD = r"""
 import json, math, sys, torch
 from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
-from kit.safetensors_io import SafetensorsWriter, row_bands
+from kit.export.safetensors_io import SafetensorsWriter, row_bands
 from kit.tiny import ensure_tiny_model
 
 out, shape, targets, rank = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
@@ -131,7 +131,7 @@ import json, sys, shutil
 from pathlib import Path
 from kit import backend  # Unsloth first, in every stage: the same baseline
 import torch
-from kit.merge import measured  # what merge_report.json's stages use
+from kit.export.merge import measured  # what merge_report.json's stages use
 stage, work = sys.argv[1], Path(sys.argv[2])
 base, adapter, merged = work / "base", work / "adapter", work / "merged"
 out = {}
@@ -139,23 +139,23 @@ if backend.HAS_GPU:  # the CUDA context and cuBLAS are the process's, not the st
     (torch.ones(8, 8, device="cuda") @ torch.ones(8, 8, device="cuda")).sum().item()
     torch.cuda.reset_peak_memory_stats()
 import peft.utils.other  # noqa: F401  (imported by the stages; a library, not the stage's memory)
-from kit.lora_merge import merged_dtype, parameter_count
+from kit.export.lora_merge import merged_dtype, parameter_count
 stored = merged_dtype(json.loads((base / "config.json").read_text()))
 dtype = backend.merge_dtype(stored)
 stages = {}
 if stage == "merge":
-    from kit.lora_merge import merge_checkpoint
+    from kit.export.lora_merge import merge_checkpoint
     shutil.rmtree(merged, ignore_errors=True)
     with measured(stages, stage):
         out.update(merge_checkpoint(base, adapter, merged, progress=False))
 elif stage == "tensor_check":
-    from kit.merge_check import check_merged_tensors
+    from kit.export.merge_check import check_merged_tensors
     with measured(stages, stage):
         report = check_merged_tensors(base, adapter, merged)
     out.update({k: report[k] for k in ("ok", "lora_modules", "lora_modules_merged", "tensors_unchanged", "max_abs_error")})
 elif stage == "logits_check":
     from transformers import AutoTokenizer
-    from kit import merge as M
+    from kit.export import merge as M
     why = M.logits_check_room(parameter_count(base), direct=True)
     if why:
         out["skipped"] = why
@@ -175,7 +175,7 @@ elif stage == "logits_check":
                     "adapter_max_abs_logit_effect": report["adapter_max_abs_logit_effect"]})
 elif stage in ("load_direct", "load_transformers"):
     from transformers import AutoModelForCausalLM
-    from kit import merge as M
+    from kit.export import merge as M
     why = M.logits_check_room(parameter_count(merged), direct=stage == "load_direct")
     if why:
         out["skipped"] = why

@@ -30,9 +30,9 @@ def synthetic(n: int, seed: int = 0) -> list[dict]:
 
 
 def kit_path(path: Path, tokenizer, recipe: dict) -> int:
-    from kit.data import load_conversations
-    from kit.families import get_family
-    from kit.prepare import tokenize_rows
+    from kit.data.rows import load_conversations
+    from kit.chat.families import get_family
+    from kit.data.prepare import tokenize_rows
 
     loaded = load_conversations(str(path))
     examples, *_ = tokenize_rows(tokenizer, get_family("qwen3"), loaded.rows, recipe, loaded.origins)

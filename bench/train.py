@@ -1,4 +1,4 @@
-"""Training speed and memory of the kit (``kit.train.train`` on a prepared run) against Unsloth's own
+"""Training speed and memory of the kit (``kit.training.train.train`` on a prepared run) against Unsloth's own
 loop (FastLanguageModel + get_peft_model + TRL SFTTrainer, as Unsloth's notebooks do) and against
 plain transformers + PEFT, on the same model, tokenized rows, batch, accumulation, LoRA and steps.
 
@@ -52,9 +52,9 @@ import json, os, sys
 from pathlib import Path
 work, recipe_name, overrides = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 os.environ["KIT_RUNS_DIR"] = str(work / "runs")
-from kit import train as T  # Unsloth first
-from kit.families import family_for
-from kit.prepare import load_tokenizer, prepare
+from kit.training import train as T  # Unsloth first
+from kit.chat.families import family_for
+from kit.data.prepare import load_tokenizer, prepare
 from kit.tiny import resolve_model_id
 run = prepare(recipe_name, overrides, run_id="bench").run
 recipe = run.recipe()
@@ -127,7 +127,7 @@ def examples():
 
 if way == "kit":
     os.environ["KIT_RUNS_DIR"] = str(work / "runs")
-    from kit import train as T
+    from kit.training import train as T
     from kit.runs import Run
 
     class Timed(counted(T.KitSFTTrainer, clock)):  # the kit's trainer, with the clock among its callbacks

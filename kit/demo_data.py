@@ -166,7 +166,7 @@ def write_tools(path: Path) -> Path:
 
 
 if __name__ == "__main__":
-    from .paths import PROJECT_ROOT
+    from kit.paths import PROJECT_ROOT
 
     print(write(PROJECT_ROOT / "data" / "tiny-demo.jsonl"))
     print(write_tools(PROJECT_ROOT / "data" / "tiny-tools-demo.jsonl"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import html
 
-from .chat import IGNORE_INDEX
+from kit.chat.render import IGNORE_INDEX
 
 
 def show(html_text: str, plain_text: str) -> None:

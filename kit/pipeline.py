@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from .paths import NOTEBOOKS_DIR
-from .recipes import load_recipe
-from .runs import check_later_overrides, find_run, is_path, keep_replaced, new_run_id
+from kit.paths import NOTEBOOKS_DIR
+from kit.recipes import load_recipe
+from kit.runs import check_later_overrides, find_run, is_path, keep_replaced, new_run_id
 
 STAGES = ("prepare", "train", "evaluate", "merge")
 

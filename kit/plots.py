@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .runs import Run
+from kit.runs import Run
 
 
 def read_metrics(run: Run) -> list[dict]:

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from .families import FAMILIES
-from .formats import FORMATS
-from .paths import RECIPES_DIR
+from kit.chat.families import FAMILIES
+from kit.data.formats import FORMATS
+from kit.paths import RECIPES_DIR
 
 REQUIRED = object()
 
@@ -99,7 +99,7 @@ SCHEMA: dict = {
         "max_new_tokens": F(int, 64, **COUNT),
         "num_prompts": F(int, 20, **COUNT, help="held-out prompts answered by base and tuned"),
         "batch_size": F(int, None, nullable=True, **COUNT,
-                        help="prompts per generate() call (left-padded); null: from free memory (kit.inference.batch_size_for)"),
+                        help="prompts per generate() call (left-padded); null: from free memory (kit.evaluation.inference.batch_size_for)"),
         "decoding": F(str, "greedy", choices=["greedy", "recommended"],
                       help="greedy: deterministic, for comparisons; recommended: the family's sampling"),
         "thinking": F(bool, None, nullable=True, help="thinking on/off for families that have a switch; null: family default"),

@@ -17,8 +17,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from . import recipes
-from .paths import PROJECT_ROOT, runs_root
+from kit import recipes
+from kit.paths import PROJECT_ROOT, runs_root
 
 LIBRARIES = ("unsloth", "unsloth_zoo", "torch", "transformers", "trl", "peft", "datasets",
              "accelerate", "bitsandbytes", "papermill")

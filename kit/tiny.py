@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .llama_cpp_source import extract_member
-from .paths import build_cached_dir, cache_root
+from kit.export.llama_cpp_source import extract_member
+from kit.paths import build_cached_dir, cache_root
 
 # Bump when the recipe below changes, so caches built by older versions are not reused.
 TINY_VERSION = "1"
@@ -56,7 +56,7 @@ def family_tokenizer(family: str):
     qwen3, the demo model's own tokenizer."""
     from transformers import AddedToken, AutoTokenizer
 
-    from .families import FAMILIES, official_template
+    from kit.chat.families import FAMILIES, official_template
 
     if family == "qwen3":
         return AutoTokenizer.from_pretrained(ensure_tiny_model())
@@ -74,7 +74,7 @@ def family_tokenizer(family: str):
 def build_tokenizer(out_dir: Path):
     from transformers import AddedToken
 
-    from .families import FAMILIES, official_template
+    from kit.chat.families import FAMILIES, official_template
 
     tok = vocab_tokenizer("qwen2")
     # Qwen3 has <think>/</think> as added, non-special tokens (they survive skip_special_tokens).

@@ -50,7 +50,7 @@ def family_tokenizers(tokenizer):
     """One tokenizer per family carrying the official chat template: the real Qwen tokenizer for
     the Qwen families, the real Llama-3 tokenizer for Llama 3.1, and for the others the Qwen
     vocabulary plus the family's special tokens (their own vocabularies are not available offline)."""
-    from kit.families import FAMILIES
+    from kit.chat.families import FAMILIES
     from kit.tiny import family_tokenizer
 
     return {name: tokenizer if name == "qwen3" else family_tokenizer(name) for name in FAMILIES}
@@ -64,7 +64,7 @@ def trl_only_pieces(tokenizer, family, messages, training_template: str) -> list
 
     import trl
 
-    from kit.chat import IGNORE_INDEX, tokenize_with_labels
+    from kit.chat.render import IGNORE_INDEX, tokenize_with_labels
 
     template = (Path(trl.__file__).parent / "chat_templates" / f"{training_template}.jinja").read_text()
     as_template = [{k if k != "reasoning" else (family.reasoning_field or k): v for k, v in m.items()} for m in messages]

@@ -29,9 +29,9 @@ def setup(tiny_model_dir, tmp_path_factory):
     import torch
     from datasets import Dataset
 
-    from kit import train as T  # imports Unsloth first
-    from kit.families import family_for
-    from kit.prepare import tokenize_rows
+    from kit.training import train as T  # imports Unsloth first
+    from kit.chat.families import family_for
+    from kit.data.prepare import tokenize_rows
     from kit.recipes import load_recipe
 
     recipe = load_recipe("tiny-demo")[1]

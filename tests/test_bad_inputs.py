@@ -5,8 +5,8 @@ import json
 import pytest
 import yaml
 
-from kit.data import DataError
-from kit.prepare import prepare
+from kit.data.rows import DataError
+from kit.data.prepare import prepare
 from kit.recipes import RecipeError, load_recipe
 
 def contents(directory) -> dict:
@@ -137,7 +137,7 @@ def test_a_bad_override_on_the_command_line_is_one_line(tmp_path):
 
 def test_resume_is_checked_before_any_model_loads(runs_dir):
     from kit.runs import RunError, create_run
-    from kit.train import resume_checkpoint
+    from kit.training.train import resume_checkpoint
 
     run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "r")
     before = contents(run.path)
@@ -156,7 +156,7 @@ def test_resume_is_checked_before_any_model_loads(runs_dir):
 
 
 def test_a_bad_predict_file_is_refused_before_any_model_loads(tmp_path):
-    from kit.evaluate import check_predict_file
+    from kit.evaluation.evaluate import check_predict_file
 
     check_predict_file("")  # none: the eval split
     with pytest.raises(DataError, match=r"nowhere\.jsonl does not exist"):

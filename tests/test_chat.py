@@ -1,9 +1,9 @@
 """Assistant-only labels on the real Qwen tokenizer with Qwen3's official chat template."""
 import pytest
 
-from kit.chat import MaskError, render, render_prompt, tokenize_with_labels
+from kit.chat.render import MaskError, render, render_prompt, tokenize_with_labels
 from kit.display import label_segments
-from kit.families import Family, get_family
+from kit.chat.families import Family, get_family
 
 from .conftest import trl_only_pieces
 
@@ -89,7 +89,7 @@ def test_last_assistant_strategy_trains_only_the_final_turn(tokenizer):
 
 
 def test_batch_encoding_equals_the_tokenizer_call(tokenizer, family_tokenizers):
-    from kit.chat import encode_batch
+    from kit.chat.render import encode_batch
 
     texts = ["<|im_start|>user\n你好 👋<|im_end|>\n", "  leading spaces and\ttabs", "Dear customer,", ""]
     for tok in (tokenizer, family_tokenizers["llama-3.1"], family_tokenizers["gemma-3"]):
@@ -101,7 +101,7 @@ def test_a_tokenizer_left_padding_from_generation_does_not_pad_training_examples
     with the tokenizer); batched tokenization must still give each conversation its own length."""
     from transformers import AutoTokenizer
 
-    from kit.chat import tokenize_many
+    from kit.chat.render import tokenize_many
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.padding_side = "left"
@@ -119,7 +119,7 @@ def test_rows_the_byte_table_refuses_fall_back_to_the_tokenizers_offsets(tokeniz
     the offsets-only path, and the cycle collector is back on afterwards."""
     import gc
 
-    from kit.chat import tokenize_many
+    from kit.chat.render import tokenize_many
 
     plain = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(3)]
     decomposed = [{"role": "user", "content": "Cafe\u0301?"}, {"role": "assistant", "content": "Un cafe\u0301."}]

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from kit import demo_data
-from kit.data import DataError, load_conversations, split
+from kit.data.rows import DataError, load_conversations, split
 from kit.paths import PROJECT_ROOT
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
@@ -88,7 +88,7 @@ def test_split_is_deterministic_disjoint_and_complete():
 
 
 def test_prompts_file_rows_and_errors(tmp_path):
-    from kit.data import load_prompts
+    from kit.data.rows import load_prompts
 
     good = write_jsonl(tmp_path / "p.jsonl", [
         {"messages": [{"role": "user", "content": "q1"}]},
@@ -124,13 +124,13 @@ def test_all_rows_dropped_error_gives_counts_and_first_three_rows(tmp_path):
 
 
 def test_drop_reasons_have_a_key_and_a_field(tmp_path):
-    from kit.data import count_reasons, drop_examples, reason_field, reason_key
+    from kit.data.rows import count_reasons, drop_examples, reason_field, reason_key
 
     rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]},  # bad content
             {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},  # ends with user
             {"messages": [{"role": "user", "content": "q"}]},                                         # no assistant turn
-            {"messages": "not a list"},                                                               # kit.formats
-            {"messages": [{"role": "user", "content": "q"}, "oops"]},                                 # kit.formats
+            {"messages": "not a list"},                                                               # kit.data.formats
+            {"messages": [{"role": "user", "content": "q"}, "oops"]},                                 # kit.data.formats
             {"conversations": [{"from": "human", "value": "q"}]},                                     # mixed formats
             GOOD]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
@@ -153,7 +153,7 @@ def test_drop_reasons_have_a_key_and_a_field(tmp_path):
 
 
 def test_reason_fields_with_nested_indices_and_hyphenated_keys():
-    from kit.data import reason_field, reason_key
+    from kit.data.rows import reason_field, reason_key
 
     reason = "bad arguments: messages[2].tool_calls[0].function.arguments is not valid JSON (Expecting value)"
     assert (reason_key(reason), reason_field(reason)) == ("bad arguments", "messages[2].tool_calls[0].function.arguments")

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def loaded(demo_run):
-    from kit import evaluate as E  # imports Unsloth
+    from kit.evaluation import evaluate as E  # imports Unsloth
     from kit.runs import Run
 
     run = Run(demo_run[0])
@@ -22,8 +22,8 @@ def loaded(demo_run):
 
 def independent_mean_token_loss(model, tokenizer, rows):
     """-log p(token) over assistant tokens, from the logits with log_softmax + gather."""
-    from kit.chat import IGNORE_INDEX, tokenize_with_labels
-    from kit.families import get_family
+    from kit.chat.render import IGNORE_INDEX, tokenize_with_labels
+    from kit.chat.families import get_family
 
     nll, n = 0.0, 0
     for row in rows:
@@ -39,7 +39,7 @@ def independent_mean_token_loss(model, tokenizer, rows):
 
 
 def test_reported_perplexity_is_exp_of_mean_token_loss(loaded):
-    from kit.data import read_jsonl
+    from kit.data.rows import read_jsonl
 
     run, _, model, tokenizer, _ = loaded
     report = json.loads((run.path / "report.json").read_text())
@@ -54,8 +54,8 @@ def test_reported_perplexity_is_exp_of_mean_token_loss(loaded):
 
 
 def test_batch_predictions_equal_one_by_one_greedy(loaded):
-    from kit.families import get_family
-    from kit.inference import generate
+    from kit.chat.families import get_family
+    from kit.evaluation.inference import generate
 
     run, recipe, model, tokenizer, _ = loaded
     predictions = [json.loads(line) for line in (run.path / "predictions" / "eval.final.jsonl").read_text().splitlines()]
@@ -102,7 +102,7 @@ def test_live_samples_logged_at_every_evaluation(demo_run):
 
 
 def test_named_checkpoint_is_evaluated_and_unknown_one_listed(loaded):
-    from kit import evaluate as E
+    from kit.evaluation import evaluate as E
     from kit.runs import RunError
 
     run, recipe, *_ = loaded
@@ -113,8 +113,8 @@ def test_named_checkpoint_is_evaluated_and_unknown_one_listed(loaded):
 
 
 def test_chat_streams_answers_and_skips_without_input(loaded, capsys):
-    from kit.families import get_family
-    from kit.inference import chat, generate
+    from kit.chat.families import get_family
+    from kit.evaluation.inference import chat, generate
 
     run, recipe, model, tokenizer, _ = loaded
     family = get_family("qwen3")
@@ -135,7 +135,7 @@ def test_chat_streams_answers_and_skips_without_input(loaded, capsys):
 
 
 def test_report_says_when_the_model_is_the_random_demo_model():
-    from kit.evaluate import model_note
+    from kit.evaluation.evaluate import model_note
 
     assert "gibberish" in model_note("builtin:tiny-qwen3") and "behaviour and tool-call metrics" in model_note("builtin:tiny-qwen3")
     assert model_note("unsloth/Qwen3-8B-unsloth-bnb-4bit") == ""
@@ -144,7 +144,7 @@ def test_report_says_when_the_model_is_the_random_demo_model():
 def test_evaluating_again_keeps_the_earlier_report(loaded, tmp_path):
     import shutil
 
-    from kit import evaluate as E
+    from kit.evaluation import evaluate as E
     from kit.runs import Run
 
     run, recipe, model, tokenizer, checkpoint = loaded

@@ -2,9 +2,9 @@
 training templates agree where they exist (what exactly is trained: tests/test_masks.py)."""
 import pytest
 
-from kit.chat import render_prompt, tokenize_with_labels
+from kit.chat.render import render_prompt, tokenize_with_labels
 from kit.display import label_segments
-from kit.families import FAMILIES, get_family
+from kit.chat.families import FAMILIES, get_family
 
 from .conftest import trl_only_pieces
 
@@ -62,7 +62,7 @@ def declared_training_text(family, official: str, messages: list[dict]) -> str:
 
 @pytest.mark.parametrize("name", sorted({**CONVERSATIONS, **REASONING}))
 def test_text_is_the_official_templates_and_bos_is_not_doubled(family_tokenizers, family, name):
-    from kit.chat import template_messages
+    from kit.chat.render import template_messages
 
     tokenizer, messages = family_tokenizers[family.name], {**CONVERSATIONS, **REASONING}[name]
     ex = tokenize_with_labels(tokenizer, family, messages)
@@ -98,7 +98,7 @@ def test_masks_match_trls_training_templates(family_tokenizers, name, training_t
 
 
 def test_a_tokenizer_without_template_gets_the_official_one(family_tokenizers):
-    from kit.families import ensure_chat_template, official_template
+    from kit.chat.families import ensure_chat_template, official_template
     from kit.tiny import vocab_tokenizer
 
     bare = vocab_tokenizer("llama-bpe")
@@ -110,7 +110,7 @@ def test_a_tokenizer_without_template_gets_the_official_one(family_tokenizers):
 def test_fast_spans_equal_the_exact_method(family_tokenizers, family):
     """tokenize_many's one-render path agrees with rendering every turn's prompt, including
     reasoning turns and a user message that types a generation prompt itself."""
-    from kit.chat import generation_prompts, render_with_spans, spans_from_prompts, tokenize_many
+    from kit.chat.render import generation_prompts, render_with_spans, spans_from_prompts, tokenize_many
 
     tokenizer = family_tokenizers[family.name]
     prompts = generation_prompts(tokenizer, family)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kit.data import DataError, load_conversations
+from kit.data.rows import DataError, load_conversations
 
 CANONICAL = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
              {"role": "assistant", "content": "Hello!"}]

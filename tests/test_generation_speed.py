@@ -28,7 +28,7 @@ def loaded(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def prompts():
-    from kit.data import held_out_prompts
+    from kit.data.rows import held_out_prompts
     from kit.demo_data import conversations
 
     convs = [p["messages"] for p in held_out_prompts(conversations())][:N_PROMPTS]
@@ -38,8 +38,8 @@ def prompts():
 
 def plain_generate(model, tokenizer, family, convs, **kwargs):
     """model.generate on one left-padded batch of ``convs``, with each step's logits."""
-    from kit.chat import render_prompt
-    from kit.inference import stop_ids
+    from kit.chat.render import render_prompt
+    from kit.evaluation.inference import stop_ids
 
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
@@ -58,8 +58,8 @@ def plain_generate(model, tokenizer, family, convs, **kwargs):
 def reference(loaded, prompts):
     """One-by-one greedy answers (stop token excluded), their per-step logits, and the noise floor:
     the largest logit change a padded batch of all prompts makes over the same inputs."""
-    from kit.families import get_family
-    from kit.inference import stop_ids
+    from kit.chat.families import get_family
+    from kit.evaluation.inference import stop_ids
 
     model, tokenizer = loaded
     family = get_family("qwen3")
@@ -96,8 +96,8 @@ def check_against_one_by_one(ids: list[list[int]], reference) -> int:
 
 @pytest.mark.parametrize("batch_size", [None, 3])  # auto (all prompts at once), and several sorted batches
 def test_batched_answers_equal_one_by_one_greedy(loaded, prompts, reference, batch_size):
-    from kit.families import get_family
-    from kit.inference import generate
+    from kit.chat.families import get_family
+    from kit.evaluation.inference import generate
 
     model, tokenizer = loaded
     answers, speed = generate(model, tokenizer, get_family("qwen3"), prompts, max_new_tokens=MAX_NEW, batch_size=batch_size)
@@ -115,8 +115,8 @@ def test_near_tie_rule_catches_answers_out_of_order(reference):
 
 
 def test_tokens_per_second_recorded(loaded, prompts):
-    from kit.families import get_family
-    from kit.inference import generate
+    from kit.chat.families import get_family
+    from kit.evaluation.inference import generate
 
     model, tokenizer = loaded
     answers, speed = generate(model, tokenizer, get_family("qwen3"), prompts[:4], max_new_tokens=4)
@@ -132,7 +132,7 @@ def cache_tensors(cache):
 
 
 def test_kv_estimate_matches_the_real_cache(loaded):
-    from kit.inference import kv_cache_bytes_per_token
+    from kit.evaluation.inference import kv_cache_bytes_per_token
 
     model, tokenizer = loaded
     ids = tokenizer(["one two three four five six seven"], return_tensors="pt")["input_ids"].to(model.device)
@@ -152,7 +152,7 @@ def qwen3_8b_config():
 
 
 def test_batch_size_rule_for_an_8b_model():
-    from kit.inference import MAX_BATCH, MEMORY_SHARE, batch_size_for, kv_cache_bytes_per_token, sequence_bytes
+    from kit.evaluation.inference import MAX_BATCH, MEMORY_SHARE, batch_size_for, kv_cache_bytes_per_token, sequence_bytes
 
     config = qwen3_8b_config()
     assert kv_cache_bytes_per_token(config, 2) == 2 * 36 * 8 * 128 * 2  # K and V, 36 layers, 8 KV heads of 128, bf16
@@ -185,8 +185,8 @@ def training_model(tiny_model_dir, request):
 
 
 def test_generation_runs_in_inference_mode_and_gives_training_back(training_model, prompts):
-    from kit.families import get_family
-    from kit.inference import generate
+    from kit.chat.families import get_family
+    from kit.evaluation.inference import generate
 
     model, tokenizer, checkpointing = training_model
     seen = []
@@ -211,7 +211,7 @@ def test_generation_runs_in_inference_mode_and_gives_training_back(training_mode
 
 
 def test_evaluate_lets_generate_size_batches():
-    from kit.evaluate import _generation_options
+    from kit.evaluation.evaluate import _generation_options
 
     recipe = {"eval": {"max_new_tokens": 8, "batch_size": None, "decoding": "greedy", "thinking": None},
               "train": {"seed": 1}}

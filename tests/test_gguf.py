@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from kit.gguf import ExportError, check_types, convert, export
+from kit.export.gguf import ExportError, check_types, convert, export
 
 
 def test_unknown_type_lists_the_valid_ones():
@@ -29,7 +29,7 @@ def test_an_architecture_llama_cpp_cannot_convert_is_a_short_error(tmp_path):
 
 
 def test_disk_space_is_checked_before_writing(tmp_path):
-    from kit.merge import check_disk, estimate_bytes
+    from kit.export.merge import check_disk, estimate_bytes
     from kit.runs import RunError
 
     assert estimate_bytes(1_000_000, ["q8_0", "q4_k_m"]) == int(1_000_000 * (2.0 + 1.07 + 0.62 + 2.0) * 1.05)
@@ -39,7 +39,7 @@ def test_disk_space_is_checked_before_writing(tmp_path):
 
 
 def test_an_adapter_from_another_base_is_refused(runs_dir, tiny_model_dir):
-    from kit.merge import check_adapter_base
+    from kit.export.merge import check_adapter_base
     from kit.recipes import load_recipe
     from kit.runs import RunError, create_run
 

@@ -1,8 +1,8 @@
-"""kit.gotemplate executes the part of Go's text/template that Ollama TEMPLATEs use as Go would,
+"""kit.export.gotemplate executes the part of Go's text/template that Ollama TEMPLATEs use as Go would,
 and refuses what Ollama could not run."""
 import pytest
 
-from kit.gotemplate import GoTemplateError, Struct, execute, go_json, uses
+from kit.export.gotemplate import GoTemplateError, Struct, execute, go_json, uses
 
 
 def message(role, content=""):

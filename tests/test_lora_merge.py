@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from kit.lora_merge import NotStreamable, merge_checkpoint, read_adapter
-from kit.merge_check import check_merged_tensors
+from kit.export.lora_merge import NotStreamable, merge_checkpoint, read_adapter
+from kit.export.merge_check import check_merged_tensors
 
 
 def tensors(directory):
@@ -19,8 +19,8 @@ def test_streaming_merge_equals_unsloths_merge(demo_run, tmp_path):
     """The demo's merged/ (streamed) against the kit's Unsloth route (save_pretrained_merged on the
     adapter loaded through Unsloth): both stored in the dtype decided from the base's config, and
     bit-identical. (Left to itself Unsloth on CPU writes float16 where the CPU lacks bfloat16.)"""
-    from kit import merge as M
-    from kit.lora_merge import merged_dtype
+    from kit.export import merge as M
+    from kit.export.lora_merge import merged_dtype
     from kit.runs import Run
 
     run = Run(demo_run[0])
@@ -94,7 +94,7 @@ def test_adapters_it_cannot_stream_are_named(demo_run, tmp_path):
 def test_the_unsloth_merge_route_is_checked_the_same_way(demo_run, runs_dir):
     """export.merge_method: unsloth (the route for adapters and bases that cannot be streamed)
     goes through merge() with the same tensor and logits checks."""
-    from kit import merge as M
+    from kit.export import merge as M
     from kit.runs import find_run
 
     run_dir, _ = demo_run
@@ -126,7 +126,7 @@ def synthetic_adapter(directory, lora, **config):
 
 def test_rank_and_alpha_patterns_are_resolved_as_peft_does(tmp_path):
     """PEFT matches pattern keys as regular expressions on the module name's dotted suffix."""
-    from kit.lora_merge import lora_scales
+    from kit.export.lora_merge import lora_scales
 
     lora = {"model.layers.0.q_proj.lora_A.weight": torch.zeros(2, 8), "model.layers.0.q_proj.lora_B.weight": torch.zeros(8, 2),
             "model.layers.1.q_proj.lora_A.weight": torch.zeros(4, 8), "model.layers.1.q_proj.lora_B.weight": torch.zeros(8, 4)}
@@ -137,7 +137,7 @@ def test_rank_and_alpha_patterns_are_resolved_as_peft_does(tmp_path):
 
 
 def test_the_merged_dtype_is_the_bases_16_bit_dtype_and_float32_becomes_bfloat16(tmp_path):
-    from kit.lora_merge import cast_checkpoint, merged_dtype
+    from kit.export.lora_merge import cast_checkpoint, merged_dtype
 
     assert merged_dtype({"dtype": "float16"}) == merged_dtype({"torch_dtype": "float16"}) == torch.float16
     assert merged_dtype({"dtype": "bfloat16"}) == merged_dtype({"dtype": "float32"}) == torch.bfloat16

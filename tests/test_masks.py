@@ -8,10 +8,10 @@ trained; the generation prompt itself is not.
 """
 import pytest
 
-from kit.chat import tokenize_with_labels
+from kit.chat.render import tokenize_with_labels
 from kit.display import label_segments
-from kit.families import FAMILIES, family_for
-from kit.prepare import expand_turns
+from kit.chat.families import FAMILIES, family_for
+from kit.data.prepare import expand_turns
 
 
 def think(reasoning):  # a <think> block as Qwen3, R1 and the kit's `inline` mode write it
@@ -108,7 +108,7 @@ def test_the_issue_13_conversation_trains_analysis_and_final(family_tokenizers):
 def test_the_supervision_check_catches_a_turn_left_out(family_tokenizers):
     """prepare's check on every row: labels like issue 13's (the analysis trained, the final answer
     and <|return|> not) are caught, naming the turn; correct labels pass."""
-    from kit.chat import IGNORE_INDEX, render_with_spans, supervision_error
+    from kit.chat.render import IGNORE_INDEX, render_with_spans, supervision_error
 
     tokenizer, family = family_tokenizers["gpt-oss"], FAMILIES["gpt-oss"]
     messages = CONVERSATIONS["reasoning_last_turn"]
@@ -128,9 +128,9 @@ def test_the_fast_method_finds_the_same_spans(family_tokenizers, family_name):
     exact method (transformers' apply_chat_template, a second render with markers) agree on
     every conversation and mode above; where the fast path can locate in one render, it does so
     for every trained turn, and its positions equal the two-render alignment's."""
-    from kit.chat import (generation_prompts, locate, locate_in_one_render, render_training_text, render_with_spans,
+    from kit.chat.render import (generation_prompts, locate, locate_in_one_render, render_training_text, render_with_spans,
                           spans_from_prompts, template_messages, trained_turns)
-    from kit.templates import TrainingRenderer
+    from kit.chat.templates import TrainingRenderer
 
     tokenizer = family_tokenizers[family_name]
     one_render = 0

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
-from kit.lora_merge import merge_checkpoint, read_adapter
+from kit.export.lora_merge import merge_checkpoint, read_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +25,11 @@ def reference_for(run):
     """(reference, tokenizer, prompts): base + the run's adapter in the check's dtype, its floor."""
     from transformers import AutoTokenizer
 
-    from kit import merge as M
-    from kit.chat import render_prompt
-    from kit.data import held_out_prompts, read_jsonl
-    from kit.families import family_for
-    from kit.lora_merge import merged_dtype
+    from kit.export import merge as M
+    from kit.chat.render import render_prompt
+    from kit.data.rows import held_out_prompts, read_jsonl
+    from kit.chat.families import family_for
+    from kit.export.lora_merge import merged_dtype
 
     recipe = run.recipe(stage="merge")
     tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
@@ -41,7 +41,7 @@ def reference_for(run):
 
 def check(reference, tokenizer, prompts, merged_dir):
     from kit import backend
-    from kit import merge as M
+    from kit.export import merge as M
 
     return M.check_logits(reference, backend.load_merged(str(merged_dir), reference["dtype"]), tokenizer, prompts)
 

@@ -2,9 +2,9 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from kit import metrics
-from kit.families import get_family
-from kit.inference import split_reasoning
+from kit.evaluation import metrics
+from kit.chat.families import get_family
+from kit.evaluation.inference import split_reasoning
 
 PRED = ["Dear customer, your order ships today.", "The cat sat on the mat.", "完全不同的答案"]
 REF = ["Dear customer, your order ships tomorrow.", "The cat sat on the mat.", "一个完全不同的回答"]
@@ -60,7 +60,7 @@ def test_split_reasoning():
 
 
 def test_gpt_oss_channels_are_split_and_checked(family_tokenizers):
-    from kit.inference import decode
+    from kit.evaluation.inference import decode
 
     gpt_oss = get_family("gpt-oss")
     raw = "<|channel|>analysis<|message|>User wants a refund.<|end|><|start|>assistant<|channel|>final<|message|>Yes."

@@ -2,11 +2,11 @@
 the families whose template has them); its stops are the family's end tokens."""
 import pytest
 
-from kit.chat import render, render_prompt
-from kit.families import FAMILIES, get_family
-from kit.modelfile import (as_json_values, check, derived_template, ollama_prompt, ollama_template, read_modelfile,
+from kit.chat.render import render, render_prompt
+from kit.chat.families import FAMILIES, get_family
+from kit.export.modelfile import (as_json_values, check, derived_template, ollama_prompt, ollama_template, read_modelfile,
                            render_template, write_modelfile)
-from kit.ollama_templates import TEMPLATES
+from kit.export.ollama_templates import TEMPLATES
 
 from .test_tool_masks import CONVERSATIONS, REFUSED, TOOLS
 
@@ -34,7 +34,7 @@ def test_template_renders_like_the_chat_template(family_tokenizers, name):
 
 @pytest.mark.parametrize("name", sorted(set(FAMILIES) - set(TEMPLATES)))
 def test_families_without_an_ollama_tool_template_keep_the_derived_one(family_tokenizers, name):
-    from kit.modelfile import renders_history
+    from kit.export.modelfile import renders_history
 
     family, tokenizer = get_family(name), family_tokenizers[name]
     assert not renders_history(family)
@@ -152,8 +152,8 @@ def test_modelfile_file(tmp_path, family_tokenizers):
 def test_the_modelfile_system_is_what_the_model_was_trained_with(tmp_path, family_tokenizers, name):
     """SYSTEM: the training data's system prompt when every row shares one; the check renders
     prompts without one as Ollama does, with SYSTEM filled in."""
-    from kit.merge import shared_system_prompt
-    from kit.modelfile import ModelfileError
+    from kit.export.merge import shared_system_prompt
+    from kit.export.modelfile import ModelfileError
 
     def row(system):
         return {"messages": ([{"role": "system", "content": system}] if system else [])

@@ -2,8 +2,8 @@
 refuses texts whose bytes the tokenizer would change."""
 import pytest
 
-from kit.chat import encode_whole
-from kit.offsets import byte_length_table
+from kit.chat.render import encode_whole
+from kit.chat.offsets import byte_length_table
 
 TEXTS = ["<|im_start|>user\nWhere is my order?<|im_end|>\n<|im_start|>assistant\nIt ships today.<|im_end|>\n",
          "你好！有什么可以帮您？😊 Ünïcödé  double  spaces\n\n\ttabs",

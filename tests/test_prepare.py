@@ -4,8 +4,8 @@ import json
 import pytest
 import yaml
 
-from kit.data import DataError, read_jsonl
-from kit.prepare import prepare, summary
+from kit.data.rows import DataError, read_jsonl
+from kit.data.prepare import prepare, summary
 
 
 def recipe_file(tmp_path, data: dict, max_seq_length=256):
@@ -55,7 +55,7 @@ def test_bad_data_creates_no_run(tmp_path, runs_dir):
 
 @pytest.mark.parametrize("mode, rendered, examples", [("as_template", 0, 6), ("every_turn", 6, 12)])
 def test_reasoning_every_turn_renders_each_turns_reasoning(tmp_path, runs_dir, tiny_model_dir, mode, rendered, examples):
-    from kit.chat import IGNORE_INDEX
+    from kit.chat.render import IGNORE_INDEX
 
     rows = [{"messages": [{"role": "user", "content": f"Q{i}"},
                           {"role": "assistant", "content": f"A{i}", "reasoning": f"step {i}"},
@@ -70,9 +70,9 @@ def test_reasoning_every_turn_renders_each_turns_reasoning(tmp_path, runs_dir, t
 
 
 def test_reasoning_inline_for_a_family_without_a_channel(tmp_path, runs_dir, family_tokenizers):
-    from kit.chat import IGNORE_INDEX
-    from kit.prepare import tokenize_rows
-    from kit.families import family_for
+    from kit.chat.render import IGNORE_INDEX
+    from kit.data.prepare import tokenize_rows
+    from kit.chat.families import family_for
     from kit.recipes import load_recipe
 
     recipe = load_recipe("llama-3.1-8b", {"data.reasoning": "inline"})[1]
@@ -134,7 +134,7 @@ def test_prepare_records_its_overrides_in_the_manifest(tmp_path, runs_dir, tiny_
 
 def test_a_gpt_oss_reasoning_dataset_is_fully_supervised(tmp_path, runs_dir, family_tokenizers):
     """Issue 13's case through prepare: answers that repeat their reasoning, in every turn."""
-    from kit.chat import IGNORE_INDEX
+    from kit.chat.render import IGNORE_INDEX
 
     family_tokenizers["gpt-oss"].save_pretrained(tmp_path / "gpt-oss-tokenizer")
     rows = [{"messages": [{"role": "user", "content": f"What is {i} * 3?"},
@@ -158,8 +158,8 @@ def test_a_gpt_oss_reasoning_dataset_is_fully_supervised(tmp_path, runs_dir, fam
 def test_a_turn_left_unsupervised_stops_prepare_with_row_and_turn(tmp_path, runs_dir, tiny_model_dir, monkeypatch):
     """The supervision check's verdict is fatal in prepare (a kit bug, not a drop); the check
     itself is exercised on real labels in tests/test_masks.py."""
-    from kit import prepare as P
-    from kit.chat import SupervisionError
+    from kit.data import prepare as P
+    from kit.chat.render import SupervisionError
 
     rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 3
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -22,7 +22,7 @@ SETTINGS = {"train": {"max_steps": 12, "save_steps": 4, "eval_steps": 4, "loggin
 TRAIN = r"""
 import sys, time
 from pathlib import Path
-from kit import callbacks, train as T
+from kit.training import callbacks, train as T
 from kit.runs import Run
 log = callbacks.MetricsJsonl.on_log
 def slow_log(self, *args, **kwargs):
@@ -69,8 +69,8 @@ def tensorboard_steps(run, tag: str) -> list[int]:
 @pytest.fixture
 def reference(runs_dir):
     """The uninterrupted run, and a prepared copy of it before training for each crash."""
-    from kit import train as T
-    from kit.prepare import prepare
+    from kit.training import train as T
+    from kit.data.prepare import prepare
     from kit.runs import Run
 
     run = prepare("tiny-demo", SETTINGS, run_id="whole").run
@@ -86,7 +86,7 @@ def reference(runs_dir):
 
 
 def resumed(run):
-    from kit import train as T
+    from kit.training import train as T
 
     return T.train(run, run.recipe(), resume=True)
 

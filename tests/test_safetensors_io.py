@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from kit.paths import PROJECT_ROOT
-from kit.safetensors_io import SafetensorsFile, SafetensorsWriter, copy_tensor, row_bands
+from kit.export.safetensors_io import SafetensorsFile, SafetensorsWriter, copy_tensor, row_bands
 
 
 def sample_tensors():
@@ -66,7 +66,7 @@ def test_a_writer_refuses_pieces_that_do_not_fit(tmp_path):
 
 
 def test_the_adapter_is_read_a_module_at_a_time(tmp_path):
-    from kit.lora_merge import LazyTensors, read_adapter
+    from kit.export.lora_merge import LazyTensors, read_adapter
 
     torch.manual_seed(0)
     lora = {"m.q.lora_A.weight": torch.randn(4, 8), "m.q.lora_B.weight": torch.randn(8, 4)}
@@ -119,8 +119,8 @@ def test_merge_and_tensor_check_hold_bands_not_shards(tmp_path):
               str(adapter / "adapter_model.safetensors"))
     out = run_measured("""
         import torch, peft.utils.other
-        from kit.lora_merge import merge_checkpoint
-        from kit.merge_check import check_merged_tensors
+        from kit.export.lora_merge import merge_checkpoint
+        from kit.export.merge_check import check_merged_tensors
         base, adapter, out = map(Path, sys.argv[1:4])
         merge_mb, _ = measure(lambda: merge_checkpoint(base, adapter, out, progress=False))
         check_mb, report = measure(lambda: check_merged_tensors(base, adapter, out))
@@ -161,7 +161,7 @@ def test_the_direct_loader_holds_one_copy_of_the_model(tmp_path):
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig  # the libraries, not the load
         from transformers.models.qwen3 import modeling_qwen3
-        from kit.safetensors_io import load_model
+        from kit.export.safetensors_io import load_model
         path = Path(sys.argv[1])
         added, model = measure(lambda: load_model(path, torch.float32, "cpu"))
         ids = torch.arange(16)[None]
@@ -185,7 +185,7 @@ def test_the_direct_loader_holds_one_copy_of_the_model(tmp_path):
 def test_the_direct_loader_matches_transformers_and_refuses_what_it_cannot_load(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from kit.safetensors_io import load_model
+    from kit.export.safetensors_io import load_model
 
     for tie in (False, True):
         checkpoint = small_checkpoint(tmp_path / f"tie{tie}", tie=tie)

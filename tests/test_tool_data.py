@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kit.data import DataError, load_conversations, load_prompts
+from kit.data.rows import DataError, load_conversations, load_prompts
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",
@@ -285,7 +285,7 @@ def test_calls_are_not_checked_against_tools_when_a_row_has_none(tmp_path):
 
 
 def test_bad_tool_data_is_dropped_and_counted_per_reason(tmp_path):
-    from kit.data import count_reasons, drop_examples
+    from kit.data.rows import count_reasons, drop_examples
 
     path = write(tmp_path / "d.jsonl", [openai_row()] + [row for row, _ in BAD if "messages" in row])
     result = load_conversations(path, invalid_rows="drop")
@@ -300,7 +300,7 @@ def test_bad_tool_data_is_dropped_and_counted_per_reason(tmp_path):
 def test_prepare_reports_unused_fields(tmp_path, runs_dir, tiny_model_dir):
     import yaml
 
-    from kit.prepare import prepare, summary
+    from kit.data.prepare import prepare, summary
 
     rows = [{"id": i, "category": "greeting", "messages": [{"role": "user", "content": f"Hi {i}"},
                                                           {"role": "assistant", "content": "Hello"}]} for i in range(4)]
@@ -313,7 +313,7 @@ def test_prepare_reports_unused_fields(tmp_path, runs_dir, tiny_model_dir):
 
 
 def test_held_out_prompts_carry_their_tools(tmp_path):
-    from kit.data import held_out_prompts
+    from kit.data.rows import held_out_prompts
 
     rows = load_conversations(write(tmp_path / "o.jsonl", [openai_row(), {"messages": [
         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}])).rows

@@ -10,12 +10,12 @@ import json
 
 import pytest
 
-from kit.chat import (IGNORE_INDEX, MaskError, ToolFormatError, generation_prompts, locate, locate_in_one_render,
+from kit.chat.render import (IGNORE_INDEX, MaskError, ToolFormatError, generation_prompts, locate, locate_in_one_render,
                       render_training_text, render_with_spans, spans_from_prompts, supervision_error,
                       template_messages, tokenize_many, tokenize_with_labels, trained_turns)
 from kit.display import label_segments
-from kit.families import FAMILIES
-from kit.templates import TrainingRenderer
+from kit.chat.families import FAMILIES
+from kit.chat.templates import TrainingRenderer
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",
@@ -239,7 +239,7 @@ def test_gpt_oss_refuses_text_and_reasoning_beside_one_call(family_tokenizers):
 
 
 def test_prepare_drops_such_rows_naming_row_and_family(family_tokenizers):
-    from kit.prepare import tokenize_rows
+    from kit.data.prepare import tokenize_rows
 
     rows = [{"messages": CONVERSATIONS["one_call"], "tools": TOOLS},
             {"messages": [ASK, {"role": "assistant", "content": "Yes."}]}]
@@ -276,7 +276,7 @@ def test_a_template_refusal_is_a_mask_error(family_tokenizers):
     by a hand-made family) is a MaskError, never an exception from jinja."""
     from dataclasses import replace
 
-    from kit.families import ToolRules
+    from kit.chat.families import ToolRules
 
     family = replace(FAMILIES["llama-3.1"], tools=ToolRules())
     with pytest.raises(MaskError, match="only supports single tool-calls"):

@@ -8,8 +8,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_resume_from_checkpoint_and_never_overwrite_an_adapter(runs_dir):
-    from kit import train as T  # imports Unsloth
-    from kit.prepare import prepare
+    from kit.training import train as T  # imports Unsloth
+    from kit.data.prepare import prepare
     from kit.runs import RunError
 
     run = prepare("tiny-demo", {"train": {"max_steps": 4, "save_steps": 2, "eval_steps": 2, "logging_steps": 1}},

@@ -1,6 +1,6 @@
 """Tool definitions, tool calls and tool results in the canonical conversation.
 
-Canonical shapes (what ``kit.formats`` produces and ``kit.chat`` renders):
+Canonical shapes (what ``kit.data.formats`` produces and ``kit.chat.render`` renders):
 
 - a tool: ``{"type": "function", "function": {"name", "description"?, "parameters": {schema}}}``;
 - a call, in an assistant turn's ``tool_calls``: ``{"name", "arguments": {object}, "id"?}``;
@@ -20,7 +20,7 @@ NO_PARAMETERS = {"type": "object", "properties": {}}
 
 class FormatError(ValueError):
     """A record that is not in the expected format (the message names the field). Defined here,
-    where the tool readers raise it, and used as ``kit.formats.FormatError``."""
+    where the tool readers raise it, and used as ``kit.data.formats.FormatError``."""
 
 
 def _type(value) -> str:
@@ -159,7 +159,7 @@ def answered_call(messages: list[dict], i: int) -> tuple[dict | None, str | None
 
 def name_results(messages: list[dict]) -> None:
     """Give each tool result that has no ``name`` the name of the call it answers (in place);
-    results that answer no call are left for ``kit.data.check_messages`` to report."""
+    results that answer no call are left for ``kit.data.rows.check_messages`` to report."""
     for i, m in enumerate(messages):
         if m.get("role") == "tool" and m.get("name") is None:
             call, _ = answered_call(messages, i)

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import PROJECT_ROOT
+from kit.paths import PROJECT_ROOT
 
 FILE_TYPES = (".json", ".jsonl", ".csv", ".parquet")
 

@@ -10,7 +10,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from .paths import build_cached_dir, cache_root
+from kit.paths import build_cached_dir, cache_root
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 _SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}"

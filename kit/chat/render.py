@@ -26,11 +26,11 @@ from functools import partial
 
 import jinja2
 
-from .bulk import gc_paused
-from .families import Family
-from .offsets import ByteTable, byte_length_table
-from .templates import TrainingRenderer
-from .tool_turns import drop_call_text_before_answers, template_call, tool_format_problem
+from kit.bulk import gc_paused
+from kit.chat.families import Family
+from kit.chat.offsets import ByteTable, byte_length_table
+from kit.chat.templates import TrainingRenderer
+from kit.chat.tool_turns import drop_call_text_before_answers, template_call, tool_format_problem
 
 IGNORE_INDEX = -100
 
@@ -62,7 +62,7 @@ class Rendered:
 def template_messages(family: Family, messages: list[dict]) -> list[dict]:
     """Canonical messages as the family's chat template reads them: ``reasoning`` moves to the
     family's reasoning field, into the content (``reasoning_inline``), or is left out; tool calls
-    take the templates' ``{"type": "function", "function": {...}}`` shape (``kit.tool_turns``)."""
+    take the templates' ``{"type": "function", "function": {...}}`` shape (``kit.chat.tool_turns``)."""
     if family.tools is not None and family.tools.history_drops_call_text:
         messages = drop_call_text_before_answers(messages)
     if not family.reasoning_inline and not any("reasoning" in m or "tool_calls" in m for m in messages):
@@ -189,7 +189,7 @@ class _Tracked(str):
     def rstrip(self, chars=None):
         return _Tracked(str.rstrip(self, chars), self.key)
 
-    def marked_json(self, **options):  # called by the kit's ``tojson`` filter (kit.templates)
+    def marked_json(self, **options):  # called by the kit's ``tojson`` filter (kit.chat.templates)
         # The field is the escaped text between the quotes, as ``locate`` finds it.
         return f'"{_marked(self.key, json.dumps(str.__str__(self), **options)[1:-1])}"'
 

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import torch
 
-from . import backend  # first: Unsloth patches transformers/peft on import
-from . import metrics
-from .backend import FastLanguageModel
-from .chat import IGNORE_INDEX, tokenize_many
-from .checkpoints import Checkpoint, find_checkpoint
-from .data import held_out_prompts, load_prompts, read_jsonl
-from .families import family_for
-from .inference import generate
-from .plots import plot_losses, plot_metrics
-from .runs import Run, keep_replaced, write_json, write_text_atomic
-from .tiny import BUILTIN_ID
-from .tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
+from kit import backend  # first: Unsloth patches transformers/peft on import
+from kit.evaluation import metrics
+from kit.backend import FastLanguageModel
+from kit.chat.render import IGNORE_INDEX, tokenize_many
+from kit.training.checkpoints import Checkpoint, find_checkpoint
+from kit.data.rows import held_out_prompts, load_prompts, read_jsonl
+from kit.chat.families import family_for
+from kit.evaluation.inference import generate
+from kit.plots import plot_losses, plot_metrics
+from kit.runs import Run, keep_replaced, write_json, write_text_atomic
+from kit.tiny import BUILTIN_ID
+from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
 
 DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught pattern "
              "(an opening, or a tool call's format and which tool to call) and little else; its text around "

@@ -194,7 +194,7 @@ def load_model(directory: Path, dtype: torch.dtype, device: str):
     from transformers import AutoConfig, GenerationConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    from .lora_merge import names_by_file, stated_dtype, tensor_files
+    from kit.export.lora_merge import names_by_file, stated_dtype, tensor_files
 
     directory = Path(directory)
     raw_config = json.loads((directory / "config.json").read_text(encoding="utf-8"))

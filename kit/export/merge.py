@@ -1,8 +1,8 @@
 """merge: LoRA adapter + base → merged 16-bit safetensors, verified, then GGUF and a Modelfile.
 
-The merge streams the base checkpoint tensor by tensor (``kit.lora_merge``), in the dtype
+The merge streams the base checkpoint tensor by tensor (``kit.export.lora_merge``), in the dtype
 ``merged_dtype`` decides from the base's config (the Unsloth route writes the same). Two checks:
-every merged tensor against base + adapter, a band of rows at a time (``kit.merge_check``), and,
+every merged tensor against base + adapter, a band of rows at a time (``kit.export.merge_check``), and,
 where memory allows, the merged files loaded back with plain transformers against base + adapter
 (PEFT on the base, both read straight into device memory; through Unsloth where the base is not a
 local 16-bit checkpoint), logits on held-out prompts, judged against a noise floor measured in the
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from . import backend  # first: Unsloth patches transformers/peft on import
-from .chat import render_prompt
-from .data import held_out_prompts, read_jsonl
-from .families import family_for
-from .inference import generate
-from .runs import Run, RunError, write_json
+from kit import backend  # first: Unsloth patches transformers/peft on import
+from kit.chat.render import render_prompt
+from kit.data.rows import held_out_prompts, read_jsonl
+from kit.chat.families import family_for
+from kit.evaluation.inference import generate
+from kit.runs import Run, RunError, write_json
 
 
 # Logits are compared at each prompt's last positions only: the whole vocabulary at every position of
@@ -52,8 +52,8 @@ def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference
                 dtype: torch.dtype, overwrite: bool = False) -> dict:
     """GGUF files of the merged model, each loaded back in llama.cpp and compared with it (the merged
     model loaded in ``dtype``)."""
-    from . import gguf
-    from .metrics import shows_behavior
+    from kit.export import gguf
+    from kit.evaluation.metrics import shows_behavior
 
     types, family = recipe["export"]["gguf"], family_for(recipe)
     if not gguf.have_llama_cpp():
@@ -106,7 +106,7 @@ def shared_system_prompt(rows: list[dict]) -> str | None:
 def modelfile_conversations(held_out: list[dict], family) -> list:
     """The held-out prompts the Modelfile's TEMPLATE is checked on: whole conversations with their
     tools where the family's TEMPLATE renders history and tools, else the single-turn ones."""
-    from . import modelfile
+    from kit.export import modelfile
 
     if modelfile.renders_history(family):
         return [{"messages": p["messages"], "tools": p.get("tools")} for p in held_out]
@@ -116,7 +116,7 @@ def modelfile_conversations(held_out: list[dict], family) -> list:
 def export_modelfile(run: Run, recipe: dict, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
     """gguf/Modelfile for Ollama, pointing at the smallest usual quantization that was exported;
     SYSTEM: ``export.system``, else the system prompt the model was trained with, if one for all."""
-    from . import modelfile
+    from kit.export import modelfile
 
     kind = next(t for t in PREFERRED_FOR_OLLAMA if t in exported)
     system = recipe["export"]["system"]
@@ -146,7 +146,7 @@ def check_disk(path: Path, needed: int) -> None:
 
 def check_adapter_base(run: Run, recipe: dict) -> None:
     """The adapter must have been trained on the recipe's model."""
-    from .tiny import resolve_model_id
+    from kit.tiny import resolve_model_id
 
     config = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     trained_on, expected = config.get("base_model_name_or_path"), resolve_model_id(recipe["model"]["id"])
@@ -156,8 +156,8 @@ def check_adapter_base(run: Run, recipe: dict) -> None:
 
 def _local_checkpoint(model_id: str) -> Path:
     """The base checkpoint's local directory, for the streaming merge (Hub ids: Unsloth's merge)."""
-    from .lora_merge import NotStreamable
-    from .tiny import resolve_model_id
+    from kit.export.lora_merge import NotStreamable
+    from kit.tiny import resolve_model_id
 
     path = Path(resolve_model_id(model_id))
     if not (path / "config.json").exists():
@@ -169,7 +169,7 @@ def base_config(model_id: str) -> dict:
     """The base checkpoint's config (a Hub id's through transformers: its cache, else the Hub)."""
     from transformers import AutoConfig
 
-    from .tiny import resolve_model_id
+    from kit.tiny import resolve_model_id
 
     path = Path(resolve_model_id(model_id))
     if (path / "config.json").exists():
@@ -187,7 +187,7 @@ def merge_with_unsloth(run: Run, recipe: dict, out: Path, stored: torch.dtype) -
     (which fetches 16-bit base weights for pre-quantized checkpoints where the Hub is reachable).
     Unsloth writes the dtype the model is loaded in (on CPU: bfloat16 where the CPU has it, else
     float16, for a float32 model), so the model is loaded in the merged dtype."""
-    from .lora_merge import cast_checkpoint
+    from kit.export.lora_merge import cast_checkpoint
 
     model, tokenizer = _load_adapter_model(run, recipe, stored)
     parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
@@ -202,7 +202,7 @@ def direct_base(run: Run, recipe: dict) -> Path | None:
     """The base checkpoint's directory where base + adapter can be loaded without transformers'
     loader (a local, unquantized checkpoint and a plain LoRA adapter, as the streaming merge needs),
     else None."""
-    from .lora_merge import NotStreamable, read_adapter
+    from kit.export.lora_merge import NotStreamable, read_adapter
 
     try:
         base_dir = _local_checkpoint(recipe["model"]["id"])
@@ -215,11 +215,11 @@ def direct_base(run: Run, recipe: dict) -> Path | None:
 
 def load_reference_direct(base_dir: Path, adapter_dir: Path, dtype: torch.dtype):
     """Base + adapter, unquantized, in ``dtype``: the base read a band at a time straight into
-    device memory (``kit.safetensors_io.load_model``, no host copy of the model), the adapter put on
+    device memory (``kit.export.safetensors_io.load_model``, no host copy of the model), the adapter put on
     it by PEFT. None where that loader does not apply to the checkpoint."""
     from peft import PeftModel
 
-    from .safetensors_io import load_model
+    from kit.export.safetensors_io import load_model
 
     base = load_model(Path(base_dir), dtype, backend.device())
     return None if base is None else PeftModel.from_pretrained(base, str(adapter_dir)).eval()
@@ -250,7 +250,7 @@ def reference_from(load, tokenizer, prompts: list[str], stored: torch.dtype, dty
     with its weights rounded to the stored dtype (a merge known to be right), compared with the
     reference as the merged files will be. Where the base is already stored in that dtype, the base
     alone would show no rounding at all; a merged weight is always rounded."""
-    from .merge_check import compare_logits
+    from kit.export.merge_check import compare_logits
 
     model, loaded_by = load()
     reference = list(_logits(model, tokenizer, prompts))
@@ -287,9 +287,9 @@ def release_memory() -> None:
 
 def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict:
     """The merged model's logits against the reference, judged against the noise floor
-    (``kit.merge_check.judge_logits``), with what was compared, in which dtype, on which device."""
-    from .lora_merge import dtype_name
-    from .merge_check import compare_logits, judge_logits, top1_margins
+    (``kit.export.merge_check.judge_logits``), with what was compared, in which dtype, on which device."""
+    from kit.export.lora_merge import dtype_name
+    from kit.export.merge_check import compare_logits, judge_logits, top1_margins
 
     logits, dtype = reference["logits"], reference["dtype"]
     result = compare_logits(logits, _logits(merged, tokenizer, prompts))
@@ -315,7 +315,7 @@ def qlora_gap(run: Run, recipe: dict, tokenizer, rows: list[dict], merged_loss: 
     """Eval loss of the merged 16-bit model (``merged_loss``, on ``rows``) against the 4-bit base +
     adapter that training saw: the adapter was fitted to the quantized base, and the merge puts it on
     the 16-bit one. Loads that model (smaller than the 16-bit one) once the merged one is gone."""
-    from .evaluate import token_loss
+    from kit.evaluation.evaluate import token_loss
 
     model, _ = backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"], load_in_4bit=True)
     qlora_loss = token_loss(model, tokenizer, family_for(recipe), rows, recipe["data"]["train_on"])
@@ -328,7 +328,7 @@ def _model_checks(run: Run, recipe: dict, merged_dir: Path, tokenizer, prompts: 
                   stored: torch.dtype, stages: dict) -> tuple[dict, list[list[int]], dict]:
     """The checks that load models, one at a time: the logits check, the merged model's greedy tokens
     (for the GGUF comparison) and its eval loss, then the QLoRA gap."""
-    from .evaluate import token_loss
+    from kit.evaluation.evaluate import token_loss
 
     with measured(stages, "logits_check"):
         reference = reference_logits(run, recipe, tokenizer, prompts, stored)
@@ -353,13 +353,13 @@ def _model_checks(run: Run, recipe: dict, merged_dir: Path, tokenizer, prompts: 
 
 def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     """Merged 16-bit weights in ``merged/`` (streamed shard by shard where the base checkpoint is
-    local, else through Unsloth), stored in the dtype ``kit.lora_merge.merged_dtype`` decides from
+    local, else through Unsloth), stored in the dtype ``kit.export.lora_merge.merged_dtype`` decides from
     the base's config, checked tensor by tensor and, where one model fits in free memory, by logits
     against base + adapter; then the GGUF files and Modelfile."""
     from transformers import AutoTokenizer
 
-    from .lora_merge import NotStreamable, dtype_name, merge_checkpoint, merged_dtype, parameter_count, stated_dtype
-    from .merge_check import check_merged_tensors
+    from kit.export.lora_merge import NotStreamable, dtype_name, merge_checkpoint, merged_dtype, parameter_count, stated_dtype
+    from kit.export.merge_check import check_merged_tensors
 
     if not run.adapter_dir.exists():
         raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")

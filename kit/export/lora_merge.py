@@ -1,7 +1,7 @@
 """Merge a LoRA adapter into its base checkpoint tensor by tensor, without loading the model.
 
 Each base shard is read and written under the same name, tensor by tensor and each tensor by bands
-of rows (``kit.safetensors_io``): every weight the adapter targets becomes ``W + scale · B @ A``
+of rows (``kit.export.safetensors_io``): every weight the adapter targets becomes ``W + scale · B @ A``
 (float32, then ``merged_dtype``), one band at a time, with the adapter's A and B read when their
 weight comes. Peak memory is a few bands of at most 64 MB and one module's A and B, whatever the
 size of the model or its shards, and the output is sharded like the base (with its index). This is
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .safetensors_io import CHUNK_BYTES, SafetensorsFile, SafetensorsWriter, copy_tensor
+from kit.export.safetensors_io import CHUNK_BYTES, SafetensorsFile, SafetensorsWriter, copy_tensor
 
 ADAPTER_PREFIX = "base_model.model."
 COPIED_FILES = ("config.json", "generation_config.json")

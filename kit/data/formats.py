@@ -2,7 +2,7 @@
 
 Canonical: ``{"messages": [...], "tools": [...]?}`` with messages ``{"role": "system"|"user"|"assistant"|"tool",
 "content": str}``, assistant turns with ``reasoning``? and ``tool_calls``?, tool results with ``name`` and
-``tool_call_id``? (shapes in ``kit.tool_data``). Formats (``data.format``, or ``auto`` to detect per source
+``tool_call_id``? (shapes in ``kit.data.tool_data``). Formats (``data.format``, or ``auto`` to detect per source
 from its first record):
 
 - ``messages`` (ChatML / OpenAI / Hugging Face): ``{"messages": [{"role", "content"}]}``; assistant reasoning
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 
-from .tool_data import FormatError, json_list, name_results, read_call, read_calls, read_tools
+from kit.data.tool_data import FormatError, json_list, name_results, read_call, read_calls, read_tools
 
 FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion")
 # The field(s) whose presence identifies each format, in detection order.
@@ -67,7 +67,7 @@ def detect(record: object) -> str | None:
 
 def apply_columns(record: object, columns: dict) -> object:
     """Rename source fields to canonical ones; an optional canonical field (``tools``, ``system`` ...)
-    may be missing from a row (kit.data checks that some row of the source has it)."""
+    may be missing from a row (kit.data.rows checks that some row of the source has it)."""
     if not columns or not isinstance(record, dict):
         return record
     out = {k: v for k, v in record.items() if k not in columns.values()}

@@ -4,18 +4,18 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from .bulk import gc_paused
-from .chat import IGNORE_INDEX, MaskError, SupervisionError, tokenize_many, tokenize_with_labels, trained_turns
-from .data import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split, write_jsonl
-from .families import ensure_chat_template, family_for, get_family
-from .recipes import load_recipe
-from .runs import Run, create_run, write_json
+from kit.bulk import gc_paused
+from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, tokenize_many, tokenize_with_labels, trained_turns
+from kit.data.rows import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split, write_jsonl
+from kit.chat.families import ensure_chat_template, family_for, get_family
+from kit.recipes import load_recipe
+from kit.runs import Run, create_run, write_json
 
 
 def load_tokenizer(model_id: str, family):
     from transformers import AutoTokenizer
 
-    from .tiny import resolve_model_id
+    from kit.tiny import resolve_model_id
 
     path = resolve_model_id(model_id)
     try:
@@ -151,8 +151,8 @@ def supervised_turns(family, rows: list[dict], recipe: dict) -> int:
 def reasoning_stats(tokenizer, family, rows: list[dict], recipe: dict) -> dict:
     """How many assistant turns carry reasoning and how many of those appear in the training text
     (Qwen3, for one, renders reasoning only after the last user turn; some families have none)."""
-    from .chat import render_training_text, template_messages
-    from .templates import TrainingRenderer
+    from kit.chat.render import render_training_text, template_messages
+    from kit.chat.templates import TrainingRenderer
 
     renderer = TrainingRenderer(tokenizer, family)
     every_turn = recipe["data"]["reasoning"] == "every_turn"
@@ -204,7 +204,7 @@ REASONING_EXAMPLE = [{"role": "user", "content": "What is 17 * 23?"},
 def reasoning_example(family_name: str) -> tuple:
     """(tokenizer, example): a reasoning turn in the family's format with its labels, through an
     offline stand-in for the family's tokenizer (``kit.tiny.family_tokenizer``)."""
-    from .tiny import family_tokenizer
+    from kit.tiny import family_tokenizer
 
     tokenizer = family_tokenizer(family_name)
     return tokenizer, tokenize_with_labels(tokenizer, get_family(family_name), REASONING_EXAMPLE)

@@ -1,4 +1,4 @@
-"""Chat data → canonical conversations (``kit.sources`` reads, ``kit.formats`` converts), checked
+"""Chat data → canonical conversations (``kit.data.sources`` reads, ``kit.data.formats`` converts), checked
 row by row, and split.
 
 Every rejected row is either an error naming source, row and field (``invalid_rows: error``, the
@@ -15,11 +15,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import formats
-from .bulk import gc_paused
-from .runs import sha256_file
-from .sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
-from .tool_data import answered_call
+from kit.data import formats
+from kit.bulk import gc_paused
+from kit.runs import sha256_file
+from kit.data.sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
+from kit.data.tool_data import answered_call
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -95,7 +95,7 @@ _REASON_FIELD = re.compile(r"([A-Za-z_][\w.]*(?:\[\d+\]|\.\w+)*) (?:is|has|must|
 
 def reason_key(reason: str) -> str:
     """What kind of problem a drop reason is, for counting: the short phrase before its first
-    colon; reasons without one (structural ones from kit.formats) count as "bad structure"."""
+    colon; reasons without one (structural ones from kit.data.formats) count as "bad structure"."""
     found = _REASON_KEY.match(reason)
     return found.group(1) if found else "bad structure"
 

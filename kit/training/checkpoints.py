@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs import Run, RunError
+from kit.runs import Run, RunError
 
 
 @dataclass

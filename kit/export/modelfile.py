@@ -1,14 +1,14 @@
 """An Ollama Modelfile for an exported GGUF, derived from the same chat template used in training.
 
 Families whose chat template renders tools get the TEMPLATE written for them in
-``kit.ollama_templates`` (over Ollama's ``.Messages`` and ``.Tools``). For the others the TEMPLATE
+``kit.export.ollama_templates`` (over Ollama's ``.Messages`` and ``.Tools``). For the others the TEMPLATE
 is found by rendering the model's chat template with placeholder strings, with and without a
 system prompt, and putting Ollama's ``{{ .System }}``, ``{{ .Prompt }}`` and ``{{ .Response }}``
 where the placeholders landed.
 
 ``ollama_prompt`` renders a conversation as Ollama's chat endpoint would (the Modelfile's SYSTEM
 put first where the conversation has none, messages collated, the TEMPLATE executed by
-``kit.gotemplate``), so ``check`` can compare it with the chat template's prompt.
+``kit.export.gotemplate``), so ``check`` can compare it with the chat template's prompt.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import json
 import re
 from pathlib import Path
 
-from .chat import render_prompt
-from .families import Family
-from .gotemplate import Struct, execute, uses
-from .ollama_templates import TEMPLATES
-from .runs import write_text_atomic
+from kit.chat.render import render_prompt
+from kit.chat.families import Family
+from kit.export.gotemplate import Struct, execute, uses
+from kit.export.ollama_templates import TEMPLATES
+from kit.runs import write_text_atomic
 
 SYSTEM, PROMPT = "\x00SYSTEM\x00", "\x00PROMPT\x00"
 

@@ -8,7 +8,7 @@ object (every template the kit renders tools with writes them with ``tojson``). 
 """
 from __future__ import annotations
 
-from .families import Family
+from kit.chat.families import Family
 
 
 def uses_tools(messages: list[dict], tools: list[dict] | None) -> bool:
@@ -39,7 +39,7 @@ def tool_format_problem(family: Family, messages: list[dict], tools: list[dict] 
 
 def template_call(call: dict) -> dict:
     """One canonical call in the shape chat templates read (the values are kept as they are, so a
-    field that ``kit.chat`` tracks stays tracked)."""
+    field that ``kit.chat.render`` tracks stays tracked)."""
     out = {"type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
     if call.get("id") is not None:
         out["id"] = call["id"]

@@ -5,7 +5,7 @@ A byte-level BPE token is a fixed run of bytes of the text, so cumulative byte l
 give each token's start. Encoding without offsets (``encode_batch_fast``) is 15-20% faster, and
 for label masks only a few boundaries per conversation are needed. The table applies only when
 the text reaches the model unchanged (no normalizer, or NFC on NFC text); each conversation's
-byte total is checked, and ``kit.chat.tokenize_many`` compares the labels with those from the
+byte total is checked, and ``kit.chat.render.tokenize_many`` compares the labels with those from the
 tokenizer's own offsets on the first rows before relying on it.
 """
 from __future__ import annotations

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .display import readable, show_table
-from .families import Family
-from .inference import generate
+from kit.display import readable, show_table
+from kit.chat.families import Family
+from kit.evaluation.inference import generate
 
 
 def append_jsonl(path: Path, record: dict) -> None:

@@ -1,5 +1,5 @@
 """train: Unsloth FastLanguageModel (4-bit per recipe) + LoRA, trained with TRL's SFTTrainer on
-assistant-only labels built by ``kit.chat``; checkpoints, TensorBoard, metrics.jsonl, adapter."""
+assistant-only labels built by ``kit.chat.render``; checkpoints, TensorBoard, metrics.jsonl, adapter."""
 from __future__ import annotations
 
 import json
@@ -7,14 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
-from . import backend  # first: Unsloth patches trl/transformers/peft on import
-from .backend import FastLanguageModel
-from .callbacks import LiveSamples, MetricsJsonl
-from .checkpoints import Checkpoint, list_checkpoints
-from .data import held_out_prompts, read_jsonl
-from .families import ensure_chat_template, family_for
-from .prepare import tokenize_rows
-from .runs import Run, RunError, new_run_id, write_text_atomic
+from kit import backend  # first: Unsloth patches trl/transformers/peft on import
+from kit.backend import FastLanguageModel
+from kit.training.callbacks import LiveSamples, MetricsJsonl
+from kit.training.checkpoints import Checkpoint, list_checkpoints
+from kit.data.rows import held_out_prompts, read_jsonl
+from kit.chat.families import ensure_chat_template, family_for
+from kit.data.prepare import tokenize_rows
+from kit.runs import Run, RunError, new_run_id, write_text_atomic
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402

@@ -5,7 +5,7 @@ a downloaded model, and half of the render time on short conversations (every at
 checked). The templates the kit ships or pins itself — TRL's copies of the official templates, the
 family table's own, with the family's declared training patch — are trusted code, so the kit
 compiles those once in a plain jinja environment with transformers' settings. Any other template
-goes through ``apply_chat_template``. ``kit.chat.tokenize_many`` checks the fast rendering against
+goes through ``apply_chat_template``. ``kit.chat.render.tokenize_many`` checks the fast rendering against
 ``apply_chat_template`` on the first rows of every call and falls back to it if they ever differ.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 import jinja2.ext
 
-from .families import FAMILIES, official_template, training_template
+from kit.chat.families import FAMILIES, official_template, training_template
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +50,7 @@ class _GenerationBlocks(jinja2.ext.Extension):
 def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
     # As transformers: no HTML escaping, options exposed.
     options = {"ensure_ascii": ensure_ascii, "indent": indent, "separators": separators, "sort_keys": sort_keys}
-    if hasattr(x, "marked_json"):  # a field kit.chat tracks through the rendering (tool-call arguments, results)
+    if hasattr(x, "marked_json"):  # a field kit.chat.render tracks through the rendering (tool-call arguments, results)
         return x.marked_json(**options)
     return json.dumps(x, **options)
 

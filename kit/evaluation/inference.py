@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .chat import render_prompt
-from .families import Family
-from .tool_calls import keeps_special_tokens, parse_answer, render_calls_for_display
+from kit.chat.render import render_prompt
+from kit.chat.families import Family
+from kit.chat.tool_calls import keeps_special_tokens, parse_answer, render_calls_for_display
 
 
 @dataclass
@@ -125,7 +125,7 @@ def batch_size_for(config, prompt_tokens: int, max_new_tokens: int, free_bytes: 
 
 def auto_batch_size(model, prompt_tokens: int, max_new_tokens: int, cap: int = MAX_BATCH) -> int:
     """``batch_size_for`` the model's config and compute dtype, with the memory free now."""
-    from . import backend  # Unsloth is imported wherever a model generates already
+    from kit import backend  # Unsloth is imported wherever a model generates already
 
     dtype_bytes = torch.tensor([], dtype=model.dtype).element_size()
     return batch_size_for(model.config, prompt_tokens, max_new_tokens, backend.generation_free_bytes(), dtype_bytes, cap)

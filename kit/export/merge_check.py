@@ -6,7 +6,7 @@ For every weight a LoRA adapter targets, the merged tensor must equal ``W + scal
 that merged) to within the rounding of the stored dtype; every other tensor must equal the base's.
 Unlike the logits check, this needs memory for a band of one tensor's rows (tens of MB), not for
 whole models, so it runs for any model size. The logits check's comparison and its rule
-(``judge_logits``) are here too; the models it compares are loaded by ``kit.merge``.
+(``judge_logits``) are here too; the models it compares are loaded by ``kit.export.merge``.
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from .lora_merge import NotStreamable, read_adapter, tensor_files
-from .safetensors_io import CHUNK_BYTES, SafetensorsFile
+from kit.export.lora_merge import NotStreamable, read_adapter, tensor_files
+from kit.export.safetensors_io import CHUNK_BYTES, SafetensorsFile
 
 
 class _Reader:
-    """Tensors by name across shards, read a band of rows at a time (``kit.safetensors_io``): never
+    """Tensors by name across shards, read a band of rows at a time (``kit.export.safetensors_io``): never
     a whole shard, nor a whole tensor, in memory."""
 
     def __init__(self, directory: Path):

@@ -2,7 +2,7 @@
 template language over Ollama's ``.Messages`` and ``.Tools``, so that a model served by Ollama
 sees tool definitions, its own earlier calls and the tool results as it was trained on them.
 
-Each is the family's chat template (as ``kit.chat`` renders prompts) transcribed; ``kit.modelfile``
+Each is the family's chat template (as ``kit.chat.render`` renders prompts) transcribed; ``kit.export.modelfile``
 checks that it renders every held-out prompt as the chat template does. What Ollama cannot do the
 same way is declared in ``DIFFERENCES`` (the check allows those and nothing else); the first entry
 holds for every family here:

@@ -1,6 +1,6 @@
 """The one table of what differs between model families at the chat-format level.
 
-Masks are derived by rendering with the model's own chat template (see ``kit.chat``): a family
+Masks are derived by rendering with the model's own chat template (see ``kit.chat.render``): a family
 only says which token closes an assistant turn and which generation-prompt variants may open one.
 
 Every place where the kit's training text intentionally differs from the official template's
