@@ -48,10 +48,11 @@ def conversations(seed: int = 1234) -> list[dict]:
     return rows
 
 
-def write(path: Path) -> Path:
+def write(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as JSONL at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for row in conversations():
+        for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
@@ -157,16 +158,8 @@ def tool_conversations(seed: int = 4321) -> list[dict]:
     return rows
 
 
-def write_tools(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in tool_conversations():
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
-
-
 if __name__ == "__main__":
     from kit.paths import PROJECT_ROOT
 
-    print(write(PROJECT_ROOT / "data" / "tiny-demo.jsonl"))
-    print(write_tools(PROJECT_ROOT / "data" / "tiny-tools-demo.jsonl"))
+    print(write(PROJECT_ROOT / "data" / "tiny-demo.jsonl", conversations()))
+    print(write(PROJECT_ROOT / "data" / "tiny-tools-demo.jsonl", tool_conversations()))
