@@ -29,7 +29,7 @@ def synthetic(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def kit_path(path: Path, tokenizer, recipe: dict) -> int:
+def kit_path(path: Path, tokenizer, recipe) -> int:
     from kit.data.rows import load_conversations
     from kit.chat.families import get_family
     from kit.data.prepare import tokenize_rows

@@ -58,11 +58,11 @@ from kit.data.prepare import load_tokenizer, prepare
 from kit.tiny import resolve_model_id
 run = prepare(recipe_name, overrides, run_id="bench").run
 recipe = run.recipe()
-tokenizer = load_tokenizer(recipe["model"]["id"], family_for(recipe))  # prepare's, with the family's template
+tokenizer = load_tokenizer(recipe.model.id, family_for(recipe))  # prepare's, with the family's template
 examples = T.tokenized_split(run, "train", tokenizer, recipe).to_list()
 (work / "examples.json").write_text(json.dumps(examples))
-(work / "setup.json").write_text(json.dumps({"run": str(run.path), "model": resolve_model_id(recipe["model"]["id"]),
-                                             "recipe": recipe}))
+(work / "setup.json").write_text(json.dumps({"run": str(run.path), "model": resolve_model_id(recipe.model.id),
+                                             "recipe": recipe.to_dict()}))
 print(len(examples))
 """
 

@@ -2,14 +2,17 @@
 
 Every key a recipe may hold is declared in ``SCHEMA`` with its type and default. Unknown keys and
 wrong types raise ``RecipeError`` naming the file and the key path (and the nearest valid key).
+A recipe is resolved once into a ``Recipe``: frozen dataclasses generated from ``SCHEMA``
+(``recipe.train.max_steps``, ``recipe.eval.behavior.prefix``), which the stages read.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -125,6 +128,36 @@ SCHEMA: dict = {
 }
 
 
+class RecipeSection:
+    """A resolved recipe, or one of its sections: read-only attributes, one per ``SCHEMA`` key."""
+
+    def to_dict(self) -> dict:
+        """As plain data (a copy): what recipe.yaml holds."""
+        return dataclasses.asdict(self)
+
+
+def _section_class(name: str, schema: dict) -> type:
+    """A frozen dataclass with a field per key of ``schema``; nested mappings are sections too."""
+    fields = []
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            fields.append((key, _section_class(key.title() + "Section", spec)))
+        else:
+            kind = spec.types[0] if len(spec.types) == 1 else Union[spec.types]
+            fields.append((key, Optional[kind] if spec.nullable else kind))
+    cls = dataclasses.make_dataclass(name, fields, bases=(RecipeSection,), frozen=True)
+    cls.__module__ = __name__
+    return cls
+
+
+def _build(cls: type, values: dict) -> RecipeSection:
+    return cls(**{f.name: _build(f.type, values[f.name]) if isinstance(f.type, type) and issubclass(f.type, RecipeSection)
+                  else values[f.name] for f in dataclasses.fields(cls)})
+
+
+Recipe = _section_class("Recipe", SCHEMA)
+
+
 def _type_name(types: tuple) -> str:
     return " or ".join(t.__name__ for t in types)
 
@@ -174,8 +207,13 @@ def _validate(schema: dict, data: Any, prefix: str, where: str) -> dict:
 
 
 def validate(data: dict, where: str = "recipe") -> dict:
-    """Return a complete recipe (defaults filled) or raise RecipeError."""
+    """Return a complete recipe as plain data (defaults filled) or raise RecipeError."""
     return _validate(SCHEMA, data, "", where)
+
+
+def resolve(data: dict, where: str = "recipe") -> Recipe:
+    """A recipe's data, validated (``validate``) and resolved into a ``Recipe``."""
+    return _build(Recipe, validate(data, where))
 
 
 def available() -> list[str]:
@@ -258,19 +296,20 @@ def read_yaml(path: Path):
         raise RecipeError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
-def load_recipe(name_or_path: str | Path, overrides: dict | str | None = None) -> tuple[str, dict]:
+def load_recipe(name_or_path: str | Path, overrides: dict | str | None = None) -> tuple[str, Recipe]:
     """Load, apply overrides and validate. Returns (recipe name, resolved recipe)."""
     path = recipe_path(name_or_path)
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping at the top level")
     validate(raw, where=str(path))  # errors in the file itself name the file
-    return path.stem, validate(deep_merge(raw, parse_overrides(overrides)), where=f"{path} with overrides")
+    return path.stem, resolve(deep_merge(raw, parse_overrides(overrides)), where=f"{path} with overrides")
 
 
-def apply_overrides(recipe: dict, overrides: dict | str | None, where: str = "recipe") -> dict:
-    return validate(deep_merge(recipe, parse_overrides(overrides)), where=where)
+def apply_overrides(recipe: Recipe, overrides: dict | str | None, where: str = "recipe") -> Recipe:
+    """A new recipe: ``recipe`` with ``overrides`` applied, validated again."""
+    return resolve(deep_merge(recipe.to_dict(), parse_overrides(overrides)), where=where)
 
 
-def dump(recipe: dict) -> str:
-    return yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+def dump(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)

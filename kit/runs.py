@@ -49,12 +49,12 @@ class Run:
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
 
     # Recipe -----------------------------------------------------------------------------------
-    def recipe(self, overrides: dict | str | None = None, stage: str | None = None) -> dict:
+    def recipe(self, overrides: dict | str | None = None, stage: str | None = None) -> recipes.Recipe:
         """The run's resolved recipe; overrides given by a later notebook are validated, refused
         for sections prepare has consumed, and written back so the file stays the truth."""
         if not self.recipe_path.exists():
             raise RunError(f"{self.path}: no recipe.yaml; run the prepare notebook first")
-        recipe = recipes.validate(recipes.read_yaml(self.recipe_path), str(self.recipe_path))
+        recipe = recipes.resolve(recipes.read_yaml(self.recipe_path), str(self.recipe_path))
         changes = check_later_overrides(overrides)
         if not changes:
             return recipe
@@ -63,7 +63,7 @@ class Run:
         self.update_manifest({"overrides": {stage or "unknown": changes}})
         return updated
 
-    def write_recipe(self, recipe: dict) -> None:
+    def write_recipe(self, recipe: recipes.Recipe) -> None:
         write_text_atomic(self.recipe_path, recipes.dump(recipe))
 
     # Manifest ---------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
 
 
-def create_run(recipe_name: str, recipe: dict, run_id: str | None = None, root: Path | None = None,
+def create_run(recipe_name: str, recipe: recipes.Recipe, run_id: str | None = None, root: Path | None = None,
                overrides: dict | str | None = None) -> Run:
     """Make a new, empty run directory and write the resolved recipe and the manifest's header
     (with the ``overrides`` prepare applied, if any). Fails if ``run_id`` exists: a run is never
@@ -166,7 +166,7 @@ def create_run(recipe_name: str, recipe: dict, run_id: str | None = None, root: 
     run.write_recipe(recipe)
     run.update_manifest({"recipe": recipe_name, "run_id": path.name, "created": _now(),
                          "git_commit": git_commit(), "libraries": library_versions(),
-                         "seed": {"data": recipe["data"]["seed"], "train": recipe["train"]["seed"]}})
+                         "seed": {"data": recipe.data.seed, "train": recipe.train.seed}})
     changes = recipes.parse_overrides(overrides)
     if changes:
         run.update_manifest({"overrides": {"prepare": changes}})  # as later stages record theirs

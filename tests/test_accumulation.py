@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from kit.recipes import apply_overrides
+
 pytestmark = pytest.mark.slow
 
 SHORT, LONG = "Yes.", " ".join(["Dear customer, thank you for writing to us about your order."] * 6)
@@ -58,11 +60,11 @@ def one_step_gradients(s, batch: int, accumulation: int, count_items: bool = Tru
     from transformers import TrainerCallback
 
     T, model = s.T, s.model
-    train = {**s.recipe["train"], "per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation,
-             "max_steps": 1, "warmup_steps": 0, "logging_steps": 1, "eval_steps": 1000, "save_steps": 1000,
-             "max_grad_norm": 0.0,  # no clipping: it would rescale the gradients being compared
+    recipe = apply_overrides(s.recipe, {"train": {
+        "per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation, "max_steps": 1,
+        "warmup_steps": 0, "logging_steps": 1, "eval_steps": 1000, "save_steps": 1000}})
+    extra = {"max_grad_norm": 0.0,  # no clipping: it would rescale the gradients being compared
              "train_sampling_strategy": "sequential"}
-    recipe = {**s.recipe, "train": train}
     grads = {}
 
     class Capture(TrainerCallback):
@@ -79,7 +81,7 @@ def one_step_gradients(s, batch: int, accumulation: int, count_items: bool = Tru
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer = trainer_class(model=model, processing_class=s.tokenizer, train_dataset=s.dataset.select(order),
                             eval_dataset=s.dataset.select([0]),
-                            args=T.sft_config(SimpleNamespace(checkpoints_dir=s.tmp / f"b{batch}x{accumulation}"), recipe),
+                            args=T.sft_config(SimpleNamespace(checkpoints_dir=s.tmp / f"b{batch}x{accumulation}"), recipe, **extra),
                             callbacks=[Capture()])
     trainer.train()
     with torch.no_grad():  # the next run starts from the same weights
@@ -132,7 +134,7 @@ def test_evaluation_passes_the_token_count_and_keeps_the_per_token_mean(setup):
     from trl import SFTTrainer
 
     T, seen = setup.T, []
-    recipe = {**setup.recipe, "train": {**setup.recipe["train"], "per_device_eval_batch_size": 4}}
+    recipe = apply_overrides(setup.recipe, {"train.per_device_eval_batch_size": 4})
 
     def counting(base):
         class Counting(base):

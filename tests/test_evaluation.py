@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from kit.recipes import apply_overrides
+
 pytestmark = pytest.mark.slow
 
 
@@ -61,7 +63,7 @@ def test_batch_predictions_equal_one_by_one_greedy(loaded):
     predictions = [json.loads(line) for line in (run.path / "predictions" / "eval.final.jsonl").read_text().splitlines()]
     assert len(predictions) == 20 and all(p["answer"] and p["reference"] for p in predictions)
     singles, _ = generate(model, tokenizer, get_family("qwen3"), [p["messages"] for p in predictions],
-                          max_new_tokens=recipe["eval"]["max_new_tokens"], batch_size=1)
+                          max_new_tokens=recipe.eval.max_new_tokens, batch_size=1)
     assert [p["answer"] for p in predictions] == [a.text for a in singles]
     report = json.loads((run.path / "report.json").read_text())
     assert [e["tuned"] for e in report["examples"]] == [p["answer"] for p in predictions][:len(report["examples"])]
@@ -150,7 +152,7 @@ def test_evaluating_again_keeps_the_earlier_report(loaded, tmp_path):
     run, recipe, model, tokenizer, checkpoint = loaded
     again = Run(shutil.copytree(run.path, tmp_path / "again"))  # the session's demo run stays as it is
     earlier = {name: (again.path / name).read_bytes() for name in ("report.json", "report.md")}
-    E.evaluate(again, {**recipe, "eval": {**recipe["eval"], "num_prompts": 2}}, model, tokenizer, checkpoint)
+    E.evaluate(again, apply_overrides(recipe, {"eval.num_prompts": 2}), model, tokenizer, checkpoint)
     for name, content in earlier.items():
         stem, suffix = name.split(".")
         kept = list(again.path.glob(f"{stem}.replaced-*.{suffix}"))

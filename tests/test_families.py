@@ -46,7 +46,7 @@ def trained(tokenizer, family, messages):
 def test_family_table_is_complete_for_shipped_recipes():
     from kit.recipes import available, load_recipe
 
-    assert {load_recipe(name)[1]["model"]["family"] for name in available()} <= set(FAMILIES)
+    assert {load_recipe(name)[1].model.family for name in available()} <= set(FAMILIES)
 
 
 def declared_training_text(family, official: str, messages: list[dict]) -> str:

@@ -213,8 +213,8 @@ def test_generation_runs_in_inference_mode_and_gives_training_back(training_mode
 def test_evaluate_lets_generate_size_batches():
     from kit.evaluation.evaluate import _generation_options
 
-    recipe = {"eval": {"max_new_tokens": 8, "batch_size": None, "decoding": "greedy", "thinking": None},
-              "train": {"seed": 1}}
-    assert _generation_options(recipe, None)["batch_size"] is None
-    recipe["eval"]["batch_size"] = 4
-    assert _generation_options(recipe, None)["batch_size"] == 4
+    from kit.recipes import apply_overrides, load_recipe
+
+    recipe = load_recipe("tiny-demo")[1]
+    assert recipe.eval.batch_size is None and _generation_options(recipe, None)["batch_size"] is None
+    assert _generation_options(apply_overrides(recipe, {"eval.batch_size": 4}), None)["batch_size"] == 4

@@ -25,7 +25,7 @@ def test_streaming_merge_equals_unsloths_merge(demo_run, tmp_path):
 
     run = Run(demo_run[0])
     recipe = run.recipe(stage="merge")
-    dtype = merged_dtype(M.base_config(recipe["model"]["id"]))
+    dtype = merged_dtype(M.base_config(recipe.model.id))
     M.merge_with_unsloth(run, recipe, tmp_path / "unsloth", dtype)
     ours, theirs = tensors(run.merged_dir), tensors(tmp_path / "unsloth")
     assert ours.keys() == theirs.keys()

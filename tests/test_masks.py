@@ -12,6 +12,7 @@ from kit.chat.render import tokenize_with_labels
 from kit.display import label_segments
 from kit.chat.families import FAMILIES, family_for
 from kit.data.prepare import expand_turns
+from kit.recipes import resolve
 
 
 def think(reasoning):  # a <think> block as Qwen3, R1 and the kit's `inline` mode write it
@@ -89,7 +90,7 @@ def expected_pieces(family: str, mode: str, messages: list[dict], train_on: str 
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))
 @pytest.mark.parametrize("family_name", sorted(FAMILIES))
 def test_supervised_text_is_exactly_the_expected_pieces(family_tokenizers, family_name, name, mode):
-    family = family_for({"model": {"family": family_name}, "data": {"reasoning": mode}})
+    family = family_for(resolve({"model": {"id": "any", "family": family_name}, "data": {"source": "any", "reasoning": mode}}))
     tokenizer = family_tokenizers[family_name]
     for messages, train_on in examples(CONVERSATIONS[name], mode):
         ex = tokenize_with_labels(tokenizer, family, messages, train_on)
@@ -135,7 +136,7 @@ def test_the_fast_method_finds_the_same_spans(family_tokenizers, family_name):
     tokenizer = family_tokenizers[family_name]
     one_render = 0
     for mode in MODES:
-        family = family_for({"model": {"family": family_name}, "data": {"reasoning": mode}})
+        family = family_for(resolve({"model": {"id": "any", "family": family_name}, "data": {"source": "any", "reasoning": mode}}))
         prompts, renderer = generation_prompts(tokenizer, family), TrainingRenderer(tokenizer, family)
         assert renderer.fast  # the official templates are trusted
         for conversation in CONVERSATIONS.values():

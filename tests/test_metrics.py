@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
@@ -34,9 +36,9 @@ def test_exact_match_normalizes_whitespace_only():
 
 
 def test_behavior_prefix_and_regex():
-    assert metrics.shows_behavior("  Dear customer, hi", {"prefix": "Dear customer,", "regex": None})
-    assert not metrics.shows_behavior("dear customer, hi", {"prefix": "Dear customer,", "regex": None})
-    assert metrics.shows_behavior("Order #123", {"prefix": None, "regex": r"#\d+"})
+    assert metrics.shows_behavior("  Dear customer, hi", SimpleNamespace(prefix="Dear customer,", regex=None))
+    assert not metrics.shows_behavior("dear customer, hi", SimpleNamespace(prefix="Dear customer,", regex=None))
+    assert metrics.shows_behavior("Order #123", SimpleNamespace(prefix=None, regex=r"#\d+"))
 
 
 @pytest.mark.parametrize("text, ok", [

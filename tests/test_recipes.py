@@ -9,26 +9,26 @@ def test_every_shipped_recipe_validates():
     assert "tiny-demo" in names
     for name in names:
         _, recipe = load_recipe(name)
-        assert recipe["model"]["family"]
+        assert recipe.model.family
 
 
 def test_defaults_are_filled_and_file_values_kept():
     _, r = load_recipe("tiny-demo")
-    assert r["train"]["max_steps"] == 200          # from the file
-    assert r["train"]["lr_scheduler_type"] == "linear"  # default
-    assert r["data"]["invalid_rows"] == "error"
+    assert r.train.max_steps == 200          # from the file
+    assert r.train.lr_scheduler_type == "linear"  # default
+    assert r.data.invalid_rows == "error"
 
 
 def test_overrides_dotted_nested_and_yaml_string():
     _, a = load_recipe("tiny-demo", {"train.max_steps": 7, "lora": {"r": 4}})
-    assert a["train"]["max_steps"] == 7 and a["lora"]["r"] == 4 and a["lora"]["alpha"] == 32
+    assert a.train.max_steps == 7 and a.lora.r == 4 and a.lora.alpha == 32
     _, b = load_recipe("tiny-demo", "train.max_steps: 9\neval: {num_prompts: 3}")
-    assert b["train"]["max_steps"] == 9 and b["eval"]["num_prompts"] == 3
+    assert b.train.max_steps == 9 and b.eval.num_prompts == 3
 
 
 def test_int_is_accepted_for_float():
     _, r = load_recipe("tiny-demo", {"train.learning_rate": 1})
-    assert r["train"]["learning_rate"] == 1.0 and isinstance(r["train"]["learning_rate"], float)
+    assert r.train.learning_rate == 1.0 and isinstance(r.train.learning_rate, float)
 
 
 @pytest.mark.parametrize("override, message", [

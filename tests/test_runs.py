@@ -49,8 +49,8 @@ def test_find_run_newest_named_and_missing(runs_dir, recipe):
 def test_later_overrides_are_validated_recorded_and_frozen_sections_refused(runs_dir, recipe):
     run = create_run("tiny-demo", recipe, "r")
     updated = run.recipe({"train.max_steps": 3}, stage="train")
-    assert updated["train"]["max_steps"] == 3
-    assert run.recipe()["train"]["max_steps"] == 3  # written back into recipe.yaml
+    assert updated.train.max_steps == 3
+    assert run.recipe().train.max_steps == 3  # written back into recipe.yaml
     assert run.manifest()["overrides"]["train"] == {"train": {"max_steps": 3}}
     with pytest.raises(RunError, match="data must be given to prepare"):
         run.recipe({"data.seed": 1}, stage="train")

@@ -16,6 +16,7 @@ from kit.chat.render import (IGNORE_INDEX, MaskError, ToolFormatError, generatio
 from kit.display import label_segments
 from kit.chat.families import FAMILIES
 from kit.chat.templates import TrainingRenderer
+from kit.recipes import resolve
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",
@@ -243,7 +244,7 @@ def test_prepare_drops_such_rows_naming_row_and_family(family_tokenizers):
 
     rows = [{"messages": CONVERSATIONS["one_call"], "tools": TOOLS},
             {"messages": [ASK, {"role": "assistant", "content": "Yes."}]}]
-    recipe = {"model": {"max_seq_length": 4096}, "data": {"overlength": "drop", "train_on": None, "reasoning": "as_template"}}
+    recipe = resolve({"model": {"id": "any", "family": "qwen2.5", "max_seq_length": 4096}, "data": {"source": "any"}})
     examples, kept, dropped, _ = tokenize_rows(family_tokenizers["gemma-3"], FAMILIES["gemma-3"], rows, recipe,
                                                [("agent.jsonl", 7), ("agent.jsonl", 8)])
     assert kept == [1] and len(examples) == 1

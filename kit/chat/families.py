@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # kit.recipes imports this module's family table
+    from kit.recipes import Recipe
 
 
 @dataclass(frozen=True)
@@ -191,11 +195,11 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def family_for(recipe: dict) -> Family:
+def family_for(recipe: Recipe) -> Family:
     """The recipe's family, with ``data.reasoning: inline`` applied: reasoning written into the
     answer as a <think> block, for families whose template has no reasoning channel."""
-    family = get_family(recipe["model"]["family"])
-    if recipe["data"]["reasoning"] == "inline" and not family.reasoning_field and not family.reasoning_inline:
+    family = get_family(recipe.model.family)
+    if recipe.data.reasoning == "inline" and not family.reasoning_field and not family.reasoning_inline:
         family = replace(family, reasoning_inline=True, reasoning_tags=("<think>", "</think>"))
     return family
 

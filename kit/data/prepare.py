@@ -8,7 +8,7 @@ from kit.bulk import gc_paused
 from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, tokenize_many, tokenize_with_labels, trained_turns
 from kit.data.rows import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split, write_jsonl
 from kit.chat.families import ensure_chat_template, family_for, get_family
-from kit.recipes import load_recipe
+from kit.recipes import Recipe, load_recipe
 from kit.runs import Run, create_run, write_json
 
 
@@ -40,7 +40,7 @@ def expand_turns(messages: list[dict]) -> list[list[dict]]:
     return [messages[:i + 1] for i, m in enumerate(messages) if m["role"] == "assistant"]
 
 
-def tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins=None):
+def tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins=None):
     """Tokenize with labels (``data.train_on``, ``data.reasoning``) and apply the over-length
     policy (``data.overlength``, ``model.max_seq_length``). Returns (examples, kept row indices,
     dropped [{source, row, reason}] with rows named by ``origins`` [(source, row)], truncated count).
@@ -49,11 +49,11 @@ def tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins=Non
         return _tokenize_rows(tokenizer, family, rows, recipe, origins)
 
 
-def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: dict, origins):
-    max_len, overlength = recipe["model"]["max_seq_length"], recipe["data"]["overlength"]
+def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins):
+    max_len, overlength = recipe.model.max_seq_length, recipe.data.overlength
     origins = origins or [("rows", i + 1) for i in range(len(rows))]
-    train_on = recipe["data"]["train_on"]
-    if recipe["data"]["reasoning"] == "every_turn":
+    train_on = recipe.data.train_on
+    if recipe.data.reasoning == "every_turn":
         pairs = [(i, c) for i, row in enumerate(rows) for c in expand_turns(row["messages"])]
         train_on = "last_assistant"
     else:
@@ -96,18 +96,18 @@ class Prepared:
 def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     """Validate and split the recipe's data into a new run directory (``run_id`` or a timestamp)."""
     name, resolved = load_recipe(recipe, overrides)
-    data_cfg, model_cfg = resolved["data"], resolved["model"]
-    loaded = load_conversations(data_cfg["source"], data_cfg["format"], data_cfg["columns"],
-                                data_cfg["invalid_rows"], data_cfg["seed"])
+    data_cfg, model_cfg = resolved.data, resolved.model
+    loaded = load_conversations(data_cfg.source, data_cfg.format, data_cfg.columns,
+                                data_cfg.invalid_rows, data_cfg.seed)
     family = family_for(resolved)
-    tokenizer = load_tokenizer(model_cfg["id"], family)
+    tokenizer = load_tokenizer(model_cfg.id, family)
 
     examples, kept, dropped, truncated = tokenize_rows(tokenizer, family, loaded.rows, resolved, loaded.origins)
     all_dropped = loaded.dropped + dropped
     rows = [loaded.rows[i] for i in kept]
     if not rows:
         raise DataError(f"data.source: no conversation left after tokenization: {describe_drops(all_dropped)}")
-    train_rows, eval_rows = split(rows, data_cfg["eval_fraction"], data_cfg["seed"])
+    train_rows, eval_rows = split(rows, data_cfg.eval_fraction, data_cfg.seed)
 
     run = create_run(name, resolved, run_id, overrides=overrides)
     write_jsonl(run.data_dir / "train.jsonl", train_rows)
@@ -125,10 +125,10 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "dropped": all_dropped,
         # Fields of the rows that no format reads: counted, so nothing is left out unseen.
         "unused_fields": loaded.unused_fields,
-        "overlength_policy": data_cfg["overlength"],
+        "overlength_policy": data_cfg.overlength,
         "rows_truncated": truncated,
-        "max_seq_length": model_cfg["max_seq_length"],
-        "split": {"train": len(train_rows), "eval": len(eval_rows), "seed": data_cfg["seed"]},
+        "max_seq_length": model_cfg.max_seq_length,
+        "split": {"train": len(train_rows), "eval": len(eval_rows), "seed": data_cfg.seed},
         "tokens_per_row": _stats(lengths),
         "trained_tokens_per_row": _stats(supervised),
         # Every trained turn passed the check that its answer (and rendered reasoning) is supervised.
@@ -140,22 +140,22 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     return Prepared(run, report, examples, tokenizer)
 
 
-def supervised_turns(family, rows: list[dict], recipe: dict) -> int:
+def supervised_turns(family, rows: list[dict], recipe: Recipe) -> int:
     """Assistant turns trained, each checked to be fully supervised (tokenize_many's check)."""
-    if recipe["data"]["reasoning"] == "every_turn":
+    if recipe.data.reasoning == "every_turn":
         return sum(m["role"] == "assistant" for row in rows for m in row["messages"])
-    train_on = recipe["data"]["train_on"] or family.default_train_on
+    train_on = recipe.data.train_on or family.default_train_on
     return sum(len(trained_turns(row["messages"], train_on)) for row in rows)
 
 
-def reasoning_stats(tokenizer, family, rows: list[dict], recipe: dict) -> dict:
+def reasoning_stats(tokenizer, family, rows: list[dict], recipe: Recipe) -> dict:
     """How many assistant turns carry reasoning and how many of those appear in the training text
     (Qwen3, for one, renders reasoning only after the last user turn; some families have none)."""
     from kit.chat.render import render_training_text, template_messages
     from kit.chat.templates import TrainingRenderer
 
     renderer = TrainingRenderer(tokenizer, family)
-    every_turn = recipe["data"]["reasoning"] == "every_turn"
+    every_turn = recipe.data.reasoning == "every_turn"
     total = rendered = 0
     for row in rows:
         messages = row["messages"]

@@ -20,6 +20,7 @@ from kit.plots import plot_losses, plot_metrics
 from kit.runs import Run, keep_replaced, write_json, write_text_atomic
 from kit.tiny import BUILTIN_ID
 from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
+from kit.recipes import Recipe
 
 DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught pattern "
              "(an opening, or a tool call's format and which tool to call) and little else; its text around "
@@ -32,12 +33,12 @@ def model_note(model_id: str) -> str:
     return DEMO_NOTE.format(id=model_id) if model_id == BUILTIN_ID else ""
 
 
-def load(run: Run, recipe: dict, checkpoint: str = "final"):
+def load(run: Run, recipe: Recipe, checkpoint: str = "final"):
     """Base model + the chosen adapter (``final``, ``latest``, ``best`` or ``checkpoint-N``), ready
     for inference; the base model is the same object with the adapter disabled."""
     ckpt = find_checkpoint(run, checkpoint)
-    m = recipe["model"]
-    model, tokenizer = backend.load_model(str(ckpt.path), m["max_seq_length"], m["load_in_4bit"])
+    m = recipe.model
+    model, tokenizer = backend.load_model(str(ckpt.path), m.max_seq_length, m.load_in_4bit)
     FastLanguageModel.for_inference(model)
     return model, tokenizer, ckpt
 
@@ -60,7 +61,7 @@ def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None 
     return total / count
 
 
-def score(answers, references: list[str], behavior: dict, family, thinking: bool = False) -> dict:
+def score(answers, references: list[str], behavior, family, thinking: bool = False) -> dict:
     texts = [a.text for a in answers]
     out = {"exact_match": metrics.exact_match(texts, references),
            "bleu": metrics.bleu(texts, references),
@@ -82,28 +83,28 @@ def thinking_on(family, thinking: bool | None) -> bool:
     return thinking
 
 
-def _generation_options(recipe: dict, progress) -> dict:
-    ev = recipe["eval"]
+def _generation_options(recipe: Recipe, progress) -> dict:
+    ev = recipe.eval
     # batch_size None: generate() sizes batches from free memory (inference.batch_size_for)
-    return {"max_new_tokens": ev["max_new_tokens"], "batch_size": ev.get("batch_size"),
-            "sampling": ev["decoding"] == "recommended", "thinking": ev["thinking"],
-            "seed": recipe["train"]["seed"], "progress": progress}
+    return {"max_new_tokens": ev.max_new_tokens, "batch_size": ev.batch_size,
+            "sampling": ev.decoding == "recommended", "thinking": ev.thinking,
+            "seed": recipe.train.seed, "progress": progress}
 
 
-def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, progress=None) -> dict:
-    m, ev = recipe["model"], recipe["eval"]
+def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, progress=None) -> dict:
+    m, ev = recipe.model, recipe.eval
     family = family_for(recipe)
     rows = read_jsonl(run.data_dir / "eval.jsonl")
-    prompts = held_out_prompts(rows, ev["num_prompts"])
+    prompts = held_out_prompts(rows, ev.num_prompts)
     references = [p["reference"] for p in prompts]
     options = _generation_options(recipe, progress)
 
     def measure(label: str) -> tuple[dict, list]:
-        loss = token_loss(model, tokenizer, family, rows, recipe["data"]["train_on"])
+        loss = token_loss(model, tokenizer, family, rows, recipe.data.train_on)
         answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **options,
                                   tools=[p.get("tools") for p in prompts])
         result = {"checkpoint": label, "eval_loss": loss, "perplexity": math.exp(loss),
-                  **score(answers, references, ev["behavior"], family, thinking_on(family, ev["thinking"])),
+                  **score(answers, references, ev.behavior, family, thinking_on(family, ev.thinking)),
                   "generation": speed}
         calls = tool_scores(answers, prompts)
         if calls["rows"]:
@@ -111,15 +112,15 @@ def evaluate(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, p
         return result, answers
 
     with model.disable_adapter():
-        base, base_answers = measure(f"base ({m['id']})")
+        base, base_answers = measure(f"base ({m.id})")
     tuned, tuned_answers = measure(checkpoint.name)
     report = {
         "base": base,
         "tuned": tuned,
         "checkpoint": {"name": checkpoint.name, "step": checkpoint.step, "eval_loss_in_training": checkpoint.eval_loss},
-        "model_id": m["id"],
-        "decoding": ev["decoding"],
-        "behavior_description": ev["behavior"]["description"],
+        "model_id": m.id,
+        "decoding": ev.decoding,
+        "behavior_description": ev.behavior.description,
         "eval_rows": len(rows),
         "examples": [{"prompt": p["messages"][-1]["content"], "reference": p["reference"], "base": b.text,
                       "tuned": t.text, "base_reasoning": b.reasoning, "tuned_reasoning": t.reasoning,
@@ -156,7 +157,7 @@ def check_predict_file(source: str | None) -> None:
         load_prompts(Path(source))
 
 
-def predict(run: Run, recipe: dict, model, tokenizer, checkpoint: Checkpoint, source: str | None = None,
+def predict(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, source: str | None = None,
             progress=None) -> Path:
     """Answers to every conversation of ``source`` (JSONL/JSON of messages; default: the eval split)
     → ``predictions/<source>.<checkpoint>.jsonl`` in the run, answer and reasoning separated."""

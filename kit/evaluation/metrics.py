@@ -50,10 +50,11 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
     return sum(scores) / len(scores)
 
 
-def shows_behavior(answer: str, behavior: dict) -> bool:
-    if behavior.get("prefix") is not None and answer.lstrip().startswith(behavior["prefix"]):
+def shows_behavior(answer: str, behavior) -> bool:
+    """Does the answer show the recipe's ``eval.behavior`` (its ``prefix``, or its ``regex``)?"""
+    if behavior.prefix is not None and answer.lstrip().startswith(behavior.prefix):
         return True
-    return behavior.get("regex") is not None and re.search(behavior["regex"], answer) is not None
+    return behavior.regex is not None and re.search(behavior.regex, answer) is not None
 
 
 def reasoning_well_formed(text: str, open_tag: str, close_tag: str) -> bool:

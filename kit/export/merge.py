@@ -27,6 +27,7 @@ from kit.data.rows import held_out_prompts, read_jsonl
 from kit.chat.families import family_for
 from kit.evaluation.inference import generate
 from kit.runs import Run, RunError, write_json
+from kit.recipes import Recipe
 
 
 # Logits are compared at each prompt's last positions only: the whole vocabulary at every position of
@@ -48,20 +49,20 @@ def _max_abs_diff(a, b) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b))
 
 
-def export_gguf(run: Run, recipe: dict, tokenizer, prompts: list[str], reference_ids: list[list[int]] | None,
+def export_gguf(run: Run, recipe: Recipe, tokenizer, prompts: list[str], reference_ids: list[list[int]] | None,
                 dtype: torch.dtype, overwrite: bool = False) -> dict:
     """GGUF files of the merged model, each loaded back in llama.cpp and compared with it (the merged
     model loaded in ``dtype``)."""
     from kit.export import gguf
     from kit.evaluation.metrics import shows_behavior
 
-    types, family = recipe["export"]["gguf"], family_for(recipe)
+    types, family = recipe.export.gguf, family_for(recipe)
     if not gguf.have_llama_cpp():
         raise RunError("GGUF export needs llama-cpp-python: pip install '.[gguf]' (or set export.gguf: [])")
     paths = gguf.export(run.merged_dir, run.path / "gguf", f"{run.recipe_name}-{run.path.name}", types, overwrite)
-    behavior = recipe["eval"]["behavior"]
+    behavior = recipe.eval.behavior
     out = {t: gguf.verify(p, tokenizer, family, prompts, reference_ids, lambda text: shows_behavior(text, behavior),
-                          recipe["export"]["verify_tokens"]) for t, p in paths.items()}
+                          recipe.export.verify_tokens) for t, p in paths.items()}
     generated = {t: g.pop("decided") for t, g in out.items()}
     if reference_ids is not None:  # the merged model fits in memory: judge each llama.cpp token by it
         for t, gaps in _decision_gaps(run.merged_dir, dtype, tokenizer, prompts, generated).items():
@@ -113,13 +114,13 @@ def modelfile_conversations(held_out: list[dict], family) -> list:
     return [p["messages"] for p in held_out if len(p["messages"]) <= 2 and not p.get("tools")]
 
 
-def export_modelfile(run: Run, recipe: dict, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
+def export_modelfile(run: Run, recipe: Recipe, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
     """gguf/Modelfile for Ollama, pointing at the smallest usual quantization that was exported;
     SYSTEM: ``export.system``, else the system prompt the model was trained with, if one for all."""
     from kit.export import modelfile
 
     kind = next(t for t in PREFERRED_FOR_OLLAMA if t in exported)
-    system = recipe["export"]["system"]
+    system = recipe.export.system
     if system is None:
         system = shared_system_prompt(read_jsonl(run.data_dir / "train.jsonl"))
     path = modelfile.write_modelfile(run.path / "gguf" / "Modelfile", Path(exported[kind]["path"]), tokenizer,
@@ -144,12 +145,12 @@ def check_disk(path: Path, needed: int) -> None:
                        f"{free / 1e9:.1f} GB are free; nothing was written")
 
 
-def check_adapter_base(run: Run, recipe: dict) -> None:
+def check_adapter_base(run: Run, recipe: Recipe) -> None:
     """The adapter must have been trained on the recipe's model."""
     from kit.tiny import resolve_model_id
 
     config = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    trained_on, expected = config.get("base_model_name_or_path"), resolve_model_id(recipe["model"]["id"])
+    trained_on, expected = config.get("base_model_name_or_path"), resolve_model_id(recipe.model.id)
     if trained_on and Path(str(trained_on)).resolve() != Path(expected).resolve() and trained_on != expected:
         raise RunError(f"{run.adapter_dir} was trained on {trained_on!r}, but the recipe's model is {expected!r}")
 
@@ -177,12 +178,12 @@ def base_config(model_id: str) -> dict:
     return AutoConfig.from_pretrained(str(path)).to_dict()
 
 
-def _load_adapter_model(run: Run, recipe: dict, dtype: torch.dtype):
+def _load_adapter_model(run: Run, recipe: Recipe, dtype: torch.dtype):
     """Base + the run's adapter through Unsloth, unquantized, in ``dtype``."""
-    return backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"], load_in_4bit=False, dtype=dtype)
+    return backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=False, dtype=dtype)
 
 
-def merge_with_unsloth(run: Run, recipe: dict, out: Path, stored: torch.dtype) -> tuple[int, object]:
+def merge_with_unsloth(run: Run, recipe: Recipe, out: Path, stored: torch.dtype) -> tuple[int, object]:
     """The fallback: base + adapter loaded through Unsloth, merged by ``save_pretrained_merged``
     (which fetches 16-bit base weights for pre-quantized checkpoints where the Hub is reachable).
     Unsloth writes the dtype the model is loaded in (on CPU: bfloat16 where the CPU has it, else
@@ -191,21 +192,21 @@ def merge_with_unsloth(run: Run, recipe: dict, out: Path, stored: torch.dtype) -
 
     model, tokenizer = _load_adapter_model(run, recipe, stored)
     parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    check_disk(run.path, estimate_bytes(parameters, recipe["export"]["gguf"]))
+    check_disk(run.path, estimate_bytes(parameters, recipe.export.gguf))
     model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
     del model
     cast_checkpoint(out, stored)  # where Unsloth chose another dtype anyway (a GPU without bfloat16)
     return parameters, tokenizer
 
 
-def direct_base(run: Run, recipe: dict) -> Path | None:
+def direct_base(run: Run, recipe: Recipe) -> Path | None:
     """The base checkpoint's directory where base + adapter can be loaded without transformers'
     loader (a local, unquantized checkpoint and a plain LoRA adapter, as the streaming merge needs),
     else None."""
     from kit.export.lora_merge import NotStreamable, read_adapter
 
     try:
-        base_dir = _local_checkpoint(recipe["model"]["id"])
+        base_dir = _local_checkpoint(recipe.model.id)
         read_adapter(run.adapter_dir)
     except NotStreamable:
         return None
@@ -225,7 +226,7 @@ def load_reference_direct(base_dir: Path, adapter_dir: Path, dtype: torch.dtype)
     return None if base is None else PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 
 
-def _load_reference(run: Run, recipe: dict, dtype: torch.dtype) -> tuple[object, str]:
+def _load_reference(run: Run, recipe: Recipe, dtype: torch.dtype) -> tuple[object, str]:
     """(base + the run's adapter in ``dtype``, how it was loaded): straight into device memory where
     ``direct_base`` allows, else through Unsloth."""
     base_dir = direct_base(run, recipe)
@@ -235,7 +236,7 @@ def _load_reference(run: Run, recipe: dict, dtype: torch.dtype) -> tuple[object,
     return _load_adapter_model(run, recipe, dtype)[0], "Unsloth + PEFT"
 
 
-def reference_logits(run: Run, recipe: dict, tokenizer, prompts: list[str], stored: torch.dtype) -> dict:
+def reference_logits(run: Run, recipe: Recipe, tokenizer, prompts: list[str], stored: torch.dtype) -> dict:
     """Base + the run's adapter (``_load_reference``) in the check's dtype: its logits on the
     prompts (the reference, kept), the adapter's own effect on them (adapter disabled), and the noise
     floor (``reference_from``). One model in memory."""
@@ -311,20 +312,20 @@ def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict
 QLORA_GAP_ROWS = 16  # held-out conversations: a few, since it costs one more model load
 
 
-def qlora_gap(run: Run, recipe: dict, tokenizer, rows: list[dict], merged_loss: float) -> dict:
+def qlora_gap(run: Run, recipe: Recipe, tokenizer, rows: list[dict], merged_loss: float) -> dict:
     """Eval loss of the merged 16-bit model (``merged_loss``, on ``rows``) against the 4-bit base +
     adapter that training saw: the adapter was fitted to the quantized base, and the merge puts it on
     the 16-bit one. Loads that model (smaller than the 16-bit one) once the merged one is gone."""
     from kit.evaluation.evaluate import token_loss
 
-    model, _ = backend.load_model(str(run.adapter_dir), recipe["model"]["max_seq_length"], load_in_4bit=True)
-    qlora_loss = token_loss(model, tokenizer, family_for(recipe), rows, recipe["data"]["train_on"])
+    model, _ = backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=True)
+    qlora_loss = token_loss(model, tokenizer, family_for(recipe), rows, recipe.data.train_on)
     del model
     return {"rows": len(rows), "merged_16bit_eval_loss": merged_loss, "qlora_eval_loss": qlora_loss,
             "gap": merged_loss - qlora_loss}
 
 
-def _model_checks(run: Run, recipe: dict, merged_dir: Path, tokenizer, prompts: list[str], held_out: list[dict],
+def _model_checks(run: Run, recipe: Recipe, merged_dir: Path, tokenizer, prompts: list[str], held_out: list[dict],
                   stored: torch.dtype, stages: dict) -> tuple[dict, list[list[int]], dict]:
     """The checks that load models, one at a time: the logits check, the merged model's greedy tokens
     (for the GGUF comparison) and its eval loss, then the QLoRA gap."""
@@ -337,12 +338,12 @@ def _model_checks(run: Run, recipe: dict, merged_dir: Path, tokenizer, prompts: 
         del reference
         # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
         greedy = [a.ids for a in generate(merged, tokenizer, family_for(recipe), [p["messages"] for p in held_out],
-                                          max_new_tokens=recipe["export"]["verify_tokens"], batch_size=1,
+                                          max_new_tokens=recipe.export.verify_tokens, batch_size=1,
                                           tools=[p.get("tools") for p in held_out])[0]]
     with measured(stages, "qlora_gap"):
-        if recipe["model"]["load_in_4bit"]:
+        if recipe.model.load_in_4bit:
             rows = read_jsonl(run.data_dir / "eval.jsonl")[:QLORA_GAP_ROWS]
-            loss = token_loss(merged, tokenizer, family_for(recipe), rows, recipe["data"]["train_on"])
+            loss = token_loss(merged, tokenizer, family_for(recipe), rows, recipe.data.train_on)
             del merged
             release_memory()
             gap = qlora_gap(run, recipe, tokenizer, rows, loss)
@@ -351,7 +352,7 @@ def _model_checks(run: Run, recipe: dict, merged_dir: Path, tokenizer, prompts: 
     return logits, greedy, gap
 
 
-def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
+def merge(run: Run, recipe: Recipe, overwrite: bool = False) -> dict:
     """Merged 16-bit weights in ``merged/`` (streamed shard by shard where the base checkpoint is
     local, else through Unsloth), stored in the dtype ``kit.export.lora_merge.merged_dtype`` decides from
     the base's config, checked tensor by tensor and, where one model fits in free memory, by logits
@@ -368,21 +369,21 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     check_adapter_base(run, recipe)
     family = family_for(recipe)
     stages: dict = {}
-    config = base_config(recipe["model"]["id"])
+    config = base_config(recipe.model.id)
     stored = merged_dtype(config)
 
     # Write under a temporary name and rename, so merged/ is never half-written.
     tmp = run.path / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     base_dir = None
-    method_asked = recipe["export"]["merge_method"]
+    method_asked = recipe.export.merge_method
     with measured(stages, "merge"):
         try:
             if method_asked == "unsloth":
                 raise NotStreamable("export.merge_method is unsloth")
-            base_dir = _local_checkpoint(recipe["model"]["id"])
+            base_dir = _local_checkpoint(recipe.model.id)
             parameters = parameter_count(base_dir)
-            check_disk(run.path, estimate_bytes(parameters, recipe["export"]["gguf"]))
+            check_disk(run.path, estimate_bytes(parameters, recipe.export.gguf))
             method = merge_checkpoint(base_dir, run.adapter_dir, tmp)
             tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
             tokenizer.save_pretrained(str(tmp))
@@ -395,12 +396,12 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
             method = {"method": "unsloth save_pretrained_merged", "why": str(e)}
     with measured(stages, "tensor_check"):
         try:
-            base_dir = base_dir or _local_checkpoint(recipe["model"]["id"])
+            base_dir = base_dir or _local_checkpoint(recipe.model.id)
             tensors = check_merged_tensors(base_dir, run.adapter_dir, tmp)
         except NotStreamable as e:
             tensors = {"ok": None, "skipped": str(e)}
 
-    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe["eval"]["num_prompts"])
+    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe.eval.num_prompts)
     prompts = [render_prompt(tokenizer, family, p["messages"], tools=p.get("tools")) for p in held_out]
     why = logits_check_room(parameters, direct=direct_base(run, recipe) is not None)
     if why is None:
@@ -423,7 +424,7 @@ def merge(run: Run, recipe: dict, overwrite: bool = False) -> dict:
     tmp.rename(run.merged_dir)
     report["files"] = {p.name: p.stat().st_size for p in sorted(run.merged_dir.iterdir())}
     report["parameters"] = parameters
-    if recipe["export"]["gguf"]:
+    if recipe.export.gguf:
         with measured(stages, "gguf"):
             report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, backend.merge_dtype(stored),
                                          overwrite)

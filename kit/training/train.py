@@ -15,6 +15,7 @@ from kit.data.rows import held_out_prompts, read_jsonl
 from kit.chat.families import ensure_chat_template, family_for
 from kit.data.prepare import tokenize_rows
 from kit.runs import Run, RunError, new_run_id, write_text_atomic
+from kit.recipes import Recipe
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
@@ -48,27 +49,27 @@ class KitSFTTrainer(SFTTrainer):
         return loss.detach(), None, None
 
 
-def load_base(recipe: dict):
-    m = recipe["model"]
-    model, tokenizer = backend.load_model(m["id"], m["max_seq_length"], m["load_in_4bit"])
+def load_base(recipe: Recipe):
+    m = recipe.model
+    model, tokenizer = backend.load_model(m.id, m.max_seq_length, m.load_in_4bit)
     return model, ensure_chat_template(tokenizer, family_for(recipe))
 
 
-def add_lora(model, recipe: dict):
-    lora = recipe["lora"]
+def add_lora(model, recipe: Recipe):
+    lora = recipe.lora
     return FastLanguageModel.get_peft_model(
         model,
-        r=lora["r"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"],
-        use_gradient_checkpointing=lora["use_gradient_checkpointing"],
-        use_rslora=lora["use_rslora"],
-        random_state=recipe["train"]["seed"],
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        use_gradient_checkpointing=lora.use_gradient_checkpointing,
+        use_rslora=lora.use_rslora,
+        random_state=recipe.train.seed,
     )
 
 
-def tokenized_split(run: Run, name: str, tokenizer, recipe: dict) -> Dataset:
+def tokenized_split(run: Run, name: str, tokenizer, recipe: Recipe) -> Dataset:
     rows = read_jsonl(run.data_dir / f"{name}.jsonl")
     family = family_for(recipe)
     examples, _, dropped, _ = tokenize_rows(tokenizer, family, rows, recipe)
@@ -77,22 +78,24 @@ def tokenized_split(run: Run, name: str, tokenizer, recipe: dict) -> Dataset:
     return Dataset.from_list(examples)
 
 
-def live_samples(run: Run, tokenizer, recipe: dict) -> LiveSamples:
+def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
     """Answers to the first ``eval.live_samples`` held-out prompts at every evaluation."""
-    rows = read_jsonl(run.data_dir / "eval.jsonl")[: recipe["eval"]["live_samples"]]
+    rows = read_jsonl(run.data_dir / "eval.jsonl")[: recipe.eval.live_samples]
     held_out = held_out_prompts(rows)
     return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, family_for(recipe),
-                       [p["messages"] for p in held_out], recipe["eval"]["max_new_tokens"],
+                       [p["messages"] for p in held_out], recipe.eval.max_new_tokens,
                        tools=[p.get("tools") for p in held_out])
 
 
-def sft_config(run: Run, recipe: dict) -> SFTConfig:
-    train = dict(recipe["train"])
+def sft_config(run: Run, recipe: Recipe, **extra) -> SFTConfig:
+    """TRL's SFTConfig from the recipe's ``train`` section (its fields are SFTConfig's, passed
+    through) and ``extra`` SFTConfig fields a recipe does not hold (tests and benchmarks)."""
+    train = {**recipe.train.to_dict(), **extra}
     train["optim"] = train["optim"] or backend.default_optim()
     return SFTConfig(
         output_dir=str(run.checkpoints_dir),
         include_num_input_tokens_seen="non_padding",  # real tokens, for tokens/s
-        max_length=recipe["model"]["max_seq_length"],
+        max_length=recipe.model.max_seq_length,
         eval_strategy="steps",
         save_strategy="steps",
         report_to=["tensorboard"],
@@ -196,7 +199,7 @@ def resume_checkpoint(run: Run, resume) -> Checkpoint | None:
                    f"(have: {', '.join(c.name for c in saved) or 'none'}); give true, latest or one of those")
 
 
-def train(run: Run, recipe: dict, resume: bool | str = False) -> dict:
+def train(run: Run, recipe: Recipe, resume: bool | str = False) -> dict:
     """Train and save the adapter into the run. ``resume``: True for the latest checkpoint, or a
     checkpoint path. Refuses to replace an adapter the run already has."""
     if run.adapter_dir.exists():
