@@ -70,6 +70,14 @@ def stated_dtype(config: dict) -> str:
     return dtype_name(config.get("dtype") or config.get("torch_dtype") or "float32")
 
 
+def converted_dtype(stored: torch.dtype, dtype: torch.dtype, whole_float32: bool) -> torch.dtype:
+    """The dtype a stored tensor takes when the checkpoint is written or loaded in ``dtype``: floating
+    tensors become ``dtype``, except float32 ones in a 16-bit checkpoint (a model may keep some in
+    float32 on purpose: transformers' _keep_in_fp32_modules); integer tensors stay as they are."""
+    keep = not stored.is_floating_point or (stored == torch.float32 and not whole_float32)
+    return stored if keep else dtype
+
+
 def dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -169,8 +177,6 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
 
     from tqdm.auto import tqdm
 
-    # Every floating tensor is written in the merged dtype, except float32 ones in a 16-bit checkpoint:
-    # a model may keep some in float32 on purpose (transformers' _keep_in_fp32_modules).
     dtype = merged_dtype(config)
     whole_float32 = stated_dtype(config) == "float32"
     out_dir.mkdir(parents=True)
@@ -178,11 +184,7 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
         with SafetensorsFile(file) as source:
             wanted = set(names)
             names = [n for n in source.names() if n in wanted]  # in the order their bytes lie
-            out_dtypes = {}
-            for name in names:
-                e = source.entries[name]
-                keep = not e.dtype.is_floating_point or (e.dtype == torch.float32 and not whole_float32)
-                out_dtypes[name] = e.dtype if keep else dtype
+            out_dtypes = {n: converted_dtype(source.entries[n].dtype, dtype, whole_float32) for n in names}
             specs = [(n, out_dtypes[n], source.entries[n].shape) for n in names]
             with SafetensorsWriter(out_dir / file.name, specs, {"format": "pt"}) as out:
                 for name in names:

@@ -194,7 +194,7 @@ def load_model(directory: Path, dtype: torch.dtype, device: str):
     from transformers import AutoConfig, GenerationConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    from kit.export.lora_merge import names_by_file, stated_dtype, tensor_files
+    from kit.export.lora_merge import converted_dtype, names_by_file, stated_dtype, tensor_files
 
     directory = Path(directory)
     raw_config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
@@ -212,8 +212,7 @@ def load_model(directory: Path, dtype: torch.dtype, device: str):
     by_file = {SafetensorsFile(file): names for file, names in names_by_file(files).items()}
 
     def load_as(e: Entry) -> torch.dtype:
-        keep = not e.dtype.is_floating_point or (e.dtype == torch.float32 and not whole_float32)
-        return e.dtype if keep else dtype
+        return converted_dtype(e.dtype, dtype, whole_float32)
 
     if device == "cpu" and all(load_as(f.entries[n]) == f.entries[n].dtype for f, ns in by_file.items() for n in ns):
         return None  # nothing to cast: transformers' tensors are views of the mapped files, no copy at all
