@@ -155,3 +155,29 @@ def test_evaluation_passes_the_token_count_and_keeps_the_per_token_mean(setup):
     assert all(n is None for name, n in seen if name != "KitSFTTrainer")  # what TRL's own step passes
     # Same quantity, summed in another order (a wrong normalisation would be off by a factor of tokens).
     assert abs(losses["KitSFTTrainer"] - losses["SFTTrainer"]) <= 1e-3 * abs(losses["SFTTrainer"])
+
+
+def test_real_tokens_are_counted_without_padding(setup):
+    """The kit counts the real tokens it trained on (for tokens/s) on the device, without the read-back
+    per micro-batch of transformers' count: a short and a long row per micro-batch, so padding would show."""
+    import torch
+
+    T = setup.T
+    recipe = apply_overrides(setup.recipe, {"train": {
+        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 1,
+        "warmup_steps": 0, "logging_steps": 1, "eval_steps": 1000, "save_steps": 1000}})
+    dataset = setup.dataset.select([0, 2, 1, 3])  # SHORT with LONG, twice
+    trainer = T.KitSFTTrainer(model=setup.model, processing_class=setup.tokenizer, train_dataset=dataset,
+                              eval_dataset=setup.dataset.select([0]),
+                              args=T.sft_config(SimpleNamespace(checkpoints_dir=setup.tmp / "tokens"), recipe,
+                                                train_sampling_strategy="sequential"))
+    before = {n: p.detach().clone() for n, p in setup.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    with torch.no_grad():  # later tests start from the same weights
+        for n, p in setup.model.named_parameters():
+            if n in before:
+                p.copy_(before[n])
+    lengths = [len(ex["input_ids"]) for ex in dataset]
+    padded = 2 * max(lengths[:2]) + 2 * max(lengths[2:])
+    assert int(trainer.real_tokens) == sum(lengths) < padded, (int(trainer.real_tokens), lengths)
+    assert trainer.args.include_num_input_tokens_seen == "no"  # transformers' own, synchronising count is off

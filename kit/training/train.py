@@ -36,6 +36,19 @@ class KitSFTTrainer(SFTTrainer):
             if name in dtypes and p.dtype != dtypes[name]:
                 p.data = p.data.to(dtypes[name])
 
+    real_tokens = 0  # this process's real (unpadded) training tokens: a device tensor once counting starts
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The micro-batches of one optimizer step, as Unsloth's loop gets them, with their real
+        tokens added up on the device. transformers' own count (include_num_input_tokens_seen) reads
+        the sum back after every micro-batch: on a GPU a synchronisation each time, which Unsloth's
+        loop does not have. This one is read once, after training."""
+        batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+        for batch in batches:
+            mask = batch.get("attention_mask")  # absent when padding-free: then every token is real
+            self.real_tokens = self.real_tokens + (mask.sum() if mask is not None else batch["input_ids"].numel())
+        return batches, count
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """TRL's evaluation step asks for the loss without ``num_items_in_batch``; on a GPU, Unsloth's
         loss then warns that accumulation lost its normalisation. Passing the batch's supervised-token
@@ -94,7 +107,6 @@ def sft_config(run: Run, recipe: Recipe, **extra) -> SFTConfig:
     train["optim"] = train["optim"] or backend.default_optim()
     return SFTConfig(
         output_dir=str(run.checkpoints_dir),
-        include_num_input_tokens_seen="non_padding",  # real tokens, for tokens/s
         max_length=recipe.model.max_seq_length,
         eval_strategy="steps",
         save_strategy="steps",
@@ -166,7 +178,7 @@ def telemetry(trainer, model, result) -> dict:
     """How fast and how big: real (unpadded) tokens per second of this process's training, peak
     memory, trainable and total parameters, and on a GPU an MFU estimate."""
     seconds = result.metrics.get("train_runtime") or 0
-    tokens = trainer.state.num_input_tokens_seen  # this process's; a resumed run counts from its checkpoint
+    tokens = int(trainer.real_tokens)  # this process's, as train_runtime is
     tokens_per_s = tokens / seconds if seconds else None
     trainable, total = model.get_nb_trainable_parameters()  # PEFT counts 4-bit weights unpacked
     return {"tokens_seen": int(tokens), "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
@@ -199,6 +211,21 @@ def resume_checkpoint(run: Run, resume) -> Checkpoint | None:
                    f"(have: {', '.join(c.name for c in saved) or 'none'}); give true, latest or one of those")
 
 
+def build_trainer(run: Run, recipe: Recipe, model, tokenizer) -> KitSFTTrainer:
+    """The kit's trainer for ``run``: the run's tokenized splits, the recipe's SFTConfig, and the
+    callbacks that write metrics.jsonl, TensorBoard and live samples."""
+    # transformers 5 reads the TensorBoard directory from the environment when the trainer is built.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
+    return KitSFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=tokenized_split(run, "train", tokenizer, recipe),
+        eval_dataset=tokenized_split(run, "eval", tokenizer, recipe),
+        args=sft_config(run, recipe),
+        callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, recipe)],
+    )
+
+
 def train(run: Run, recipe: Recipe, resume: bool | str = False) -> dict:
     """Train and save the adapter into the run. ``resume``: True for the latest checkpoint, or a
     checkpoint path. Refuses to replace an adapter the run already has."""
@@ -213,18 +240,7 @@ def train(run: Run, recipe: Recipe, resume: bool | str = False) -> dict:
 
     model, tokenizer = load_base(recipe)
     model = add_lora(model, recipe)
-    # transformers 5 reads the TensorBoard directory from the environment when the trainer is built.
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
-    train_ds = tokenized_split(run, "train", tokenizer, recipe)
-    eval_ds = tokenized_split(run, "eval", tokenizer, recipe)
-    trainer = KitSFTTrainer(
-        model=model,
-        processing_class=tokenizer,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        args=sft_config(run, recipe),
-        callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, recipe)],
-    )
+    trainer = build_trainer(run, recipe, model, tokenizer)
     backend.reset_peak_memory()
     if checkpoint and finished_at(checkpoint, trainer.args.max_steps):  # killed after its last checkpoint: restore, train nothing
         trainer._load_from_checkpoint(resume_from)
