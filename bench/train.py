@@ -10,6 +10,10 @@ GPU; on CPU, where TRL's SFTTrainer crashes without Unsloth's patches, with tran
 
     .venv/bin/python bench/train.py                       # CPU: the tiny demo model, a few minutes
     .venv/bin/python bench/train.py --shape qwen3-8b      # GPU: a random model with Qwen3-8B's shapes
+    .venv/bin/python bench/train.py --ways unsloth,kit --repeats 8 --noise-floor --steps 40
+        # the overhead test: per-round kit/Unsloth ratios beside Unsloth's loop against itself
+    .venv/bin/python bench/train.py --same-process --repeats 6 --steps 40
+        # the kit's trainer and Unsloth's loop taking turns in one process (no process-to-process spread)
 """
 from __future__ import annotations
 
@@ -97,6 +101,15 @@ def peak_memory():
     import resource
     return {"peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "memory": "peak RSS"}
 
+def loop_args(recipe, steps, output_dir):
+    # SFTConfig / TrainingArguments as Unsloth's notebooks write them, with the recipe's numbers.
+    train = recipe["train"]
+    return dict(per_device_train_batch_size=train["per_device_train_batch_size"],
+                gradient_accumulation_steps=train["gradient_accumulation_steps"], max_steps=steps,
+                learning_rate=train["learning_rate"], warmup_steps=train["warmup_steps"], weight_decay=train["weight_decay"],
+                lr_scheduler_type=train["lr_scheduler_type"], optim=train["optim"], seed=train["seed"],
+                logging_steps=steps, save_strategy="no", report_to="none", output_dir=str(output_dir))
+
 def counted(trainer_class, clock):
     # The way's own trainer class, counting the real tokens of each micro-batch it trains on.
     class Counted(trainer_class):
@@ -114,12 +127,7 @@ setup = json.loads((work / "setup.json").read_text())
 recipe, steps, warmup = setup["recipe"], bench["steps"], bench["warmup"]
 lora, train, cuda = recipe["lora"], recipe["train"], torch.cuda.is_available()
 clock = Clock(warmup)
-common = dict(per_device_train_batch_size=train["per_device_train_batch_size"],
-              gradient_accumulation_steps=train["gradient_accumulation_steps"], max_steps=steps,
-              learning_rate=train["learning_rate"], warmup_steps=train["warmup_steps"], weight_decay=train["weight_decay"],
-              lr_scheduler_type=train["lr_scheduler_type"], optim=train["optim"], seed=train["seed"],
-              logging_steps=steps, save_strategy="no", report_to="none",
-              output_dir=str(work / f"out-{way}"))
+common = loop_args(recipe, steps, work / f"out-{way}")
 
 def examples():
     from datasets import Dataset
@@ -140,7 +148,7 @@ if way == "kit":
     shutil.copytree(setup["run"], fresh)
     run = Run(fresh)
     T.train(run, run.recipe())
-elif way == "unsloth":
+elif way.startswith("unsloth"):  # "unsloth-again": the same loop a second time, for the noise floor
     from unsloth import FastLanguageModel
     from trl import SFTConfig, SFTTrainer
     model, tokenizer = FastLanguageModel.from_pretrained(setup["model"], max_seq_length=recipe["model"]["max_seq_length"],
@@ -188,6 +196,64 @@ else:  # transformers + PEFT, Unsloth never imported
 print("RESULT " + json.dumps(clock.result(steps)))
 """
 
+# Both loops in one process, on one model, taking turns (LoRA weights reset before each): what the
+# kit adds to Unsloth's loop (its trainer class, SFTConfig and callbacks) without the process-to-process
+# spread of a shared machine, which is larger than the difference sought.
+SAME_PROCESS = CLOCK + r"""
+import json, os, sys
+from pathlib import Path
+work, bench = Path(sys.argv[1]), json.loads(sys.argv[2])
+setup = json.loads((work / "setup.json").read_text())
+os.environ["KIT_RUNS_DIR"] = str(work / "runs")
+from kit.training import train as T  # Unsloth first
+from kit.runs import Run
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+steps, warmup, recipe_dict = bench["steps"], bench["warmup"], setup["recipe"]
+run = Run(Path(setup["run"]))
+recipe = run.recipe()
+model, tokenizer = T.load_base(recipe)
+model = T.add_lora(model, recipe)
+start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+examples = Dataset.from_list(json.loads((work / "examples.json").read_text()))
+kit_class = T.KitSFTTrainer
+
+def unsloth(clock):
+    args = SFTConfig(max_length=recipe.model.max_seq_length, **loop_args(recipe_dict, steps, work / "out-same"))
+    return counted(SFTTrainer, clock)(model=model, processing_class=tokenizer, train_dataset=examples, args=args,
+                                      callbacks=[clock])
+
+def kit(clock):
+    T.KitSFTTrainer = counted(kit_class, clock)
+    trainer = T.build_trainer(run, recipe, model, tokenizer)
+    trainer.add_callback(clock)
+    return trainer
+
+for repeat in range(bench["repeats"]):
+    for way in (["unsloth", "kit"] if repeat % 2 == 0 else ["kit", "unsloth"]):
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in start:
+                    p.copy_(start[n])
+        clock = Clock(warmup)
+        {"unsloth": unsloth, "kit": kit}[way](clock).train()
+        print("RESULT " + json.dumps({"round": repeat + 1, "way": way, **clock.result(steps)}), flush=True)
+"""
+
+
+def same_process(work: Path, args) -> None:
+    out = python(SAME_PROCESS, work, json.dumps({"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}))
+    results = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+    for r in results:
+        print(f"[{r['round']}] {r['way']:8s} {r['s_per_step']:7.3f} s/step ({r['cpu_s_per_step']:.3f} CPU s/step) "
+              f"{r['tokens_per_s']:9.0f} real tokens/s")
+    by_round = {}
+    for r in results:
+        by_round.setdefault(r["round"], {})[r["way"]] = r["s_per_step"]
+    ratios = sorted(r["kit"] / r["unsloth"] for r in by_round.values())
+    print(f"same process, per-round s/step kit/unsloth: median {statistics.median(ratios):.3f}, "
+          f"range {ratios[0]:.3f}-{ratios[-1]:.3f}")
+
 
 def python(code: str, *args) -> str:
     result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
@@ -206,6 +272,10 @@ def main() -> None:
     parser.add_argument("--accumulation", type=int, default=4)
     parser.add_argument("--ways", default="unsloth,kit,transformers")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all ways; medians compared")
+    parser.add_argument("--same-process", action="store_true",
+                        help="the kit's trainer and Unsloth's loop taking turns in one process, on one model")
+    parser.add_argument("--noise-floor", action="store_true",
+                        help="run Unsloth's loop twice per round: how far it differs from itself")
     args = parser.parse_args()
     cuda = python("import torch; print(torch.cuda.is_available())").strip() == "True"
     train = {"max_steps": args.steps, "per_device_train_batch_size": args.batch,
@@ -226,7 +296,9 @@ def main() -> None:
         rows = python(PREPARE, work, recipe, json.dumps(overrides)).strip().splitlines()[-1]
         print(f"{recipe}: {rows} training rows, batch {args.batch} x {args.accumulation} accumulation, "
               f"{args.steps} steps, timed after {args.warmup}")
-        runs: dict[str, list[dict]] = {way: [] for way in args.ways.split(",")}
+        if args.same_process:
+            return same_process(work, args)
+        runs: dict[str, list[dict]] = {way: [] for way in args.ways.split(",") + ["unsloth-again"] * args.noise_floor}
         ways = list(runs)
         for repeat in range(args.repeats):  # rounds of all ways, each starting one later: a busy machine slows all alike
             for way in ways[repeat % len(ways):] + ways[:repeat % len(ways)]:
@@ -239,13 +311,18 @@ def main() -> None:
                                                                             "tokens_per_s", "peak_gb")}
                for way, rs in runs.items()}
     base = results.get("unsloth")
-    for way in ("kit", "transformers"):
+    for way in ("kit", "transformers", "unsloth-again"):
         if base and way in results:
             r = results[way]
             print(f"median ratio {way}/unsloth: s/step {r['s_per_step'] / base['s_per_step']:.3f} "
                   f"(CPU time {r['cpu_s_per_step'] / base['cpu_s_per_step']:.3f}), "
                   f"tokens/s {r['tokens_per_s'] / base['tokens_per_s']:.3f}, memory {r['peak_gb'] / base['peak_gb']:.2f}")
-
+    if args.repeats > 1 and "unsloth" in runs:  # ratios within each round: a slow spell of the machine hits both
+        for way in ("kit", "unsloth-again"):
+            if way in runs:
+                ratios = sorted(a["s_per_step"] / b["s_per_step"] for a, b in zip(runs[way], runs["unsloth"]))
+                print(f"per-round s/step {way}/unsloth: median {statistics.median(ratios):.3f}, "
+                      f"range {ratios[0]:.3f}-{ratios[-1]:.3f} ({', '.join(f'{r:.3f}' for r in ratios)})")
 
 if __name__ == "__main__":
     main()
