@@ -114,3 +114,22 @@ def test_tables_cut_long_cells_and_round_numbers(capsys):
     out = capsys.readouterr().out
     assert "…" in out and "3.395" in out and "19,080" in out and "19080.0" not in out
     assert display.readable(4.951546983718872) == "4.952" and display.readable(None) == "—"
+
+
+@pytest.mark.parametrize("name", ["prepare", "train", "evaluate", "merge"])
+def test_committed_notebooks_are_valid_stripped_and_parameterised(name):
+    """What papermill, Jupyter and Colab open: valid nbformat 4.5 with an id on every cell (a missing
+    one prints a warning in every run now and will be an error in later nbformat), no outputs, and
+    exactly one cell tagged ``parameters``."""
+    import nbformat
+
+    from kit.paths import PROJECT_ROOT
+
+    path = PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # MissingIDFieldWarning fails the test
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    assert all(c.get("id") for c in nb.cells), f"{path}: a cell without an id"
+    assert [c for c in nb.cells if c.cell_type == "code" and (c.outputs or c.execution_count)] == []
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
