@@ -250,9 +250,13 @@ def same_process(work: Path, args) -> None:
     by_round = {}
     for r in results:
         by_round.setdefault(r["round"], {})[r["way"]] = r["s_per_step"]
-    ratios = sorted(r["kit"] / r["unsloth"] for r in by_round.values())
-    print(f"same process, per-round s/step kit/unsloth: median {statistics.median(ratios):.3f}, "
-          f"range {ratios[0]:.3f}-{ratios[-1]:.3f}")
+    print("same process, per-round s/step kit/unsloth: " + spread([r["kit"] / r["unsloth"] for r in by_round.values()]))
+
+
+def spread(ratios: list[float]) -> str:
+    ratios = sorted(ratios)
+    return (f"median {statistics.median(ratios):.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f} "
+            f"({', '.join(f'{r:.3f}' for r in ratios)})")
 
 
 def python(code: str, *args) -> str:
@@ -320,9 +324,8 @@ def main() -> None:
     if args.repeats > 1 and "unsloth" in runs:  # ratios within each round: a slow spell of the machine hits both
         for way in ("kit", "unsloth-again"):
             if way in runs:
-                ratios = sorted(a["s_per_step"] / b["s_per_step"] for a, b in zip(runs[way], runs["unsloth"]))
-                print(f"per-round s/step {way}/unsloth: median {statistics.median(ratios):.3f}, "
-                      f"range {ratios[0]:.3f}-{ratios[-1]:.3f} ({', '.join(f'{r:.3f}' for r in ratios)})")
+                print(f"per-round s/step {way}/unsloth: "
+                      + spread([a["s_per_step"] / b["s_per_step"] for a, b in zip(runs[way], runs["unsloth"])]))
 
 if __name__ == "__main__":
     main()
