@@ -209,7 +209,7 @@ from kit.training import train as T  # Unsloth first
 from kit.runs import Run
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
-steps, warmup, recipe_dict = bench["steps"], bench["warmup"], setup["recipe"]
+steps, warmup = bench["steps"], bench["warmup"]
 run = Run(Path(setup["run"]))
 recipe = run.recipe()
 model, tokenizer = T.load_base(recipe)
@@ -219,7 +219,7 @@ examples = Dataset.from_list(json.loads((work / "examples.json").read_text()))
 kit_class = T.KitSFTTrainer
 
 def unsloth(clock):
-    args = SFTConfig(max_length=recipe.model.max_seq_length, **loop_args(recipe_dict, steps, work / "out-same"))
+    args = SFTConfig(max_length=recipe.model.max_seq_length, **loop_args(recipe.to_dict(), steps, work / "out-same"))
     return counted(SFTTrainer, clock)(model=model, processing_class=tokenizer, train_dataset=examples, args=args,
                                       callbacks=[clock])
 

@@ -181,7 +181,7 @@ def telemetry(trainer, model, result) -> dict:
     tokens = int(trainer.real_tokens)  # this process's, as train_runtime is
     tokens_per_s = tokens / seconds if seconds else None
     trainable, total = model.get_nb_trainable_parameters()  # PEFT counts 4-bit weights unpacked
-    return {"tokens_seen": int(tokens), "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
+    return {"tokens_seen": tokens, "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
             "trainable_parameters": trainable, "parameters": total,
             "mfu": backend.mfu(total, tokens_per_s) if tokens_per_s else None, **backend.peak_memory()}
 
