@@ -11,7 +11,7 @@ from unsloth import FastLanguageModel  # noqa: E402
 
 import torch  # noqa: E402
 
-from kit.tiny import resolve_model_id  # noqa: E402
+from kit.models import resolve_model_id  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available()
 

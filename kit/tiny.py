@@ -60,6 +60,12 @@ def family_tokenizer(family: str):
 
     if family == "qwen3":
         return AutoTokenizer.from_pretrained(ensure_tiny_model())
+    if family == "smollm2":  # the real one, from the built-in SmolLM2, with the kit's template
+        from kit.smollm2 import ensure_smollm2
+
+        tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2())
+        tokenizer.chat_template = official_template(FAMILIES[family])
+        return tokenizer
     vocab, special, attributes = _FAMILY_STAND_INS[family]
     tokenizer = vocab_tokenizer(vocab)
     if special:
@@ -116,20 +122,12 @@ def build_model(out_dir: Path, tokenizer, seed: int = 0) -> None:
     model.save_pretrained(out_dir, safe_serialization=True)
 
 
-def ensure_tiny_model() -> Path:
-    """Return the cached tiny model directory, building it on first use."""
+def ensure_tiny_model(rebuild: bool = False) -> Path:
+    """Return the cached tiny model directory, building it on first use (``rebuild``: again)."""
     final = cache_root() / "models" / TINY_NAME
-    if (final / "config.json").exists() and (final / "tokenizer_config.json").exists():
+    if not rebuild and (final / "config.json").exists() and (final / "tokenizer_config.json").exists():
         return final
     build_cached_dir(final, lambda tmp: build_model(tmp, build_tokenizer(tmp)))
     print(f"Tiny model ready: {final}", flush=True)
     return final
 
-
-def resolve_model_id(model_id: str) -> str:
-    """Recipes may name the built-in tiny model; everything else passes through to from_pretrained."""
-    if model_id == BUILTIN_ID:
-        return str(ensure_tiny_model())
-    if model_id.startswith("builtin:"):
-        raise ValueError(f"model.id: unknown built-in model {model_id!r} (known: {BUILTIN_ID})")
-    return model_id

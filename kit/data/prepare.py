@@ -15,7 +15,7 @@ from kit.runs import Run, create_run, write_json
 def load_tokenizer(model_id: str, family):
     from transformers import AutoTokenizer
 
-    from kit.tiny import resolve_model_id
+    from kit.models import resolve_model_id
 
     path = resolve_model_id(model_id)
     try:

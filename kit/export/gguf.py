@@ -146,3 +146,21 @@ def compare_greedy(generated: list[list[int]], reference: list[list[int]], n_tok
         equal += whole
         prefix.append(n_tokens if whole else same)
     return {"greedy_equal_prompts": equal, "greedy_match_tokens": min(prefix), "greedy_match_per_prompt": prefix}
+
+
+BITS_PER_WEIGHT = {"q8_0": 8.5, "q5_k_m": 5.7, "q4_k_m": 4.9}
+
+
+def why_answers_differ(kind: str, g: dict, prompts: int, model_id: str) -> str:
+    """Why a quantized file's greedy answers differ from the merged model's on some prompts, from what
+    the teacher-forced check measured (``_decision_gaps``)."""
+    from kit.models import PROVENANCE
+
+    text = (f"{prompts - g['greedy_equal_prompts']} of {prompts} greedy answers differ from the merged model's. "
+            f"{kind} keeps about {BITS_PER_WEIGHT.get(kind, 'fewer')} bits a weight, so where the merged model's "
+            f"best two tokens nearly tie, llama.cpp may take the other and continue differently from there: "
+            f"{g['greedy_decisions_equal']} of its {g['greedy_decisions']} tokens are the merged model's own greedy "
+            f"choice, and every other one is within {g['max_logit_gap']} of the merged model's best logit.")
+    if model_id in PROVENANCE:
+        text += f" The base model ({model_id}): {PROVENANCE[model_id]}."
+    return text

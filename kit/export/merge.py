@@ -67,6 +67,8 @@ def export_gguf(run: Run, recipe: Recipe, tokenizer, prompts: list[str], referen
     if reference_ids is not None:  # the merged model fits in memory: judge each llama.cpp token by it
         for t, gaps in _decision_gaps(run.merged_dir, dtype, tokenizer, prompts, generated).items():
             out[t].update(gaps)
+            if t not in ("f16", "bf16") and out[t]["greedy_equal_prompts"] < len(prompts):
+                out[t]["why_answers_differ"] = gguf.why_answers_differ(t, out[t], len(prompts), recipe.model.id)
     return out
 
 
@@ -147,7 +149,7 @@ def check_disk(path: Path, needed: int) -> None:
 
 def check_adapter_base(run: Run, recipe: Recipe) -> None:
     """The adapter must have been trained on the recipe's model."""
-    from kit.tiny import resolve_model_id
+    from kit.models import resolve_model_id
 
     config = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     trained_on, expected = config.get("base_model_name_or_path"), resolve_model_id(recipe.model.id)
@@ -158,7 +160,7 @@ def check_adapter_base(run: Run, recipe: Recipe) -> None:
 def _local_checkpoint(model_id: str) -> Path:
     """The base checkpoint's local directory, for the streaming merge (Hub ids: Unsloth's merge)."""
     from kit.export.lora_merge import NotStreamable
-    from kit.tiny import resolve_model_id
+    from kit.models import resolve_model_id
 
     path = Path(resolve_model_id(model_id))
     if not (path / "config.json").exists():
@@ -170,7 +172,7 @@ def base_config(model_id: str) -> dict:
     """The base checkpoint's config (a Hub id's through transformers: its cache, else the Hub)."""
     from transformers import AutoConfig
 
-    from kit.tiny import resolve_model_id
+    from kit.models import resolve_model_id
 
     path = Path(resolve_model_id(model_id))
     if (path / "config.json").exists():
