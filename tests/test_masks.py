@@ -26,8 +26,8 @@ def expected_piece(family: str, mode: str, answer: str, reasoning: str | None, l
     inline = think(reasoning or "") if mode == "inline" else ""
     if family == "qwen3":  # reasoning after the last user turn; the empty block there is prompt
         return (think(reasoning) if reasoning and last else "") + answer + "<|im_end|>"
-    if family in ("qwen2.5", "llama-3.1", "gemma-3"):  # no reasoning channel: dropped, or inline
-        end = {"qwen2.5": "<|im_end|>", "llama-3.1": "<|eot_id|>", "gemma-3": "<end_of_turn>"}[family]
+    if family in ("qwen2.5", "smollm2", "llama-3.1", "gemma-3"):  # no reasoning channel: dropped, or inline
+        end = {"qwen2.5": "<|im_end|>", "smollm2": "<|im_end|>", "llama-3.1": "<|eot_id|>", "gemma-3": "<end_of_turn>"}[family]
         return inline + answer + end
     if family == "gpt-oss":  # analysis only in the last turn, then the model opens the final message
         if not last:

@@ -38,12 +38,12 @@ def turn(content="", calls=None, reasoning=None):
     return out
 
 
-WITH_TOOLS = ("qwen3", "qwen2.5", "llama-3.1", "gpt-oss", "glm-4")
+WITH_TOOLS = ("qwen3", "qwen2.5", "smollm2", "llama-3.1", "gpt-oss", "glm-4")
 # name: (conversation ending in the turn under test, families that render it)
 CASES = {
     "one_call": ([ASK, turn(calls=[RICH])], WITH_TOOLS),
-    "parallel": ([ASK, turn(calls=[WEATHER_CALL, TIME_CALL])], ("qwen3", "qwen2.5", "glm-4")),
-    "call_with_text": ([ASK, turn("Let me check.", [WEATHER_CALL])], ("qwen3", "qwen2.5", "gpt-oss", "glm-4")),
+    "parallel": ([ASK, turn(calls=[WEATHER_CALL, TIME_CALL])], ("qwen3", "qwen2.5", "smollm2", "glm-4")),
+    "call_with_text": ([ASK, turn("Let me check.", [WEATHER_CALL])], ("qwen3", "qwen2.5", "smollm2", "gpt-oss", "glm-4")),
     "call_with_reasoning": ([ASK, turn(calls=[WEATHER_CALL], reasoning="I need the weather tool.")],
                             ("qwen3", "gpt-oss")),
     "call_after_a_result": ([ASK, turn(calls=[WEATHER_CALL]), RESULT, turn(calls=[TIME_CALL])], WITH_TOOLS),

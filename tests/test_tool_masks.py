@@ -69,7 +69,7 @@ REFUSED = {
     "llama-3.1": {"parallel": "renders 1 per turn", "call_with_text": "without the text beside it"},
     "gpt-oss": {"parallel": "renders 1 per turn"},
 }
-WITH_TOOLS = ("qwen3", "qwen2.5", "llama-3.1", "gpt-oss", "glm-4")
+WITH_TOOLS = ("qwen3", "qwen2.5", "smollm2", "llama-3.1", "gpt-oss", "glm-4")
 CASES = [(f, c) for f in WITH_TOOLS for c in CONVERSATIONS if c not in REFUSED.get(f, {})]
 
 
@@ -87,9 +87,10 @@ def expected_piece(family: str, messages: list[dict], k: int) -> str:
     m, last = messages[k], k == len(messages) - 1
     calls, text, reasoning = m.get("tool_calls", []), m["content"], m.get("reasoning")
     answers_later = any(n["role"] == "assistant" and not n.get("tool_calls") for n in messages[k + 1:])
-    if family in ("qwen3", "qwen2.5"):
+    if family in ("qwen3", "qwen2.5", "smollm2"):
         # Qwen3 renders reasoning after the last user turn (an empty block before the last answer,
-        # which is its enable_thinking=False prompt); the calls follow the text, one per line.
+        # which is its enable_thinking=False prompt); the calls follow the text, one per line
+        # (SmolLM2: the kit's template writes them as Qwen's do).
         head = think(reasoning) if family == "qwen3" and reasoning else ""
         blocks = [f'<tool_call>\n{{"name": "{c["name"]}", "arguments": {args_json(c)}}}\n</tool_call>' for c in calls]
         return head + "\n".join(([text] if text else []) + blocks) + "<|im_end|>"

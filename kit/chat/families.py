@@ -78,6 +78,9 @@ class Family:
     # ``no_tools`` says why (a conversation with tools is then refused, naming the family).
     tools: ToolRules | None = None
     no_tools: str = ""
+    # True: ``template_text`` replaces the tokenizer's own template (SmolLM2: the kit's template renders
+    # every conversation the official one renders identically, and adds a tool format it lacks).
+    own_template: bool = False
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -88,6 +91,42 @@ class Family:
     def end_tokens(self) -> tuple[str, ...]:
         """Tokens that may close a trained span."""
         return (*self.stops, *self.message_end_tokens)
+
+
+# SmolLM2-Instruct's official template (ChatML, a default system prompt naming the model) renders no
+# tools. The kit's template renders every conversation without tools exactly as it does (a test
+# compares them) and adds tools in the Hermes style the Qwen families use: the definitions (each
+# function's JSON schema) after the first system turn's text, a call as a <tool_call> JSON block,
+# a result as a ``tool`` turn.
+SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+SMOLLM2_TOOLS_HEAD = "\n\nYou can call these tools, each given as a JSON schema:\n<tools>"
+SMOLLM2_TOOLS_TAIL = ("\n</tools>\nTo call one, answer with <tool_call>\n"
+                      '{"name": <tool name>, "arguments": <arguments as a JSON object>}\n</tool_call>')
+
+
+def _jinja_string(text: str) -> str:
+    """``text`` as a Jinja string literal (literal text outside expressions would meet trim_blocks)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+SMOLLM2_TEMPLATE = (
+    "{% set tools_text %}{% if tools %}{{ " + _jinja_string(SMOLLM2_TOOLS_HEAD) + " }}"
+    "{% for tool in tools %}{{ '\\n' }}{{ tool.function | tojson }}{% endfor %}"
+    "{{ " + _jinja_string(SMOLLM2_TOOLS_TAIL) + " }}{% endif %}{% endset %}"
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\n" + SMOLLM2_DEFAULT_SYSTEM + "' + tools_text + '<|im_end|>\\n' }}{% endif %}"
+    "{% if loop.first and message['role'] == 'system' %}"
+    "{{ '<|im_start|>system\\n' + message['content'] + tools_text + '<|im_end|>\\n' }}"
+    "{% elif message['role'] == 'assistant' and message.tool_calls %}"
+    "{{ '<|im_start|>assistant\\n' + (message['content'] or '') }}"
+    "{% for call in message.tool_calls %}{% if message['content'] or not loop.first %}{{ '\\n' }}{% endif %}"
+    "{{ '<tool_call>\\n{\"name\": \"' + call.function.name + '\", \"arguments\": ' }}"
+    "{{ call.function.arguments | tojson }}{{ '}\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 FAMILIES: dict[str, Family] = {
@@ -192,6 +231,17 @@ FAMILIES: dict[str, Family] = {
         sampling={"temperature": 0.8, "top_p": 0.8},
         tools=ToolRules(),
     ),
+    # SmolLM2-Instruct (Llama architecture, ChatML): the kit's template (above) in place of the
+    # tokenizer's; sampling as its model card recommends.
+    "smollm2": Family(
+        name="smollm2",
+        end_of_turn="<|im_end|>",
+        official_template="smollm2",
+        template_text=SMOLLM2_TEMPLATE,
+        own_template=True,
+        sampling={"temperature": 0.2, "top_p": 0.9},
+        tools=ToolRules(),
+    ),
 }
 
 
@@ -226,8 +276,14 @@ def training_template(tokenizer, family: Family) -> str:
 
 
 def ensure_chat_template(tokenizer, family: Family):
-    """A tokenizer without a chat template (base checkpoints) gets the family's official one."""
-    if not tokenizer.chat_template:
+    """A tokenizer without a chat template (base checkpoints) gets the family's official one; a family
+    with its own template (``Family.own_template``) always renders with that."""
+    if family.own_template and tokenizer.chat_template != family.template_text:
+        if tokenizer.chat_template:
+            print(f"Using the kit's {family.name} chat template: it renders conversations without tools as the "
+                  "tokenizer's own does, and adds tools.")
+        tokenizer.chat_template = family.template_text
+    elif not tokenizer.chat_template:
         print(f"The tokenizer has no chat template; using the official {family.name} template.")
         tokenizer.chat_template = official_template(family)
     return tokenizer

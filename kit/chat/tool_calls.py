@@ -3,7 +3,7 @@
 A model writes a call the way its family's chat template renders one (``kit.chat.render``; the pieces are
 spelled out in tests/test_tool_masks.py):
 
-- qwen3, qwen2.5: ``<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`` blocks after any
+- qwen3, qwen2.5, smollm2: ``<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`` blocks after any
   text, one per call;
 - llama-3.1: the whole answer is one JSON object ``{"name": …, "parameters": {…}}``;
 - gpt-oss: a commentary message `` to=functions.NAME<|channel|>commentary json<|message|>{…}``
@@ -197,7 +197,7 @@ def _glm_messages(text: str) -> ParsedAnswer:
 
 
 # The parser of each family's call format; families with tools that are not listed have none.
-_PARSERS = {"qwen3": _tool_call_blocks, "qwen2.5": _tool_call_blocks, "llama-3.1": _json_answer,
+_PARSERS = {"qwen3": _tool_call_blocks, "qwen2.5": _tool_call_blocks, "smollm2": _tool_call_blocks, "llama-3.1": _json_answer,
             "gpt-oss": _harmony, "glm-4": _glm_messages}
 # Families whose call markup is made of special tokens (glm-4's <|assistant|> between messages);
 # gpt-oss's channel markers are kept already, for its answer channel (``Family.answer_marker``).

@@ -41,6 +41,14 @@ def renders_history(family: Family) -> bool:
     return family.tools is not None and family.name in TEMPLATES
 
 
+def runner_bos(tokenizer, rendered: str) -> str:
+    """The BOS that Ollama's runner adds itself (the GGUF says so), if ``rendered`` starts with one: a
+    literal one in the template would double it. A BOS token that also opens later turns
+    (SmolLM2's is ChatML's <|im_start|>) is part of the template's text instead."""
+    bos = tokenizer.bos_token or ""
+    return bos if bos and rendered.startswith(bos) and rendered.count(bos) == 1 else ""
+
+
 def derived_template(tokenizer, family: Family) -> str:
     """A single-turn TEMPLATE (``.System``, ``.Prompt``, ``.Response``) from placeholder renderings."""
     with_system = render_prompt(tokenizer, family, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}])
@@ -51,9 +59,8 @@ def derived_template(tokenizer, family: Family) -> str:
     head_sys, head_plain, tail = with_system[:-shared], without[:-shared], with_system[-shared:]
     if PROMPT not in tail or SYSTEM not in head_sys:
         raise ModelfileError(f"{family.name}: cannot place the system and user text in an Ollama template")
-    # Ollama's runner adds BOS itself (the GGUF says so); a literal one in the template would double it.
-    bos = tokenizer.bos_token or ""
-    if bos and head_sys.startswith(bos) and head_plain.startswith(bos):
+    bos = runner_bos(tokenizer, with_system)
+    if bos and head_plain.startswith(bos):
         head_sys, head_plain = head_sys[len(bos):], head_plain[len(bos):]
     system_part = head_sys.replace(SYSTEM, "{{ .System }}")
     otherwise = f"{{{{ else }}}}{head_plain}" if head_plain else ""
@@ -190,7 +197,6 @@ def check(path: Path, tokenizer, family: Family, conversations: list) -> dict:
     equal to the character; ``prompts_equal`` also those that differ only in JSON layout
     (``as_json_values``: Ollama's ``json`` writes Go's compact JSON)."""
     parsed = read_modelfile(path)
-    bos = tokenizer.bos_token or ""
     identical = same = 0
     first_difference = None
     for row in conversations:
@@ -199,7 +205,8 @@ def check(path: Path, tokenizer, family: Family, conversations: list) -> dict:
         if messages[0]["role"] != "system" and parsed["system"]:
             messages = [{"role": "system", "content": parsed["system"]}, *messages]
         expected = render_prompt(tokenizer, family, messages, tools=tools)
-        if bos and not ollama.startswith(bos) and expected.startswith(bos):
+        bos = runner_bos(tokenizer, expected)
+        if bos and not ollama.startswith(bos):
             ollama = bos + ollama  # Ollama's runner adds BOS itself
         identical += ollama == expected
         equal = ollama == expected or as_json_values(ollama) == as_json_values(expected)

@@ -18,6 +18,8 @@ the assistant is rendered closed, followed by a new generation prompt (no prefil
 """
 from __future__ import annotations
 
+from kit.chat.families import SMOLLM2_DEFAULT_SYSTEM, SMOLLM2_TOOLS_HEAD, SMOLLM2_TOOLS_TAIL
+
 JSON_LAYOUT = "JSON (tool definitions, call arguments, quoted results) in Go's compact layout; the same values"
 
 # Shared pieces of the two Qwen templates: definitions in the system turn, calls as <tool_call>
@@ -124,7 +126,22 @@ GLM4 = (
     "{{ else }}<|{{ .Role }}|>\n{{ .Content }}{{ end }}{{ end }}<|assistant|>"
 )
 
-TEMPLATES = {"qwen3": QWEN3, "qwen2.5": QWEN25, "llama-3.1": LLAMA31, "glm-4": GLM4}
+# SmolLM2 (the family table's own template): the default system prompt where a conversation has none,
+# the definitions after the system text, calls as <tool_call> blocks, results as tool turns.
+SMOLLM2 = (
+    _FIRST_SYSTEM
+    + f'{{{{ if not $hasSystem }}}}{{{{ $system = "{SMOLLM2_DEFAULT_SYSTEM}" }}}}{{{{ end }}}}'
+    + "<|im_start|>system\n{{ $system }}{{ if .Tools }}"
+    + SMOLLM2_TOOLS_HEAD + "{{ range .Tools }}\n{{ json .Function }}{{ end }}" + SMOLLM2_TOOLS_TAIL + "{{ end }}<|im_end|>\n"
+    + '{{ range $i, $m := .Messages }}{{ if and (eq $i 0) (eq .Role "system") }}'
+    + '{{ else if and (eq .Role "assistant") .ToolCalls }}<|im_start|>assistant\n{{ .Content }}'
+    + "{{ range $j, $call := .ToolCalls }}{{ if or $j $m.Content }}\n{{ end }}"
+    + '<tool_call>\n{"name": "{{ .Function.Name }}", "arguments": {{ json .Function.Arguments }}}\n</tool_call>{{ end }}'
+    + "<|im_end|>\n{{ else }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}{{ end }}"
+    + "<|im_start|>assistant\n"
+)
+
+TEMPLATES = {"qwen3": QWEN3, "qwen2.5": QWEN25, "llama-3.1": LLAMA31, "glm-4": GLM4, "smollm2": SMOLLM2}
 
 DIFFERENCES = {
     "qwen3": [JSON_LAYOUT,
@@ -134,4 +151,5 @@ DIFFERENCES = {
                   "the chat template trims whitespace around the system and message text; Go templates cannot",
                   "Today Date is the chat template's default (26 Jul 2024), as in training"],
     "glm-4": [JSON_LAYOUT],
+    "smollm2": [JSON_LAYOUT],
 }
