@@ -1,13 +1,18 @@
 # Two commands do everything on a fresh machine (each sets itself up first, idempotently):
-#   make demo   the offline demo: prepare → train → evaluate → merge on recipes/tiny-demo.yaml
+#   make demo   the offline demo on a real model: prepare → train → evaluate → merge on
+#               recipes/smollm2-shop-demo.yaml (SmolLM2-135M-Instruct, built offline by set-up)
 #   make test   the test suite
+# And the quicker demo on a tiny random model: make demo-tiny (recipes/tiny-demo.yaml).
 PY := .venv/bin/python
 
-.PHONY: setup demo test
+.PHONY: setup demo demo-tiny test
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
+	$(PY) -m kit.pipeline smollm2-shop-demo
+
+demo-tiny: setup
 	$(PY) -m kit.pipeline tiny-demo
 
 test: setup

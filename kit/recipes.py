@@ -38,11 +38,13 @@ class Field:
     max: float | None = None
     above: float | None = None      # exclusive lower bound (a rate, a fraction that must be > 0)
     below: float | None = None      # exclusive upper bound
+    items: type | None = None       # the type of a list's elements, where checked
 
 
-def F(types, default=None, *, choices=None, nullable=False, help="", min=None, max=None, above=None, below=None):
+def F(types, default=None, *, choices=None, nullable=False, help="", min=None, max=None, above=None, below=None,
+      items=None):
     types = types if isinstance(types, tuple) else (types,)
-    return Field(types, default, tuple(choices) if choices else None, nullable, help, min, max, above, below)
+    return Field(types, default, tuple(choices) if choices else None, nullable, help, min, max, above, below, items)
 
 
 COUNT = {"min": 1}      # a count of things or steps: at least one
@@ -106,6 +108,8 @@ SCHEMA: dict = {
         "decoding": F(str, "greedy", choices=["greedy", "recommended"],
                       help="greedy: deterministic, for comparisons; recommended: the family's sampling"),
         "thinking": F(bool, None, nullable=True, help="thinking on/off for families that have a switch; null: family default"),
+        "facts": F(list, [], items=str, help="fact strings (a price, an address); the report scores the share of held-out "
+                                  "answers that state every fact their reference answer states"),
         "live_samples": F(int, 3, min=0, help="held-out prompts answered at every evaluation during training (0: off)"),
         "behavior": {
             "description": F(str, ""),
@@ -172,6 +176,11 @@ def _check_value(path: str, field: Field, value: Any, where: str) -> Any:
         value, ok = float(value), True
     if not ok:
         raise RecipeError(f"{where}: {path}: expected {_type_name(field.types)}, got {type(value).__name__} ({value!r})")
+    if field.items is not None and isinstance(value, list):
+        wrong = next((v for v in value if not isinstance(v, field.items)), None)
+        if wrong is not None:
+            raise RecipeError(f"{where}: {path}: every element must be {field.items.__name__}, got "
+                              f"{type(wrong).__name__} ({wrong!r})")
     if field.choices and value not in field.choices:
         raise RecipeError(f"{where}: {path}: {value!r} is not one of {', '.join(map(str, field.choices))}")
     for bound, fails, says in ((field.min, lambda b: value < b, "at least"), (field.max, lambda b: value > b, "at most"),

@@ -75,3 +75,27 @@ def test_gpt_oss_channels_are_split_and_checked(family_tokenizers):
     assert decode(tokenizer, gpt_oss, ids) == raw  # the markers survive decoding for this family
     qwen3_ids = tokenizer("<|im_end|>hi", add_special_tokens=False)["input_ids"]
     assert decode(tokenizer, get_family("qwen3"), qwen3_ids) == "hi"
+
+
+def test_facts_stated_scores_the_facts_each_reference_states():
+    from kit.evaluation.metrics import facts_stated
+
+    facts = ["$24", "9 am to 1 pm", "Mara Quill"]
+    references = ["A city bike is $24 a day.", "Saturdays 9 am to 1 pm.", "Mara  quill owns it; a bike is $24.",
+                  "We love bikes."]
+    predictions = ["It costs $24.", "We open 9 am to 5 pm.", "MARA QUILL runs it.", "Anything."]
+    # the third answer names the owner but not the price its reference also states; the fourth is not scored
+    assert facts_stated(predictions, references, facts) == {"rows": 3, "stated": 1 / 3}
+    assert facts_stated(references, references, facts) == {"rows": 3, "stated": 1.0}
+    assert facts_stated(predictions, references, ["$99"]) == {"rows": 0}
+
+
+def test_recipe_facts_must_be_strings():
+    import pytest
+
+    from kit.recipes import RecipeError, validate
+
+    base = {"model": {"id": "x", "family": "smollm2"}, "data": {"source": "d.jsonl"}}
+    assert validate({**base, "eval": {"facts": ["$24"]}})["eval"]["facts"] == ["$24"]
+    with pytest.raises(RecipeError, match=r"eval.facts: every element must be str, got int \(24\)"):
+        validate({**base, "eval": {"facts": [24]}})

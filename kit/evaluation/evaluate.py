@@ -61,13 +61,15 @@ def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None 
     return total / count
 
 
-def score(answers, references: list[str], behavior, family, thinking: bool = False) -> dict:
+def score(answers, references: list[str], behavior, family, thinking: bool = False, facts: list[str] = ()) -> dict:
     texts = [a.text for a in answers]
     out = {"exact_match": metrics.exact_match(texts, references),
            "bleu": metrics.bleu(texts, references),
            "rouge_l": metrics.rouge_l(texts, references),
            "mean_answer_tokens": sum(a.tokens for a in answers) / len(answers),
            "behavior": sum(metrics.shows_behavior(t, behavior) for t in texts) / len(texts)}
+    if facts:
+        out["facts"] = metrics.facts_stated(texts, references, list(facts))
     if thinking:
         out["reasoning_well_formed"] = sum(metrics.reasoning_well_formed(a.raw, *family.reasoning_tags)
                                            for a in answers) / len(answers)
@@ -104,7 +106,7 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
         answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **options,
                                   tools=[p.get("tools") for p in prompts])
         result = {"checkpoint": label, "eval_loss": loss, "perplexity": math.exp(loss),
-                  **score(answers, references, ev.behavior, family, thinking_on(family, ev.thinking)),
+                  **score(answers, references, ev.behavior, family, thinking_on(family, ev.thinking), ev.facts),
                   "generation": speed}
         calls = tool_scores(answers, prompts)
         if calls["rows"]:
@@ -139,6 +141,8 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     write_json(run.path / "report.json", report)
     write_text_atomic(run.path / "report.md", markdown)
     run.update_manifest({"evaluate": {k: {"eval_loss": report[k]["eval_loss"], "behavior": report[k]["behavior"],
+                                          "rouge_l": report[k]["rouge_l"],
+                                          **({"facts": report[k]["facts"]} if "facts" in report[k] else {}),
                                           **({"tool_calls": report[k]["tool_calls"]} if "tool_calls" in report[k] else {})}
                                       for k in ("base", "tuned")}})
     return report
@@ -205,6 +209,8 @@ def report_markdown(run: Run, report: dict) -> str:
     if note:
         lines[4:4] = [f"> **Note.** {note}", ""]
     lines += [f"| {label} | {fmt.format(b[key])} | {fmt.format(t[key])} |" for label, key, fmt in rows]
+    if t.get("facts", {}).get("rows"):
+        lines.append(f"| facts stated ({t['facts']['rows']} prompts) | {b['facts']['stated']:.0%} | {t['facts']['stated']:.0%} |")
     if "tool_calls" in t:
         lines += [f"| tool calls: {label} ({t['tool_calls']['rows']} prompts) | {b['tool_calls'][key]:.0%} | "
                   f"{t['tool_calls'][key]:.0%} |" for label, key in

@@ -57,6 +57,20 @@ def shows_behavior(answer: str, behavior) -> bool:
     return behavior.regex is not None and re.search(behavior.regex, answer) is not None
 
 
+def facts_stated(predictions: list[str], references: list[str], facts: list[str]) -> dict:
+    """Over the prompts whose reference answer states at least one of ``facts`` (strings such as a
+    price or an address, compared case-insensitively after normalising spaces): the share of
+    answers that state every fact their reference states. ``{"rows": 0}`` when no reference states one."""
+    def found(fact: str, text: str) -> bool:
+        return normalize(fact).casefold() in normalize(text).casefold()
+
+    rows = [(p, [f for f in facts if found(f, r)]) for p, r in zip(predictions, references, strict=True)]
+    rows = [(p, wanted) for p, wanted in rows if wanted]
+    if not rows:
+        return {"rows": 0}
+    return {"rows": len(rows), "stated": sum(all(found(f, p) for f in wanted) for p, wanted in rows) / len(rows)}
+
+
 def reasoning_well_formed(text: str, open_tag: str, close_tag: str) -> bool:
     """One reasoning block at most, opened before it is closed, with text after it."""
     opens, closes = text.count(open_tag), text.count(close_tag)
