@@ -1,7 +1,7 @@
 """The real SmolLM2-135M-Instruct through the whole pipeline in a few minutes: prepare, a few training
 steps on the shop demo, the streaming merge of a Llama-architecture checkpoint with both checks,
 an f16 GGUF loaded back in llama.cpp, and the Modelfile. (What the demo learns in full is measured
-by ``make demo-real`` and recorded in the README; this test checks the machinery on the real model.)"""
+by ``make demo`` and recorded in the README; this test checks the machinery on the real model.)"""
 import json
 
 import pytest
