@@ -42,11 +42,14 @@ def plot_metrics(run: Run, report: dict):
     is drawn as a short line on the axis, so it reads as 0 rather than as missing."""
     import matplotlib.pyplot as plt
 
-    labels = [label for _, label in BAR_METRICS]
+    with_facts = bool(report["tuned"].get("facts", {}).get("rows"))  # eval.facts: the share of facts stated
+    metrics = BAR_METRICS + ((("facts", "facts stated"),) if with_facts else ())
+    labels = [label for _, label in metrics]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.38
     for offset, name in ((-width / 2, "base"), (width / 2, "tuned")):
-        values = [report[name][key] / (100 if key == "bleu" else 1) for key, _ in BAR_METRICS]
+        values = [report[name]["facts"]["stated"] if key == "facts" else report[name][key] / (100 if key == "bleu" else 1)
+                  for key, _ in metrics]
         xs = [i + offset for i in range(len(labels))]
         bars = ax.bar(xs, values, width, label=name)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)

@@ -104,6 +104,12 @@ def test_metric_plot_has_labelled_axes_and_visible_zero_bars(tmp_path):
     assert ax.get_ylabel() and ax.get_xlabel()
     assert len(ax.collections) == 2  # a line on the axis for each series' bars at 0
     assert "0.00" in [t.get_text() for t in ax.texts] and (tmp_path / "metrics.png").exists()
+    assert "facts stated" not in [t.get_text() for t in ax.get_xticklabels()]
+    # a recipe with eval.facts gets a bar for the share of facts stated
+    fig = plot_metrics(run, {"base": {**scores, "facts": {"rows": 20, "stated": 0.0}},
+                             "tuned": {**scores, "facts": {"rows": 20, "stated": 0.85}}})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "facts stated" and "0.85" in [t.get_text() for t in ax.texts]
 
 
 def test_tables_cut_long_cells_and_round_numbers(capsys):
