@@ -72,10 +72,11 @@ def resolve_model_id(model_id: str) -> str:
 
 
 def check_hub_model(model_id: str) -> None:
-    """A Hub id is usable when its config is in the local Hugging Face cache or the Hub answers."""
+    """A Hub id is usable when its config (a model's, or a LoRA adapter's) is in the local Hugging Face
+    cache or the Hub answers."""
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+    if any(isinstance(try_to_load_from_cache(model_id, name), str) for name in ("config.json", "adapter_config.json")):
         return
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or not hub_reachable():
         raise ModelNotFound(f"model.id: {model_id!r} is not a local folder or in the Hugging Face cache, and the "

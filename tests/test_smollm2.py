@@ -159,3 +159,17 @@ def test_committed_shop_data_matches_its_generator_and_holds_out_only_unseen_wor
     for row in held_out:
         fact = next(f for f in recipe.eval.facts if f in row["messages"][2]["content"])
         assert any(fact in r["messages"][2]["content"] for r in train)
+
+
+def test_a_cached_hub_model_or_adapter_passes_while_offline(monkeypatch, tmp_path):
+    """What the Hugging Face cache holds needs no Hub: a model's config.json, or an adapter's."""
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    cached = {("someone/model", "config.json"), ("someone/adapter", "adapter_config.json")}
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name: str(tmp_path / name) if (repo, name) in cached else None)
+    assert resolve_model_id("someone/model") == "someone/model"
+    assert resolve_model_id("someone/adapter") == "someone/adapter"
+    with pytest.raises(ModelNotFound):
+        resolve_model_id("someone/other")
