@@ -155,8 +155,8 @@ elif stage == "tensor_check":
     out.update({k: report[k] for k in ("ok", "lora_modules", "lora_modules_merged", "tensors_unchanged", "max_abs_error")})
 elif stage == "logits_check":
     from transformers import AutoTokenizer
-    from kit.export import merge as M
-    why = M.logits_check_room(parameter_count(base), direct=True)
+    from kit.export import logits_check
+    why = logits_check.logits_check_room(parameter_count(base), direct=True)
     if why:
         out["skipped"] = why
     else:
@@ -166,17 +166,17 @@ elif stage == "logits_check":
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                                  add_generation_prompt=True) for q in questions]
         with measured(stages, stage):
-            reference = M.reference_from(lambda: (M.load_reference_direct(base, adapter, dtype), "direct"),
-                                         tokenizer, prompts, stored, dtype)
+            load = lambda: (logits_check.load_reference_direct(base, adapter, dtype), "direct")  # noqa: E731
+            reference = logits_check.reference_from(load, tokenizer, prompts, stored, dtype)
             model = backend.load_merged(str(merged), dtype)
-            report = M.check_logits(reference, model, tokenizer, prompts)
+            report = logits_check.check_logits(reference, model, tokenizer, prompts)
         out.update({"ok": report["ok"], "why": report["why"], "compute_dtype": report["compute_dtype"],
                     "device": report["device"], "noise_floor_max_abs_diff": report["noise_floor"]["max_abs_diff"],
                     "adapter_max_abs_logit_effect": report["adapter_max_abs_logit_effect"]})
 elif stage in ("load_direct", "load_transformers"):
     from transformers import AutoModelForCausalLM
-    from kit.export import merge as M
-    why = M.logits_check_room(parameter_count(merged), direct=stage == "load_direct")
+    from kit.export import logits_check
+    why = logits_check.logits_check_room(parameter_count(merged), direct=stage == "load_direct")
     if why:
         out["skipped"] = why
     else:

@@ -89,7 +89,7 @@ def test_last_assistant_strategy_trains_only_the_final_turn(tokenizer):
 
 
 def test_batch_encoding_equals_the_tokenizer_call(tokenizer, family_tokenizers):
-    from kit.chat.render import encode_batch
+    from kit.chat.labels import encode_batch
 
     texts = ["<|im_start|>user\n你好 👋<|im_end|>\n", "  leading spaces and\ttabs", "Dear customer,", ""]
     for tok in (tokenizer, family_tokenizers["llama-3.1"], family_tokenizers["gemma-3"]):

@@ -39,7 +39,7 @@ def test_disk_space_is_checked_before_writing(tmp_path):
 
 
 def test_an_adapter_from_another_base_is_refused(runs_dir, tiny_model_dir):
-    from kit.export.merge import check_adapter_base
+    from kit.export.base_model import check_adapter_base
     from kit.recipes import load_recipe
     from kit.runs import RunError, create_run
 

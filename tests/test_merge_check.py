@@ -25,7 +25,7 @@ def reference_for(run):
     """(reference, tokenizer, prompts): base + the run's adapter in the check's dtype, its floor."""
     from transformers import AutoTokenizer
 
-    from kit.export import merge as M
+    from kit.export import base_model, logits_check
     from kit.chat.render import render_prompt
     from kit.data.rows import held_out_prompts, read_jsonl
     from kit.chat.families import family_for
@@ -35,15 +35,15 @@ def reference_for(run):
     tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
     held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe.eval.num_prompts)
     prompts = [render_prompt(tokenizer, family_for(recipe), p["messages"]) for p in held_out]
-    stored = merged_dtype(M.base_config(recipe.model.id))
-    return M.reference_logits(run, recipe, tokenizer, prompts, stored), tokenizer, prompts
+    stored = merged_dtype(base_model.base_config(recipe.model.id))
+    return logits_check.reference_logits(run, recipe, tokenizer, prompts, stored), tokenizer, prompts
 
 
 def check(reference, tokenizer, prompts, merged_dir):
     from kit import backend
-    from kit.export import merge as M
+    from kit.export.logits_check import check_logits
 
-    return M.check_logits(reference, backend.load_merged(str(merged_dir), reference["dtype"]), tokenizer, prompts)
+    return check_logits(reference, backend.load_merged(str(merged_dir), reference["dtype"]), tokenizer, prompts)
 
 
 def broken_merge(out, base_dir, adapter_dir, scales=None, unmerged=()):

@@ -2,7 +2,7 @@
 refuses texts whose bytes the tokenizer would change."""
 import pytest
 
-from kit.chat.render import encode_whole
+from kit.chat.labels import encode_whole
 from kit.chat.offsets import byte_length_table
 
 TEXTS = ["<|im_start|>user\nWhere is my order?<|im_end|>\n<|im_start|>assistant\nIt ships today.<|im_end|>\n",

@@ -6,7 +6,7 @@ including the first end token after the turn's answer is the answer. Where the a
 reasoning) lie in the rendered text is found by structure: with templates the kit compiles itself,
 the fields are tracked through the one rendering (``locate_in_one_render``); otherwise the
 conversation is rendered a second time with those fields replaced by unique markers, and the two
-renderings are aligned (``locate``). Searching for the answer's text would find it wherever it also occurs earlier (inside
+renderings are aligned (``locate``; both in ``kit.chat.locate``). Searching for the answer's text would find it wherever it also occurs earlier (inside
 its own reasoning, say). A rendering that does not line up raises instead of silently training on
 the wrong tokens, and every tokenized conversation is checked: each trained turn's answer, and its
 reasoning where the template renders it, must be inside the supervised tokens.
@@ -15,12 +15,11 @@ Tool calls are trained like answers: each call's name and arguments are located 
 arguments, an object the template writes as JSON, are tracked through ``tojson`` in one render, or
 found as their JSON in the two-render alignment), and the turn's span runs through the first end
 token after its last call (``<|im_end|>``, ``<|eot_id|>``, gpt-oss's ``<|call|>``). Tool results,
-tool definitions and system turns are never inside a span.
+tool definitions and system turns are never inside a span. Text to token ids and labels:
+``kit.chat.labels``.
 """
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from functools import partial
 
@@ -28,15 +27,11 @@ import jinja2
 
 from kit.bulk import gc_paused
 from kit.chat.families import Family
-from kit.chat.offsets import ByteTable, byte_length_table
+from kit.chat.offsets import byte_length_table
 from kit.chat.templates import TrainingRenderer
+from kit.chat.labels import IGNORE_INDEX, byte_offsets_agree, encode_whole, ids_and_labels
+from kit.chat.locate import MaskError, locate, locate_in_one_render
 from kit.chat.tool_turns import drop_call_text_before_answers, template_call, tool_format_problem
-
-IGNORE_INDEX = -100
-
-
-class MaskError(ValueError):
-    pass
 
 
 class ToolFormatError(MaskError):
@@ -93,202 +88,12 @@ def render_prompt(tokenizer, family: Family, messages: list[dict], tools: list[d
                   **{**family.inference_kwargs, **overrides})
 
 
-# Private-use code points around a number: a marker no real conversation contains (checked).
-_MARK_OPEN, _MARK_CLOSE, _MARK_END = "\ue000", "\ue001", "\ue002"
-_PRIVATE = (_MARK_OPEN, _MARK_CLOSE, _MARK_END)
-_MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
-_WRAPPED = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}([^{_MARK_END}]*){_MARK_END}")
-
-
 @dataclass
 class Turn:
     index: int
     # Where its rendered pieces lie, in order: reasoning (if rendered), answer (if any), then each
     # tool call, from its name through its arguments.
     pieces: list[tuple[int, int]]
-
-
-def _call_fields(message: dict) -> list[str]:
-    return [f"tool_calls.{j}.{key}" for j in range(len(message.get("tool_calls") or [])) for key in ("name", "arguments")]
-
-
-def _field(message: dict, key: str):
-    if key.startswith("tool_calls."):
-        _, j, name = key.split(".")
-        return message["tool_calls"][int(j)].get(name)
-    return message.get(key)
-
-
-def _with_fields(messages: list[dict], values: dict[tuple[int, str], object]) -> list[dict]:
-    """Copies of ``messages`` with the fields ``(turn, key)`` set to ``values`` (calls copied as needed)."""
-    out = [dict(m) for m in messages]
-    for (i, key), value in values.items():
-        if key.startswith("tool_calls."):
-            _, j, name = key.split(".")
-            if out[i]["tool_calls"] is messages[i]["tool_calls"]:
-                out[i]["tool_calls"] = [dict(c) for c in messages[i]["tool_calls"]]
-            out[i]["tool_calls"][int(j)][name] = value
-        else:
-            out[i][key] = value
-    return out
-
-
-def _tracked_fields(messages: list[dict], trained: set[int]):
-    """(turn, field, value) of what ``locate`` finds: trained turns' reasoning, answer and tool calls
-    (name and arguments of each), and every non-assistant turn's content (untrained assistant turns
-    are left as they are: templates rewrite history, e.g. R1 strips its reasoning)."""
-    for i, m in enumerate(messages):
-        keys = (("reasoning", "content", *_call_fields(m)) if i in trained else
-                ("content",) if m["role"] != "assistant" else ())
-        for key in keys:
-            value = _field(m, key)
-            if value is None or value == "":
-                continue
-            written = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            if any(c in written for c in _PRIVATE):
-                raise MaskError(f"{m['role']} turn {i}: its {key} holds a private-use character U+E000-U+E002")
-            yield i, key, value
-
-
-def _required_fields(messages: list[dict], trained: set[int]):
-    """What every trained turn must have rendered: its tool calls, else its answer."""
-    for i in trained:
-        yield from ((i, key) for key in (_call_fields(messages[i]) or ["content"]))
-
-
-def _marked(key: int, text: str) -> str:
-    return f"{_MARK_OPEN}{key}{_MARK_CLOSE}{text}{_MARK_END}"
-
-
-class _Tracked(str):
-    """A field whose place in a rendering is wanted. A template's tests see its plain value (so the
-    rendering's control flow is the real one); written out, alone, concatenated, formatted or as
-    JSON (``tojson``), it carries markers around it. Trimming keeps it tracked; other
-    transformations lose the markers (then the two-render ``locate`` is used)."""
-
-    def __new__(cls, value: str, key: int):
-        obj = super().__new__(cls, value)
-        obj.key = key
-        return obj
-
-    def __str__(self):
-        return _marked(self.key, str.__str__(self))
-
-    def __add__(self, other):
-        return str(self) + other
-
-    def __radd__(self, other):
-        return other + str(self)
-
-    def strip(self, chars=None):
-        return _Tracked(str.strip(self, chars), self.key)
-
-    def lstrip(self, chars=None):
-        return _Tracked(str.lstrip(self, chars), self.key)
-
-    def rstrip(self, chars=None):
-        return _Tracked(str.rstrip(self, chars), self.key)
-
-    def marked_json(self, **options):  # called by the kit's ``tojson`` filter (kit.chat.templates)
-        # The field is the escaped text between the quotes, as ``locate`` finds it.
-        return f'"{_marked(self.key, json.dumps(str.__str__(self), **options)[1:-1])}"'
-
-
-class _TrackedObject(dict):
-    """Tool-call arguments whose place in a rendering is wanted: a plain dict to the template,
-    written with markers around it by the kit's ``tojson`` filter."""
-
-    def __init__(self, value: dict, key: int):
-        super().__init__(value)
-        self.key = key
-
-    def marked_json(self, **options):
-        return _marked(self.key, json.dumps(dict(self), **options))
-
-
-def _tracked(value, key: int):
-    return _Tracked(value, key) if isinstance(value, str) else _TrackedObject(value, key)
-
-
-def locate_in_one_render(render_text, messages: list[dict], trained: set[int]):
-    """``(text, where)`` as ``locate`` finds them, from one rendering with tracked fields (only for
-    templates the kit compiles itself, whose output goes through ``str``); None where a field was
-    rendered other than as itself, trimmed or as JSON: then ``locate`` is used. A field written
-    twice (gpt-oss names the call again in its result's header) is where it is written first."""
-    fields = list(_tracked_fields(messages, trained))
-    marked = render_text(_with_fields(messages, {(i, key): _tracked(value, k) for k, (i, key, value) in enumerate(fields)}))
-    pieces, where, pos, cut = [], {}, 0, 0
-    for match in _WRAPPED.finditer(marked):
-        i, key, _ = fields[int(match[1])]
-        pieces.append(marked[cut:match.start()])
-        pos += match.start() - cut
-        where.setdefault((i, key), (pos, pos + len(match[2])))
-        pieces.append(match[2])
-        pos += len(match[2])
-        cut = match.end()
-    pieces.append(marked[cut:])
-    text = "".join(pieces)
-    if any(c in text for c in _PRIVATE) or any(f not in where for f in _required_fields(messages, trained)):
-        return None
-    return text, where
-
-
-def locate(text: str, render_text, messages: list[dict], trained: set[int]) -> dict[tuple[int, str], tuple[int, int]]:
-    """Where each trained assistant turn's answer, reasoning and tool calls, and every other
-    non-assistant turn's content, lie in ``text`` (the rendering of canonical ``messages`` by
-    ``render_text``), as {(turn, field): (start, end)}. The conversation is rendered again with
-    those fields replaced by markers, and the literal text between markers must match ``text`` in
-    order. A template may trim what it renders or write it as JSON (tool-call arguments always are:
-    their marker is a string, which ``tojson`` quotes); any other change raises MaskError. A field
-    written twice is where it is written first.
-    (Untrained assistant turns are left as they are: templates rewrite history, e.g. R1 strips its
-    reasoning.)"""
-    values = list(_tracked_fields(messages, trained))
-    marked = render_text(_with_fields(messages, {(i, key): f"{_MARK_OPEN}{k}{_MARK_CLOSE}" for k, (i, key, _) in enumerate(values)}))
-    markers = [_marker_span(marked, match, values[int(match[1])][2]) for match in _MARK.finditer(marked)]
-    head = marked[:markers[0][0]] if markers else marked
-    if not text.startswith(head):
-        raise MaskError("the chat template renders the conversation's start differently when its turns change")
-    pos, where = len(head), {}
-    for n, (_, end, k) in enumerate(markers):
-        literal = marked[end:markers[n + 1][0] if n + 1 < len(markers) else len(marked)]
-        i, field_name, value = values[k]
-        found = next((c for c in _renderings(value) if text.startswith(c, pos) and text.startswith(literal, pos + len(c))), None)
-        if found is None:
-            raise MaskError(f"turn {i}: the chat template changes its {field_name} beyond trimming it")
-        where.setdefault((i, field_name), (pos, pos + len(found)))
-        pos += len(found) + len(literal)
-    if pos != len(text):
-        raise MaskError("the chat template's rendering does not line up with the conversation's turns")
-    return where
-
-
-def _marker_span(marked: str, match, value) -> tuple[int, int, int]:
-    """(start, end, field) of a marker in the marked rendering. An object's marker (a string
-    standing for tool-call arguments) comes out JSON-quoted where the template writes it with
-    ``tojson``: the quotes are the marker's, the object's JSON stands in their place."""
-    start, end = match.span()
-    if not isinstance(value, str) and marked[start - 1:start] == '"' and marked[end:end + 1] == '"':
-        start, end = start - 1, end + 1
-    return start, end, int(match[1])
-
-
-def _renderings(value):
-    """What a template may have written for ``value`` where its marker came out: an object
-    (tool-call arguments) as its JSON; text as it is, trimmed, or escaped inside a JSON string
-    (llama-3.1 and gpt-oss write tool results with ``tojson``)."""
-    if not isinstance(value, str):
-        yield from dict.fromkeys((json.dumps(value, ensure_ascii=False), json.dumps(value)))
-    else:
-        yield from dict.fromkeys((*_trimmed(value), json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1]))
-
-
-def _trimmed(value: str):
-    """The value as templates render it: as it is, else trimmed as jinja's ``trim`` or Python's
-    ``strip`` variants would (as it is first: that is the common case)."""
-    yield value
-    yield from dict.fromkeys(v for v in (value.strip(), value.strip("\n"), value.lstrip("\n"), value.rstrip("\n"),
-                                         value.lstrip(), value.rstrip()) if v != value)
 
 
 def trained_turn(where: dict, i: int, message: dict) -> Turn:
@@ -443,34 +248,6 @@ def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_
 VERIFY_ROWS = 32
 
 
-def encode_whole(tokenizer, texts: list[str], offsets: bool = True) -> list:
-    """Each whole text encoded: ``tokenizers.Encoding`` objects (ids, and with ``offsets`` the
-    character positions of tokens) from a fast tokenizer, bare id lists from a slow one. Never
-    padded or truncated, whatever padding a tokenizer kept from earlier batched calls (HF leaves it
-    set on the Rust backend, and a tokenizer saved after generation carries it in tokenizer.json)."""
-    if not texts:
-        return []
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return tokenizer(texts, add_special_tokens=False)["input_ids"]
-    padding, truncation = backend.padding, backend.truncation
-    backend.no_padding()
-    backend.no_truncation()
-    try:
-        return (backend.encode_batch if offsets else backend.encode_batch_fast)(texts, add_special_tokens=False)
-    finally:
-        if padding:
-            backend.enable_padding(**padding)
-        if truncation:
-            backend.enable_truncation(**truncation)
-
-
-def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, no special tokens added. Fast tokenizers go straight to their Rust
-    backend (the Python wrapper around it doubles the time on short texts)."""
-    return [e if isinstance(e, list) else e.ids for e in encode_whole(tokenizer, texts)]
-
-
 def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str | None = None,
                   verify: int = VERIFY_ROWS, tools: list[list[dict] | None] | None = None) -> list[dict | MaskError | SupervisionError]:
     """Tokenize with labels (``tools``: each conversation's tool definitions, None where it has
@@ -511,9 +288,9 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
                 else attempt(render_with_spans, m, train_on, defined) for m, defined in zip(conversations, tools)]
     masked = [r for r in rendered if isinstance(r, Rendered)]
     table = byte_length_table(tokenizer) if verify and masked else None
-    if table is not None and not _byte_offsets_agree(tokenizer, table, masked[:verify]):
+    if table is not None and not byte_offsets_agree(tokenizer, table, masked[:verify]):
         table = None
-    encoded = iter(_ids_and_labels(tokenizer, table, r, e)
+    encoded = iter(ids_and_labels(tokenizer, table, r, e)
                    for r, e in zip(masked, encode_whole(tokenizer, [r.text for r in masked], offsets=table is None)))
     examples = list(encoded)
     checked = iter(error or ex for error, ex in zip(supervision_errors(tokenizer, masked, examples), examples))
@@ -563,59 +340,3 @@ def _first_unsupervised(supervised: str, expected, normalize) -> SupervisionErro
                 return SupervisionError(f"assistant turn {i}: {shown!r} is not inside its supervised tokens")
             pos = at + len(piece)
     return None
-
-
-def _byte_offsets_agree(tokenizer, table: ByteTable, rendered: list[Rendered]) -> bool:
-    """Token starts from byte lengths equal the tokenizer's own offsets on these conversations."""
-    for r, encoding in zip(rendered, encode_whole(tokenizer, [r.text for r in rendered])):
-        ids = encoding.ids
-        by_bytes = table.token_at(ids, r.text)
-        if by_bytes is None or any(by_bytes(c) != _offsets_token_at(encoding, ids, r.text)(c)
-                                   for span in r.spans for c in span):
-            return False
-    return True
-
-
-def _ids_and_labels(tokenizer, table: ByteTable | None, r: Rendered, encoding) -> dict:
-    if isinstance(encoding, list):  # a slow tokenizer: no character positions
-        ids, labels = encoding, None
-    else:
-        ids = encoding.ids  # converts from Rust on every access: once
-        token_at = table.token_at(ids, r.text) if table is not None else None
-        if token_at is None:
-            if table is not None:  # the byte lengths do not add up for this text: ask the tokenizer
-                [encoding] = encode_whole(tokenizer, [r.text])
-            token_at = _offsets_token_at(encoding, ids, r.text)
-        labels = _labels(ids, r.spans, token_at)
-    if labels is None:
-        # A token straddles a span boundary ("<think>\n" + "\n</think>" in R1): tokenize the
-        # pieces separately, as TRL does with prompt and completion, so the prompt's tokens
-        # are exactly those the model sees at inference.
-        cuts = [0, *[c for span in r.spans for c in span], len(r.text)]
-        ids, labels = [], []
-        for k, piece in enumerate(encode_batch(tokenizer, [r.text[a:b] for a, b in zip(cuts, cuts[1:])])):
-            ids += piece
-            labels += piece if k % 2 else [IGNORE_INDEX] * len(piece)
-    return {"input_ids": ids, "labels": labels}
-
-
-def _offsets_token_at(encoding, ids: list[int], text: str):
-    """``token_at(cut)`` from the tokenizer's character offsets (None if a token crosses ``cut``
-    or the tokenizer cannot say where a character went)."""
-    def token_at(cut: int) -> int | None:
-        if cut >= len(text):
-            return len(ids)
-        k = encoding.char_to_token(cut)
-        return k if k is not None and encoding.token_to_chars(k)[0] == cut else None
-    return token_at
-
-
-def _labels(ids: list[int], spans: list[tuple[int, int]], token_at) -> list[int] | None:
-    """Labels from character spans, or None if a token crosses a span boundary."""
-    labels = [IGNORE_INDEX] * len(ids)
-    for a, b in spans:
-        i, j = token_at(a), token_at(b)
-        if i is None or j is None:
-            return None
-        labels[i:j] = ids[i:j]
-    return labels

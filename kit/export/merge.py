@@ -7,12 +7,12 @@ where memory allows, the merged files loaded back with plain transformers agains
 (PEFT on the base, both read straight into device memory; through Unsloth where the base is not a
 local 16-bit checkpoint), logits on held-out prompts, judged against a noise floor measured in the
 same run, device and dtype (a correct merge's rounding) rather than an absolute tolerance; the
-adapter's own effect is recorded beside it. Then the QLoRA gap: eval loss of the merged 16-bit
-model against the 4-bit base + adapter that training saw.
+adapter's own effect is recorded beside it (``kit.export.logits_check``). Then the QLoRA gap: eval loss
+of the merged 16-bit model against the 4-bit base + adapter that training saw. Where the base
+checkpoint is and how base + adapter load: ``kit.export.base_model``.
 """
 from __future__ import annotations
 
-import json
 import resource
 import shutil
 import time
@@ -28,25 +28,9 @@ from kit.chat.families import family_for
 from kit.evaluation.inference import generate
 from kit.runs import Run, RunError, write_json
 from kit.recipes import Recipe
-
-
-# Logits are compared at each prompt's last positions only: the whole vocabulary at every position of
-# long prompts (tool definitions) would be GBs kept on the host (32 prompts of ~420 tokens x 152k:
-# 8 GB in float32). Every position runs through every weight, so a few per prompt check them all.
-LOGIT_POSITIONS = 32
-
-
-@torch.no_grad()
-def _logits(model, tokenizer, prompts: list[str]):
-    """Each prompt's logits at its last ``LOGIT_POSITIONS`` positions, one prompt at a time (a
-    generator: nothing is kept)."""
-    for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-        yield model(**ids).logits[:, -LOGIT_POSITIONS:].float().cpu().clone()  # not a view of all positions
-
-
-def _max_abs_diff(a, b) -> float:
-    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+from kit.export.base_model import base_config, check_adapter_base, direct_base, load_adapter_model, local_checkpoint
+from kit.export.logits_check import (QLORA_GAP_ROWS, check_logits, logits_check_room, qlora_gap, reference_logits,
+                                     release_memory)
 
 
 def export_gguf(run: Run, recipe: Recipe, tokenizer, prompts: list[str], reference_ids: list[list[int]] | None,
@@ -147,44 +131,6 @@ def check_disk(path: Path, needed: int) -> None:
                        f"{free / 1e9:.1f} GB are free; nothing was written")
 
 
-def check_adapter_base(run: Run, recipe: Recipe) -> None:
-    """The adapter must have been trained on the recipe's model."""
-    from kit.models import resolve_model_id
-
-    config = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    trained_on, expected = config.get("base_model_name_or_path"), resolve_model_id(recipe.model.id)
-    if trained_on and Path(str(trained_on)).resolve() != Path(expected).resolve() and trained_on != expected:
-        raise RunError(f"{run.adapter_dir} was trained on {trained_on!r}, but the recipe's model is {expected!r}")
-
-
-def _local_checkpoint(model_id: str) -> Path:
-    """The base checkpoint's local directory, for the streaming merge (Hub ids: Unsloth's merge)."""
-    from kit.export.lora_merge import NotStreamable
-    from kit.models import resolve_model_id
-
-    path = Path(resolve_model_id(model_id))
-    if not (path / "config.json").exists():
-        raise NotStreamable(f"{model_id!r} is not a local checkpoint directory")
-    return path
-
-
-def base_config(model_id: str) -> dict:
-    """The base checkpoint's config (a Hub id's through transformers: its cache, else the Hub)."""
-    from transformers import AutoConfig
-
-    from kit.models import resolve_model_id
-
-    path = Path(resolve_model_id(model_id))
-    if (path / "config.json").exists():
-        return json.loads((path / "config.json").read_text(encoding="utf-8"))
-    return AutoConfig.from_pretrained(str(path)).to_dict()
-
-
-def _load_adapter_model(run: Run, recipe: Recipe, dtype: torch.dtype):
-    """Base + the run's adapter through Unsloth, unquantized, in ``dtype``."""
-    return backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=False, dtype=dtype)
-
-
 def merge_with_unsloth(run: Run, recipe: Recipe, out: Path, stored: torch.dtype) -> tuple[int, object]:
     """The fallback: base + adapter loaded through Unsloth, merged by ``save_pretrained_merged``
     (which fetches 16-bit base weights for pre-quantized checkpoints where the Hub is reachable).
@@ -192,139 +138,13 @@ def merge_with_unsloth(run: Run, recipe: Recipe, out: Path, stored: torch.dtype)
     float16, for a float32 model), so the model is loaded in the merged dtype."""
     from kit.export.lora_merge import cast_checkpoint
 
-    model, tokenizer = _load_adapter_model(run, recipe, stored)
+    model, tokenizer = load_adapter_model(run, recipe, stored)
     parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     check_disk(run.path, estimate_bytes(parameters, recipe.export.gguf))
     model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
     del model
     cast_checkpoint(out, stored)  # where Unsloth chose another dtype anyway (a GPU without bfloat16)
     return parameters, tokenizer
-
-
-def direct_base(run: Run, recipe: Recipe) -> Path | None:
-    """The base checkpoint's directory where base + adapter can be loaded without transformers'
-    loader (a local, unquantized checkpoint and a plain LoRA adapter, as the streaming merge needs),
-    else None."""
-    from kit.export.lora_merge import NotStreamable, read_adapter
-
-    try:
-        base_dir = _local_checkpoint(recipe.model.id)
-        read_adapter(run.adapter_dir)
-    except NotStreamable:
-        return None
-    config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
-    return None if config.get("quantization_config") else base_dir
-
-
-def load_reference_direct(base_dir: Path, adapter_dir: Path, dtype: torch.dtype):
-    """Base + adapter, unquantized, in ``dtype``: the base read a band at a time straight into
-    device memory (``kit.export.safetensors_io.load_model``, no host copy of the model), the adapter put on
-    it by PEFT. None where that loader does not apply to the checkpoint."""
-    from peft import PeftModel
-
-    from kit.export.safetensors_io import load_model
-
-    base = load_model(Path(base_dir), dtype, backend.device())
-    return None if base is None else PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-
-
-def _load_reference(run: Run, recipe: Recipe, dtype: torch.dtype) -> tuple[object, str]:
-    """(base + the run's adapter in ``dtype``, how it was loaded): straight into device memory where
-    ``direct_base`` allows, else through Unsloth."""
-    base_dir = direct_base(run, recipe)
-    model = None if base_dir is None else load_reference_direct(base_dir, run.adapter_dir, dtype)
-    if model is not None:
-        return model, f"transformers + PEFT, base read straight into {backend.device()} memory"
-    return _load_adapter_model(run, recipe, dtype)[0], "Unsloth + PEFT"
-
-
-def reference_logits(run: Run, recipe: Recipe, tokenizer, prompts: list[str], stored: torch.dtype) -> dict:
-    """Base + the run's adapter (``_load_reference``) in the check's dtype: its logits on the
-    prompts (the reference, kept), the adapter's own effect on them (adapter disabled), and the noise
-    floor (``reference_from``). One model in memory."""
-    dtype = backend.merge_dtype(stored)
-    return reference_from(lambda: _load_reference(run, recipe, dtype), tokenizer, prompts, stored, dtype)
-
-
-def reference_from(load, tokenizer, prompts: list[str], stored: torch.dtype, dtype: torch.dtype) -> dict:
-    """``reference_logits`` for the base + adapter that ``load()`` returns (a PEFT model in
-    ``dtype``, and how it was loaded; loaded here, so that nothing else holds it when it is deleted
-    before the merged model is loaded). The noise floor: the same model merged in memory by PEFT
-    with its weights rounded to the stored dtype (a merge known to be right), compared with the
-    reference as the merged files will be. Where the base is already stored in that dtype, the base
-    alone would show no rounding at all; a merged weight is always rounded."""
-    from kit.export.merge_check import compare_logits
-
-    model, loaded_by = load()
-    reference = list(_logits(model, tokenizer, prompts))
-    with model.disable_adapter():
-        effect = _max_abs_diff(reference, _logits(model, tokenizer, prompts))
-    model = model.merge_and_unload()
-    for p in model.parameters():  # float32 ones a 16-bit checkpoint keeps too: the floor errs high, not low
-        if p.dtype != stored:  # in place, 4096 rows at a time: no second copy of the embedding
-            for rows in (p.data.split(4096) if p.dim() else [p.data]):
-                rows.copy_(rows.to(stored))
-    floor = compare_logits(reference, _logits(model, tokenizer, prompts))
-    del model
-    release_memory()
-    return {"logits": reference, "dtype": dtype, "stored_dtype": stored, "noise_floor": floor,
-            "adapter_max_abs_logit_effect": effect, "loaded_by": loaded_by}
-
-
-def release_memory() -> None:
-    """Return what a deleted model held: PEFT wrappers sit in reference cycles; PyTorch's caching
-    allocator keeps freed GPU memory, which the next model's free-memory check would miss; and glibc
-    keeps freed heap memory (tensors under its mmap threshold: a model's smaller weights) in the
-    process, where the next model, loaded by other threads, may not reuse it."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    if backend.HAS_GPU:
-        torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict:
-    """The merged model's logits against the reference, judged against the noise floor
-    (``kit.export.merge_check.judge_logits``), with what was compared, in which dtype, on which device."""
-    from kit.export.lora_merge import dtype_name
-    from kit.export.merge_check import compare_logits, judge_logits, top1_margins
-
-    logits, dtype = reference["logits"], reference["dtype"]
-    result = compare_logits(logits, _logits(merged, tokenizer, prompts))
-    resolution = torch.finfo(dtype).eps * max(float(r.abs().max()) for r in logits)
-    stored = dtype_name(reference["stored_dtype"])
-    return {
-        "compared": f"merged files loaded with transformers vs base + adapter ({reference['loaded_by']}): "
-                    f"next-token logits at {result['positions']} positions (each prompt's last {LOGIT_POSITIONS}) of "
-                    f"{len(prompts)} held-out prompts, "
-                    "whole vocabulary",
-        "noise_floor_from": f"base + adapter merged in memory by PEFT, weights rounded to {stored}, vs base + adapter",
-        "device": backend.device_name(), "compute_dtype": dtype_name(dtype), "stored_dtype": stored,
-        "merged": result, "noise_floor": reference["noise_floor"],
-        "adapter_max_abs_logit_effect": reference["adapter_max_abs_logit_effect"], "resolution": resolution,
-        **judge_logits(result, reference["noise_floor"], top1_margins(logits), resolution),
-    }
-
-
-QLORA_GAP_ROWS = 16  # held-out conversations: a few, since it costs one more model load
-
-
-def qlora_gap(run: Run, recipe: Recipe, tokenizer, rows: list[dict], merged_loss: float) -> dict:
-    """Eval loss of the merged 16-bit model (``merged_loss``, on ``rows``) against the 4-bit base +
-    adapter that training saw: the adapter was fitted to the quantized base, and the merge puts it on
-    the 16-bit one. Loads that model (smaller than the 16-bit one) once the merged one is gone."""
-    from kit.evaluation.evaluate import token_loss
-
-    model, _ = backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=True)
-    qlora_loss = token_loss(model, tokenizer, family_for(recipe), rows, recipe.data.train_on)
-    del model
-    return {"rows": len(rows), "merged_16bit_eval_loss": merged_loss, "qlora_eval_loss": qlora_loss,
-            "gap": merged_loss - qlora_loss}
 
 
 def _model_checks(run: Run, recipe: Recipe, merged_dir: Path, tokenizer, prompts: list[str], held_out: list[dict],
@@ -383,7 +203,7 @@ def merge(run: Run, recipe: Recipe, overwrite: bool = False) -> dict:
         try:
             if method_asked == "unsloth":
                 raise NotStreamable("export.merge_method is unsloth")
-            base_dir = _local_checkpoint(recipe.model.id)
+            base_dir = local_checkpoint(recipe.model.id)
             parameters = parameter_count(base_dir)
             check_disk(run.path, estimate_bytes(parameters, recipe.export.gguf))
             method = merge_checkpoint(base_dir, run.adapter_dir, tmp)
@@ -398,7 +218,7 @@ def merge(run: Run, recipe: Recipe, overwrite: bool = False) -> dict:
             method = {"method": "unsloth save_pretrained_merged", "why": str(e)}
     with measured(stages, "tensor_check"):
         try:
-            base_dir = base_dir or _local_checkpoint(recipe.model.id)
+            base_dir = base_dir or local_checkpoint(recipe.model.id)
             tensors = check_merged_tensors(base_dir, run.adapter_dir, tmp)
         except NotStreamable as e:
             tensors = {"ok": None, "skipped": str(e)}
@@ -446,38 +266,6 @@ def merge(run: Run, recipe: Recipe, overwrite: bool = False) -> dict:
         raise RunError(f"merged logits are further from base + adapter than a correct merge's rounding: "
                        f"{logits['why']}; see {run.path / 'merge_report.json'}")
     return report
-
-
-def logits_check_bytes(parameters: int) -> int:
-    """Memory for one copy of the model in the check's dtype, plus a third for activations and
-    the libraries."""
-    return int(parameters * (2 if backend.HAS_GPU else 4) * 1.33)
-
-
-def logits_check_room(parameters: int, direct: bool) -> str | None:
-    """Why the logits check cannot run here (the GB it needs and the GB free), or None where it can.
-    It holds one model at a time (``logits_check_bytes``) in free GPU memory, or RAM on a CPU. Both
-    models are read straight into that memory where ``direct`` (``direct_base``): the host then holds
-    a 64 MB band, never the model. Otherwise the reference goes through transformers' loader, which
-    maps the base's 16-bit files, every page it reads counting in RAM until the load ends: they must
-    fit in available RAM too."""
-    import psutil
-
-    needed, free = logits_check_bytes(parameters), backend.free_memory_bytes()
-    mapped = 0 if direct else parameters * 2
-    if not backend.HAS_GPU:
-        needed += mapped
-    if needed > free:
-        where = "GPU memory" if backend.HAS_GPU else "RAM"
-        return (f"needs about {needed / 1e9:.1f} GB of {where} for one model at a time"
-                + ("" if backend.HAS_GPU or direct else " and the base's files that transformers' loader maps")
-                + f", {free / 1e9:.1f} GB free")
-    available = psutil.virtual_memory().available
-    if backend.HAS_GPU and mapped > available:
-        return (f"the reference model goes through transformers' loader (the base is not a local 16-bit "
-                f"checkpoint with a plain LoRA adapter), which maps its {mapped / 1e9:.1f} GB of files into RAM; "
-                f"{available / 1e9:.1f} GB available")
-    return None
 
 
 def summary(report: dict) -> str:
