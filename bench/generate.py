@@ -79,7 +79,7 @@ def prompts(n: int) -> list[list[dict]]:
 
 
 def timed(model, tokenizer, conversations, max_new_tokens: int, batch_size: int | None):
-    from kit.chat.families import get_family
+    from kit.families import get_family
     from kit.evaluation.inference import generate
 
     answers, speed = generate(model, tokenizer, get_family("qwen3"), conversations,

@@ -31,7 +31,7 @@ def synthetic(n: int, seed: int = 0) -> list[dict]:
 
 def kit_path(path: Path, tokenizer, recipe) -> int:
     from kit.data.rows import load_conversations
-    from kit.chat.families import get_family
+    from kit.families import get_family
     from kit.data.prepare import tokenize_rows
 
     loaded = load_conversations(str(path))

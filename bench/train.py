@@ -57,7 +57,7 @@ from pathlib import Path
 work, recipe_name, overrides = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 os.environ["KIT_RUNS_DIR"] = str(work / "runs")
 from kit.training import train as T  # Unsloth first
-from kit.chat.families import family_for
+from kit.families import family_for
 from kit.data.prepare import load_tokenizer, prepare
 from kit.tiny import resolve_model_id
 run = prepare(recipe_name, overrides, run_id="bench").run

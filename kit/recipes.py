@@ -16,11 +16,12 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from kit.chat.families import FAMILIES
-from kit.data.formats import FORMATS
+from kit.families import FAMILIES
 from kit.paths import RECIPES_DIR
 
 REQUIRED = object()
+# The data layouts kit.data.formats reads (a test checks each has its reader there).
+FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion")
 
 
 class RecipeError(ValueError):

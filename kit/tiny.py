@@ -56,7 +56,7 @@ def family_tokenizer(family: str):
     qwen3, the demo model's own tokenizer."""
     from transformers import AddedToken, AutoTokenizer
 
-    from kit.chat.families import FAMILIES, official_template
+    from kit.families import FAMILIES, official_template
 
     if family == "qwen3":
         return AutoTokenizer.from_pretrained(ensure_tiny_model())
@@ -80,7 +80,7 @@ def family_tokenizer(family: str):
 def build_tokenizer(out_dir: Path):
     from transformers import AddedToken
 
-    from kit.chat.families import FAMILIES, official_template
+    from kit.families import FAMILIES, official_template
 
     tok = vocab_tokenizer("qwen2")
     # Qwen3 has <think>/</think> as added, non-special tokens (they survive skip_special_tokens).

@@ -50,7 +50,7 @@ def family_tokenizers(tokenizer):
     """One tokenizer per family carrying the official chat template: the real Qwen tokenizer for
     the Qwen families, the real Llama-3 tokenizer for Llama 3.1, and for the others the Qwen
     vocabulary plus the family's special tokens (their own vocabularies are not available offline)."""
-    from kit.chat.families import FAMILIES
+    from kit.families import FAMILIES
     from kit.tiny import family_tokenizer
 
     return {name: tokenizer if name == "qwen3" else family_tokenizer(name) for name in FAMILIES}

@@ -32,7 +32,7 @@ def setup(tiny_model_dir, tmp_path_factory):
     from datasets import Dataset
 
     from kit.training import train as T  # imports Unsloth first
-    from kit.chat.families import family_for
+    from kit.families import family_for
     from kit.data.prepare import tokenize_rows
     from kit.recipes import load_recipe
 

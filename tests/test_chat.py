@@ -3,7 +3,7 @@ import pytest
 
 from kit.chat.render import MaskError, render, render_prompt, tokenize_with_labels
 from kit.display import label_segments
-from kit.chat.families import Family, get_family
+from kit.families import Family, get_family
 
 from .conftest import trl_only_pieces
 

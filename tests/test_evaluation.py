@@ -25,7 +25,7 @@ def loaded(demo_run):
 def independent_mean_token_loss(model, tokenizer, rows):
     """-log p(token) over assistant tokens, from the logits with log_softmax + gather."""
     from kit.chat.render import IGNORE_INDEX, tokenize_with_labels
-    from kit.chat.families import get_family
+    from kit.families import get_family
 
     nll, n = 0.0, 0
     for row in rows:
@@ -56,7 +56,7 @@ def test_reported_perplexity_is_exp_of_mean_token_loss(loaded):
 
 
 def test_batch_predictions_equal_one_by_one_greedy(loaded):
-    from kit.chat.families import get_family
+    from kit.families import get_family
     from kit.evaluation.inference import generate
 
     run, recipe, model, tokenizer, _ = loaded
@@ -115,7 +115,7 @@ def test_named_checkpoint_is_evaluated_and_unknown_one_listed(loaded):
 
 
 def test_chat_streams_answers_and_skips_without_input(loaded, capsys):
-    from kit.chat.families import get_family
+    from kit.families import get_family
     from kit.evaluation.inference import chat, generate
 
     run, recipe, model, tokenizer, _ = loaded

@@ -4,7 +4,7 @@ import pytest
 
 from kit.chat.render import render_prompt, tokenize_with_labels
 from kit.display import label_segments
-from kit.chat.families import FAMILIES, get_family
+from kit.families import FAMILIES, get_family
 
 from .conftest import trl_only_pieces
 
@@ -99,7 +99,7 @@ def test_masks_match_trls_training_templates(family_tokenizers, name, training_t
 
 
 def test_a_tokenizer_without_template_gets_the_official_one(family_tokenizers):
-    from kit.chat.families import ensure_chat_template, official_template
+    from kit.families import ensure_chat_template, official_template
     from kit.tiny import vocab_tokenizer
 
     bare = vocab_tokenizer("llama-bpe")

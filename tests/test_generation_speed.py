@@ -58,7 +58,7 @@ def plain_generate(model, tokenizer, family, convs, **kwargs):
 def reference(loaded, prompts):
     """One-by-one greedy answers (stop token excluded), their per-step logits, and the noise floor:
     the largest logit change a padded batch of all prompts makes over the same inputs."""
-    from kit.chat.families import get_family
+    from kit.families import get_family
     from kit.evaluation.inference import stop_ids
 
     model, tokenizer = loaded
@@ -96,7 +96,7 @@ def check_against_one_by_one(ids: list[list[int]], reference) -> int:
 
 @pytest.mark.parametrize("batch_size", [None, 3])  # auto (all prompts at once), and several sorted batches
 def test_batched_answers_equal_one_by_one_greedy(loaded, prompts, reference, batch_size):
-    from kit.chat.families import get_family
+    from kit.families import get_family
     from kit.evaluation.inference import generate
 
     model, tokenizer = loaded
@@ -115,7 +115,7 @@ def test_near_tie_rule_catches_answers_out_of_order(reference):
 
 
 def test_tokens_per_second_recorded(loaded, prompts):
-    from kit.chat.families import get_family
+    from kit.families import get_family
     from kit.evaluation.inference import generate
 
     model, tokenizer = loaded
@@ -185,7 +185,7 @@ def training_model(tiny_model_dir, request):
 
 
 def test_generation_runs_in_inference_mode_and_gives_training_back(training_model, prompts):
-    from kit.chat.families import get_family
+    from kit.families import get_family
     from kit.evaluation.inference import generate
 
     model, tokenizer, checkpointing = training_model

@@ -10,7 +10,7 @@ import pytest
 
 from kit.chat.render import tokenize_with_labels
 from kit.display import label_segments
-from kit.chat.families import FAMILIES, family_for
+from kit.families import FAMILIES, family_for
 from kit.data.prepare import expand_turns
 from kit.recipes import resolve
 

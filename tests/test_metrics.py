@@ -5,7 +5,7 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from kit.evaluation import metrics
-from kit.chat.families import get_family
+from kit.families import get_family
 from kit.evaluation.inference import split_reasoning
 
 PRED = ["Dear customer, your order ships today.", "The cat sat on the mat.", "完全不同的答案"]

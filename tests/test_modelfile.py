@@ -3,7 +3,7 @@ the families whose template has them); its stops are the family's end tokens."""
 import pytest
 
 from kit.chat.render import render, render_prompt
-from kit.chat.families import FAMILIES, get_family
+from kit.families import FAMILIES, get_family
 from kit.export.modelfile import (as_json_values, check, derived_template, ollama_prompt, ollama_template, read_modelfile,
                            render_template, write_modelfile)
 from kit.export.ollama_templates import TEMPLATES

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 
 from kit import smollm2
-from kit.chat.families import FAMILIES
+from kit.families import FAMILIES
 from kit.models import BUILTIN, ModelNotFound, resolve_model_id
 
 from .test_families import CONVERSATIONS
@@ -54,7 +54,7 @@ def test_the_kits_template_renders_like_the_models_own_without_tools(smollm2_dir
 def test_ensure_chat_template_swaps_in_the_kits_template(smollm2_dir):
     from transformers import AutoTokenizer
 
-    from kit.chat.families import ensure_chat_template
+    from kit.families import ensure_chat_template
 
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(smollm2_dir), FAMILIES["smollm2"])
     assert tokenizer.chat_template == FAMILIES["smollm2"].template_text

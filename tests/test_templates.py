@@ -3,7 +3,7 @@ outside jinja's sandbox, exactly as transformers renders them; any other templat
 import jinja2
 import pytest
 
-from kit.chat.families import FAMILIES, get_family
+from kit.families import FAMILIES, get_family
 from kit.chat.templates import TrainingRenderer
 
 CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好 👋"},

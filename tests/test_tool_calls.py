@@ -8,7 +8,7 @@ import copy
 import pytest
 
 from kit.chat.render import tokenize_with_labels
-from kit.chat.families import FAMILIES
+from kit.families import FAMILIES
 from kit.evaluation.inference import decode, split_reasoning
 from kit.chat.tool_calls import ParsedAnswer, keeps_special_tokens, parse_answer, render_calls_for_display, tool_call_scores
 

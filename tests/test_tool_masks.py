@@ -14,7 +14,7 @@ from kit.chat.render import (IGNORE_INDEX, MaskError, ToolFormatError, generatio
                       render_training_text, render_with_spans, spans_from_prompts, supervision_error,
                       template_messages, tokenize_many, tokenize_with_labels, trained_turns)
 from kit.display import label_segments
-from kit.chat.families import FAMILIES
+from kit.families import FAMILIES
 from kit.chat.templates import TrainingRenderer
 from kit.recipes import resolve
 
@@ -278,7 +278,7 @@ def test_a_template_refusal_is_a_mask_error(family_tokenizers):
     by a hand-made family) is a MaskError, never an exception from jinja."""
     from dataclasses import replace
 
-    from kit.chat.families import ToolRules
+    from kit.families import ToolRules
 
     family = replace(FAMILIES["llama-3.1"], tools=ToolRules())
     with pytest.raises(MaskError, match="only supports single tool-calls"):

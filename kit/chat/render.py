@@ -26,7 +26,7 @@ from functools import partial
 import jinja2
 
 from kit.bulk import gc_paused
-from kit.chat.families import Family
+from kit.families import Family
 from kit.chat.offsets import byte_length_table
 from kit.chat.templates import TrainingRenderer
 from kit.chat.labels import IGNORE_INDEX, byte_offsets_agree, encode_whole, ids_and_labels

@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 import jinja2.ext
 
-from kit.chat.families import FAMILIES, official_template, training_template
+from kit.families import FAMILIES, official_template, training_template
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kit.chat.families import Family
+from kit.families import Family
 from kit.data.tool_data import FormatError, read_call
 
 

@@ -8,7 +8,7 @@ object (every template the kit renders tools with writes them with ``tojson``). 
 """
 from __future__ import annotations
 
-from kit.chat.families import Family
+from kit.families import Family
 
 
 def uses_tools(messages: list[dict], tools: list[dict] | None) -> bool:

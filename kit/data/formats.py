@@ -28,8 +28,8 @@ from __future__ import annotations
 import json
 
 from kit.data.tool_data import FormatError, json_list, name_results, read_call, read_calls, read_tools
+from kit.recipes import FORMATS  # the names a recipe may give; each is read below
 
-FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion")
 # The field(s) whose presence identifies each format, in detection order.
 SIGNATURES = (("messages", ("messages",)), ("sharegpt", ("conversations",)),
               ("conversation_pair", ("conversation_pair",)), ("alpaca", ("instruction", "output")),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from kit.bulk import gc_paused
 from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, tokenize_many, tokenize_with_labels, trained_turns
 from kit.data.rows import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split, write_jsonl
-from kit.chat.families import ensure_chat_template, family_for, get_family
+from kit.families import ensure_chat_template, family_for, get_family
 from kit.recipes import Recipe, load_recipe
 from kit.runs import Run, create_run, write_json
 

@@ -14,7 +14,7 @@ from kit.backend import FastLanguageModel
 from kit.chat.render import IGNORE_INDEX, tokenize_many
 from kit.training.checkpoints import Checkpoint, find_checkpoint
 from kit.data.rows import held_out_prompts, load_prompts, read_jsonl
-from kit.chat.families import family_for
+from kit.families import family_for
 from kit.evaluation.inference import generate
 from kit.plots import plot_losses, plot_metrics
 from kit.runs import Run, keep_replaced, write_json, write_text_atomic

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kit.chat.render import render_prompt
-from kit.chat.families import Family
+from kit.families import Family
 from kit.chat.tool_calls import keeps_special_tokens, parse_answer, render_calls_for_display
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from kit import backend  # first: Unsloth patches transformers/peft on import
-from kit.chat.families import family_for
+from kit.families import family_for
 from kit.export.base_model import direct_base, load_adapter_model
 from kit.recipes import Recipe
 from kit.runs import Run

@@ -24,7 +24,7 @@ import torch
 from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit.chat.render import render_prompt
 from kit.data.rows import held_out_prompts, read_jsonl
-from kit.chat.families import family_for
+from kit.families import family_for
 from kit.evaluation.inference import generate
 from kit.runs import Run, RunError, write_json
 from kit.recipes import Recipe

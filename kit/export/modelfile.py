@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from kit.chat.render import render_prompt
-from kit.chat.families import Family
+from kit.families import Family
 from kit.export.gotemplate import Struct, execute, uses
 from kit.export.ollama_templates import TEMPLATES
 from kit.runs import write_text_atomic

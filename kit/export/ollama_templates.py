@@ -18,7 +18,7 @@ the assistant is rendered closed, followed by a new generation prompt (no prefil
 """
 from __future__ import annotations
 
-from kit.chat.families import SMOLLM2_DEFAULT_SYSTEM, SMOLLM2_TOOLS_HEAD, SMOLLM2_TOOLS_TAIL
+from kit.families import SMOLLM2_DEFAULT_SYSTEM, SMOLLM2_TOOLS_HEAD, SMOLLM2_TOOLS_TAIL
 
 JSON_LAYOUT = "JSON (tool definitions, call arguments, quoted results) in Go's compact layout; the same values"
 

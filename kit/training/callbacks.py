@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from kit.display import readable, show_table
-from kit.chat.families import Family
+from kit.families import Family
 from kit.evaluation.inference import generate
 
 

@@ -12,7 +12,7 @@ from kit.backend import FastLanguageModel
 from kit.training.callbacks import LiveSamples, MetricsJsonl
 from kit.training.checkpoints import Checkpoint, list_checkpoints
 from kit.data.rows import held_out_prompts, read_jsonl
-from kit.chat.families import ensure_chat_template, family_for
+from kit.families import ensure_chat_template, family_for
 from kit.data.prepare import tokenize_rows
 from kit.runs import Run, RunError, new_run_id, write_text_atomic
 from kit.recipes import Recipe

@@ -11,10 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # kit.recipes imports this module's family table
-    from kit.recipes import Recipe
 
 
 @dataclass(frozen=True)
@@ -245,7 +241,7 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def family_for(recipe: Recipe) -> Family:
+def family_for(recipe) -> Family:  # a kit.recipes.Recipe (which imports this table, so not named here)
     """The recipe's family, with ``data.reasoning: inline`` applied: reasoning written into the
     answer as a <think> block, for families whose template has no reasoning channel."""
     family = get_family(recipe.model.family)
