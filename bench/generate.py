@@ -80,7 +80,7 @@ def prompts(n: int) -> list[list[dict]]:
 
 def timed(model, tokenizer, conversations, max_new_tokens: int, batch_size: int | None):
     from kit.families import get_family
-    from kit.evaluation.inference import generate
+    from kit.inference import generate
 
     answers, speed = generate(model, tokenizer, get_family("qwen3"), conversations,
                               max_new_tokens=max_new_tokens, batch_size=batch_size)

@@ -52,7 +52,7 @@ BUILD = r"""
 import json, math, sys, torch
 from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
-from kit.export.safetensors_io import SafetensorsWriter, row_bands
+from kit.safetensors_io import SafetensorsWriter, row_bands
 from kit.tiny import ensure_tiny_model
 
 out, shape, targets, rank = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
@@ -139,7 +139,8 @@ if backend.HAS_GPU:  # the CUDA context and cuBLAS are the process's, not the st
     (torch.ones(8, 8, device="cuda") @ torch.ones(8, 8, device="cuda")).sum().item()
     torch.cuda.reset_peak_memory_stats()
 import peft.utils.other  # noqa: F401  (imported by the stages; a library, not the stage's memory)
-from kit.export.lora_merge import merged_dtype, parameter_count
+from kit.export.lora_merge import merged_dtype
+from kit.safetensors_io import parameter_count
 stored = merged_dtype(json.loads((base / "config.json").read_text()))
 dtype = backend.merge_dtype(stored)
 stages = {}

@@ -32,7 +32,7 @@ def synthetic(n: int, seed: int = 0) -> list[dict]:
 def kit_path(path: Path, tokenizer, recipe) -> int:
     from kit.data.rows import load_conversations
     from kit.families import get_family
-    from kit.data.prepare import tokenize_rows
+    from kit.data.tokenize import tokenize_rows
 
     loaded = load_conversations(str(path))
     examples, *_ = tokenize_rows(tokenizer, get_family("qwen3"), loaded.rows, recipe, loaded.origins)

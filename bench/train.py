@@ -58,7 +58,8 @@ work, recipe_name, overrides = Path(sys.argv[1]), sys.argv[2], json.loads(sys.ar
 os.environ["KIT_RUNS_DIR"] = str(work / "runs")
 from kit.training import train as T  # Unsloth first
 from kit.families import family_for
-from kit.data.prepare import load_tokenizer, prepare
+from kit.data.prepare import prepare
+from kit.data.tokenize import load_tokenizer
 from kit.tiny import resolve_model_id
 run = prepare(recipe_name, overrides, run_id="bench").run
 recipe = run.recipe()
@@ -212,7 +213,7 @@ from trl import SFTConfig, SFTTrainer
 steps, warmup = bench["steps"], bench["warmup"]
 run = Run(Path(setup["run"]))
 recipe = run.recipe()
-model, tokenizer = T.load_base(recipe)
+model, tokenizer = T.load_model(recipe)
 model = T.add_lora(model, recipe)
 start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 examples = Dataset.from_list(json.loads((work / "examples.json").read_text()))

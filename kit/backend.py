@@ -53,13 +53,13 @@ def device() -> str:
 def load_merged(path: str, dtype: torch.dtype):
     """A 16-bit checkpoint with plain transformers, for the merge checks, in ``dtype``: on the GPU
     where there is one (the checks size themselves by free GPU memory there). Its tensors are read
-    a band at a time straight into device memory (``kit.export.safetensors_io.load_model``: no host copy of
+    a band at a time straight into device memory (``kit.safetensors_io.load_model``: no host copy of
     the model); transformers' own loader only where that route does not apply."""
     from pathlib import Path
 
     from transformers import AutoModelForCausalLM
 
-    from kit.export.safetensors_io import load_model as load_direct
+    from kit.safetensors_io import load_model as load_direct
 
     model = load_direct(Path(path), dtype, device())
     return model if model is not None else AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device())

@@ -17,7 +17,8 @@ import yaml
 
 from kit.paths import NOTEBOOKS_DIR
 from kit.recipes import load_recipe
-from kit.runs import check_later_overrides, find_run, is_path, keep_replaced, new_run_id
+from kit.runs import check_later_overrides, find_run, is_path
+from kit.files import keep_replaced, new_run_id
 
 STAGES = ("prepare", "train", "evaluate", "merge")
 

@@ -8,7 +8,6 @@ fails if the directory exists.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from kit import recipes
+from kit.files import new_run_id, write_json, write_text_atomic
 from kit.paths import PROJECT_ROOT, runs_root
 
 LIBRARIES = ("unsloth", "unsloth_zoo", "torch", "transformers", "trl", "peft", "datasets",
@@ -96,25 +96,6 @@ def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename: readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def keep_replaced(path: Path) -> Path | None:
-    """Before ``path`` is written anew: an existing file there is kept as
-    ``<stem>.replaced-<time><suffix>`` beside it, never overwritten."""
-    if not path.exists():
-        return None
-    return path.rename(path.with_name(f"{path.stem}.replaced-{new_run_id()}{path.suffix}"))
-
-
-def write_json(path: Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def library_versions() -> dict:
     out = {"python": platform.python_version()}
     for name in LIBRARIES:
@@ -133,18 +114,6 @@ def git_commit() -> str | None:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def new_run_id() -> str:
-    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
 
 
 def create_run(recipe_name: str, recipe: recipes.Recipe, run_id: str | None = None, root: Path | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kit.export.llama_cpp_source import extract_member
+from kit.llama_cpp_source import extract_member
 from kit.paths import build_cached_dir, cache_root
 
 # Bump when the recipe below changes, so caches built by older versions are not reused.

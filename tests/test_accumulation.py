@@ -33,11 +33,11 @@ def setup(tiny_model_dir, tmp_path_factory):
 
     from kit.training import train as T  # imports Unsloth first
     from kit.families import family_for
-    from kit.data.prepare import tokenize_rows
+    from kit.data.tokenize import tokenize_rows
     from kit.recipes import load_recipe
 
     recipe = load_recipe("tiny-demo")[1]
-    model, tokenizer = T.load_base(recipe)
+    model, tokenizer = T.load_model(recipe)
     model = T.add_lora(model, recipe)
     torch.manual_seed(0)
     with torch.no_grad():  # LoRA B starts at zero, which leaves every A gradient zero: give both some

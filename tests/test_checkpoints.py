@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kit.training.checkpoints import find_checkpoint, list_checkpoints
+from kit.checkpoints import find_checkpoint, list_checkpoints
 from kit.recipes import load_recipe
 from kit.runs import RunError, create_run
 

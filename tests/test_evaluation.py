@@ -57,7 +57,7 @@ def test_reported_perplexity_is_exp_of_mean_token_loss(loaded):
 
 def test_batch_predictions_equal_one_by_one_greedy(loaded):
     from kit.families import get_family
-    from kit.evaluation.inference import generate
+    from kit.inference import generate
 
     run, recipe, model, tokenizer, _ = loaded
     predictions = [json.loads(line) for line in (run.path / "predictions" / "eval.final.jsonl").read_text().splitlines()]
@@ -116,7 +116,7 @@ def test_named_checkpoint_is_evaluated_and_unknown_one_listed(loaded):
 
 def test_chat_streams_answers_and_skips_without_input(loaded, capsys):
     from kit.families import get_family
-    from kit.evaluation.inference import chat, generate
+    from kit.inference import chat, generate
 
     run, recipe, model, tokenizer, _ = loaded
     family = get_family("qwen3")

@@ -39,7 +39,7 @@ def prompts():
 def plain_generate(model, tokenizer, family, convs, **kwargs):
     """model.generate on one left-padded batch of ``convs``, with each step's logits."""
     from kit.chat.render import render_prompt
-    from kit.evaluation.inference import stop_ids
+    from kit.inference import stop_ids
 
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
@@ -59,7 +59,7 @@ def reference(loaded, prompts):
     """One-by-one greedy answers (stop token excluded), their per-step logits, and the noise floor:
     the largest logit change a padded batch of all prompts makes over the same inputs."""
     from kit.families import get_family
-    from kit.evaluation.inference import stop_ids
+    from kit.inference import stop_ids
 
     model, tokenizer = loaded
     family = get_family("qwen3")
@@ -97,7 +97,7 @@ def check_against_one_by_one(ids: list[list[int]], reference) -> int:
 @pytest.mark.parametrize("batch_size", [None, 3])  # auto (all prompts at once), and several sorted batches
 def test_batched_answers_equal_one_by_one_greedy(loaded, prompts, reference, batch_size):
     from kit.families import get_family
-    from kit.evaluation.inference import generate
+    from kit.inference import generate
 
     model, tokenizer = loaded
     answers, speed = generate(model, tokenizer, get_family("qwen3"), prompts, max_new_tokens=MAX_NEW, batch_size=batch_size)
@@ -116,7 +116,7 @@ def test_near_tie_rule_catches_answers_out_of_order(reference):
 
 def test_tokens_per_second_recorded(loaded, prompts):
     from kit.families import get_family
-    from kit.evaluation.inference import generate
+    from kit.inference import generate
 
     model, tokenizer = loaded
     answers, speed = generate(model, tokenizer, get_family("qwen3"), prompts[:4], max_new_tokens=4)
@@ -132,7 +132,7 @@ def cache_tensors(cache):
 
 
 def test_kv_estimate_matches_the_real_cache(loaded):
-    from kit.evaluation.inference import kv_cache_bytes_per_token
+    from kit.inference import kv_cache_bytes_per_token
 
     model, tokenizer = loaded
     ids = tokenizer(["one two three four five six seven"], return_tensors="pt")["input_ids"].to(model.device)
@@ -152,7 +152,7 @@ def qwen3_8b_config():
 
 
 def test_batch_size_rule_for_an_8b_model():
-    from kit.evaluation.inference import MAX_BATCH, MEMORY_SHARE, batch_size_for, kv_cache_bytes_per_token, sequence_bytes
+    from kit.inference import MAX_BATCH, MEMORY_SHARE, batch_size_for, kv_cache_bytes_per_token, sequence_bytes
 
     config = qwen3_8b_config()
     assert kv_cache_bytes_per_token(config, 2) == 2 * 36 * 8 * 128 * 2  # K and V, 36 layers, 8 KV heads of 128, bf16
@@ -186,7 +186,7 @@ def training_model(tiny_model_dir, request):
 
 def test_generation_runs_in_inference_mode_and_gives_training_back(training_model, prompts):
     from kit.families import get_family
-    from kit.evaluation.inference import generate
+    from kit.inference import generate
 
     model, tokenizer, checkpointing = training_model
     seen = []

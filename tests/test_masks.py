@@ -11,7 +11,7 @@ import pytest
 from kit.chat.render import tokenize_with_labels
 from kit.display import label_segments
 from kit.families import FAMILIES, family_for
-from kit.data.prepare import expand_turns
+from kit.data.tokenize import expand_turns
 from kit.recipes import resolve
 
 

@@ -4,9 +4,9 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from kit.evaluation import metrics
+from kit import metrics
 from kit.families import get_family
-from kit.evaluation.inference import split_reasoning
+from kit.inference import split_reasoning
 
 PRED = ["Dear customer, your order ships today.", "The cat sat on the mat.", "完全不同的答案"]
 REF = ["Dear customer, your order ships tomorrow.", "The cat sat on the mat.", "一个完全不同的回答"]
@@ -62,7 +62,7 @@ def test_split_reasoning():
 
 
 def test_gpt_oss_channels_are_split_and_checked(family_tokenizers):
-    from kit.evaluation.inference import decode
+    from kit.inference import decode
 
     gpt_oss = get_family("gpt-oss")
     raw = "<|channel|>analysis<|message|>User wants a refund.<|end|><|start|>assistant<|channel|>final<|message|>Yes."
@@ -78,7 +78,7 @@ def test_gpt_oss_channels_are_split_and_checked(family_tokenizers):
 
 
 def test_facts_stated_scores_the_facts_each_reference_states():
-    from kit.evaluation.metrics import facts_stated
+    from kit.metrics import facts_stated
 
     facts = ["$24", "9 am to 1 pm", "Mara Quill"]
     references = ["A city bike is $24 a day.", "Saturdays 9 am to 1 pm.", "Mara  quill owns it; a bike is $24.",

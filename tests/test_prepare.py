@@ -71,7 +71,7 @@ def test_reasoning_every_turn_renders_each_turns_reasoning(tmp_path, runs_dir, t
 
 def test_reasoning_inline_for_a_family_without_a_channel(tmp_path, runs_dir, family_tokenizers):
     from kit.chat.render import IGNORE_INDEX
-    from kit.data.prepare import tokenize_rows
+    from kit.data.tokenize import tokenize_rows
     from kit.families import family_for
     from kit.recipes import load_recipe
 

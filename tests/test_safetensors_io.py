@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from kit.paths import PROJECT_ROOT
-from kit.export.safetensors_io import SafetensorsFile, SafetensorsWriter, copy_tensor, row_bands
+from kit.safetensors_io import SafetensorsFile, SafetensorsWriter, copy_tensor, row_bands
 
 
 def sample_tensors():
@@ -161,7 +161,7 @@ def test_the_direct_loader_holds_one_copy_of_the_model(tmp_path):
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig  # the libraries, not the load
         from transformers.models.qwen3 import modeling_qwen3
-        from kit.export.safetensors_io import load_model
+        from kit.safetensors_io import load_model
         path = Path(sys.argv[1])
         added, model = measure(lambda: load_model(path, torch.float32, "cpu"))
         ids = torch.arange(16)[None]
@@ -185,7 +185,7 @@ def test_the_direct_loader_holds_one_copy_of_the_model(tmp_path):
 def test_the_direct_loader_matches_transformers_and_refuses_what_it_cannot_load(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from kit.export.safetensors_io import load_model
+    from kit.safetensors_io import load_model
 
     for tie in (False, True):
         checkpoint = small_checkpoint(tmp_path / f"tie{tie}", tie=tie)

@@ -9,7 +9,7 @@ import pytest
 
 from kit.chat.render import tokenize_with_labels
 from kit.families import FAMILIES
-from kit.evaluation.inference import decode, split_reasoning
+from kit.inference import decode, split_reasoning
 from kit.chat.tool_calls import ParsedAnswer, keeps_special_tokens, parse_answer, render_calls_for_display, tool_call_scores
 
 WEATHER = {"type": "function", "function": {
@@ -88,7 +88,7 @@ def test_rendered_calls_parse_back_to_the_canonical_calls(family_tokenizers, fam
 
 @pytest.mark.parametrize("family_name", WITH_TOOLS)
 def test_decode_keeps_what_parse_answer_needs(family_tokenizers, family_name):
-    """kit.evaluation.inference.decode gives parse_answer the text its contract names (for glm-4 this needs
+    """kit.inference.decode gives parse_answer the text its contract names (for glm-4 this needs
     decode to keep special tokens: ``skip_special_tokens=not keeps_special_tokens(family)``)."""
     family, tokenizer = FAMILIES[family_name], family_tokenizers[family_name]
     messages, families = CASES["call_with_text"]

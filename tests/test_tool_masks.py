@@ -241,7 +241,7 @@ def test_gpt_oss_refuses_text_and_reasoning_beside_one_call(family_tokenizers):
 
 
 def test_prepare_drops_such_rows_naming_row_and_family(family_tokenizers):
-    from kit.data.prepare import tokenize_rows
+    from kit.data.tokenize import tokenize_rows
 
     rows = [{"messages": CONVERSATIONS["one_call"], "tools": TOOLS},
             {"messages": [ASK, {"role": "assistant", "content": "Yes."}]}]

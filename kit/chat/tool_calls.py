@@ -10,13 +10,13 @@ spelled out in tests/test_tool_masks.py):
   (generation stops at its ``<|call|>``);
 - glm-4: one ``<|assistant|>NAME\\n{…}`` message per call, after the turn's text message.
 
-What ``parse_answer`` reads is ``Answer.text`` (``kit.evaluation.inference.answer_of``: reasoning split off)
+What ``parse_answer`` reads is ``Answer.text`` (``kit.inference.answer_of``: reasoning split off)
 of ids decoded with special tokens kept where call markup is made of them: gpt-oss's channel
 markers and glm-4's ``<|assistant|>`` are special tokens (``keeps_special_tokens``). Qwen's
 ``<tool_call>`` is an added token that its tokenizers mark non-special, so it survives
 ``skip_special_tokens``; llama-3.1's calls are plain text.
 
-A call that parses is checked like a call in the data (``kit.data.tool_data.read_call``): a name, and
+A call that parses is checked like a call in the data (``kit.chat.tool_data.read_call``): a name, and
 arguments that are a JSON object.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from kit.families import Family
-from kit.data.tool_data import FormatError, read_call
+from kit.chat.tool_data import FormatError, read_call
 
 
 @dataclass
@@ -44,7 +44,7 @@ def keeps_special_tokens(family: Family) -> bool:
 
 
 def parse_answer(text: str, family: Family) -> ParsedAnswer:
-    """The calls in ``text``, an answer as ``kit.evaluation.inference.answer_of`` returns it (``Answer.text``:
+    """The calls in ``text``, an answer as ``kit.inference.answer_of`` returns it (``Answer.text``:
     reasoning removed; decoded with special tokens kept when ``keeps_special_tokens(family)``). Not
     the streamed text (``TextStreamer`` skips special tokens): what ``stream_answer`` returns.
 

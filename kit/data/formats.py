@@ -2,7 +2,7 @@
 
 Canonical: ``{"messages": [...], "tools": [...]?}`` with messages ``{"role": "system"|"user"|"assistant"|"tool",
 "content": str}``, assistant turns with ``reasoning``? and ``tool_calls``?, tool results with ``name`` and
-``tool_call_id``? (shapes in ``kit.data.tool_data``). Formats (``data.format``, or ``auto`` to detect per source
+``tool_call_id``? (shapes in ``kit.chat.tool_data``). Formats (``data.format``, or ``auto`` to detect per source
 from its first record):
 
 - ``messages`` (ChatML / OpenAI / Hugging Face): ``{"messages": [{"role", "content"}]}``; assistant reasoning
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import json
 
-from kit.data.tool_data import FormatError, json_list, name_results, read_call, read_calls, read_tools
-from kit.recipes import FORMATS  # the names a recipe may give; each is read below
+from kit.chat.tool_data import FormatError, json_list, name_results, read_call, read_calls, read_tools
+from kit.recipes import FORMATS  # noqa: F401  (the names a recipe may give; each is read below)
 
 # The field(s) whose presence identifies each format, in detection order.
 SIGNATURES = (("messages", ("messages",)), ("sharegpt", ("conversations",)),

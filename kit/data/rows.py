@@ -17,9 +17,9 @@ from pathlib import Path
 
 from kit.data import formats
 from kit.bulk import gc_paused
-from kit.runs import sha256_file
+from kit.files import sha256_file
 from kit.data.sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
-from kit.data.tool_data import answered_call
+from kit.chat.tool_data import answered_call
 
 ROLES = ("system", "user", "assistant", "tool")
 

@@ -6,18 +6,16 @@ import json
 import math
 from pathlib import Path
 
-import torch
-
 from kit import backend  # first: Unsloth patches transformers/peft on import
-from kit.evaluation import metrics
+from kit import metrics
 from kit.backend import FastLanguageModel
-from kit.chat.render import IGNORE_INDEX, tokenize_many
-from kit.training.checkpoints import Checkpoint, find_checkpoint
+from kit.checkpoints import Checkpoint, find_checkpoint
 from kit.data.rows import held_out_prompts, load_prompts, read_jsonl
 from kit.families import family_for
-from kit.evaluation.inference import generate
+from kit.inference import generate, token_loss
 from kit.plots import plot_losses, plot_metrics
-from kit.runs import Run, keep_replaced, write_json, write_text_atomic
+from kit.runs import Run
+from kit.files import keep_replaced, write_json, write_text_atomic
 from kit.tiny import BUILTIN_ID
 from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
 from kit.recipes import Recipe
@@ -41,24 +39,6 @@ def load(run: Run, recipe: Recipe, checkpoint: str = "final"):
     model, tokenizer = backend.load_model(str(ckpt.path), m.max_seq_length, m.load_in_4bit)
     FastLanguageModel.for_inference(model)
     return model, tokenizer, ckpt
-
-
-@torch.no_grad()
-def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None = None) -> float:
-    """Mean cross-entropy over the trained (assistant) tokens of ``rows``, token-weighted."""
-    total, count = 0.0, 0
-    for ex in tokenize_many(tokenizer, family, [row["messages"] for row in rows], train_on,
-                            tools=[row.get("tools") for row in rows]):
-        if isinstance(ex, Exception):
-            raise ex
-        input_ids = torch.tensor([ex["input_ids"]], device=model.device)
-        labels = torch.tensor([ex["labels"]], device=model.device)
-        logits = model(input_ids=input_ids).logits.float()
-        shift_logits, shift_labels = logits[0, :-1], labels[0, 1:]
-        loss = torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum")
-        total += loss.item()
-        count += int((shift_labels != IGNORE_INDEX).sum())
-    return total / count
 
 
 def score(answers, references: list[str], behavior, family, thinking: bool = False, facts: list[str] = ()) -> dict:

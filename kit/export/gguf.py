@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kit.runs import sha256_file
+from kit.files import sha256_file
 
 CONVERTER_TYPES = ("f16", "bf16", "q8_0")
 QUANTIZED_TYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M"}
@@ -43,7 +43,7 @@ def _tmp(path: Path) -> Path:
 
 def convert(merged_dir: Path, out: Path, outtype: str) -> Path:
     """HF safetensors → GGUF with llama.cpp's converter (f16, bf16 or q8_0)."""
-    from kit.export.llama_cpp_source import converter_tree
+    from kit.llama_cpp_source import converter_tree
 
     tmp = _tmp(out)
     cmd = [sys.executable, str(converter_tree() / "convert_hf_to_gguf.py"), str(merged_dir),
@@ -108,7 +108,7 @@ def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: lis
     caller's teacher-forced check."""
     from llama_cpp import Llama
 
-    from kit.evaluation.inference import answer_of, stop_ids
+    from kit.inference import answer_of, stop_ids
 
     stops = set(stop_ids(tokenizer, family))
     llm = Llama(model_path=str(path), n_ctx=2048, verbose=False, n_threads=os.cpu_count() or 1)

@@ -35,11 +35,11 @@ def _max_abs_diff(a, b) -> float:
 
 def load_reference_direct(base_dir: Path, adapter_dir: Path, dtype: torch.dtype):
     """Base + adapter, unquantized, in ``dtype``: the base read a band at a time straight into
-    device memory (``kit.export.safetensors_io.load_model``, no host copy of the model), the adapter put on
+    device memory (``kit.safetensors_io.load_model``, no host copy of the model), the adapter put on
     it by PEFT. None where that loader does not apply to the checkpoint."""
     from peft import PeftModel
 
-    from kit.export.safetensors_io import load_model
+    from kit.safetensors_io import load_model
 
     base = load_model(Path(base_dir), dtype, backend.device())
     return None if base is None else PeftModel.from_pretrained(base, str(adapter_dir)).eval()
@@ -108,7 +108,7 @@ def release_memory() -> None:
 def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict:
     """The merged model's logits against the reference, judged against the noise floor
     (``kit.export.merge_check.judge_logits``), with what was compared, in which dtype, on which device."""
-    from kit.export.lora_merge import dtype_name
+    from kit.safetensors_io import dtype_name
     from kit.export.merge_check import compare_logits, judge_logits, top1_margins
 
     logits, dtype = reference["logits"], reference["dtype"]
@@ -135,7 +135,7 @@ def qlora_gap(run: Run, recipe: Recipe, tokenizer, rows: list[dict], merged_loss
     """Eval loss of the merged 16-bit model (``merged_loss``, on ``rows``) against the 4-bit base +
     adapter that training saw: the adapter was fitted to the quantized base, and the merge puts it on
     the 16-bit one. Loads that model (smaller than the 16-bit one) once the merged one is gone."""
-    from kit.evaluation.evaluate import token_loss
+    from kit.inference import token_loss
 
     model, _ = backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=True)
     qlora_loss = token_loss(model, tokenizer, family_for(recipe), rows, recipe.data.train_on)

@@ -1,7 +1,7 @@
 """Merge a LoRA adapter into its base checkpoint tensor by tensor, without loading the model.
 
 Each base shard is read and written under the same name, tensor by tensor and each tensor by bands
-of rows (``kit.export.safetensors_io``): every weight the adapter targets becomes ``W + scale · B @ A``
+of rows (``kit.safetensors_io``): every weight the adapter targets becomes ``W + scale · B @ A``
 (float32, then ``merged_dtype``), one band at a time, with the adapter's A and B read when their
 weight comes. Peak memory is a few bands of at most 64 MB and one module's A and B, whatever the
 size of the model or its shards, and the output is sharded like the base (with its index). This is
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from kit.export.safetensors_io import CHUNK_BYTES, SafetensorsFile, SafetensorsWriter, copy_tensor
+from kit.safetensors_io import (CHUNK_BYTES, SafetensorsFile, SafetensorsWriter, converted_dtype, copy_tensor, dtype_name,
+                                names_by_file, stated_dtype, tensor_files)
 
 ADAPTER_PREFIX = "base_model.model."
 COPIED_FILES = ("config.json", "generation_config.json")
@@ -28,58 +29,12 @@ class NotStreamable(ValueError):
     pass
 
 
-def tensor_files(directory: Path) -> dict[str, Path]:
-    """Tensor name → the safetensors file holding it (one file, or shards with an index)."""
-    index = directory / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return {name: directory / file for name, file in weight_map.items()}
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{directory}: no .safetensors weights")
-    return {name: file for file in files for name in SafetensorsFile(file).entries}
-
-
-def names_by_file(files: dict[str, Path]) -> dict[Path, list[str]]:
-    """``tensor_files`` turned around: each file with the tensor names it holds, files in order."""
-    out: dict[Path, list[str]] = {}
-    for name, file in files.items():
-        out.setdefault(file, []).append(name)
-    return dict(sorted(out.items()))
-
-
-def parameter_count(directory: Path) -> int:
-    """Parameters in a checkpoint, from the safetensors headers (nothing loaded)."""
-    total = 0
-    for file, names in names_by_file(tensor_files(directory)).items():
-        entries = SafetensorsFile(file).entries
-        total += sum(entries[name].numel for name in names)
-    return total
-
-
 def merged_dtype(config: dict) -> torch.dtype:
     """The dtype a merged checkpoint is stored in, decided from the base checkpoint's config alone so
     that every merge route writes the same one whatever dtype it computed in: the base's own 16-bit
     dtype (``dtype``, ``torch_dtype`` in older configs; a pre-quantized checkpoint states the dtype it
     was quantized from), and bfloat16 for a float32 or unstated one (float32's range in 16 bits)."""
     return torch.float16 if stated_dtype(config) == "float16" else torch.bfloat16
-
-
-def stated_dtype(config: dict) -> str:
-    """The dtype a config says its checkpoint is stored in (float32 when it says none, as transformers reads it)."""
-    return dtype_name(config.get("dtype") or config.get("torch_dtype") or "float32")
-
-
-def converted_dtype(stored: torch.dtype, dtype: torch.dtype, whole_float32: bool) -> torch.dtype:
-    """The dtype a stored tensor takes when the checkpoint is written or loaded in ``dtype``: floating
-    tensors become ``dtype``, except float32 ones in a 16-bit checkpoint (a model may keep some in
-    float32 on purpose: transformers' _keep_in_fp32_modules); integer tensors stay as they are."""
-    keep = not stored.is_floating_point or (stored == torch.float32 and not whole_float32)
-    return stored if keep else dtype
-
-
-def dtype_name(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def cast_checkpoint(directory: Path, dtype: torch.dtype) -> None:

@@ -10,13 +10,22 @@ same run, device and dtype (a correct merge's rounding) rather than an absolute 
 adapter's own effect is recorded beside it (``kit.export.logits_check``). Then the QLoRA gap: eval loss
 of the merged 16-bit model against the 4-bit base + adapter that training saw. Where the base
 checkpoint is and how base + adapter load: ``kit.export.base_model``.
+
+The stage runs in steps, each a method of ``Merge`` that the merge notebook calls in its own cell:
+
+    merging = Merge(run, config, overwrite)   # refusals first: no adapter, merged/ exists, wrong base
+    tokenizer = merging.merge_weights()        # into a temporary folder
+    merging.check_tensors(); merging.check_logits(); merging.qlora_gap()
+    merging.publish()                          # the temporary folder becomes merged/
+    merging.export_gguf(); merging.export_modelfile()
+    report = merging.finish()                  # merge_report.json and the manifest, written once
+
+``merge`` runs exactly these steps. ``config`` is the run's resolved recipe.
 """
 from __future__ import annotations
 
-import resource
 import shutil
-import time
-from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,12 +34,17 @@ from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit.chat.render import render_prompt
 from kit.data.rows import held_out_prompts, read_jsonl
 from kit.families import family_for
-from kit.evaluation.inference import generate
-from kit.runs import Run, RunError, write_json
+from kit.inference import generate
+from kit.runs import Run, RunError
+from kit.files import write_json
 from kit.recipes import Recipe
 from kit.export.base_model import base_config, check_adapter_base, direct_base, load_adapter_model, local_checkpoint
 from kit.export.logits_check import (QLORA_GAP_ROWS, check_logits, logits_check_room, qlora_gap, reference_logits,
                                      release_memory)
+from kit.export.lora_merge import NotStreamable, merge_checkpoint, merged_dtype
+from kit.export.measure import measured
+from kit.export.merge_check import check_merged_tensors
+from kit.safetensors_io import dtype_name, parameter_count, stated_dtype
 
 
 def export_gguf(run: Run, recipe: Recipe, tokenizer, prompts: list[str], reference_ids: list[list[int]] | None,
@@ -38,7 +52,7 @@ def export_gguf(run: Run, recipe: Recipe, tokenizer, prompts: list[str], referen
     """GGUF files of the merged model, each loaded back in llama.cpp and compared with it (the merged
     model loaded in ``dtype``)."""
     from kit.export import gguf
-    from kit.evaluation.metrics import shows_behavior
+    from kit.metrics import shows_behavior
 
     types, family = recipe.export.gguf, family_for(recipe)
     if not gguf.have_llama_cpp():
@@ -147,128 +161,201 @@ def merge_with_unsloth(run: Run, recipe: Recipe, out: Path, stored: torch.dtype)
     return parameters, tokenizer
 
 
-def _model_checks(run: Run, recipe: Recipe, merged_dir: Path, tokenizer, prompts: list[str], held_out: list[dict],
-                  stored: torch.dtype, stages: dict) -> tuple[dict, list[list[int]], dict]:
-    """The checks that load models, one at a time: the logits check, the merged model's greedy tokens
-    (for the GGUF comparison) and its eval loss, then the QLoRA gap."""
-    from kit.evaluation.evaluate import token_loss
+@dataclass
+class MergeReport:
+    """What the merge stage did and found; written once, as merge_report.json, by ``Merge.finish``."""
+    method: str = ""
+    why: str | None = None  # why the Unsloth route was taken, where it was
+    shards: int | None = None  # safetensors files written by the streaming merge
+    stored_dtype: str = ""
+    stored_dtype_from: str = ""
+    parameters: int = 0
+    tensor_check: dict = field(default_factory=dict)
+    logits_check: dict = field(default_factory=dict)
+    qlora_gap: dict = field(default_factory=dict)
+    prompts: int = 0
+    merged_dir: str = ""
+    files: dict = field(default_factory=dict)
+    gguf: dict = field(default_factory=dict)
+    modelfile: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # each step's seconds and peak RSS
 
-    with measured(stages, "logits_check"):
-        reference = reference_logits(run, recipe, tokenizer, prompts, stored)
-        merged = backend.load_merged(str(merged_dir), reference["dtype"])
-        logits = check_logits(reference, merged, tokenizer, prompts)
-        del reference
-        # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
-        greedy = [a.ids for a in generate(merged, tokenizer, family_for(recipe), [p["messages"] for p in held_out],
-                                          max_new_tokens=recipe.export.verify_tokens, batch_size=1,
-                                          tools=[p.get("tools") for p in held_out])[0]]
-    with measured(stages, "qlora_gap"):
-        if recipe.model.load_in_4bit:
-            rows = read_jsonl(run.data_dir / "eval.jsonl")[:QLORA_GAP_ROWS]
-            loss = token_loss(merged, tokenizer, family_for(recipe), rows, recipe.data.train_on)
+    @property
+    def ok(self) -> bool:
+        """No check failed (a skipped check is None, not a failure)."""
+        return self.tensor_check.get("ok") is not False and self.logits_check.get("ok") is not False
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        return max((s["peak_rss_mb"] for s in self.stages.values()), default=None)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if v not in (None, {}) or k in ("tensor_check", "logits_check")}
+        return {**out, "ok": self.ok, "peak_rss_mb": self.peak_rss_mb}
+
+
+class Merge:
+    """The merge stage of one run, step by step (see the module's docstring)."""
+
+    def __init__(self, run: Run, config: Recipe, overwrite: bool = False):
+        if not run.adapter_dir.exists():
+            raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")
+        if run.merged_dir.exists() and not overwrite:
+            raise RunError(f"{run.merged_dir} already exists; pass overwrite=True to replace it")
+        check_adapter_base(run, config)
+        self.run, self.config, self.overwrite = run, config, overwrite
+        self.family = family_for(config)
+        self.base_config = base_config(config.model.id)
+        self.stored = merged_dtype(self.base_config)
+        self.tmp = run.path / ".merged.tmp"  # merged/ is written under this name and renamed: never half-written
+        self.base_dir = None
+        self.tokenizer = None
+        self.held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), config.eval.num_prompts)
+        self.prompts: list[str] = []
+        self.greedy = None  # the merged model's greedy tokens per prompt, for the GGUF comparison
+        self.merged_loss = None
+        self.report = MergeReport(stored_dtype=dtype_name(self.stored),
+                                  stored_dtype_from=f"the base checkpoint's config (dtype {stated_dtype(self.base_config)})",
+                                  merged_dir=str(run.merged_dir))
+
+    def merge_weights(self):
+        """Base + adapter → 16-bit safetensors in the temporary folder: streamed tensor by tensor where
+        the base checkpoint is local, else through Unsloth. Returns the tokenizer (saved beside them)."""
+        from transformers import AutoTokenizer
+
+        run, config, report = self.run, self.config, self.report
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        method_asked = config.export.merge_method
+        with measured(report.stages, "merge"):
+            try:
+                if method_asked == "unsloth":
+                    raise NotStreamable("export.merge_method is unsloth")
+                self.base_dir = local_checkpoint(config.model.id)
+                report.parameters = parameter_count(self.base_dir)
+                check_disk(run.path, estimate_bytes(report.parameters, config.export.gguf))
+                streamed = merge_checkpoint(self.base_dir, run.adapter_dir, self.tmp)
+                report.method, report.shards = streamed["method"], streamed["shards"]
+                self.tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
+                self.tokenizer.save_pretrained(str(self.tmp))
+            except NotStreamable as e:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                if method_asked == "streaming":
+                    raise RunError(f"export.merge_method is streaming, but {e}") from None
+                print(f"Streaming merge not possible ({e}); merging with the model loaded, through Unsloth.")
+                report.parameters, self.tokenizer = merge_with_unsloth(run, config, self.tmp, self.stored)
+                report.method, report.why = "unsloth save_pretrained_merged", str(e)
+        self.prompts = [render_prompt(self.tokenizer, self.family, p["messages"], tools=p.get("tools")) for p in self.held_out]
+        report.prompts = len(self.prompts)
+        return self.tokenizer
+
+    def check_tensors(self) -> dict:
+        """Every merged tensor against base + scale·B·A, a band of rows at a time."""
+        with measured(self.report.stages, "tensor_check"):
+            try:
+                self.base_dir = self.base_dir or local_checkpoint(self.config.model.id)
+                self.report.tensor_check = check_merged_tensors(self.base_dir, self.run.adapter_dir, self.tmp)
+            except NotStreamable as e:
+                self.report.tensor_check = {"ok": None, "skipped": str(e)}
+        return self.report.tensor_check
+
+    def _room(self) -> str | None:
+        """Why the checks that load a model are skipped (it would not fit in memory), or None."""
+        return logits_check_room(self.report.parameters, direct=direct_base(self.run, self.config) is not None)
+
+    def check_logits(self) -> dict:
+        """The merged files loaded back with plain transformers against base + adapter: logits on the
+        held-out prompts, judged against the noise floor of a correct merge. Also keeps the merged
+        model's greedy tokens (for the GGUF comparison) and its eval loss (for the QLoRA gap)."""
+        from kit.inference import token_loss
+
+        config, tokenizer = self.config, self.tokenizer
+        why = self._room()
+        if why is not None:
+            self.report.logits_check = {"ok": None, "skipped": why}
+            return self.report.logits_check
+        with measured(self.report.stages, "logits_check"):
+            reference = reference_logits(self.run, config, tokenizer, self.prompts, self.stored)
+            merged = backend.load_merged(str(self.tmp), reference["dtype"])
+            self.report.logits_check = check_logits(reference, merged, tokenizer, self.prompts)
+            del reference
+            # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
+            self.greedy = [a.ids for a in generate(merged, tokenizer, self.family, [p["messages"] for p in self.held_out],
+                                                   max_new_tokens=config.export.verify_tokens, batch_size=1,
+                                                   tools=[p.get("tools") for p in self.held_out])[0]]
+            if config.model.load_in_4bit:
+                rows = read_jsonl(self.run.data_dir / "eval.jsonl")[:QLORA_GAP_ROWS]
+                self.merged_loss = token_loss(merged, tokenizer, self.family, rows, config.data.train_on)
             del merged
             release_memory()
-            gap = qlora_gap(run, recipe, tokenizer, rows, loss)
-        else:
+        return self.report.logits_check
+
+    def qlora_gap(self) -> dict:
+        """Eval loss of the merged 16-bit model against the 4-bit base + adapter that training saw."""
+        if not self.config.model.load_in_4bit:
             gap = {"skipped": "trained on the 16-bit base (model.load_in_4bit: false): no quantization gap"}
-    return logits, greedy, gap
+        elif self.merged_loss is None:
+            gap = {"skipped": self._room() or "the logits check has not run"}
+        else:
+            with measured(self.report.stages, "qlora_gap"):
+                rows = read_jsonl(self.run.data_dir / "eval.jsonl")[:QLORA_GAP_ROWS]
+                gap = qlora_gap(self.run, self.config, self.tokenizer, rows, self.merged_loss)
+        self.report.qlora_gap = gap
+        return gap
+
+    def publish(self) -> Path:
+        """The checked weights become ``merged/`` (replacing the old one only with overwrite=True)."""
+        if self.run.merged_dir.exists():  # overwrite=True, checked at the start
+            shutil.rmtree(self.run.merged_dir)
+        self.tmp.rename(self.run.merged_dir)
+        self.report.files = {p.name: p.stat().st_size for p in sorted(self.run.merged_dir.iterdir())}
+        return self.run.merged_dir
+
+    def export_gguf(self) -> dict:
+        """The GGUF files of ``export.gguf``, each loaded in llama.cpp and compared with the merged model."""
+        if self.config.export.gguf:
+            with measured(self.report.stages, "gguf"):
+                self.report.gguf = export_gguf(self.run, self.config, self.tokenizer, self.prompts, self.greedy,
+                                               backend.merge_dtype(self.stored), self.overwrite)
+        return self.report.gguf
+
+    def export_modelfile(self) -> dict:
+        """An Ollama Modelfile beside the GGUF files, its TEMPLATE checked against the chat template."""
+        if self.report.gguf:
+            self.report.modelfile = export_modelfile(self.run, self.config, self.tokenizer, self.report.gguf,
+                                                     modelfile_conversations(self.held_out, self.family))
+        return self.report.modelfile
+
+    def finish(self) -> MergeReport:
+        """merge_report.json and the manifest, written once; then a failed check raises."""
+        run, report = self.run, self.report
+        write_json(run.path / "merge_report.json", report.to_dict())
+        run.update_manifest({"merge": {"method": report.method, "ok": report.ok, "stored_dtype": report.stored_dtype,
+                                       "logits_check": report.logits_check.get("why") or report.logits_check.get("skipped")},
+                             "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")} for t, g in report.gguf.items()}})
+        if report.tensor_check.get("ok") is False:
+            raise RunError(f"merged tensors differ from base + adapter: {report.tensor_check}; "
+                           f"see {run.path / 'merge_report.json'}")
+        if report.logits_check.get("ok") is False:
+            raise RunError(f"merged logits are further from base + adapter than a correct merge's rounding: "
+                           f"{report.logits_check['why']}; see {run.path / 'merge_report.json'}")
+        return report
 
 
-def merge(run: Run, recipe: Recipe, overwrite: bool = False) -> dict:
-    """Merged 16-bit weights in ``merged/`` (streamed shard by shard where the base checkpoint is
-    local, else through Unsloth), stored in the dtype ``kit.export.lora_merge.merged_dtype`` decides from
-    the base's config, checked tensor by tensor and, where one model fits in free memory, by logits
-    against base + adapter; then the GGUF files and Modelfile."""
-    from transformers import AutoTokenizer
-
-    from kit.export.lora_merge import NotStreamable, dtype_name, merge_checkpoint, merged_dtype, parameter_count, stated_dtype
-    from kit.export.merge_check import check_merged_tensors
-
-    if not run.adapter_dir.exists():
-        raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first")
-    if run.merged_dir.exists() and not overwrite:
-        raise RunError(f"{run.merged_dir} already exists; pass overwrite=True to replace it")
-    check_adapter_base(run, recipe)
-    family = family_for(recipe)
-    stages: dict = {}
-    config = base_config(recipe.model.id)
-    stored = merged_dtype(config)
-
-    # Write under a temporary name and rename, so merged/ is never half-written.
-    tmp = run.path / ".merged.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    base_dir = None
-    method_asked = recipe.export.merge_method
-    with measured(stages, "merge"):
-        try:
-            if method_asked == "unsloth":
-                raise NotStreamable("export.merge_method is unsloth")
-            base_dir = local_checkpoint(recipe.model.id)
-            parameters = parameter_count(base_dir)
-            check_disk(run.path, estimate_bytes(parameters, recipe.export.gguf))
-            method = merge_checkpoint(base_dir, run.adapter_dir, tmp)
-            tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
-            tokenizer.save_pretrained(str(tmp))
-        except NotStreamable as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if method_asked == "streaming":
-                raise RunError(f"export.merge_method is streaming, but {e}") from None
-            print(f"Streaming merge not possible ({e}); merging with the model loaded, through Unsloth.")
-            parameters, tokenizer = merge_with_unsloth(run, recipe, tmp, stored)
-            method = {"method": "unsloth save_pretrained_merged", "why": str(e)}
-    with measured(stages, "tensor_check"):
-        try:
-            base_dir = base_dir or local_checkpoint(recipe.model.id)
-            tensors = check_merged_tensors(base_dir, run.adapter_dir, tmp)
-        except NotStreamable as e:
-            tensors = {"ok": None, "skipped": str(e)}
-
-    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe.eval.num_prompts)
-    prompts = [render_prompt(tokenizer, family, p["messages"], tools=p.get("tools")) for p in held_out]
-    why = logits_check_room(parameters, direct=direct_base(run, recipe) is not None)
-    if why is None:
-        logits, greedy, gap = _model_checks(run, recipe, tmp, tokenizer, prompts, held_out, stored, stages)
-    else:
-        logits, greedy, gap = {"ok": None, "skipped": why}, None, {"skipped": why}
-    report = {
-        **method,
-        "ok": tensors["ok"] is not False and logits["ok"] is not False,
-        "stored_dtype": dtype_name(stored),
-        "stored_dtype_from": f"the base checkpoint's config (dtype {stated_dtype(config)})",
-        "tensor_check": tensors,
-        "logits_check": logits,
-        "qlora_gap": gap,
-        "prompts": len(prompts),
-        "merged_dir": str(run.merged_dir),
-    }
-    if run.merged_dir.exists():  # overwrite=True
-        shutil.rmtree(run.merged_dir)
-    tmp.rename(run.merged_dir)
-    report["files"] = {p.name: p.stat().st_size for p in sorted(run.merged_dir.iterdir())}
-    report["parameters"] = parameters
-    if recipe.export.gguf:
-        with measured(stages, "gguf"):
-            report["gguf"] = export_gguf(run, recipe, tokenizer, prompts, greedy, backend.merge_dtype(stored),
-                                         overwrite)
-        report["modelfile"] = export_modelfile(run, recipe, tokenizer, report["gguf"],
-                                               modelfile_conversations(held_out, family))
-    report["stages"] = stages
-    report["peak_rss_mb"] = max(s["peak_rss_mb"] for s in stages.values())
-    write_json(run.path / "merge_report.json", report)
-    run.update_manifest({"merge": {"method": report["method"], "ok": report["ok"],
-                                   "stored_dtype": report["stored_dtype"],
-                                   "logits_check": logits.get("why") or logits.get("skipped")},
-                         "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")}
-                                     for t, g in report.get("gguf", {}).items()}})
-    if tensors["ok"] is False:
-        raise RunError(f"merged tensors differ from base + adapter: {tensors}; see {run.path / 'merge_report.json'}")
-    if logits["ok"] is False:
-        raise RunError(f"merged logits are further from base + adapter than a correct merge's rounding: "
-                       f"{logits['why']}; see {run.path / 'merge_report.json'}")
-    return report
+def merge(run: Run, config: Recipe, overwrite: bool = False) -> MergeReport:
+    """The whole stage in one call: exactly the merge notebook's steps, in order."""
+    merging = Merge(run, config, overwrite)
+    merging.merge_weights()
+    merging.check_tensors()
+    merging.check_logits()
+    merging.qlora_gap()
+    merging.publish()
+    merging.export_gguf()
+    merging.export_modelfile()
+    return merging.finish()
 
 
-def summary(report: dict) -> str:
+def summary(report: MergeReport | dict) -> str:
+    report = report.to_dict() if isinstance(report, MergeReport) else report
     lines = [f"merged by {report['method']}" + (f" ({report['why']})" if report.get("why") else "")
              + f": {report['parameters'] / 1e6:.1f} M parameters, stored as {report['stored_dtype']}"]
     t = report["tensor_check"]
@@ -291,36 +378,10 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def gguf_rows(report: dict) -> list[dict]:
+def gguf_rows(report: MergeReport) -> list[dict]:
     """One row per GGUF file for the notebook's table."""
     return [{"type": t, "MB": round(g["bytes"] / 1e6, 1), "tokens match": g["tokens_match"],
-             "prompts equal (greedy)": f"{g.get('greedy_equal_prompts')}/{report['prompts']}",
+             "prompts equal (greedy)": f"{g.get('greedy_equal_prompts')}/{report.prompts}",
              "tokens = HF's greedy choice": f"{g.get('greedy_decisions_equal')}/{g.get('greedy_decisions')}",
              "max logit gap": g.get("max_logit_gap"), "behavior": g["behavior"]}
-            for t, g in report.get("gguf", {}).items()]
-
-
-@contextmanager
-def measured(stages: dict, name: str):
-    """Wall time and peak resident memory of one stage. Linux lets a process reset its peak
-    (``/proc/self/clear_refs``), so each stage's peak is its own; elsewhere it is the process's."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    before, started = _rss_mb("VmRSS"), time.perf_counter()
-    yield
-    peak = _rss_mb("VmHWM")
-    stages[name] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak,
-                    "rss_at_start_mb": before, "peak_rss_added_mb": round(peak - before, 1) if before else None}
-
-
-def _rss_mb(field: str) -> float | None:
-    """VmRSS (now) or VmHWM (peak) of this process in MB; the lifetime peak where /proc is absent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1) if field == "VmHWM" else None
+            for t, g in report.gguf.items()]

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 
-from kit.export.lora_merge import NotStreamable, read_adapter, tensor_files
-from kit.export.safetensors_io import CHUNK_BYTES, SafetensorsFile
+from kit.export.lora_merge import NotStreamable, read_adapter
+from kit.safetensors_io import tensor_files
+from kit.safetensors_io import CHUNK_BYTES, SafetensorsFile
 
 
 class _Reader:
-    """Tensors by name across shards, read a band of rows at a time (``kit.export.safetensors_io``): never
+    """Tensors by name across shards, read a band of rows at a time (``kit.safetensors_io``): never
     a whole shard, nor a whole tensor, in memory."""
 
     def __init__(self, directory: Path):

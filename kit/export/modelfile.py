@@ -20,7 +20,7 @@ from kit.chat.render import render_prompt
 from kit.families import Family
 from kit.export.gotemplate import Struct, execute, uses
 from kit.export.ollama_templates import TEMPLATES
-from kit.runs import write_text_atomic
+from kit.files import write_text_atomic
 
 SYSTEM, PROMPT = "\x00SYSTEM\x00", "\x00PROMPT\x00"
 

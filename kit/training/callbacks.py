@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 
 from kit.display import readable, show_table
 from kit.families import Family
-from kit.evaluation.inference import generate
+from kit.inference import generate
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -19,7 +19,8 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def readable_progress_tables() -> None:
-    """transformers' notebook progress table with readable numbers (3.395, 76,303), not 6 decimals."""
+    """transformers' notebook progress table with readable numbers (3.395, 76,303), not 6 decimals.
+    It replaces a transformers function, so it is called where a trainer is built, not on import."""
     from transformers.utils import notebook
 
     def text_to_html_table(items):
@@ -30,8 +31,6 @@ def readable_progress_tables() -> None:
 
     notebook.text_to_html_table = text_to_html_table
 
-
-readable_progress_tables()
 
 
 class MetricsJsonl(TrainerCallback):

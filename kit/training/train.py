@@ -1,5 +1,16 @@
-"""train: Unsloth FastLanguageModel (4-bit per recipe) + LoRA, trained with TRL's SFTTrainer on
-assistant-only labels built by ``kit.chat.render``; checkpoints, TensorBoard, metrics.jsonl, adapter."""
+"""train: the train stage in the steps Unsloth's notebooks take, each a function the train notebook
+calls in its own cell (so ``model``, ``tokenizer`` and ``trainer`` are the user's to inspect):
+
+    checkpoint = start(run, resume)                   # before any model loads: refusals, the resume point
+    model, tokenizer = load_model(config)             # Unsloth FastLanguageModel (4-bit per recipe)
+    model = add_lora(model, config)
+    train_dataset, eval_dataset = datasets(run, config, tokenizer)   # assistant-only labels
+    trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
+    result = trainer.train(resume_from_checkpoint=resume_path(checkpoint))
+    summary = finish(run, trainer, result)            # final eval, adapter/, manifest
+
+``train`` runs exactly these steps (papermill's pipeline, tests, benchmarks). ``config`` is the run's
+resolved recipe (``kit.recipes.Recipe``); ``recipe`` elsewhere is its name."""
 from __future__ import annotations
 
 import json
@@ -9,12 +20,13 @@ from pathlib import Path
 
 from kit import backend  # first: Unsloth patches trl/transformers/peft on import
 from kit.backend import FastLanguageModel
-from kit.training.callbacks import LiveSamples, MetricsJsonl
-from kit.training.checkpoints import Checkpoint, list_checkpoints
+from kit.training.callbacks import LiveSamples, MetricsJsonl, readable_progress_tables
+from kit.checkpoints import Checkpoint, list_checkpoints
 from kit.data.rows import held_out_prompts, read_jsonl
 from kit.families import ensure_chat_template, family_for
-from kit.data.prepare import tokenize_rows
-from kit.runs import Run, RunError, new_run_id, write_text_atomic
+from kit.data.tokenize import tokenize_rows
+from kit.runs import Run, RunError
+from kit.files import new_run_id, write_text_atomic
 from kit.recipes import Recipe
 
 import torch  # noqa: E402
@@ -36,6 +48,19 @@ class KitSFTTrainer(SFTTrainer):
             if name in dtypes and p.dtype != dtypes[name]:
                 p.data = p.data.to(dtypes[name])
 
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """transformers' train, with this run's peak memory measured from here, and a resume from
+        the run's last step (killed after its final checkpoint) restoring that state and training
+        nothing: transformers' loop would run one step past max_steps."""
+        backend.reset_peak_memory()
+        self.resumed_from = resume_from_checkpoint
+        if resume_from_checkpoint and finished_at(Path(resume_from_checkpoint), self.args.max_steps):
+            self._load_from_checkpoint(resume_from_checkpoint)
+            self.state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / "trainer_state.json"))
+            return TrainOutput(self.state.global_step, None, {"train_runtime": 0.0})
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    resumed_from = None  # the checkpoint the last train() call resumed from
     real_tokens = 0  # this process's real (unpadded) training tokens: a device tensor once counting starts
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -62,14 +87,17 @@ class KitSFTTrainer(SFTTrainer):
         return loss.detach(), None, None
 
 
-def load_base(recipe: Recipe):
-    m = recipe.model
+def load_model(config: Recipe):
+    """The base model and its tokenizer through Unsloth's FastLanguageModel (4-bit where
+    ``model.load_in_4bit``), the tokenizer with the family's chat template."""
+    m = config.model
     model, tokenizer = backend.load_model(m.id, m.max_seq_length, m.load_in_4bit)
-    return model, ensure_chat_template(tokenizer, family_for(recipe))
+    return model, ensure_chat_template(tokenizer, family_for(config))
 
 
-def add_lora(model, recipe: Recipe):
-    lora = recipe.lora
+def add_lora(model, config: Recipe):
+    """Unsloth's LoRA adapters on the recipe's target modules (``lora.*``); A is seeded, B starts at zero."""
+    lora = config.lora
     return FastLanguageModel.get_peft_model(
         model,
         r=lora.r,
@@ -78,7 +106,7 @@ def add_lora(model, recipe: Recipe):
         target_modules=lora.target_modules,
         use_gradient_checkpointing=lora.use_gradient_checkpointing,
         use_rslora=lora.use_rslora,
-        random_state=recipe.train.seed,
+        random_state=config.train.seed,
     )
 
 
@@ -89,6 +117,17 @@ def tokenized_split(run: Run, name: str, tokenizer, recipe: Recipe) -> Dataset:
     if dropped:  # prepare already applied the same rules; a difference means the data changed
         raise RunError(f"{run.data_dir / (name + '.jsonl')}: {len(dropped)} rows no longer tokenize as in prepare: {dropped[:3]}")
     return Dataset.from_list(examples)
+
+
+def datasets(run: Run, config: Recipe, tokenizer) -> tuple[Dataset, Dataset]:
+    """The run's train and eval splits (prepared as JSONL), tokenized with assistant-only labels."""
+    return tokenized_split(run, "train", tokenizer, config), tokenized_split(run, "eval", tokenizer, config)
+
+
+def held_out_prompt(run: Run) -> dict:
+    """The first held-out conversation up to its last user turn ({"messages", "tools"}): the
+    train notebook's quick try, before and after training."""
+    return held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl")[:1])[0]
 
 
 def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
@@ -211,55 +250,72 @@ def resume_checkpoint(run: Run, resume) -> Checkpoint | None:
                    f"(have: {', '.join(c.name for c in saved) or 'none'}); give true, latest or one of those")
 
 
-def build_trainer(run: Run, recipe: Recipe, model, tokenizer) -> KitSFTTrainer:
-    """The kit's trainer for ``run``: the run's tokenized splits, the recipe's SFTConfig, and the
-    callbacks that write metrics.jsonl, TensorBoard and live samples."""
+def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
+                  eval_dataset: Dataset | None = None) -> KitSFTTrainer:
+    """The kit's trainer for ``run``: the tokenized splits (``datasets`` when not given), the
+    recipe's SFTConfig, and the callbacks that write metrics.jsonl, TensorBoard and live samples."""
+    if train_dataset is None or eval_dataset is None:
+        train_dataset, eval_dataset = datasets(run, config, tokenizer)
     # transformers 5 reads the TensorBoard directory from the environment when the trainer is built.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
+    readable_progress_tables()
     return KitSFTTrainer(
         model=model,
         processing_class=tokenizer,
-        train_dataset=tokenized_split(run, "train", tokenizer, recipe),
-        eval_dataset=tokenized_split(run, "eval", tokenizer, recipe),
-        args=sft_config(run, recipe),
-        callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, recipe)],
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        args=sft_config(run, config),
+        callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, config)],
     )
 
 
-def train(run: Run, recipe: Recipe, resume: bool | str = False) -> dict:
-    """Train and save the adapter into the run. ``resume``: True for the latest checkpoint, or a
-    checkpoint path. Refuses to replace an adapter the run already has."""
+def start(run: Run, resume: bool | str = False) -> Checkpoint | None:
+    """Before any model loads: refuse a run that is already trained (runs are never overwritten),
+    check ``resume`` (see ``resume_checkpoint``), and for a resume set the killed process's later
+    records aside. Returns the checkpoint to resume from, or None."""
     if run.adapter_dir.exists():
         raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
                        "the prepare notebook (runs are never overwritten).")
     checkpoint = resume_checkpoint(run, resume)
-    resume_from = str(checkpoint.path) if checkpoint else None
     if checkpoint:
         set_aside_steps_after(run.metrics_path, checkpoint.step)
         purge_tensorboard_after(run.path / "tensorboard", checkpoint.step)
+    return checkpoint
 
-    model, tokenizer = load_base(recipe)
-    model = add_lora(model, recipe)
-    trainer = build_trainer(run, recipe, model, tokenizer)
-    backend.reset_peak_memory()
-    if checkpoint and finished_at(checkpoint, trainer.args.max_steps):  # killed after its last checkpoint: restore, train nothing
-        trainer._load_from_checkpoint(resume_from)
-        trainer.state = TrainerState.load_from_json(str(checkpoint.path / "trainer_state.json"))
-        result = TrainOutput(trainer.state.global_step, None, {"train_runtime": 0.0})
-    else:
-        result = trainer.train(resume_from_checkpoint=resume_from)
+
+def resume_path(checkpoint: Checkpoint | None) -> str | None:
+    """What ``trainer.train(resume_from_checkpoint=...)`` takes: the checkpoint's folder, or None."""
+    return str(checkpoint.path) if checkpoint else None
+
+
+def finish(run: Run, trainer: KitSFTTrainer, result) -> dict:
+    """After ``trainer.train``: the evaluation at the last step, the adapter (and tokenizer) written
+    to ``adapter/`` under a temporary name and renamed (never half-written), and the run's summary
+    recorded in manifest.json. Returns the summary."""
+    if run.adapter_dir.exists():  # the notebook's cells run again after a finished run
+        raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
+                       "the prepare notebook (runs are never overwritten).")
     final_eval = final_evaluation(trainer)
-
-    # Write the adapter under a temporary name, then rename: no half-written adapter/ is left.
+    model, tokenizer = trainer.model, trainer.processing_class
     tmp = run.path / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     tmp.rename(run.adapter_dir)
-
     summary = {"global_step": result.global_step, "train_loss": mean_train_loss(run.metrics_path),
                "eval_loss": final_eval.get("eval_loss"), "train_runtime_s": result.metrics.get("train_runtime"),
-               "resumed_from": resume_from, **telemetry(trainer, model, result)}
+               "resumed_from": trainer.resumed_from, **telemetry(trainer, model, result)}
     run.update_manifest({"device": backend.device_name(), "train": summary})
     return summary
 
+
+def train(run: Run, config: Recipe, resume: bool | str = False) -> dict:
+    """The whole stage in one call, exactly the train notebook's steps in order. ``resume``: True
+    or "latest" for the newest checkpoint, or a checkpoint's name or path. Returns the summary."""
+    checkpoint = start(run, resume)
+    model, tokenizer = load_model(config)
+    model = add_lora(model, config)
+    train_dataset, eval_dataset = datasets(run, config, tokenizer)
+    trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
+    result = trainer.train(resume_from_checkpoint=resume_path(checkpoint))
+    return finish(run, trainer, result)

@@ -177,6 +177,52 @@ def copy_tensor(source: SafetensorsFile, name: str, writer: SafetensorsWriter, d
         writer.write(piece if dtype is None else piece.to(dtype))
 
 
+def tensor_files(directory: Path) -> dict[str, Path]:
+    """Tensor name → the safetensors file holding it (one file, or shards with an index)."""
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {name: directory / file for name, file in weight_map.items()}
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{directory}: no .safetensors weights")
+    return {name: file for file in files for name in SafetensorsFile(file).entries}
+
+
+def names_by_file(files: dict[str, Path]) -> dict[Path, list[str]]:
+    """``tensor_files`` turned around: each file with the tensor names it holds, files in order."""
+    out: dict[Path, list[str]] = {}
+    for name, file in files.items():
+        out.setdefault(file, []).append(name)
+    return dict(sorted(out.items()))
+
+
+def parameter_count(directory: Path) -> int:
+    """Parameters in a checkpoint, from the safetensors headers (nothing loaded)."""
+    total = 0
+    for file, names in names_by_file(tensor_files(directory)).items():
+        entries = SafetensorsFile(file).entries
+        total += sum(entries[name].numel for name in names)
+    return total
+
+
+def stated_dtype(config: dict) -> str:
+    """The dtype a config says its checkpoint is stored in (float32 when it says none, as transformers reads it)."""
+    return dtype_name(config.get("dtype") or config.get("torch_dtype") or "float32")
+
+
+def converted_dtype(stored: torch.dtype, dtype: torch.dtype, whole_float32: bool) -> torch.dtype:
+    """The dtype a stored tensor takes when the checkpoint is written or loaded in ``dtype``: floating
+    tensors become ``dtype``, except float32 ones in a 16-bit checkpoint (a model may keep some in
+    float32 on purpose: transformers' _keep_in_fp32_modules); integer tensors stay as they are."""
+    keep = not stored.is_floating_point or (stored == torch.float32 and not whole_float32)
+    return stored if keep else dtype
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def load_model(directory: Path, dtype: torch.dtype, device: str):
     """A causal LM from a local, unquantized safetensors checkpoint, its weights read band by band
     straight into tensors on ``device`` (16-bit and float32-in-a-float32-checkpoint tensors cast to
@@ -193,8 +239,6 @@ def load_model(directory: Path, dtype: torch.dtype, device: str):
     weights)."""
     from transformers import AutoConfig, GenerationConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
-    from kit.export.lora_merge import converted_dtype, names_by_file, stated_dtype, tensor_files
 
     directory = Path(directory)
     raw_config = json.loads((directory / "config.json").read_text(encoding="utf-8"))

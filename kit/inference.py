@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kit.chat.render import render_prompt
+from kit.chat.render import IGNORE_INDEX, render_prompt, tokenize_many
 from kit.families import Family
 from kit.chat.tool_calls import keeps_special_tokens, parse_answer, render_calls_for_display
 
@@ -254,3 +254,21 @@ def chat(model, tokenizer, family: Family, *, max_new_tokens: int = 256, thinkin
             messages.append({"role": "assistant", "content": parsed.content, "tool_calls": parsed.calls})
         else:
             messages.append({"role": "assistant", "content": parsed.content})
+
+
+@torch.no_grad()
+def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None = None) -> float:
+    """Mean cross-entropy over the trained (assistant) tokens of ``rows``, token-weighted."""
+    total, count = 0.0, 0
+    for ex in tokenize_many(tokenizer, family, [row["messages"] for row in rows], train_on,
+                            tools=[row.get("tools") for row in rows]):
+        if isinstance(ex, Exception):
+            raise ex
+        input_ids = torch.tensor([ex["input_ids"]], device=model.device)
+        labels = torch.tensor([ex["labels"]], device=model.device)
+        logits = model(input_ids=input_ids).logits.float()
+        shift_logits, shift_labels = logits[0, :-1], labels[0, 1:]
+        loss = torch.nn.functional.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        total += loss.item()
+        count += int((shift_labels != IGNORE_INDEX).sum())
+    return total / count
