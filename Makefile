@@ -2,10 +2,11 @@
 #   make demo   the offline demo on a real model: prepare → train → evaluate → merge on
 #               recipes/smollm2-shop-demo.yaml (SmolLM2-135M-Instruct, built offline by set-up)
 #   make test   the test suite
-# And the quicker demo on a tiny random model: make demo-tiny (recipes/tiny-demo.yaml).
+# And the quicker demo on a tiny random model: make demo-tiny (recipes/tiny-demo.yaml);
+# make test-fast: the suite without real training runs and end-to-end notebook runs (minutes).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-tiny test
+.PHONY: setup demo demo-tiny test test-fast
 setup:
 	@bash scripts/setup.sh
 
@@ -17,3 +18,6 @@ demo-tiny: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not e2e"

@@ -2,7 +2,9 @@
 
 Subpackages follow the pipeline: ``kit.data`` (sources, formats, the prepare stage), ``kit.chat``
 (per-family rendering, loss masks, tool calls), ``kit.training``, ``kit.evaluation`` and
-``kit.export`` (merge, GGUF, Modelfile); shared pieces (recipes, runs, backend, paths) sit at the top.
+``kit.export`` (merge, GGUF, Modelfile); shared pieces (recipes, runs, families, files, models,
+inference, backend) sit at the top. Dependencies run one way, in layers that import-linter checks
+(pyproject.toml; docs/architecture.md).
 Modules are imported one by one (``from kit.training import train``) so that a notebook pays only
 for what it uses; ``kit.training.train``, ``kit.evaluation.evaluate`` and ``kit.export.merge``
 import Unsloth first (``kit.backend``).

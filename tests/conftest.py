@@ -7,6 +7,17 @@ import pytest
 from kit.paths import PROJECT_ROOT
 
 
+# Fixtures that execute the notebooks end to end: every test using one is an e2e test.
+END_TO_END_FIXTURES = {"demo_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """``make test-fast`` (-m "not slow and not e2e") leaves out the end-to-end notebook runs."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir():
     """The real tiny Qwen3 + Qwen tokenizer, built once into the kit cache (~30 s the first time)."""

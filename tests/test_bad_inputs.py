@@ -126,7 +126,7 @@ def test_a_broken_data_file_is_one_line_naming_file_and_row(tmp_path, runs_dir, 
 
 
 def test_a_bad_override_on_the_command_line_is_one_line(tmp_path):
-    from .conftest import pipeline
+    from tests.conftest import pipeline
 
     result = pipeline(tmp_path, "tiny-demo", "-o", "train.max_steps=[", "--stages", "prepare")
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +139,21 @@ def test_committed_notebooks_are_valid_stripped_and_parameterised(name):
     assert all(c.get("id") for c in nb.cells), f"{path}: a cell without an id"
     assert [c for c in nb.cells if c.cell_type == "code" and (c.outputs or c.execution_count)] == []
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+
+
+def test_shared_cells_are_the_same_in_every_notebook():
+    """The install and run-log cells are written once (scripts/notebook_cells.py) and copied."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import notebook_cells
+
+    assert notebook_cells.stale() == [], "run: .venv/bin/python scripts/notebook_cells.py"
+
+
+def test_every_notebook_keeps_its_parameters_cell_and_no_outputs():
+    import nbformat
+
+    for path in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        assert not any(c.get("outputs") or c.get("execution_count") for c in notebook.cells if c.cell_type == "code"), path.name

@@ -1,7 +1,7 @@
 """Tool calls read back from generated answers, per family, and scored against reference calls.
 
 A model writes a call the way its family's chat template renders one (``kit.chat.render``; the pieces are
-spelled out in tests/test_tool_masks.py):
+spelled out in tests/chat/test_tool_masks.py):
 
 - qwen3, qwen2.5, smollm2: ``<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`` blocks after any
   text, one per call;

@@ -8,7 +8,7 @@ from kit.export.modelfile import (as_json_values, check, derived_template, ollam
                            render_template, write_modelfile)
 from kit.export.ollama_templates import TEMPLATES
 
-from .test_tool_masks import CONVERSATIONS, REFUSED, TOOLS
+from tests.chat.test_tool_masks import CONVERSATIONS, REFUSED, TOOLS
 
 WITH_OLLAMA_TOOLS = sorted(TEMPLATES)  # gpt-oss: not yet (its TEMPLATE stays single-turn, without tools)
 

@@ -157,19 +157,19 @@ def test_a_gpt_oss_reasoning_dataset_is_fully_supervised(tmp_path, runs_dir, fam
 
 def test_a_turn_left_unsupervised_stops_prepare_with_row_and_turn(tmp_path, runs_dir, tiny_model_dir, monkeypatch):
     """The supervision check's verdict is fatal in prepare (a kit bug, not a drop); the check
-    itself is exercised on real labels in tests/test_masks.py."""
-    from kit.data import prepare as P
+    itself is exercised on real labels in tests/chat/test_masks.py."""
+    from kit.data import tokenize
     from kit.chat.render import SupervisionError
 
     rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 3
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    real = P.tokenize_many
+    real = tokenize.tokenize_many
 
     def one_bad_row(tokenizer, family, conversations, train_on, **kwargs):
         out = real(tokenizer, family, conversations, train_on, **kwargs)
         return [*out[:1], SupervisionError("assistant turn 1: 'hello' is not inside its supervised tokens"), *out[2:]]
 
-    monkeypatch.setattr(P, "tokenize_many", one_bad_row)
+    monkeypatch.setattr(tokenize, "tokenize_many", one_bad_row)
     with pytest.raises(DataError, match=r"r\.jsonl: row 2: assistant turn 1: 'hello' is not inside its supervised "
                                         r"tokens; this is a masking bug in the kit"):
         prepare(recipe_file(tmp_path, {"source": str(tmp_path / "r.jsonl")}))

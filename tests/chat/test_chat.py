@@ -5,7 +5,7 @@ from kit.chat.render import MaskError, render, render_prompt, tokenize_with_labe
 from kit.display import label_segments
 from kit.families import Family, get_family
 
-from .conftest import trl_only_pieces
+from tests.conftest import trl_only_pieces
 
 QWEN3 = get_family("qwen3")
 

@@ -8,7 +8,7 @@ import yaml
 from kit.recipes import load_recipe
 from kit.runs import create_run
 
-from .conftest import pipeline
+from tests.conftest import pipeline
 
 # A train stage of seconds: 2 steps, one evaluation and one checkpoint, no live samples.
 QUICK_TRAIN = ["-o", "train.max_steps=2", "-o", "train.eval_steps=2", "-o", "train.save_steps=2",

@@ -1,12 +1,12 @@
 """Every family: rendering is the official template's, no doubled BOS, and TRL's generation-marked
-training templates agree where they exist (what exactly is trained: tests/test_masks.py)."""
+training templates agree where they exist (what exactly is trained: tests/chat/test_masks.py)."""
 import pytest
 
 from kit.chat.render import render_prompt, tokenize_with_labels
 from kit.display import label_segments
 from kit.families import FAMILIES, get_family
 
-from .conftest import trl_only_pieces
+from tests.conftest import trl_only_pieces
 
 CONVERSATIONS = {
     "single": [{"role": "user", "content": "Where is my order?"},

@@ -10,7 +10,7 @@ from kit import smollm2
 from kit.families import FAMILIES
 from kit.models import BUILTIN, ModelNotFound, resolve_model_id
 
-from .test_families import CONVERSATIONS
+from tests.chat.test_families import CONVERSATIONS
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import pipeline
+from tests.conftest import pipeline
 
 pytestmark = pytest.mark.slow
 

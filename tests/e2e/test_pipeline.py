@@ -6,9 +6,9 @@ import nbformat
 import pytest
 
 from kit.paths import PROJECT_ROOT
-from kit.runs import sha256_file
+from kit.files import sha256_file
 
-from .conftest import pipeline
+from tests.conftest import pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -139,3 +139,56 @@ def test_modelfile_matches_the_chat_template(demo_run):
     report = read(run, "merge_report.json")["modelfile"]
     assert report["ok"] and report["stops_ok"] and report["prompts_equal"] == report["prompts_checked"] >= 10
     assert (run / "gguf" / "Modelfile").read_text().startswith(f"FROM ./tiny-demo-{run.name}-q4_k_m.gguf")
+
+
+def cell_text(cell) -> str:
+    """A code cell's printed output (stdout stream and text/plain results)."""
+    return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", []))
+
+
+def test_train_notebook_leaves_model_tokenizer_and_trainer_to_explore(demo_run):
+    """Unsloth's order, one step a cell, with the objects as the notebook's own variables: the cell
+    that trains is ``trainer.train(...)`` itself, and the step the kernel's trainer reached is the
+    step the run recorded."""
+    run, _ = demo_run
+    notebook = nbformat.read(run / "notebooks" / "train.ipynb", as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    sources = [c.source for c in code]
+    for assignment in ("model, tokenizer = train.load_model(", "model = train.add_lora(",
+                       "train_dataset, eval_dataset = train.datasets(", "trainer = train.build_trainer(",
+                       "result = trainer.train(", "summary = train.finish("):
+        assert sum(assignment in s for s in sources) == 1, assignment
+    order = [next(i for i, s in enumerate(sources) if key in s)
+             for key in ("train.load_model(", "train.add_lora(", "train.datasets(", "train.build_trainer(",
+                         "trainer.train(", "train.finish(")]
+    assert order == sorted(order) and len(set(order)) == len(order)  # each step in a cell of its own, in order
+    manifest = read(run, "manifest.json")
+    step = manifest["train"]["global_step"]
+    assert step > 0
+    trained = cell_text(code[next(i for i, s in enumerate(sources) if "trainer.train(" in s)])
+    assert f"Trained to step {step};" in trained, trained
+    assert f"at step {step}; adapter:" in cell_text(code[-1])
+    trainable = cell_text(code[next(i for i, s in enumerate(sources) if "print_trainable_parameters" in s)])
+    assert "trainable params" in trainable
+    # The quick tries before and after training answered (streamed) the same held-out prompt.
+    tries = [cell_text(code[i]) for i, s in enumerate(sources) if "inference.stream_answer(" in s]
+    assert len(tries) == 2 and all("Prompt:" in t for t in tries)
+
+
+def test_merge_notebook_shows_each_step(demo_run):
+    run, _ = demo_run
+    notebook = nbformat.read(run / "notebooks" / "merge.ipynb", as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    steps = ("merging.merge_weights()", "merging.check_tensors()", "merging.check_logits()", "merging.qlora_gap()",
+             "merging.publish()", "merging.export_gguf()", "merging.export_modelfile()", "merging.finish()")
+    cells = [next(i for i, c in enumerate(code) if step in c.source) for step in steps]
+    assert cells == sorted(cells) and len(set(cells)) == len(cells)
+    shown = {step: cell_text(code[i]) for step, i in zip(steps, cells)}
+    assert "Tensor check:" in shown["merging.check_tensors()"] and "ok: yes" in shown["merging.check_tensors()"]
+    assert "Logits check:" in shown["merging.check_logits()"] and "noise_floor" in shown["merging.check_logits()"]
+    assert "QLoRA gap:" in shown["merging.qlora_gap()"]
+    assert "q4_k_m" in shown["merging.export_gguf()"] or "q8_0" in shown["merging.export_gguf()"]
+    # The report is written once, at the end, with every step's measurement.
+    report = read(run, "merge_report.json")
+    assert set(report["stages"]) == {"merge", "tensor_check", "logits_check", "qlora_gap", "gguf"}

@@ -9,7 +9,7 @@ from kit.data.rows import held_out_prompts, read_jsonl
 from kit.demo_data import TOOL_REQUESTS, TOOLS, tool_conversations
 from kit.paths import PROJECT_ROOT
 
-from .conftest import pipeline
+from tests.conftest import pipeline
 
 RECIPE = "tiny-tools-demo"
 

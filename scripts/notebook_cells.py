@@ -1,0 +1,76 @@
+"""The cells every notebook shares, written once here and copied into the four notebooks.
+
+A shared cell is found by its tag: ``kit-install`` (the hosted-runtime install cell) and
+``kit-runlog`` (the run-log set-up). Edit the text here, then run
+
+    .venv/bin/python scripts/notebook_cells.py          # rewrite the copies in notebooks/
+    .venv/bin/python scripts/notebook_cells.py --check  # exit 1 if a copy differs (tests run this)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+STAGES = ("prepare", "train", "evaluate", "merge")
+# Extras a notebook's install needs beyond the core (the merge notebook's GGUF export).
+EXTRAS = {"merge": "gguf"}
+
+INSTALL = '''\
+# Colab / Kaggle only: fetch this kit and install it with Unsloth into this runtime.
+# Everywhere else (your checkout, papermill, CI) this cell does nothing.
+import os, subprocess, sys
+if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+    KIT_REPO = os.environ.get("KIT_REPO", "https://github.com/unsloth-notebook-kit/unsloth-notebook-kit")
+    if not os.path.isdir("unsloth-notebook-kit"):
+        subprocess.run(["git", "clone", "--depth", "1", KIT_REPO, "unsloth-notebook-kit"], check=True)
+    env = {**os.environ, "KIT_PYTHON": sys.executable}  # into this Python: keeps the runtime's CUDA torch{extras}
+    subprocess.run(["bash", "unsloth-notebook-kit/scripts/setup.sh"], check=True, env=env)
+    sys.path.insert(0, os.path.abspath("unsloth-notebook-kit"))'''
+
+EXTRAS_TEXT = {"gguf": '\n    env["KIT_EXTRAS"] = "gguf"  # llama-cpp-python for GGUF export: built once, a few minutes'}
+
+RUNLOG = '''\
+import time
+started = time.time()
+
+from kit import runlog
+runlog.setup()  # library warnings → the run's run.log; the kit's errors as one line; text progress bars'''
+
+
+def shared_cells(stage: str) -> dict[str, str]:
+    """Tag → the source that notebook's cell with that tag must have."""
+    extras = EXTRAS_TEXT[EXTRAS[stage]] if stage in EXTRAS else ""
+    return {"kit-install": INSTALL.replace("{extras}", extras), "kit-runlog": RUNLOG}
+
+
+def stale(write: bool = False) -> list[str]:
+    """``notebook: tag`` for every shared cell whose copy differs (or is missing); with ``write``,
+    the copies are rewritten first (a missing one is still reported)."""
+    problems = []
+    for stage in STAGES:
+        path = NOTEBOOKS_DIR / f"{stage}.ipynb"
+        notebook = nbformat.read(path, as_version=4)
+        changed = False
+        for tag, source in shared_cells(stage).items():
+            cells = [c for c in notebook.cells if tag in c.metadata.get("tags", [])]
+            if len(cells) != 1:
+                problems.append(f"{path.name}: {len(cells)} cells tagged {tag}, expected 1")
+                continue
+            if cells[0].source != source:
+                if write:
+                    cells[0].source, changed = source, True
+                else:
+                    problems.append(f"{path.name}: {tag}")
+        if changed:
+            nbformat.write(notebook, path)
+    return problems
+
+
+if __name__ == "__main__":
+    found = stale(write="--check" not in sys.argv)
+    for problem in found:
+        print(f"stale or missing shared cell: {problem}", file=sys.stderr)
+    sys.exit(1 if found else 0)
