@@ -1,27 +1,32 @@
 """Recipes: one YAML per model, strictly validated, with overrides from notebook parameters.
 
-Every key a recipe may hold is declared in ``SCHEMA`` with its type and default. Unknown keys and
-wrong types raise ``RecipeError`` naming the file and the key path (and the nearest valid key).
-A recipe is resolved once into a ``Recipe``: frozen dataclasses generated from ``SCHEMA``
+Every key a recipe may hold is declared once, in ``kit.recipe_schema``: a frozen dataclass per section
+whose fields give each key's type and default, and in their metadata its help text, allowed values and
+bounds. Unknown keys and wrong types raise ``RecipeError`` naming the file and the key path (and the
+nearest valid key). A recipe is resolved once into a ``Recipe`` of those dataclasses
 (``recipe.train.max_steps``, ``recipe.eval.behavior.prefix``), which the stages read.
+``python -m kit.recipes --docs > docs/recipes.md`` writes the reference page from the same declaration.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import difflib
+import functools
+import sys
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
-from kit.families import FAMILIES
 from kit.paths import RECIPES_DIR
-
-REQUIRED = object()
-# The data layouts kit.data.formats reads (a test checks each has its reader there).
-FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion")
+# Re-exported: callers import the recipe classes and FORMATS (kit.data.formats) from here.
+from kit.recipe_schema import (FORMATS, BehaviorSection, DataSection, EvalSection, ExportSection,  # noqa: F401
+                               LoraSection, ModelSection, Recipe, RecipeSection, TrainSection)
 
 
 class RecipeError(ValueError):
@@ -29,196 +34,117 @@ class RecipeError(ValueError):
 
 
 @dataclass(frozen=True)
-class Field:
-    types: tuple  # accepted Python types; int is accepted where float is
-    default: Any = None
-    choices: tuple | None = None
-    nullable: bool = False
-    help: str = ""
-    min: float | None = None        # inclusive bounds for numbers
-    max: float | None = None
-    above: float | None = None      # exclusive lower bound (a rate, a fraction that must be > 0)
-    below: float | None = None      # exclusive upper bound
-    items: type | None = None       # the type of a list's elements, where checked
+class Key:
+    """One recipe key as validation and the reference page read it off its dataclass field."""
+    name: str
+    types: tuple                # accepted Python types; int is accepted where float is
+    nullable: bool              # the annotation allows None (``X | None``)
+    items: type | None          # a list's element type, where the annotation gives one (``list[str]``)
+    section: type | None        # the section class, where the key is a nested section
+    field: dataclasses.Field
+
+    @property
+    def required(self) -> bool:
+        return self.field.default is dataclasses.MISSING and self.field.default_factory is dataclasses.MISSING
+
+    def default(self) -> Any:
+        """A fresh copy of the default, so no two recipes share a list."""
+        if self.field.default is not dataclasses.MISSING:
+            return copy.deepcopy(self.field.default)
+        return self.field.default_factory()
+
+    def meta(self, name: str) -> Any:
+        return self.field.metadata.get(name)
 
 
-def F(types, default=None, *, choices=None, nullable=False, help="", min=None, max=None, above=None, below=None,
-      items=None):
-    types = types if isinstance(types, tuple) else (types,)
-    return Field(types, default, tuple(choices) if choices else None, nullable, help, min, max, above, below, items)
-
-
-COUNT = {"min": 1}      # a count of things or steps: at least one
-
-
-SCHEMA: dict = {
-    "description": F(str, ""),
-    "model": {
-        "id": F(str, REQUIRED, help="Hugging Face repo id, local directory, or builtin:tiny-qwen3"),
-        "family": F(str, REQUIRED, choices=sorted(FAMILIES)),
-        "max_seq_length": F(int, 2048, **COUNT),
-        "load_in_4bit": F(bool, True),
-    },
-    "data": {
-        "source": F((str, list), REQUIRED, help="file, folder, glob or Hub id, or a list of them / of {path, weight}; "
-                                                "relative paths start at the project root"),
-        "format": F(str, "auto", choices=["auto", *FORMATS]),
-        "columns": F(dict, {}, help="canonical field name -> the name your data uses, e.g. {instruction: question}"),
-        "eval_fraction": F(float, 0.1, min=0, below=1),
-        "seed": F(int, 3407, min=0),
-        "invalid_rows": F(str, "error", choices=["error", "drop"]),
-        "train_on": F(str, None, nullable=True, choices=["all_assistant", "last_assistant"],
-                      help="which assistant turns carry loss; null: the family's default"),
-        "reasoning": F(str, "as_template", choices=["as_template", "every_turn", "inline"],
-                       help="as_template: as the model sees it at inference; every_turn: one example per "
-                            "assistant turn so every turn's reasoning is rendered; inline: <think> blocks in "
-                            "the answer for families without a reasoning channel"),
-        "overlength": F(str, "drop", choices=["drop", "truncate"]),
-    },
-    "lora": {
-        "r": F(int, 16, **COUNT),
-        "alpha": F(int, 16, **COUNT),
-        "dropout": F(float, 0.0, min=0, below=1),
-        "target_modules": F(list, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
-        "use_gradient_checkpointing": F((bool, str), "unsloth"),
-        "use_rslora": F(bool, False),
-    },
-    # Fields of TRL's SFTConfig, passed through as given.
-    "train": {
-        "max_steps": F(int, -1, min=-1, help="-1: train num_train_epochs; otherwise at least 1"),
-        "num_train_epochs": F(float, 1.0, above=0),
-        "per_device_train_batch_size": F(int, 2, **COUNT),
-        "per_device_eval_batch_size": F(int, 8, **COUNT),
-        "gradient_accumulation_steps": F(int, 4, **COUNT),
-        "learning_rate": F(float, 2e-4, above=0),
-        "warmup_steps": F(int, 5, min=0),
-        "lr_scheduler_type": F(str, "linear"),
-        "weight_decay": F(float, 0.01, min=0),
-        "optim": F(str, None, nullable=True, help="null: adamw_8bit on GPU, adamw_torch on CPU"),
-        "logging_steps": F(int, 1, **COUNT),
-        "eval_steps": F(int, 50, **COUNT),
-        "save_steps": F(int, 100, **COUNT),
-        "save_total_limit": F(int, 2, **COUNT),
-        "seed": F(int, 3407, min=0),
-    },
-    "eval": {
-        "max_new_tokens": F(int, 64, **COUNT),
-        "num_prompts": F(int, 20, **COUNT, help="held-out prompts answered by base and tuned"),
-        "batch_size": F(int, None, nullable=True, **COUNT,
-                        help="prompts per generate() call (left-padded); null: from free memory (kit.evaluation.inference.batch_size_for)"),
-        "decoding": F(str, "greedy", choices=["greedy", "recommended"],
-                      help="greedy: deterministic, for comparisons; recommended: the family's sampling"),
-        "thinking": F(bool, None, nullable=True, help="thinking on/off for families that have a switch; null: family default"),
-        "facts": F(list, [], items=str, help="fact strings (a price, an address); the report scores the share of held-out "
-                                  "answers that state every fact their reference answer states"),
-        "live_samples": F(int, 3, min=0, help="held-out prompts answered at every evaluation during training (0: off)"),
-        "behavior": {
-            "description": F(str, ""),
-            "prefix": F(str, None, nullable=True, help="answer shows the behaviour if it starts with this"),
-            "regex": F(str, None, nullable=True, help="... or if this regular expression matches"),
-        },
-    },
-    "export": {
-        "merged_16bit": F(bool, True),
-        "merge_method": F(str, "auto", choices=["auto", "streaming", "unsloth"],
-                          help="auto: shard by shard where the base checkpoint is local, else Unsloth's save_pretrained_merged"),
-        "gguf": F(list, ["q8_0", "q4_k_m"], help="GGUF files to write: f16, bf16, q8_0, q4_k_m, q5_k_m"),
-        "verify_tokens": F(int, 16, **COUNT, help="greedy tokens compared between each GGUF and the merged model"),
-        # No longer read (the logits check is judged against a noise floor each merge measures);
-        # kept so that runs prepared before, whose recipe.yaml holds it, still load.
-        "logit_tolerance": F(float, None, nullable=True, help="unused; kept for runs prepared by earlier versions"),
-        "system": F(str, None, nullable=True,
-                    help="SYSTEM of the Ollama Modelfile; null: the training data's system prompt if every row has the same one"),
-    },
-}
-
-
-class RecipeSection:
-    """A resolved recipe, or one of its sections: read-only attributes, one per ``SCHEMA`` key."""
-
-    def to_dict(self) -> dict:
-        """As plain data (a copy): what recipe.yaml holds."""
-        return dataclasses.asdict(self)
-
-
-def _section_class(name: str, schema: dict) -> type:
-    """A frozen dataclass with a field per key of ``schema``; nested mappings are sections too."""
-    fields = []
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            fields.append((key, _section_class(key.title() + "Section", spec)))
-        else:
-            kind = spec.types[0] if len(spec.types) == 1 else Union[spec.types]
-            fields.append((key, Optional[kind] if spec.nullable else kind))
-    cls = dataclasses.make_dataclass(name, fields, bases=(RecipeSection,), frozen=True)
-    cls.__module__ = __name__
-    return cls
+@functools.cache
+def keys(cls: type) -> typing.Mapping[str, Key]:
+    """The keys of a section class, in declaration order (that of recipe.yaml and of the page);
+    read-only, as the mapping is cached."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out[f.name] = Key(f.name, (dict,), False, None, hint, f)
+            continue
+        args = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+        kinds = [a for a in args if a is not type(None)]
+        items = next((typing.get_args(k)[0] for k in kinds if typing.get_args(k)), None)
+        out[f.name] = Key(f.name, tuple(typing.get_origin(k) or k for k in kinds), len(kinds) < len(args), items,
+                          None, f)
+    return types.MappingProxyType(out)
 
 
 def _build(cls: type, values: dict) -> RecipeSection:
-    return cls(**{f.name: _build(f.type, values[f.name]) if isinstance(f.type, type) and issubclass(f.type, RecipeSection)
-                  else values[f.name] for f in dataclasses.fields(cls)})
+    return cls(**{k.name: _build(k.section, values[k.name]) if k.section else values[k.name]
+                  for k in keys(cls).values()})
 
 
-Recipe = _section_class("Recipe", SCHEMA)
+def _type_name(kinds: tuple) -> str:
+    return " or ".join(t.__name__ for t in kinds)
 
 
-def _type_name(types: tuple) -> str:
-    return " or ".join(t.__name__ for t in types)
-
-
-def _check_value(path: str, field: Field, value: Any, where: str) -> Any:
+def _check_value(path: str, key: Key, value: Any, where: str) -> Any:
     if value is None:
-        if field.nullable:
+        if key.nullable:
             return None
-        raise RecipeError(f"{where}: {path}: expected {_type_name(field.types)}, got null")
-    ok = isinstance(value, field.types) and not (isinstance(value, bool) and bool not in field.types)
-    if not ok and float in field.types and isinstance(value, int) and not isinstance(value, bool):
+        raise RecipeError(f"{where}: {path}: expected {_type_name(key.types)}, got null")
+    ok = isinstance(value, key.types) and not (isinstance(value, bool) and bool not in key.types)
+    if not ok and float in key.types and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise RecipeError(f"{where}: {path}: expected {_type_name(field.types)}, got {type(value).__name__} ({value!r})")
-    if field.items is not None and isinstance(value, list):
-        wrong = next((v for v in value if not isinstance(v, field.items)), None)
+        raise RecipeError(f"{where}: {path}: expected {_type_name(key.types)}, got {type(value).__name__} ({value!r})")
+    if key.items is not None and isinstance(value, list):
+        wrong = next((v for v in value if not isinstance(v, key.items)), None)
         if wrong is not None:
-            raise RecipeError(f"{where}: {path}: every element must be {field.items.__name__}, got "
+            raise RecipeError(f"{where}: {path}: every element must be {key.items.__name__}, got "
                               f"{type(wrong).__name__} ({wrong!r})")
-    if field.choices and value not in field.choices:
-        raise RecipeError(f"{where}: {path}: {value!r} is not one of {', '.join(map(str, field.choices))}")
-    for bound, fails, says in ((field.min, lambda b: value < b, "at least"), (field.max, lambda b: value > b, "at most"),
-                               (field.above, lambda b: value <= b, "above"), (field.below, lambda b: value >= b, "below")):
-        if bound is not None and fails(bound):
-            raise RecipeError(f"{where}: {path}: {value!r} is out of range; it must be {says} {bound:g}")
-    if path == "train.max_steps" and value == 0:
-        raise RecipeError(f"{where}: {path}: 0 trains nothing; give at least 1, or -1 to train num_train_epochs")
+    choices = key.meta("choices")
+    if choices and value not in choices:
+        raise RecipeError(f"{where}: {path}: {value!r} is not one of {', '.join(map(str, choices))}")
+    for bound, fails, says in _BOUNDS:
+        limit = key.meta(bound)
+        if limit is not None and fails(value, limit):
+            raise RecipeError(f"{where}: {path}: {value!r} is out of range; it must be {says} {limit:g}")
+    for bad, why in (key.meta("forbid") or {}).items():
+        if value == bad:
+            raise RecipeError(f"{where}: {path}: {value!r} {why}")
     return value
 
 
-def _validate(schema: dict, data: Any, prefix: str, where: str) -> dict:
+# (metadata name, test that the value breaks it, the words errors and the page use)
+_BOUNDS = (("min", lambda v, b: v < b, "at least"), ("max", lambda v, b: v > b, "at most"),
+           ("above", lambda v, b: v <= b, "above"), ("below", lambda v, b: v >= b, "below"))
+
+
+def _validate(cls: type, data: Any, prefix: str, where: str) -> dict:
+    schema = keys(cls)
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: {prefix.rstrip('.') or 'recipe'}: expected a mapping, got {type(data).__name__}")
-    for key in data:
-        if key not in schema:
-            path = f"{prefix}{key}"
-            near = difflib.get_close_matches(str(key), list(schema), n=1)
+    for name in data:
+        if name not in schema:
+            path = f"{prefix}{name}"
+            near = difflib.get_close_matches(str(name), list(schema), n=1)
             hint = f"; did you mean {prefix}{near[0]}?" if near else f"; valid keys: {', '.join(schema)}"
             raise RecipeError(f"{where}: unknown key {path}{hint}")
     out = {}
-    for key, spec in schema.items():
-        path = f"{prefix}{key}"
-        if isinstance(spec, dict):
-            out[key] = _validate(spec, data.get(key, {}), f"{path}.", where)
-        elif key in data:
-            out[key] = _check_value(path, spec, data[key], where)
-        elif spec.default is REQUIRED:
+    for name, key in schema.items():
+        path = f"{prefix}{name}"
+        if key.section:
+            out[name] = _validate(key.section, data.get(name, {}), f"{path}.", where)
+        elif name in data:
+            out[name] = _check_value(path, key, data[name], where)
+        elif key.required:
             raise RecipeError(f"{where}: missing required key {path}")
         else:
-            out[key] = copy.deepcopy(spec.default)
+            out[name] = key.default()
     return out
 
 
 def validate(data: dict, where: str = "recipe") -> dict:
     """Return a complete recipe as plain data (defaults filled) or raise RecipeError."""
-    return _validate(SCHEMA, data, "", where)
+    return _validate(Recipe, data, "", where)
 
 
 def resolve(data: dict, where: str = "recipe") -> Recipe:
@@ -323,3 +249,69 @@ def apply_overrides(recipe: Recipe, overrides: dict | str | None, where: str = "
 
 def dump(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+DOCS_COMMAND = "python -m kit.recipes --docs > docs/recipes.md"
+
+
+def _sections(cls: type, prefix: str = ""):
+    """(dotted prefix, section class) for ``cls`` and every section nested in it, depth first."""
+    yield prefix, cls
+    for key in keys(cls).values():
+        if key.section:
+            yield from _sections(key.section, f"{prefix}{key.name}.")
+
+
+def _yaml_text(value: Any) -> str:
+    """A value as a recipe writes it (``null``, ``true``, ``[q8_0, q4_k_m]``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+    return text.removesuffix("...\n").strip()
+
+
+def _cell(text: str) -> str:
+    # A pipe would end a table cell; <think> would be read as an HTML tag.
+    return text.replace("|", "\\|").replace("<", "\\<")
+
+
+def _key_row(path: str, key: Key) -> str:
+    kind = f"list of {key.items.__name__}" if key.items else _type_name(key.types)
+    kind += " or null" if key.nullable else ""
+    default = "*required*" if key.required else f"`{_yaml_text(key.default())}`"
+    allowed = [", ".join(f"`{c}`" for c in key.meta("choices"))] if key.meta("choices") else []
+    allowed += [f"{says} {key.meta(bound):g}" for bound, _, says in _BOUNDS if key.meta(bound) is not None]
+    allowed += [f"not {_yaml_text(bad)}" for bad in key.meta("forbid") or {}]
+    return f"| `{path}` | {kind} | {default} | {'; '.join(allowed)} | {_cell(key.meta('help') or '')} |"
+
+
+def reference_markdown() -> str:
+    """docs/recipes.md: a table per recipe section, generated from ``kit.recipe_schema``."""
+    lines = ["# Recipe reference", "",
+             f"Generated from `kit/recipe_schema.py` by `{DOCS_COMMAND}`; edit the declaration there and",
+             "regenerate (a test checks that this page is current).", "",
+             "A recipe is `recipes/<name>.yaml`. A key left out takes its default; a *required* key must be given.",
+             "`null` is accepted only where the type says so; a `float` key also takes an integer. Unknown keys,",
+             "wrong types and values outside the allowed ones are errors naming the file and the key."]
+    for prefix, cls in _sections(Recipe):
+        plain = [key for key in keys(cls).values() if not key.section]
+        if not plain:
+            continue
+        lines += ["", f"## `{prefix.rstrip('.')}`" if prefix else "## Top level", "",
+                  _cell(" ".join((cls.__doc__ or "").split())), "",
+                  "| Key | Type | Default | Allowed | Help |", "| --- | --- | --- | --- | --- |"]
+        lines += [_key_row(prefix + key.name, key) for key in plain]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kit.recipes", description="The recipe format.")
+    parser.add_argument("--docs", action="store_true", help=f"print the reference page: {DOCS_COMMAND}")
+    args = parser.parse_args(argv)
+    if not args.docs:
+        parser.print_help()
+        return 2
+    sys.stdout.write(reference_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

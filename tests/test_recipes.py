@@ -1,3 +1,7 @@
+import dataclasses
+import typing
+from pathlib import Path
+
 import pytest
 
 from kit import recipes
@@ -65,3 +69,83 @@ def test_unknown_recipe_name_suggests_nearest():
         load_recipe("tiny-dem")
     with pytest.raises(RecipeError, match="does not exist"):
         load_recipe("missing/recipe.yaml")
+
+
+# The declaration (kit/recipe_schema.py) is static: editors and type checkers see every key, the
+# validator walks its fields, and docs/recipes.md is generated from it.
+
+def _leaf_keys(cls=recipes.Recipe, prefix=""):
+    for key in recipes.keys(cls).values():
+        if key.section:
+            yield from _leaf_keys(key.section, f"{prefix}{key.name}.")
+        else:
+            yield prefix + key.name, key
+
+
+def test_reference_page_is_current():
+    page = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+    text = page.read_text(encoding="utf-8") if page.exists() else ""
+    assert text == recipes.reference_markdown(), f"docs/recipes.md is out of date; regenerate it: {recipes.DOCS_COMMAND}"
+    assert recipes.DOCS_COMMAND in text
+
+
+def test_every_key_is_on_the_page_with_help():
+    page = recipes.reference_markdown()
+    paths = [path for path, _ in _leaf_keys()]
+    assert {"train.max_steps", "eval.behavior.prefix", "export.system", "description"} <= set(paths)
+    for path, key in _leaf_keys():
+        assert f"| `{path}` |" in page, path
+        assert key.meta("help"), f"{path} has no help text"
+    for section in ("model", "data", "lora", "train", "eval", "eval.behavior", "export"):
+        assert f"## `{section}`" in page
+
+
+def test_docs_command_prints_the_page(capsys):
+    assert recipes.main(["--docs"]) == 0
+    assert capsys.readouterr().out == recipes.reference_markdown()
+
+
+def test_sections_are_statically_typed():
+    from kit.recipe_schema import BehaviorSection, EvalSection, ModelSection, TrainSection
+    assert typing.get_type_hints(recipes.Recipe)["train"] is TrainSection
+    assert typing.get_type_hints(recipes.Recipe)["model"] is ModelSection
+    assert typing.get_type_hints(TrainSection)["max_steps"] is int
+    assert typing.get_type_hints(EvalSection)["behavior"] is BehaviorSection
+    assert typing.get_type_hints(EvalSection)["batch_size"] == typing.Optional[int]
+    assert typing.get_type_hints(EvalSection)["facts"] == list[str]
+    _, r = load_recipe("tiny-demo")
+    assert type(r.train) is TrainSection and type(r.eval.behavior) is BehaviorSection
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.train.max_steps = 3
+
+
+def test_dataclass_defaults_are_the_recipe_defaults():
+    """A section built without arguments equals one a recipe leaves empty (one source of defaults)."""
+    r = recipes.resolve({"model": {"id": "m", "family": "qwen3"}, "data": {"source": "d.jsonl"}})
+    from kit.recipe_schema import ExportSection, LoraSection, TrainSection
+    assert r.lora == LoraSection() and r.train == TrainSection() and r.export == ExportSection()
+    assert r.data.format == "auto" and r.description == ""
+    assert LoraSection().target_modules is not LoraSection().target_modules  # no shared mutable default
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"train.max_steps": 0}, "train.max_steps: 0 trains nothing; give at least 1, or -1 to train num_train_epochs"),
+    ({"train.max_steps": -2}, "train.max_steps: -2 is out of range; it must be at least -1"),
+    ({"train.learning_rate": 0}, "train.learning_rate: 0.0 is out of range; it must be above 0"),
+    ({"eval.facts": ["a", 1]}, "eval.facts: every element must be str, got int (1)"),
+    ({"eval.thinking": "yes"}, "eval.thinking: expected bool, got str ('yes')"),
+    ({"eval.batch_size": None}, None),
+    ({"model.id": None}, "model.id: expected str, got null"),
+    ({"lora.use_gradient_checkpointing": 3}, "lora.use_gradient_checkpointing: expected bool or str, got int (3)"),
+    ({"data.source": 3}, "data.source: expected str or list, got int (3)"),
+    ({"eval.behavior.prefx": "A"}, "unknown key eval.behavior.prefx; did you mean eval.behavior.prefix?"),
+    ({"eval.behavior": 3}, "eval.behavior: expected a mapping, got int"),
+    ({"zzz": 1}, "unknown key zzz; valid keys: description, model, data, lora, train, eval, export"),
+])
+def test_checks_read_off_the_declaration(override, message):
+    if message is None:
+        assert load_recipe("tiny-demo", override)[1].eval.batch_size is None
+        return
+    with pytest.raises(RecipeError) as e:
+        load_recipe("tiny-demo", override)
+    assert message in str(e.value) and "tiny-demo.yaml" in str(e.value)

@@ -163,3 +163,12 @@ def test_parquet_nulls_read_as_absent_fields(tmp_path):
     result = load_conversations(str(tmp_path / "a.parquet"))
     assert result.rows[1] == {"messages": CANONICAL[1:]}
     assert result.unused_fields == {"note": 1}
+
+
+def test_every_format_a_recipe_may_name_has_a_reader():
+    """The recipe declares the format names (kit.recipe_schema.FORMATS); kit.data.formats detects
+    and reads each of them, and no other."""
+    from kit.data.formats import SIGNATURES
+    from kit.recipes import FORMATS
+
+    assert sorted(dict(SIGNATURES)) == sorted(FORMATS)

@@ -102,9 +102,10 @@ def test_the_unsloth_merge_route_is_checked_the_same_way(demo_run, runs_dir):
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("merged", "gguf", "merge_report.json"))
     run = find_run("tiny-demo", "copy")
     report = M.merge(run, run.recipe({"export.merge_method": "unsloth", "export.gguf": []}, stage="merge"))
-    assert report["method"] == "unsloth save_pretrained_merged" and report["why"] == "export.merge_method is unsloth"
-    assert report["tensor_check"]["ok"] and report["logits_check"]["ok"] and report["ok"]
-    assert report["stored_dtype"] == "bfloat16"
+    assert report.method == "unsloth save_pretrained_merged" and report.why == "export.merge_method is unsloth"
+    assert report.tensor_check["ok"] and report.logits_check["ok"] and report.ok
+    assert report.stored_dtype == "bfloat16"
+    assert json.loads((copy / "merge_report.json").read_text()) == json.loads(json.dumps(report.to_dict()))
     streamed, merged = tensors(run_dir / "merged"), tensors(copy / "merged")
     assert merged.keys() == streamed.keys() and all(torch.equal(merged[k], streamed[k]) for k in streamed)
     assert "merged by unsloth save_pretrained_merged" in M.summary(report)
