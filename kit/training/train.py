@@ -187,11 +187,11 @@ def purge_tensorboard_after(tensorboard_dir: Path, step: int) -> None:
     SummaryWriter(str(tensorboard_dir), purge_step=step + 1).close()
 
 
-def finished_at(checkpoint: Checkpoint, max_steps: int | None) -> bool:
-    """Whether ``checkpoint`` is the run's last step: resuming there must train nothing, but
+def finished_at(checkpoint_dir: Path, max_steps: int | None) -> bool:
+    """Whether the checkpoint in ``checkpoint_dir`` is the run's last step: resuming there must train nothing, but
     transformers' loop would run one step past max_steps. ``max_steps`` is the recipe's (it may have
     been raised for the resume); where the run counts epochs instead, the checkpoint's own limit."""
-    state = json.loads((checkpoint.path / "trainer_state.json").read_text(encoding="utf-8"))
+    state = json.loads((checkpoint_dir / "trainer_state.json").read_text(encoding="utf-8"))
     limit = max_steps if max_steps and max_steps > 0 else state.get("max_steps", 0)
     return limit > 0 and state["global_step"] >= limit
 
