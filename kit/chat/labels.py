@@ -3,6 +3,9 @@ spans mapped to tokens (from byte lengths, or the tokenizer's offsets), pieces t
 where a token crosses a span boundary."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from itertools import count
 from typing import TYPE_CHECKING
 
 from kit.chat.offsets import ByteTable
@@ -23,16 +26,63 @@ def encode_whole(tokenizer, texts: list[str], offsets: bool = True) -> list:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return tokenizer(texts, add_special_tokens=False)["input_ids"]
-    padding, truncation = backend.padding, backend.truncation
-    backend.no_padding()
-    backend.no_truncation()
-    try:
+    with unpadded(backend):
         return (backend.encode_batch if offsets else backend.encode_batch_fast)(texts, add_special_tokens=False)
+
+
+@contextmanager
+def unpadded(backend):
+    """The Rust backend without padding or truncation for the block. It is changed only where
+    either is set: a change needs the backend to itself, which fails while ``encoder``'s thread
+    encodes with it."""
+    padding, truncation = backend.padding, backend.truncation
+    if padding:
+        backend.no_padding()
+    if truncation:
+        backend.no_truncation()
+    try:
+        yield backend
     finally:
         if padding:
             backend.enable_padding(**padding)
         if truncation:
             backend.enable_truncation(**truncation)
+
+
+# Conversations rendered per encoding call: small first, so that the second thread starts early.
+CHUNKS = (128, 256, 512, 1024)
+
+
+def chunk_bounds(n: int):
+    """``(start, end)`` of each chunk of ``n`` rows, in ``CHUNKS`` sizes (the last size repeated)."""
+    start = 0
+    for k in count():
+        if start >= n:
+            return
+        end = min(n, start + CHUNKS[min(k, len(CHUNKS) - 1)])
+        yield start, end
+        start = end
+
+
+@contextmanager
+def encoder(tokenizer, background: bool):
+    """``encode(texts, offsets)``, which returns a function that returns ``encode_whole``'s
+    result. With ``background`` and a fast tokenizer, each call is encoded in one second thread,
+    in order, while the caller goes on (the Rust tokenizer releases the GIL as it encodes); the
+    backend stays unpadded throughout, so nothing changes it while that thread reads it."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not background:
+        def encode_now(texts: list[str], offsets: bool):
+            result = encode_whole(tokenizer, texts, offsets)
+            return lambda: result
+        yield encode_now
+        return
+    pool = ThreadPoolExecutor(1, thread_name_prefix="kit-encode")
+    with unpadded(backend):
+        try:
+            yield lambda texts, offsets: pool.submit(encode_whole, tokenizer, texts, offsets).result
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -53,6 +103,11 @@ def byte_offsets_agree(tokenizer, table: ByteTable, rendered: list[Rendered]) ->
 
 
 def ids_and_labels(tokenizer, table: ByteTable | None, r: Rendered, encoding) -> dict:
+    return labelled(tokenizer, table, r, encoding)[0]
+
+
+def labelled(tokenizer, table: ByteTable | None, r: Rendered, encoding) -> tuple[dict, list[tuple[int, int]] | None]:
+    """``{"input_ids", "labels"}`` and the token ranges supervised (None for a slow tokenizer)."""
     if isinstance(encoding, list):  # a slow tokenizer: no character positions
         ids, labels = encoding, None
     else:
@@ -62,17 +117,19 @@ def ids_and_labels(tokenizer, table: ByteTable | None, r: Rendered, encoding) ->
             if table is not None:  # the byte lengths do not add up for this text: ask the tokenizer
                 [encoding] = encode_whole(tokenizer, [r.text])
             token_at = _offsets_token_at(encoding, ids, r.text)
-        labels = _labels(ids, r.spans, token_at)
+        labels, ranges = _labels(ids, r.spans, token_at)
     if labels is None:
         # A token straddles a span boundary ("<think>\n" + "\n</think>" in R1): tokenize the
         # pieces separately, as TRL does with prompt and completion, so the prompt's tokens
         # are exactly those the model sees at inference.
         cuts = [0, *[c for span in r.spans for c in span], len(r.text)]
-        ids, labels = [], []
+        ids, labels, ranges = [], [], []
         for k, piece in enumerate(encode_batch(tokenizer, [r.text[a:b] for a, b in zip(cuts, cuts[1:])])):
+            if k % 2:
+                ranges.append((len(ids), len(ids) + len(piece)))
             ids += piece
             labels += piece if k % 2 else [IGNORE_INDEX] * len(piece)
-    return {"input_ids": ids, "labels": labels}
+    return {"input_ids": ids, "labels": labels}, ranges
 
 
 def _offsets_token_at(encoding, ids: list[int], text: str):
@@ -86,12 +143,15 @@ def _offsets_token_at(encoding, ids: list[int], text: str):
     return token_at
 
 
-def _labels(ids: list[int], spans: list[tuple[int, int]], token_at) -> list[int] | None:
-    """Labels from character spans, or None if a token crosses a span boundary."""
+def _labels(ids: list[int], spans: list[tuple[int, int]], token_at) -> tuple[list[int] | None, list[tuple[int, int]]]:
+    """Labels from character spans and the token ranges they cover; labels None if a token
+    crosses a span boundary."""
     labels = [IGNORE_INDEX] * len(ids)
+    ranges = []
     for a, b in spans:
         i, j = token_at(a), token_at(b)
         if i is None or j is None:
-            return None
+            return None, []
         labels[i:j] = ids[i:j]
-    return labels
+        ranges.append((i, j))
+    return labels, ranges

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 
 
 class MaskError(ValueError):
@@ -58,7 +59,7 @@ def _tracked_fields(messages: list[dict], trained: set[int]):
             if value is None or value == "":
                 continue
             written = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            if any(c in written for c in _PRIVATE):
+            if not written.isascii() and any(c in written for c in _PRIVATE):
                 raise MaskError(f"{m['role']} turn {i}: its {key} holds a private-use character U+E000-U+E002")
             yield i, key, value
 
@@ -130,18 +131,18 @@ def locate_in_one_render(render_text, messages: list[dict], trained: set[int]):
     twice (gpt-oss names the call again in its result's header) is where it is written first."""
     fields = list(_tracked_fields(messages, trained))
     marked = render_text(_with_fields(messages, {(i, key): _tracked(value, k) for k, (i, key, value) in enumerate(fields)}))
-    pieces, where, pos, cut = [], {}, 0, 0
-    for match in _WRAPPED.finditer(marked):
-        i, key, _ = fields[int(match[1])]
-        pieces.append(marked[cut:match.start()])
-        pos += match.start() - cut
-        where.setdefault((i, key), (pos, pos + len(match[2])))
-        pieces.append(match[2])
-        pos += len(match[2])
-        cut = match.end()
-    pieces.append(marked[cut:])
-    text = "".join(pieces)
-    if any(c in text for c in _PRIVATE) or any(f not in where for f in _required_fields(messages, trained)):
+    parts = _WRAPPED.split(marked)  # literal, then (field number, field text, literal) per marked field
+    numbers = parts[1::3]
+    del parts[1::3]  # literal, (field text, literal)*: the text without its markers
+    text = "".join(parts)
+    if not text.isascii() and any(c in text for c in _PRIVATE):
+        return None
+    ends = list(accumulate(map(len, parts)))
+    where = {}
+    for n, number in enumerate(numbers):
+        i, key, _ = fields[int(number)]
+        where.setdefault((i, key), (ends[2 * n], ends[2 * n + 1]))
+    if any(f not in where for f in _required_fields(messages, trained)):
         return None
     return text, where
 

@@ -29,19 +29,15 @@ from kit.bulk import gc_paused
 from kit.families import Family
 from kit.chat.offsets import byte_length_table
 from kit.chat.templates import TrainingRenderer
-from kit.chat.labels import IGNORE_INDEX, byte_offsets_agree, encode_whole, ids_and_labels
+from kit.chat.labels import CHUNKS, IGNORE_INDEX, byte_offsets_agree, chunk_bounds, encoder, labelled
 from kit.chat.locate import MaskError, locate, locate_in_one_render
+from kit.chat.supervision import SupervisionError, supervision_error, supervision_errors  # noqa: F401  (kit.chat.render's API)
 from kit.chat.tool_turns import drop_call_text_before_answers, template_call, tool_format_problem
 
 
 class ToolFormatError(MaskError):
     """A conversation with tools that the family's chat template cannot express (gemma-3 has no
     tool format; llama-3.1 and gpt-oss render one call per turn; ...): refused, never rendered."""
-
-
-class SupervisionError(RuntimeError):
-    """A trained turn's answer or reasoning is not inside the supervised tokens: a masking bug,
-    never a property of the data, so it fails the run rather than dropping the row."""
 
 
 @dataclass
@@ -131,10 +127,11 @@ def _expected(text: str, turns: dict[int, Turn]) -> list[tuple[int, list[str]]]:
 
 
 def trained_turns(messages: list[dict], train_on: str) -> set[int]:
+    """The assistant turns ``train_on`` picks, less those marked ``train: false`` (context only)."""
     if train_on not in ("all_assistant", "last_assistant"):
         raise ValueError(f"train_on must be all_assistant or last_assistant, got {train_on!r}")
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    return set(turns[-1:] if train_on == "last_assistant" else turns)
+    return {i for i in (turns[-1:] if train_on == "last_assistant" else turns) if messages[i].get("train", True)}
 
 
 def render_training_text(tokenizer, family: Family, messages: list[dict], renderer: TrainingRenderer | None = None,
@@ -276,67 +273,43 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
         except MaskError as e:
             return e
 
+    verified = []  # the fast method's renderings of the first rows, reused once they agree
     for messages, defined in zip(conversations[:verify], tools) if prompts is not None else []:
         exact = attempt(render_with_spans, messages, train_on, defined)
         fast = attempt(spans_from_prompts, messages, prompts, train_on, renderer, defined)
         agree = (isinstance(exact, MaskError) and isinstance(fast, MaskError)) or (
             isinstance(exact, Rendered) and isinstance(fast, Rendered) and (fast.text, fast.spans) == (exact.text, exact.spans))
         if not agree:
-            prompts = None
+            prompts, verified = None, []
             break
-    rendered = [attempt(spans_from_prompts, m, prompts, train_on, renderer, defined) if prompts is not None
-                else attempt(render_with_spans, m, train_on, defined) for m, defined in zip(conversations, tools)]
-    masked = [r for r in rendered if isinstance(r, Rendered)]
-    table = byte_length_table(tokenizer) if verify and masked else None
-    if table is not None and not byte_offsets_agree(tokenizer, table, masked[:verify]):
-        table = None
-    encoded = iter(ids_and_labels(tokenizer, table, r, e)
-                   for r, e in zip(masked, encode_whole(tokenizer, [r.text for r in masked], offsets=table is None)))
-    examples = list(encoded)
-    checked = iter(error or ex for error, ex in zip(supervision_errors(tokenizer, masked, examples), examples))
+        verified.append(fast)
+
+    def render_rows(start: int, end: int) -> list:
+        return [verified[k] if k < len(verified) else
+                attempt(spans_from_prompts, m, prompts, train_on, renderer, defined) if prompts is not None
+                else attempt(render_with_spans, m, train_on, defined)
+                for k, m, defined in zip(range(start, end), conversations[start:end], tools[start:end])]
+
+    # Rendering (Python) and encoding (Rust, which lets go of the GIL) overlap: each chunk is
+    # encoded in a second thread while the next ones render; labels and the check follow.
+    rendered, pending, batches, table = [], [], [], None
+    with encoder(tokenizer, background=len(conversations) > CHUNKS[0]) as encode:
+        for start, end in chunk_bounds(len(conversations)):
+            rendered += render_rows(start, end)
+            pending += [r for r in rendered[start:end] if isinstance(r, Rendered)]
+            if not batches and len(pending) < verify and end < len(conversations):
+                continue  # the byte-length table is decided on the first ``verify`` rendered rows
+            if not batches:
+                table = byte_length_table(tokenizer) if verify and pending else None
+                if table is not None and not byte_offsets_agree(tokenizer, table, pending[:verify]):
+                    table = None
+            batches.append((pending, encode([r.text for r in pending], offsets=table is None)))
+            pending = []
+        checked = []
+        for masked, encoded in batches:
+            pairs = [labelled(tokenizer, table, r, e) for r, e in zip(masked, encoded())]  # (example, token ranges supervised)
+            examples = [ex for ex, _ in pairs]
+            errors = supervision_errors(tokenizer, masked, examples, [hint for _, hint in pairs])
+            checked += [error or ex for error, ex in zip(errors, examples)]
+    checked = iter(checked)
     return [r if isinstance(r, MaskError) else next(checked) for r in rendered]
-
-
-def supervision_error(tokenizer, rendered: Rendered, example: dict) -> SupervisionError | None:
-    """Each trained turn's expected texts (rendered reasoning, answer, tool calls) must appear, in
-    order, inside the supervised tokens, read back by decoding them: a check on the labels that
-    does not trust how the spans were found."""
-    return supervision_errors(tokenizer, [rendered], [example])[0]
-
-
-def supervision_errors(tokenizer, rendered: list[Rendered], examples: list[dict]) -> list[SupervisionError | None]:
-    """``supervision_error`` for many conversations, their supervised runs decoded in one call."""
-    runs = [_supervised_runs(ex["input_ids"], ex["labels"]) for ex in examples]
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    flat = [run for row in runs for run in row]
-    texts = iter(backend.decode_batch(flat, skip_special_tokens=False) if backend is not None else
-                 tokenizer.batch_decode(flat, skip_special_tokens=False, clean_up_tokenization_spaces=False))
-    # Decoding gives the text as the tokenizer's normalizer left it (Qwen's: NFC).
-    normalizer = getattr(backend, "normalizer", None)
-    normalize = normalizer.normalize_str if normalizer is not None else (lambda text: text)
-    return [_first_unsupervised("\0".join(next(texts) for _ in row), r.expected, normalize) for r, row in zip(rendered, runs)]
-
-
-def _supervised_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
-    runs, current = [], []
-    for token, label in zip(ids, labels):
-        if label != IGNORE_INDEX:
-            current.append(token)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return runs
-
-
-def _first_unsupervised(supervised: str, expected, normalize) -> SupervisionError | None:
-    pos = 0  # runs are joined by NUL: a piece may not run across unsupervised tokens
-    for i, pieces in expected:
-        for piece in map(normalize, pieces):
-            at = supervised.find(piece, pos)
-            if at < 0:
-                shown = piece if len(piece) <= 40 else piece[:37] + "..."
-                return SupervisionError(f"assistant turn {i}: {shown!r} is not inside its supervised tokens")
-            pos = at + len(piece)
-    return None
