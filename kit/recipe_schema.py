@@ -16,7 +16,8 @@ from typing import Any
 from kit.families import FAMILIES
 
 # The data layouts kit.data.formats reads (a test checks each has its reader there).
-FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion")
+FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion", "hermes", "openai_functions",
+           "xlam", "llamafactory")
 
 REQUIRED: Any = dataclasses.MISSING  # a field without a default: the recipe must give the key
 

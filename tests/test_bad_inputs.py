@@ -164,3 +164,37 @@ def test_a_bad_predict_file_is_refused_before_any_model_loads(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"messages": [{"role": "user", "content": 5}]}\n')
     with pytest.raises(DataError, match=r"p\.jsonl: row 1: "):
         check_predict_file(str(tmp_path / "p.jsonl"))
+
+
+HERMES_BAD_CALL = {"conversations": [{"from": "human", "value": "Weather in Oslo?"},
+                                     {"from": "gpt", "value": "<tool_call>\nget_weather(city='Oslo')\n</tool_call>"}]}
+WITH_IMAGE = {"messages": [{"role": "user", "content": "<image>What is this?"}, {"role": "assistant", "content": "A cat."}],
+              "images": ["cat.png"]}
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("pref.jsonl", json.dumps({"prompt": "Is 7 prime?", "chosen": "Yes.", "rejected": "No."}) + "\n",
+     "{path}: row 1: preference data (fields prompt, chosen, rejected): the kit trains SFT only for now (preference "
+     "training is planned); to fine-tune on the preferred answers, data.columns: {{completion: chosen}} reads prompt "
+     "and chosen as prompt_completion"),
+    ("hermes.jsonl", json.dumps(HERMES_BAD_CALL) + "\n",
+     "{path}: row 1: bad tool call: conversations[1].value: <tool_call> block 1 is not valid JSON "
+     "(Expecting value at character 0)"),
+    ("image.jsonl", json.dumps(GOOD) + "\n" + json.dumps(WITH_IMAGE) + "\n",
+     "{path}: row 2: non-text content: images has 1 item; the kit trains text-only models, so a row with images, "
+     "video or audio is not used"),
+    ("xlam.jsonl", json.dumps({"query": "Weather?", "tools": "[]", "answers": "{\"name\": \"get_weather\"}"}) + "\n",
+     "{path}: row 1: bad tool call: answers is dict, expected a list"),
+    ("lf.jsonl", json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "value": "hi"}]},
+                                          {"role": "assistant", "content": [{"type": "text", "value": "hello"}],
+                                           "loss_weight": 2}]}) + "\n",
+     "{path}: row 1: bad loss_weight: messages[1].loss_weight is 2, expected a number from 0 to 1 "
+     "(0: the turn is not trained)"),
+])
+def test_a_layout_the_kit_cannot_train_as_sft_is_one_line_naming_file_and_row(tmp_path, runs_dir, name, content, message):
+    source = tmp_path / name
+    source.write_text(content)
+    with pytest.raises(DataError) as e:
+        prepare(recipe_for(tmp_path, source))
+    assert str(e.value) == message.format(path=source) and "\n" not in str(e.value)
+    assert not runs_dir.exists() or not any(runs_dir.rglob("recipe.yaml"))

@@ -84,12 +84,49 @@ def _read_tool(item, where: str) -> dict:
         parameters = dict(NO_PARAMETERS)
     if not isinstance(parameters, dict):
         raise FormatError(f"bad tools: {where}.parameters is {_type(parameters)}, expected a JSON schema object")
+    if _flat(parameters):
+        parameters = _schema(parameters)
     # Other keys ("strict", "returns" ...) are kept: templates that print the tool print them too.
     # Always a description: gpt-oss's official template reads it unconditionally.
     out = {"name": name, "description": description or ""}
     out["parameters"] = parameters
     out.update((k, v) for k, v in function.items() if k not in out and v is not None)
     return {"type": "function", "function": out}
+
+
+# Python type names (xLAM, glaive) as JSON Schema types.
+SCHEMA_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array",
+                "tuple": "array", "set": "array", "dict": "object", "none": "null"}
+
+
+def _flat(parameters: dict) -> bool:
+    """Parameters given flat, ``{"city": {"type": "str", "description": ...}}``, not as a JSON schema."""
+    return (bool(parameters) and not isinstance(parameters.get("type"), str)
+            and not isinstance(parameters.get("properties"), dict)
+            and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in parameters.values()))
+
+
+def _schema(flat: dict) -> dict:
+    """Flat parameters as a JSON schema: Python type names mapped (``List[str]``: an array of
+    strings); a parameter is required when it says so (``required: true``), else unless its type
+    says ``optional``."""
+    properties, required = {}, []
+    for name, spec in flat.items():
+        spec = dict(spec)
+        optional = spec["type"].replace(" ", "").lower().endswith(",optional")
+        spec["type"] = _schema_type(spec["type"].split(",")[0].strip() if optional else spec["type"], spec)
+        if spec.pop("required", not optional) is True:
+            required.append(name)
+        properties[name] = spec
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def _schema_type(name: str, spec: dict) -> str:
+    base, _, inner = name.partition("[")
+    mapped = SCHEMA_TYPES.get(base.strip().lower(), name)
+    if mapped == "array" and inner.rstrip("]").strip():
+        spec.setdefault("items", {"type": SCHEMA_TYPES.get(inner.rstrip("]").strip().lower(), inner.rstrip("]").strip())})
+    return mapped
 
 
 def read_calls(value, where: str) -> list[dict]:

@@ -16,6 +16,20 @@ from its first record):
 - ``conversation_pair``: ``{"conversation_id", "system_prompt", "conversation_pair": [{"role",
   "content", "thinking"?}]}``.
 - ``prompt_completion``: ``prompt`` and ``completion``, each a string or a list of messages.
+- ``hermes``: ShareGPT with ``<tool_call>{json}</tool_call>`` blocks in ``gpt`` turns (several: parallel
+  calls; the text around them is the turn's text), ``tool`` turns (or ``<tool_response>`` blocks) as
+  results, and a ``<tools>`` block in the system turn as the row's tools (the system prompt loses it).
+- ``openai_functions``: ``messages`` with OpenAI's legacy ``functions`` (the tools), an assistant's
+  ``function_call`` and ``role: function`` results.
+- ``xlam``: ``{"query", "tools", "answers"}``: the query, answered by the calls in ``answers``.
+- ``llamafactory``: ``messages`` whose content is typed parts ``{"type": "text"|"reasoning"|"tool_call",
+  "value"}``, with a per-message ``loss_weight`` (0: context only, never trained).
+
+The function-calling readers are in ``kit.data.tool_layouts``. Detection is by fields, then by
+content for the layouts that share their fields with another (a ``hermes`` row is a ``sharegpt``
+row with tags; ``openai_functions`` and ``llamafactory`` rows are ``messages`` rows): each of those
+readers reads its plain relative's rows too, and a source detected as the plain one refuses a later
+row that needs the other (unless ``data.format`` names the plain one).
 
 Every format takes an optional ``tools`` field (a list, or JSON text holding one). Content given as a
 list of typed parts becomes their text joined with "" (as chat templates concatenate parts); a
@@ -27,40 +41,71 @@ from __future__ import annotations
 
 import json
 
-from kit.chat.tool_data import FormatError, json_list, name_results, read_call, read_calls, read_tools
+from kit.chat.tool_data import FormatError, json_list, name_results, read_call, read_tools
+from kit.data import tool_layouts
+from kit.data.turns import REASONING_FIELDS, UnsupportedContent  # noqa: F401  (kit.data.rows reads it here)
+from kit.data.turns import from_messages as _from_messages, kind as _kind, message as _message
 from kit.recipes import FORMATS  # noqa: F401  (the names a recipe may give; each is read below)
 
-# The field(s) whose presence identifies each format, in detection order.
-SIGNATURES = (("messages", ("messages",)), ("sharegpt", ("conversations",)),
+# The field(s) whose presence identifies each format, in detection order; a format with a content
+# test (LOOKS) is detected only when its test passes, else the next one with those fields is.
+SIGNATURES = (("llamafactory", ("messages",)), ("openai_functions", ("messages",)), ("messages", ("messages",)),
+              ("hermes", ("conversations",)), ("sharegpt", ("conversations",)),
               ("conversation_pair", ("conversation_pair",)), ("alpaca", ("instruction", "output")),
-              ("prompt_completion", ("prompt", "completion")))
+              ("prompt_completion", ("prompt", "completion")), ("xlam", ("query", "answers")))
+# The plain layout each content-detected one extends (and whose rows its reader reads as well).
+EXTENDS = {"llamafactory": "messages", "openai_functions": "messages", "hermes": "sharegpt"}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "function_call": "assistant", "observation": "tool"}
-REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+HERMES_ROLES = {**SHAREGPT_ROLES, "tool": "tool", "function_response": "tool"}
 # Canonical fields a missing source column may leave out (data.columns maps them when rows have them).
 OPTIONAL_FIELDS = ("tools", "system", "input", "history", "system_prompt")
 # What each format reads: row fields, the lists of turns in a row, and the fields of a turn.
 ROW_FIELDS = {"messages": ("messages",), "sharegpt": ("conversations", "system"),
               "alpaca": ("instruction", "input", "output", "system", "history"),
-              "conversation_pair": ("conversation_pair", "system_prompt"), "prompt_completion": ("prompt", "completion")}
+              "conversation_pair": ("conversation_pair", "system_prompt"), "prompt_completion": ("prompt", "completion"),
+              "hermes": ("conversations", "system"), "openai_functions": ("messages", "functions"),
+              "xlam": ("query", "answers"), "llamafactory": ("messages",)}
 TURN_LISTS = {"messages": ("messages",), "sharegpt": ("conversations",), "conversation_pair": ("conversation_pair",),
-              "prompt_completion": ("prompt", "completion")}
+              "prompt_completion": ("prompt", "completion"), "hermes": ("conversations",),
+              "openai_functions": ("messages",), "llamafactory": ("messages",)}
 MESSAGE_FIELDS = ("role", "content", *REASONING_FIELDS, "tool_calls")
 TOOL_RESULT_FIELDS = ("name", "tool_call_id")
 SHAREGPT_FIELDS = ("from", "value", "role", "content")
+TURN_FIELDS = {"sharegpt": SHAREGPT_FIELDS, "hermes": SHAREGPT_FIELDS, "llamafactory": ("role", "content", "loss_weight"),
+               "openai_functions": MESSAGE_FIELDS + ("function_call",)}
 
 
-class UnsupportedContent(FormatError):
-    """Content the kit cannot train on (an image, audio ...): the row is dropped and counted, also
-    under ``invalid_rows: error``, since the data is not wrong, only beyond a text model."""
+def _turns(record: dict, name: str) -> list[dict]:
+    turns = record.get(name)
+    return [t for t in turns if isinstance(t, dict)] if isinstance(turns, list) else []
+
+
+def _looks_llamafactory(record: dict) -> bool:
+    return any("loss_weight" in m or any(isinstance(p, dict) and "value" in p for p in m["content"])
+               if isinstance(m.get("content"), list) else "loss_weight" in m for m in _turns(record, "messages"))
+
+
+def _looks_openai_functions(record: dict) -> bool:
+    return record.get("functions") is not None or any(
+        m.get("function_call") is not None or m.get("role") == "function" for m in _turns(record, "messages"))
+
+
+def _looks_hermes(record: dict) -> bool:
+    turns = _turns(record, "conversations")
+    texts = [record.get("system")] + [t.get("value", t.get("content")) for t in turns]
+    return (any(t.get("from") in ("tool", "function_response") for t in turns)
+            or any(isinstance(v, str) and any(tag in v for tag in tool_layouts.HERMES_TAGS) for v in texts))
+
+
+LOOKS = {"llamafactory": _looks_llamafactory, "openai_functions": _looks_openai_functions, "hermes": _looks_hermes}
 
 
 def detect(record: object) -> str | None:
     if not isinstance(record, dict):
         return None
     for name, fields in SIGNATURES:
-        if all(f in record for f in fields):
+        if all(f in record for f in fields) and (name not in LOOKS or LOOKS[name](record)):
             return name
     return None
 
@@ -80,77 +125,6 @@ def apply_columns(record: object, columns: dict) -> object:
     return out
 
 
-def _split_inline_reasoning(content):
-    """A leading <think>…</think> in an assistant's content becomes its reasoning."""
-    if isinstance(content, str) and content.lstrip().startswith(THINK_OPEN) and THINK_CLOSE in content:
-        head, _, answer = content.partition(THINK_CLOSE)
-        return head.lstrip()[len(THINK_OPEN):].strip(), answer.lstrip("\n")
-    return None, content
-
-
-def _kind(value) -> str:
-    """What a value is, for an error: a CSV cell's JSON that did not parse says why."""
-    error = getattr(value, "json_error", None)
-    return f"text that is not valid JSON ({error})" if error else type(value).__name__
-
-
-def _text(content, where: str):
-    """Content as text: a list of typed parts is joined; anything else is left for the checks."""
-    if not isinstance(content, list):
-        return content
-    texts = []
-    for j, part in enumerate(content):
-        if isinstance(part, str):
-            texts.append(part)
-            continue
-        kind = part.get("type", "text" if "text" in part else None) if isinstance(part, dict) else _kind(part)
-        if kind != "text":
-            raise UnsupportedContent(f"non-text content: {where}[{j}] is {kind}")
-        if not isinstance(part.get("text"), str):
-            raise FormatError(f"bad content: {where}[{j}].text is {_kind(part.get('text'))}, expected a string")
-        texts.append(part["text"])
-    return "".join(texts)
-
-
-def _message(role, content, reasoning=None, where: str = "content", calls=(), result_of: dict | None = None) -> dict:
-    """One canonical message. ``calls``: an assistant's tool calls (read); ``result_of``: the
-    source turn of a tool result, for its name and tool_call_id."""
-    content = _text(content, where)
-    if role == "tool" and isinstance(content, dict):  # a structured result: the model reads it as JSON
-        content = json.dumps(content, ensure_ascii=False)
-    message = {"role": role, "content": "" if content is None and calls else content}
-    if role == "assistant":
-        inline, message["content"] = _split_inline_reasoning(message["content"])
-        reasoning = reasoning if reasoning not in (None, "") else inline
-        if reasoning not in (None, ""):
-            message["reasoning"] = reasoning
-        if calls:
-            message["tool_calls"] = list(calls)
-    if role == "tool":
-        result_of = result_of or {}
-        message["name"] = result_of.get("name")
-        if result_of.get("tool_call_id") is not None:
-            message["tool_call_id"] = result_of["tool_call_id"]
-    return message
-
-
-def _from_messages(items, where: str) -> list[dict]:
-    if not isinstance(items, list):
-        raise FormatError(f"{where} must be a list, got {_kind(items)}")
-    out = []
-    for i, m in enumerate(items):
-        if not isinstance(m, dict):
-            raise FormatError(f"{where}[{i}] is not an object")
-        role = m.get("role")
-        reasoning = next((m[f] for f in REASONING_FIELDS if m.get(f) not in (None, "")), None)
-        calls = read_calls(m.get("tool_calls"), f"{where}[{i}].tool_calls")
-        if calls and role != "assistant":
-            raise FormatError(f"bad tool call: {where}[{i}].tool_calls is on a {role} turn; "
-                              "only assistant turns call tools")
-        out.append(_message(role, m.get("content"), reasoning, f"{where}[{i}].content", calls, m))
-    return out
-
-
 def _sharegpt_calls(value, where: str) -> list[dict]:
     """A function_call turn's value: one call or a list of calls, as objects or JSON text."""
     if isinstance(value, str):
@@ -163,29 +137,47 @@ def _sharegpt_calls(value, where: str) -> list[dict]:
     return [read_call(call, f"{where}[{j}]") for j, call in enumerate(json_list(value, where, "bad tool call"))]
 
 
-def _from_sharegpt(record) -> list[dict]:
+def _from_sharegpt(record, hermes: bool = False):
+    """ShareGPT turns; ``hermes``: also its tags and ``tool`` turns (then ``(messages, tools)``)."""
     turns = record["conversations"]
     if not isinstance(turns, list):
         raise FormatError(f"conversations must be a list, got {_kind(turns)}")
-    out = [_message("system", record["system"])] if record.get("system") else []
+    roles, system, tools, tools_at = HERMES_ROLES if hermes else SHAREGPT_ROLES, record.get("system"), None, "system"
+    if hermes:
+        system, tools = tool_layouts.hermes_tools(system, "system")
+    out = [_message("system", system)] if system else []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
             raise FormatError(f"conversations[{i}] is not an object")
         speaker = turn.get("from", turn.get("role"))
-        if speaker not in SHAREGPT_ROLES:
+        if speaker not in roles:
             raise FormatError(f"unknown role: conversations[{i}].from is {speaker!r} "
-                              f"(expected one of {', '.join(SHAREGPT_ROLES)})")
-        value, where = turn.get("value", turn.get("content")), f"conversations[{i}].value"
-        if speaker == "system" and out and i == 0:
+                              f"(expected one of {', '.join(roles)})")
+        value, where, role = turn.get("value", turn.get("content")), f"conversations[{i}].value", roles[speaker]
+        if speaker == "system" and record.get("system") and i == 0:
             raise FormatError("system twice: conversations[0] is a system turn and the row's system field is given too")
-        if speaker != "function_call":
-            out.append(_message(SHAREGPT_ROLES[speaker], value, where=where))
+        if hermes and speaker == "system":
+            value, found = tool_layouts.hermes_tools(value, where)
+            if found and tools:
+                raise FormatError(f"bad tools: {where} has a <tools> block and the system field has one too; keep one")
+            tools, tools_at = (found, where) if found else (tools, tools_at)
+            if found and not value:  # the system prompt was the tools alone: the template writes them
+                continue
+        calls_in_text = hermes and speaker != "function_call" and isinstance(value, str) and "<tool_call>" in value
+        if calls_in_text and role == "assistant":
+            text, calls = tool_layouts.hermes_calls(value, where)
+            out.append(_message("assistant", text, where=where, calls=calls))
+        elif hermes and (role == "tool" or (role == "user" and tool_layouts.only_results(value))):
+            out += [_message("tool", content, where=where, result_of={"name": name})
+                    for content, name in tool_layouts.hermes_results(value, where)]
+        elif speaker != "function_call":
+            out.append(_message(role, value, where=where))
         elif out and out[-1]["role"] == "assistant" and "tool_calls" not in out[-1]:
             # The gpt turn just before a call is the text the assistant says with it: one turn.
             out[-1]["tool_calls"] = _sharegpt_calls(value, where)
         else:
             out.append(_message("assistant", "", calls=_sharegpt_calls(value, where)))
-    return out
+    return (out, tool_layouts.one_tools(tools, record, tools_at)) if hermes else out
 
 
 def _from_alpaca(record) -> list[dict]:
@@ -218,25 +210,35 @@ def _from_prompt_completion(record) -> list[dict]:
 
 CONVERTERS = {"messages": lambda r: _from_messages(r["messages"], "messages"), "sharegpt": _from_sharegpt,
               "alpaca": _from_alpaca, "conversation_pair": _from_conversation_pair,
-              "prompt_completion": _from_prompt_completion}
+              "prompt_completion": _from_prompt_completion, "hermes": lambda r: _from_sharegpt(r, hermes=True),
+              "openai_functions": tool_layouts.openai_functions, "xlam": tool_layouts.xlam,
+              "llamafactory": tool_layouts.llamafactory}
 
 
-def to_conversation(record: object, fmt: str) -> dict:
-    """Convert one record known to be in ``fmt`` to ``{"messages", "tools"?}``; FormatError names
-    what is wrong (UnsupportedContent: a non-text part)."""
+def _check_layout(record: object, fmt: str, explicit: bool) -> None:
+    """A row of another layout than its source's is an error; a plain row (``messages``) is read by
+    the reader that extends it (``openai_functions``), and with ``explicit`` (``data.format`` set)
+    a row that looks like an extension is read as the plain layout it was told."""
     seen = detect(record)
-    if seen != fmt:
-        fields = dict(SIGNATURES)[fmt]
-        if seen is None:
-            raise FormatError(f"not {fmt}: expected the field(s) {', '.join(fields)}"
-                              + (f"; got {', '.join(map(str, record))}" if isinstance(record, dict) else ""))
-        raise FormatError(f"mixed formats: this row looks like {seen}, the rest of the source is {fmt}")
-    messages = CONVERTERS[fmt](record)
+    if seen is not None and (seen == fmt or seen == EXTENDS.get(fmt) or (explicit and EXTENDS.get(seen) == fmt)):
+        return
+    if seen is None:
+        raise FormatError(f"not {fmt}: expected the field(s) {', '.join(dict(SIGNATURES)[fmt])}"
+                          + (f"; got {', '.join(map(str, record))}" if isinstance(record, dict) else ""))
+    hint = f"; set data.format: {seen} to read the source as {seen}" if EXTENDS.get(seen) == fmt else ""
+    raise FormatError(f"mixed formats: this row looks like {seen}, the rest of the source is {fmt}{hint}")
+
+
+def to_conversation(record: object, fmt: str, explicit: bool = False) -> dict:
+    """Convert one record known to be in ``fmt`` to ``{"messages", "tools"?}``; FormatError names
+    what is wrong (UnsupportedContent: a non-text part). ``explicit``: ``fmt`` was set, not detected."""
+    _check_layout(record, fmt, explicit)
+    converted = CONVERTERS[fmt](record)
+    messages, tools = converted if isinstance(converted, tuple) else (converted, read_tools(record.get("tools")))
     name_results(messages)
     for m in messages:  # a result whose call is not found keeps no name; the checks report it
         if m.get("role") == "tool" and m.get("name") is None:
             del m["name"]
-    tools = read_tools(record.get("tools"))
     return {"messages": messages, "tools": tools} if tools else {"messages": messages}
 
 
@@ -256,7 +258,8 @@ def unused_fields(record: object, fmt: str) -> list[str]:
         turns = record.get(name)
         for turn in turns if isinstance(turns, list) else ():
             if isinstance(turn, dict):
-                known = SHAREGPT_FIELDS if fmt == "sharegpt" else MESSAGE_FIELDS + (
-                    TOOL_RESULT_FIELDS if turn.get("role") == "tool" else ())
+                known = TURN_FIELDS.get(fmt, MESSAGE_FIELDS) + (
+                    TOOL_RESULT_FIELDS if turn.get("role") in ("tool", "function") and fmt not in ("sharegpt", "hermes")
+                    else ())
                 unused += [f"{name}[].{k}" for k, v in turn.items() if k not in known and v is not None]
     return list(dict.fromkeys(unused))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit.data import formats
+from kit.data.screen import check_record, preference_data
 from kit.bulk import gc_paused
 from kit.files import sha256_file
 from kit.data.sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
@@ -48,6 +49,8 @@ def check_messages(messages: object, training: bool = True, tools: list[dict] | 
         return None if any(m["role"] == "user" for m in messages) else "no user turn: messages has none, nothing to answer"
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn: messages has none, nothing to train on"
+    if not any(m["role"] == "assistant" and m.get("train", True) for m in messages):
+        return "nothing to train: messages has no assistant turn to train (each has loss_weight 0)"
     if messages[-1]["role"] != "assistant":
         return (f"ends with {messages[-1]['role']}: messages[{len(messages) - 1}] is the last message and "
                 f"must be the assistant's")
@@ -90,7 +93,7 @@ def _may_be_empty(m: dict) -> bool:
 
 # "empty content: messages[1].content is empty" → key "empty content", field "messages[1].content".
 _REASON_KEY = re.compile(r"([a-z][a-z0-9_ -]*): ")
-_REASON_FIELD = re.compile(r"([A-Za-z_][\w.]*(?:\[\d+\]|\.\w+)*) (?:is|has|must|names)\b")
+_REASON_FIELD = re.compile(r"([A-Za-z_][\w.]*(?:\[\d+\]|\.\w+)*)(?: (?:is|has|must|names)\b|: )")
 
 
 def reason_key(reason: str) -> str:
@@ -135,6 +138,9 @@ def _source_format(records: list[Record], fmt: str, columns: dict) -> str:
         mapped = formats.apply_columns(first.data, columns)  # a bad mapping fails the whole source
     except formats.FormatError as e:
         raise DataError(f"{first.where}: {e}") from None
+    why = preference_data(mapped)
+    if why:
+        raise DataError(f"{first.where}: {why}")
     if fmt != "auto":
         return fmt
     detected = formats.detect(mapped)
@@ -168,7 +174,8 @@ def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed
                 mapped |= {k for k in columns if isinstance(record, dict) and k in record}
                 for name in formats.unused_fields(record, source_fmt):
                     unused[name] = unused.get(name, 0) + 1
-                conversation = formats.to_conversation(record, source_fmt)
+                check_record(record)
+                conversation = formats.to_conversation(record, source_fmt, explicit=fmt != "auto")
                 reason = check_messages(conversation["messages"], tools=conversation.get("tools"))
             except formats.FormatError as e:
                 reason, unsupported = str(e), isinstance(e, formats.UnsupportedContent)
@@ -231,7 +238,7 @@ def load_prompts(path: Path) -> list[dict]:
     prompts = []
     for rec in records:
         try:
-            conversation = formats.to_conversation(rec.data, "messages")
+            conversation = formats.to_conversation(rec.data, "messages", explicit=True)
             messages = conversation["messages"]
             reason = check_messages(messages, training=False, tools=conversation.get("tools"))
         except formats.FormatError as e:
@@ -252,7 +259,8 @@ def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
     prompts = []
     for row in rows[:n]:
         messages = row["messages"]
-        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        # the first trained turn: a context-only one (``train: false``) is history, not a reference
+        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True))
         prompt = {"messages": messages[:first], "reference": messages[first]["content"]}
         if messages[first].get("tool_calls"):  # the reference answer is (also) a tool call
             prompt["reference_calls"] = [{"name": c["name"], "arguments": c["arguments"]}

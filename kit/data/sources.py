@@ -1,4 +1,4 @@
-"""Read raw records from where users keep chat data: JSON arrays, JSONL, CSV, Parquet, a
+"""Read raw records from where users keep chat data: JSON arrays (or one JSON object), JSONL, CSV, Parquet, a
 ``datasets.save_to_disk`` folder, globs of those, several sources with sampling weights, or a
 Hugging Face Hub dataset id. Each record keeps its origin (file, 1-based row) for error messages.
 """
@@ -60,8 +60,10 @@ def _read_json(path: Path, text: str) -> list[Record]:
         raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     except DuplicateKey as e:
         raise DataError(f"{path}: {e}; keep one") from None
+    if isinstance(data, dict):  # a file holding one conversation: one record
+        return [Record(str(path), 1, data)]
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+        raise DataError(f"{path}: expected a JSON array of records (or one record), got {type(data).__name__}")
     return [Record(str(path), i + 1, r) for i, r in enumerate(data)]
 
 

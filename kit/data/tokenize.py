@@ -25,8 +25,9 @@ def load_tokenizer(model_id: str, family):
 
 
 def expand_turns(messages: list[dict]) -> list[list[dict]]:
-    """One conversation per assistant turn, each ending at that turn (history as at inference)."""
-    return [messages[:i + 1] for i, m in enumerate(messages) if m["role"] == "assistant"]
+    """One conversation per trained assistant turn, each ending at that turn (history as at
+    inference); a turn marked ``train: false`` (LLaMA-Factory's loss_weight 0) is history only."""
+    return [messages[:i + 1] for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True)]
 
 
 def tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins=None):

@@ -1,0 +1,57 @@
+"""Rows that are not supervised chat data for a text model, told apart before they are read as such
+(``kit.data.rows`` runs these checks on every record, after ``data.columns``):
+
+- a row with images, videos or audio (``images``, ``videos``, ``audios`` ... non-empty, the media its
+  ``<image>`` placeholders stand for): a "non-text content" reason, an error under
+  ``invalid_rows: error``, a counted drop under ``drop``;
+- a KTO row labelled undesirable (``label: false`` or ``0``): always a counted drop (SFT would teach
+  it as a good answer); ``label: true`` rows are ordinary SFT rows;
+- preference data (``chosen``/``rejected`` ...): the whole source is refused, in one line, since the
+  kit trains SFT only for now.
+"""
+from __future__ import annotations
+
+from kit.chat.tool_data import FormatError
+from kit.data.turns import UnsupportedContent
+
+MEDIA_FIELDS = ("images", "videos", "audios", "image", "video", "audio")
+# The preference layouts (their fields), each with how to train SFT on its preferred answers instead.
+PREFERENCE_LAYOUTS = (
+    (("prompt", "chosen", "rejected"), "data.columns: {completion: chosen} reads prompt and chosen as prompt_completion"),
+    (("chosen", "rejected"), "data.columns: {messages: chosen} reads each chosen conversation as messages"),
+    (("question", "response_j", "response_k"),
+     "data.columns: {instruction: question, output: response_j} reads the question and the preferred answer as alpaca"),
+    (("input", "preferred_output", "non_preferred_output"),
+     "write each row as messages: input's messages followed by preferred_output"),
+)
+
+
+class UndesirableAnswer(UnsupportedContent):
+    """A KTO row labelled undesirable: not wrong, only not SFT data; dropped and counted."""
+
+
+def preference_data(record: object) -> str | None:
+    """Why a source whose first record is ``record`` is refused (preference data), or None."""
+    if not isinstance(record, dict):
+        return None
+    for fields, instead in PREFERENCE_LAYOUTS:
+        if all(f in record for f in fields):
+            return (f"preference data (fields {', '.join(fields)}): the kit trains SFT only for now (preference "
+                    f"training is planned); to fine-tune on the preferred answers, {instead}")
+    return None
+
+
+def check_record(record: object) -> None:
+    """Raise for a row with media (FormatError) or labelled undesirable (UndesirableAnswer)."""
+    if not isinstance(record, dict):
+        return
+    for name in MEDIA_FIELDS:
+        media = record.get(name)
+        if media not in (None, "", [], {}):
+            count = f"{len(media)} item{'s' if len(media) != 1 else ''}" if isinstance(media, list) else "one"
+            raise FormatError(f"non-text content: {name} has {count}; the kit trains text-only models, "
+                              "so a row with images, video or audio is not used")
+    label = record.get("label")
+    if label is False or (type(label) is int and label == 0):
+        raise UndesirableAnswer(f"kto label false: label is {str(label).lower()}: an undesirable answer; the kit "
+                                "trains SFT only, which would teach it as a good one")
