@@ -117,11 +117,17 @@ GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "c
      "{path}: row 1: messages must be a list, got text that is not valid JSON (Expecting ',' delimiter at character 34)"),
 ])
 def test_a_broken_data_file_is_one_line_naming_file_and_row(tmp_path, runs_dir, name, content, message):
+    refused_in_one_line(tmp_path, runs_dir, name, content, message)
+
+
+def refused_in_one_line(tmp_path, runs_dir, name: str, content: str, message: str) -> None:
+    """prepare on a file ``name`` holding ``content`` stops with exactly ``message`` (``{path}``: the
+    file), one line, before any run directory is made."""
     source = tmp_path / name
     source.write_text(content)
     with pytest.raises(DataError) as e:
         prepare(recipe_for(tmp_path, source))
-    assert str(e.value) == message.format(path=source)
+    assert str(e.value) == message.format(path=source) and "\n" not in str(e.value)
     assert not runs_dir.exists() or not any(runs_dir.rglob("recipe.yaml"))
 
 
@@ -192,9 +198,4 @@ WITH_IMAGE = {"messages": [{"role": "user", "content": "<image>What is this?"}, 
      "(0: the turn is not trained)"),
 ])
 def test_a_layout_the_kit_cannot_train_as_sft_is_one_line_naming_file_and_row(tmp_path, runs_dir, name, content, message):
-    source = tmp_path / name
-    source.write_text(content)
-    with pytest.raises(DataError) as e:
-        prepare(recipe_for(tmp_path, source))
-    assert str(e.value) == message.format(path=source) and "\n" not in str(e.value)
-    assert not runs_dir.exists() or not any(runs_dir.rglob("recipe.yaml"))
+    refused_in_one_line(tmp_path, runs_dir, name, content, message)

@@ -10,14 +10,7 @@ import pytest
 from kit.data.rows import DataError, count_reasons, drop_examples, load_conversations
 from kit.paths import PROJECT_ROOT
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
-                   "required": ["city"]}}}
-TIME = {"type": "function", "function": {
-    "name": "get_time", "description": "Local time in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
-                   "required": ["city"]}}}
+from tests.chat.test_tool_masks import TIME, WEATHER  # the tool definitions the mask tests use
 
 
 def call_json(name, city):
