@@ -92,10 +92,17 @@ def _looks_openai_functions(record: dict) -> bool:
 
 
 def _looks_hermes(record: dict) -> bool:
+    """Tool turns, or Hermes' tags where Hermes puts them: ``<tools>`` in the system prompt,
+    ``<tool_call>`` in the model's turns (a user who writes such a tag does not make a row Hermes)."""
     turns = _turns(record, "conversations")
-    texts = [record.get("system")] + [t.get("value", t.get("content")) for t in turns]
+
+    def tagged(values, tag: str) -> bool:
+        return any(isinstance(v, str) and tag in v for v in values)
+
+    system = [record.get("system")] + [t.get("value", t.get("content")) for t in turns if t.get("from") == "system"]
+    model = [t.get("value", t.get("content")) for t in turns if t.get("from") in ("gpt", "assistant")]
     return (any(t.get("from") in ("tool", "function_response") for t in turns)
-            or any(isinstance(v, str) and any(tag in v for tag in tool_layouts.HERMES_TAGS) for v in texts))
+            or tagged(system, "<tools>") or tagged(model, "<tool_call>"))
 
 
 LOOKS = {"llamafactory": _looks_llamafactory, "openai_functions": _looks_openai_functions, "hermes": _looks_hermes}

@@ -80,7 +80,7 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
 def supervised_turns(family, rows: list[dict], recipe: Recipe) -> int:
     """Assistant turns trained, each checked to be fully supervised (tokenize_many's check)."""
     if recipe.data.reasoning == "every_turn":
-        return sum(m["role"] == "assistant" for row in rows for m in row["messages"])
+        return sum(m["role"] == "assistant" and m.get("train", True) for row in rows for m in row["messages"])
     train_on = recipe.data.train_on or family.default_train_on
     return sum(len(trained_turns(row["messages"], train_on)) for row in rows)
 

@@ -138,7 +138,11 @@ def _source_format(records: list[Record], fmt: str, columns: dict) -> str:
         mapped = formats.apply_columns(first.data, columns)  # a bad mapping fails the whole source
     except formats.FormatError as e:
         raise DataError(f"{first.where}: {e}") from None
-    why = preference_data(mapped)
+    # A record the SFT readers can read (messages beside chosen/rejected, as in UltraFeedback's SFT
+    # split) is SFT data; only one they cannot is refused as preference data.
+    readable = formats.detect(mapped) is not None if fmt == "auto" else (
+        isinstance(mapped, dict) and all(f in mapped for f in dict(formats.SIGNATURES)[fmt]))
+    why = None if readable else preference_data(mapped)
     if why:
         raise DataError(f"{first.where}: {why}")
     if fmt != "auto":

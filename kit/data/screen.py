@@ -4,7 +4,7 @@
 - a row with images, videos or audio (``images``, ``videos``, ``audios`` ... non-empty, the media its
   ``<image>`` placeholders stand for): a "non-text content" reason, an error under
   ``invalid_rows: error``, a counted drop under ``drop``;
-- a KTO row labelled undesirable (``label: false`` or ``0``): always a counted drop (SFT would teach
+- a KTO row labelled undesirable (``label: false``, a boolean): always a counted drop (SFT would teach
   it as a good answer); ``label: true`` rows are ordinary SFT rows;
 - preference data (``chosen``/``rejected`` ...): the whole source is refused, in one line, since the
   kit trains SFT only for now.
@@ -51,7 +51,6 @@ def check_record(record: object) -> None:
             count = f"{len(media)} item{'s' if len(media) != 1 else ''}" if isinstance(media, list) else "one"
             raise FormatError(f"non-text content: {name} has {count}; the kit trains text-only models, "
                               "so a row with images, video or audio is not used")
-    label = record.get("label")
-    if label is False or (type(label) is int and label == 0):
-        raise UndesirableAnswer(f"kto label false: label is {str(label).lower()}: an undesirable answer; the kit "
+    if record.get("label") is False:  # a boolean: a class-id column (0, 1, ...) is not a KTO label
+        raise UndesirableAnswer("kto label false: label is false: an undesirable answer; the kit "
                                 "trains SFT only, which would teach it as a good one")

@@ -57,6 +57,8 @@ def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins)
                             "not in your data: please report it")
         if isinstance(ex, MaskError):
             reason = f"mask: {ex}"
+        elif all(label == IGNORE_INDEX for label in ex["labels"]):  # data.train_on picked only loss_weight-0 turns
+            reason = f"nothing to train: the assistant turns data.train_on ({train_on}) picks are marked not trained (loss_weight 0)"
         elif len(ex["input_ids"]) > max_len and overlength == "drop":
             reason = f"over max_seq_length: {len(ex['input_ids'])} > {max_len} tokens"
         elif len(ex["input_ids"]) > max_len:

@@ -24,7 +24,6 @@ from kit.data.turns import UnsupportedContent, from_messages, kind, message
 TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 TOOL_RESPONSE = re.compile(r"<tool_response>(.*?)</tool_response>", re.S)
 TOOLS_BLOCK = re.compile(r"<tools>(.*?)</tools>", re.S)
-HERMES_TAGS = ("<tool_call>", "<tool_response>", "<tools>")
 # LLaMA-Factory's part types the kit reads, and those it cannot train on (dropped, counted).
 PART_TYPES = ("text", "reasoning", "tool_call", "tool_calls", "tools")
 MEDIA_PARTS = ("image", "image_url", "video", "video_url", "audio", "audio_url", "input_audio", "file")

@@ -304,6 +304,9 @@ class Merge:
 
     def publish(self) -> Path:
         """The checked weights become ``merged/`` (replacing the old one only with overwrite=True)."""
+        if not self.tmp.exists():  # a cell run twice, or before merge_weights(): keep what merged/ holds
+            raise RunError(f"nothing to publish: {self.tmp} does not exist (merge_weights() not run, or already "
+                           f"published to {self.run.merged_dir})")
         if self.run.merged_dir.exists():  # overwrite=True, checked at the start
             shutil.rmtree(self.run.merged_dir)
         self.tmp.rename(self.run.merged_dir)

@@ -32,7 +32,7 @@ from kit.recipes import Recipe
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import TrainerState  # noqa: E402
-from transformers.trainer_utils import TrainOutput  # noqa: E402
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 
@@ -53,6 +53,10 @@ class KitSFTTrainer(SFTTrainer):
         the run's last step (killed after its final checkpoint) restoring that state and training
         nothing: transformers' loop would run one step past max_steps."""
         backend.reset_peak_memory()
+        if resume_from_checkpoint is True:  # transformers' "the newest checkpoint in output_dir", resolved here
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
         self.resumed_from = resume_from_checkpoint
         if resume_from_checkpoint and finished_at(Path(resume_from_checkpoint), self.args.max_steps):
             self._load_from_checkpoint(resume_from_checkpoint)

@@ -368,7 +368,7 @@ def test_a_media_part_is_a_counted_drop_even_under_error(tmp_path):
     assert result.dropped == [{"source": path, "row": 2, "reason": "non-text content: messages[1].content[1] is image_url"}]
 
 
-@pytest.mark.parametrize("label", [False, 0])
+@pytest.mark.parametrize("label", [False])
 def test_kto_rows_labelled_undesirable_are_dropped_and_counted(tmp_path, label):
     def kto(answer, value):
         return {"prompt": [{"role": "user", "content": "Is 7 prime?"}],
@@ -505,3 +505,50 @@ def test_every_turn_makes_no_example_for_an_untrained_turn():
     messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "train": False},
                 {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
     assert expand_turns(messages) == [messages]
+
+
+def test_a_class_id_label_column_is_not_a_kto_label(tmp_path):
+    """Only a boolean false is KTO's "undesirable": a dataset's class-id column (0, 1, 2) is data."""
+    rows = [{"instruction": "Sort this review", "output": "negative", "label": 0},
+            {"instruction": "Sort this one", "output": "positive", "label": 1}]
+    result = load_conversations(write(tmp_path / "d.jsonl", rows))
+    assert len(result.rows) == 2 and result.dropped == []
+
+
+def test_sft_rows_beside_preference_fields_are_read_as_sft(tmp_path):
+    """UltraFeedback's SFT split: messages beside prompt/chosen/rejected is SFT data, read as messages."""
+    messages = [{"role": "user", "content": "Is 7 prime?"}, {"role": "assistant", "content": "Yes."}]
+    row = {"prompt": "Is 7 prime?", "messages": messages, "chosen": messages,
+           "rejected": [messages[0], {"role": "assistant", "content": "No."}]}
+    conversation, fmt = load_one(tmp_path, row)
+    assert fmt == "messages" and conversation["messages"] == messages
+    conversation, fmt = load_one(tmp_path, row, fmt="messages")
+    assert fmt == "messages" and conversation["messages"] == messages
+
+
+def test_a_user_who_writes_a_tool_tag_does_not_make_sharegpt_hermes(tmp_path):
+    rows = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+            {"conversations": [{"from": "human", "value": "What does <tools> mean in a prompt?"},
+                               {"from": "gpt", "value": "It marks tool definitions."}]}]
+    result = load_conversations(write(tmp_path / "d.jsonl", rows))
+    assert result.sources[0]["format"] == "sharegpt" and len(result.rows) == 2
+    assert result.rows[1]["messages"][0]["content"] == "What does <tools> mean in a prompt?"
+
+
+def test_last_assistant_on_an_untrained_last_turn_drops_the_row(tokenizer):
+    """data.train_on: last_assistant picks the last turn; loss_weight 0 there leaves nothing to
+    train, so the row is dropped and counted rather than kept with every label ignored."""
+    from kit.data.tokenize import tokenize_rows
+    from kit.families import family_for
+    from kit.recipes import apply_overrides, load_recipe
+
+    _, recipe = load_recipe("tiny-demo")
+    recipe = apply_overrides(recipe, {"data.train_on": "last_assistant"})
+    trained = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+               {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    untrained_last = [*trained[:3], {**trained[3], "train": False}]
+    examples, kept, dropped, _ = tokenize_rows(tokenizer, family_for(recipe),
+                                               [{"messages": trained}, {"messages": untrained_last}], recipe)
+    assert kept == [0] and len(examples) == 1
+    assert dropped == [{"source": "rows", "row": 2, "reason": (
+        "nothing to train: the assistant turns data.train_on (last_assistant) picks are marked not trained (loss_weight 0)")}]

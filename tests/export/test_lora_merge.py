@@ -175,3 +175,20 @@ def test_targets_the_base_does_not_store_go_to_unsloth_and_are_not_checked(tmp_p
         merge_checkpoint(base, adapter, tmp_path / "out")
     report = check_merged_tensors(base, adapter, base)
     assert report["ok"] is None and "lm_head.weight" in report["skipped"]
+
+
+def test_publishing_twice_keeps_the_merged_model(demo_run, runs_dir):
+    """Merge.publish() run again (a notebook cell re-run), or before merge_weights(), refuses and
+    leaves merged/ as it is."""
+    from kit.export import merge
+    from kit.runs import RunError, find_run
+
+    run_dir, _ = demo_run
+    copy = runs_dir / "tiny-demo" / "publish"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("gguf"))
+    run = find_run("tiny-demo", "publish")
+    before = sorted(p.name for p in run.merged_dir.iterdir())
+    merging = merge.Merge(run, run.recipe(stage="merge"), overwrite=True)
+    with pytest.raises(RunError, match="nothing to publish"):
+        merging.publish()
+    assert sorted(p.name for p in run.merged_dir.iterdir()) == before

@@ -21,6 +21,13 @@ def test_resume_from_checkpoint_and_never_overwrite_an_adapter(runs_dir):
     with pytest.raises(RunError, match="already exists: this run is trained"):
         T.train(run, run.recipe())
 
+    # trainer.train(resume_from_checkpoint=True), as Unsloth's notebooks call it on the notebook's
+    # trainer: the newest checkpoint (here the last step: nothing more to train).
+    model, tokenizer = T.load_model(run.recipe())
+    trainer = T.build_trainer(run, run.recipe(), T.add_lora(model, run.recipe()), tokenizer)
+    result = trainer.train(resume_from_checkpoint=True)
+    assert result.global_step == 4 and trainer.resumed_from.endswith("checkpoint-4")
+
     shutil.rmtree(run.adapter_dir)  # as if training had been interrupted after checkpoint-4
     second = T.train(run, run.recipe({"train.max_steps": 6}, stage="train"), resume=True)
     assert second["global_step"] == 6 and second["resumed_from"].endswith("checkpoint-4")
