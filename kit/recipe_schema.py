@@ -61,7 +61,8 @@ class DataSection(RecipeSection):
                                       "relative paths start at the project root")
     format: str = setting("auto", choices=["auto", *FORMATS], help="the rows' layout; auto: detected")
     columns: dict = setting({}, help="canonical field name -> the name your data uses, e.g. {instruction: question}")
-    eval_fraction: float = setting(0.1, min=0, below=1, help="share of rows held out for evaluation")
+    eval_fraction: float = setting(0.1, min=0, below=1, forbid={0: "holds out no rows; evaluate and the merge checks need some"},
+                                   help="share of rows held out for evaluation")
     seed: int = setting(3407, min=0, help="seed of the train/eval split and of weighted sources' sampling")
     invalid_rows: str = setting("error", choices=["error", "drop"],
                                 help="error: stop at the first bad row, naming it; drop: leave it out, counted in the "

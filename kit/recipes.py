@@ -187,8 +187,14 @@ def parse_overrides(overrides: dict | str | None) -> dict:
     for key, value in overrides.items():
         node = nested
         parts = str(key).split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # {"train": 5, "train.max_steps": 1}
+                raise RecipeError(f"overrides: {key} sets a key inside {'.'.join(parts[:i + 1])}, which another "
+                                  f"override sets to {node!r}; give one of them")
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):  # the same, the other way round
+            raise RecipeError(f"overrides: {key} is set to {value!r}, but another override sets keys inside it; "
+                              "give one of them")
         if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
             node[parts[-1]] = deep_merge(node[parts[-1]], value)
         else:

@@ -149,3 +149,20 @@ def test_checks_read_off_the_declaration(override, message):
     with pytest.raises(RecipeError) as e:
         load_recipe("tiny-demo", override)
     assert message in str(e.value) and "tiny-demo.yaml" in str(e.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train": 5, "train.max_steps": 1},
+     "overrides: train.max_steps sets a key inside train, which another override sets to 5; give one of them"),
+    ({"train.max_steps": 1, "train": 5},
+     "overrides: train is set to 5, but another override sets keys inside it; give one of them"),
+])
+def test_overrides_that_contradict_each_other_are_one_recipe_error(overrides, message):
+    with pytest.raises(RecipeError) as e:
+        load_recipe("tiny-demo", overrides)
+    assert str(e.value) == message
+
+
+def test_an_eval_fraction_of_zero_is_refused_by_the_recipe_not_later_by_prepare():
+    with pytest.raises(RecipeError, match=r"data\.eval_fraction: 0(\.0)? holds out no rows; evaluate and the merge checks need some"):
+        load_recipe("tiny-demo", {"data.eval_fraction": 0})
