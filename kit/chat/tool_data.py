@@ -27,7 +27,8 @@ def _type(value) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _json(text: str, where: str, key: str):
+def parse_json(text: str, where: str, key: str):
+    """``text`` as JSON; else a FormatError "``key``: ``where`` is not valid JSON (why at character N)"."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -37,7 +38,7 @@ def _json(text: str, where: str, key: str):
 def json_list(value, where: str, key: str) -> list:
     """A list given as such or as JSON text holding one (CSV cells, Arrow string columns)."""
     if isinstance(value, str):
-        value = _json(value, where, key)
+        value = parse_json(value, where, key)
     if not isinstance(value, list):
         raise FormatError(f"{key}: {where} is {_type(value)}, expected a list")
     return value
@@ -79,7 +80,7 @@ def _read_tool(item, where: str) -> dict:
         raise FormatError(f"bad tools: {where}.description is {_type(description)}, expected a string")
     parameters = function.get("parameters")
     if isinstance(parameters, str):
-        parameters = _json(parameters, f"{where}.parameters", "bad tools")
+        parameters = parse_json(parameters, f"{where}.parameters", "bad tools")
     if parameters is None:
         parameters = dict(NO_PARAMETERS)
     if not isinstance(parameters, dict):
@@ -153,7 +154,7 @@ def read_call(call, where: str) -> dict:
                           "expected the called function's name")
     arguments = body.get("arguments")
     if isinstance(arguments, str):
-        arguments = _json(arguments, f"{at}.arguments", "bad arguments")
+        arguments = parse_json(arguments, f"{at}.arguments", "bad arguments")
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict):

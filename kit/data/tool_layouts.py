@@ -18,7 +18,7 @@ import ast
 import json
 import re
 
-from kit.chat.tool_data import FormatError, json_list, read_call, read_calls, read_tools
+from kit.chat.tool_data import FormatError, json_list, parse_json, read_call, read_calls, read_tools
 from kit.data.turns import UnsupportedContent, from_messages, kind, message
 
 TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
@@ -36,12 +36,12 @@ def _empty(value) -> bool:
 def _parse(text: str, where: str, key: str):
     """JSON, else a Python literal (dicts with single quotes); neither: a FormatError."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
+        return parse_json(text, where, key)
+    except FormatError as not_json:
         try:
             return ast.literal_eval(text)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            raise FormatError(f"{key}: {where} is not valid JSON ({e.msg} at character {e.pos})") from None
+            raise not_json from None
 
 
 # -- Hermes -----------------------------------------------------------------------------------

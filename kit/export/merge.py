@@ -210,7 +210,8 @@ class Merge:
         self.tmp = run.path / ".merged.tmp"  # merged/ is written under this name and renamed: never half-written
         self.base_dir = None
         self.tokenizer = None
-        self.held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), config.eval.num_prompts)
+        self.eval_rows = read_jsonl(run.data_dir / "eval.jsonl")  # held-out prompts, and the QLoRA gap's rows
+        self.held_out = held_out_prompts(self.eval_rows, config.eval.num_prompts)
         self.prompts: list[str] = []
         self.greedy = None  # the merged model's greedy tokens per prompt, for the GGUF comparison
         self.merged_loss = None
@@ -283,8 +284,8 @@ class Merge:
                                                    max_new_tokens=config.export.verify_tokens, batch_size=1,
                                                    tools=[p.get("tools") for p in self.held_out])[0]]
             if config.model.load_in_4bit:
-                rows = read_jsonl(self.run.data_dir / "eval.jsonl")[:QLORA_GAP_ROWS]
-                self.merged_loss = token_loss(merged, tokenizer, self.family, rows, config.data.train_on)
+                self.merged_loss = token_loss(merged, tokenizer, self.family, self.eval_rows[:QLORA_GAP_ROWS],
+                                              config.data.train_on)
             del merged
             release_memory()
         return self.report.logits_check
@@ -297,8 +298,7 @@ class Merge:
             gap = {"skipped": self._room() or "the logits check has not run"}
         else:
             with measured(self.report.stages, "qlora_gap"):
-                rows = read_jsonl(self.run.data_dir / "eval.jsonl")[:QLORA_GAP_ROWS]
-                gap = qlora_gap(self.run, self.config, self.tokenizer, rows, self.merged_loss)
+                gap = qlora_gap(self.run, self.config, self.tokenizer, self.eval_rows[:QLORA_GAP_ROWS], self.merged_loss)
         self.report.qlora_gap = gap
         return gap
 

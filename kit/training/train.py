@@ -273,13 +273,18 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
     )
 
 
+def refuse_trained(run: Run) -> None:
+    """Runs are never overwritten: a run with an adapter is trained."""
+    if run.adapter_dir.exists():
+        raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
+                       "the prepare notebook (runs are never overwritten).")
+
+
 def start(run: Run, resume: bool | str = False) -> Checkpoint | None:
     """Before any model loads: refuse a run that is already trained (runs are never overwritten),
     check ``resume`` (see ``resume_checkpoint``), and for a resume set the killed process's later
     records aside. Returns the checkpoint to resume from, or None."""
-    if run.adapter_dir.exists():
-        raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
-                       "the prepare notebook (runs are never overwritten).")
+    refuse_trained(run)
     checkpoint = resume_checkpoint(run, resume)
     if checkpoint:
         set_aside_steps_after(run.metrics_path, checkpoint.step)
@@ -296,9 +301,7 @@ def finish(run: Run, trainer: KitSFTTrainer, result) -> dict:
     """After ``trainer.train``: the evaluation at the last step, the adapter (and tokenizer) written
     to ``adapter/`` under a temporary name and renamed (never half-written), and the run's summary
     recorded in manifest.json. Returns the summary."""
-    if run.adapter_dir.exists():  # the notebook's cells run again after a finished run
-        raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
-                       "the prepare notebook (runs are never overwritten).")
+    refuse_trained(run)  # the notebook's cells run again after a finished run
     final_eval = final_evaluation(trainer)
     model, tokenizer = trainer.model, trainer.processing_class
     tmp = run.path / ".adapter.tmp"
