@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +22,47 @@ def _eval_losses(log_history: list[dict]) -> dict[int, float]:
     return {r["step"]: r["eval_loss"] for r in log_history if "eval_loss" in r}
 
 
+def is_complete(checkpoint_dir: Path) -> bool:
+    """Whether every file of a checkpoint was written whole. transformers writes trainer_state.json
+    last, but a folder on a network mount (Google Drive) may receive the files in another order, so
+    a runtime that dies mid-save can leave any of them cut short: weights are checked against the
+    size their header states, torch's files (zip archives) for their closing record, JSON by parsing."""
+    try:
+        json.loads((checkpoint_dir / "trainer_state.json").read_text(encoding="utf-8"))
+        for path in checkpoint_dir.iterdir():
+            if path.suffix == ".safetensors" and not _safetensors_whole(path):
+                return False
+            if path.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(path):
+                return False
+    except (OSError, ValueError, struct.error):  # unreadable, bad JSON, a header cut short
+        return False
+    return True
+
+
+def _safetensors_whole(path: Path) -> bool:
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    return path.stat().st_size == 8 + length + max(ends, default=0)
+
+
+def _numbered(run: Run) -> list[Path]:
+    return [p for p in run.checkpoints_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+
+
+def incomplete_checkpoints(run: Run) -> list[str]:
+    """Names of the run's checkpoint folders that were cut off mid-write (never resumed from)."""
+    return sorted((p.name for p in _numbered(run) if not is_complete(p)), key=lambda n: int(n.split("-")[-1]))
+
+
 def list_checkpoints(run: Run) -> list[Checkpoint]:
-    """Trainer checkpoints (by step), then the final adapter if training finished."""
+    """Complete trainer checkpoints (by step), then the final adapter if training finished."""
     found = []
-    for path in run.checkpoints_dir.glob("checkpoint-*"):
-        state_file = path / "trainer_state.json"
-        if not path.name.split("-")[-1].isdigit() or not state_file.exists():
+    for path in _numbered(run):
+        if not is_complete(path):
             continue
-        state = json.loads(state_file.read_text(encoding="utf-8"))
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
         step = state.get("global_step", int(path.name.split("-")[-1]))
         found.append(Checkpoint(path.name, path, step, _eval_losses(state.get("log_history", [])).get(step)))
     found.sort(key=lambda c: c.step)

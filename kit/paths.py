@@ -1,22 +1,73 @@
 """Where the kit finds recipes and writes runs and caches.
 
 The project root is the checkout that holds ``recipes/`` next to the ``kit`` package (an editable
-install, a Colab clone). ``KIT_RUNS_DIR`` and ``KIT_CACHE_DIR`` move runs and caches elsewhere.
+install, a Colab or Kaggle clone). Runs go to the runs root: ``KIT_RUNS_DIR`` (which each notebook's
+``runs_dir`` parameter sets), else ``/kaggle/working/runs`` on Kaggle (its persistent output folder),
+else ``runs/`` in the checkout. ``KIT_CACHE_DIR`` moves the cache.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+import uuid
 from pathlib import Path
 from typing import Callable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RECIPES_DIR = PROJECT_ROOT / "recipes"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+KAGGLE_RUNS = Path("/kaggle/working/runs")
+DRIVE = Path("/content/drive")  # where Colab mounts Google Drive
+
+
+class RunsRootError(ValueError):
+    pass
+
+
+def hosted_runtime() -> str | None:
+    """"colab" or "kaggle" when this Python runs in one of their notebooks, else None."""
+    if "google.colab" in sys.modules:
+        return "colab"
+    if "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+        return "kaggle"
+    return None
 
 
 def runs_root() -> Path:
-    return Path(os.environ.get("KIT_RUNS_DIR", PROJECT_ROOT / "runs")).resolve()
+    if os.environ.get("KIT_RUNS_DIR"):
+        return Path(os.environ["KIT_RUNS_DIR"]).expanduser().resolve()
+    return KAGGLE_RUNS if hosted_runtime() == "kaggle" else PROJECT_ROOT / "runs"
+
+
+def use_runs_root(runs_dir: str | Path = "") -> Path:
+    """Make ``runs_dir`` (a notebook's parameter; empty: ``runs_root()``'s default) the runs root of
+    this process and the processes it starts, and check that runs can be written there. A root on
+    Google Drive mounts Drive first, on Colab only."""
+    path = Path(runs_dir).expanduser() if str(runs_dir).strip() else runs_root()
+    if path.resolve() == DRIVE or DRIVE in path.resolve().parents:
+        mount_drive(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_text("ok", encoding="utf-8")
+        probe.unlink()
+    except OSError as e:
+        raise RunsRootError(f"runs root {path} cannot be written ({e.strerror or e}); "
+                            "set runs_dir (or KIT_RUNS_DIR) to a folder you can write") from None
+    os.environ["KIT_RUNS_DIR"] = str(path.resolve())
+    return path.resolve()
+
+
+def mount_drive(path: Path) -> None:
+    """Mount Google Drive at /content/drive for a runs root under it (Colab asks to authorise once)."""
+    if hosted_runtime() != "colab":
+        raise RunsRootError(f"runs root {path} is on Google Drive ({DRIVE}), which only a Colab notebook "
+                            "can mount; choose a local folder for runs_dir")
+    if not (DRIVE / "MyDrive").is_dir():
+        from google.colab import drive  # type: ignore[import-not-found]  # Colab's own module
+
+        drive.mount(str(DRIVE))
 
 
 def cache_root() -> Path:

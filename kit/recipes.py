@@ -156,6 +156,12 @@ def available() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
+def recipe_name(name_or_path: str | Path) -> str:
+    """The name a recipe's runs are kept under: ``tiny-demo`` for ``tiny-demo`` and for ``path/tiny-demo.yaml``."""
+    path = Path(name_or_path)
+    return path.stem if path.suffix in (".yaml", ".yml") else str(name_or_path)
+
+
 def recipe_path(name_or_path: str | Path) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():

@@ -133,7 +133,7 @@ def create_run(recipe_name: str, recipe: recipes.Recipe, run_id: str | None = No
         raise RunError(f"run {path} already exists; runs are never overwritten (choose another run id)") from None
     run = Run(path)
     run.write_recipe(recipe)
-    run.update_manifest({"recipe": recipe_name, "run_id": path.name, "created": _now(),
+    run.update_manifest({"recipe": recipe_name, "run_id": path.name, "location": str(path), "created": _now(),
                          "git_commit": git_commit(), "libraries": library_versions(),
                          "seed": {"data": recipe.data.seed, "train": recipe.train.seed}})
     changes = recipes.parse_overrides(overrides)
@@ -150,15 +150,22 @@ def list_runs(recipe_name: str, root: Path | None = None) -> list[Run]:
     return sorted(runs, key=lambda r: (r.manifest().get("created", ""), r.path.name))  # oldest first
 
 
-def find_run(recipe_name: str, run: str | Path | None = None, root: Path | None = None) -> Run:
-    """The named run, or the newest run of the recipe. ``run`` is a run id under
-    ``runs/<recipe>/`` unless it is a path (a Path, absolute, or containing a separator): a bare
-    id never resolves against the current directory (``bench`` is a run id, not ./bench)."""
+def find_run(recipe: str, run: str | Path | None = None, root: Path | None = None) -> Run:
+    """The named run, or the newest run of the recipe (a name, or the YAML path prepare was given).
+    ``run`` is a run id under ``<runs root>/<recipe>/`` unless it is a path (a Path, absolute, or
+    containing a separator): a bare id never resolves against the current directory (``bench`` is
+    a run id, not ./bench). A run directory prepared from another recipe is refused."""
+    recipe_name = recipes.recipe_name(recipe)
     if run and is_path(run):
         path = Path(run).expanduser()
         if not (path / "recipe.yaml").exists():
             raise RunError(f"{run} is not a run directory (no recipe.yaml); give a run id or a run's directory")
-        return Run(path.resolve())
+        found = Run(path.resolve())
+        prepared_from = found.manifest().get("recipe", found.recipe_name)
+        if prepared_from != recipe_name:
+            raise RunError(f"run {found.path} was prepared from recipe {prepared_from!r}, not {recipe_name!r}: "
+                           f"set recipe to {prepared_from!r}, or give a run of {recipe_name!r}")
+        return found
     if run:
         candidate = (root or runs_root()) / recipe_name / str(run)
         if not (candidate / "recipe.yaml").exists():

@@ -1,7 +1,7 @@
 """The cells every notebook shares, written once here and copied into the four notebooks.
 
 A shared cell is found by its tag: ``kit-install`` (the hosted-runtime install cell) and
-``kit-runlog`` (the run-log set-up). Edit the text here, then run
+``kit-runlog`` (the run-log set-up and the runs root). Edit the text here, then run
 
     .venv/bin/python scripts/notebook_cells.py          # rewrite the copies in notebooks/
     .venv/bin/python scripts/notebook_cells.py --check  # exit 1 if a copy differs (tests run this)
@@ -19,16 +19,30 @@ STAGES = ("prepare", "train", "evaluate", "merge")
 EXTRAS = {"merge": "gguf"}
 
 INSTALL = '''\
-# Colab / Kaggle only: fetch this kit and install it with Unsloth into this runtime.
-# Everywhere else (your checkout, papermill, CI) this cell does nothing.
-import os, subprocess, sys
+# Colab / Kaggle: fetch the kit and install it with Unsloth into this runtime (minutes the first
+# time; seconds for the next notebook). Elsewhere (your checkout, papermill) this cell does nothing.
+# Before it, say where the kit comes from: %env KIT_REPO=<its git URL, or a folder holding it>
+import os, shutil, subprocess, sys
+def shown(*command, **options):  # run a command, its output printed here as it comes; its exit code
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **options) as p:
+        for line in p.stdout:
+            print(line, end="")
+    return p.returncode
 if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
-    KIT_REPO = os.environ.get("KIT_REPO", "https://github.com/unsloth-notebook-kit/unsloth-notebook-kit")
-    if not os.path.isdir("unsloth-notebook-kit"):
-        subprocess.run(["git", "clone", "--depth", "1", KIT_REPO, "unsloth-notebook-kit"], check=True)
+    KIT_REPO, KIT_DIR = os.environ.get("KIT_REPO", ""), os.path.abspath("unsloth-notebook-kit")
+    if not os.path.isdir(KIT_DIR):
+        if not KIT_REPO:
+            sys.exit("Set KIT_REPO first: %env KIT_REPO=<the kit's git URL, or a folder holding it, e.g. on Drive>")
+        if KIT_REPO.startswith("/content/drive/") and not os.path.isdir("/content/drive/MyDrive"):
+            from google.colab import drive; drive.mount("/content/drive")
+        if os.path.isdir(KIT_REPO):  # a folder (on Drive, an upload): copied without its venv or runs
+            shutil.copytree(KIT_REPO, KIT_DIR, ignore=shutil.ignore_patterns(".venv", "runs", "__pycache__"))
+        elif shown("git", "clone", "--depth", "1", KIT_REPO, KIT_DIR):
+            sys.exit(f"Could not clone KIT_REPO={KIT_REPO!r} (git's message above): check the URL or folder")
     env = {**os.environ, "KIT_PYTHON": sys.executable}  # into this Python: keeps the runtime's CUDA torch{extras}
-    subprocess.run(["bash", "unsloth-notebook-kit/scripts/setup.sh"], check=True, env=env)
-    sys.path.insert(0, os.path.abspath("unsloth-notebook-kit"))'''
+    if shown("bash", f"{KIT_DIR}/scripts/setup.sh", env=env):
+        sys.exit("The kit's set-up failed (its message is above)")
+    sys.path.insert(0, KIT_DIR)'''
 
 EXTRAS_TEXT = {"gguf": '\n    env["KIT_EXTRAS"] = "gguf"  # llama-cpp-python for GGUF export: built once, a few minutes'}
 
@@ -36,8 +50,10 @@ RUNLOG = '''\
 import time
 started = time.time()
 
-from kit import runlog
-runlog.setup()  # library warnings → the run's run.log; the kit's errors as one line; text progress bars'''
+from kit import paths, runlog
+runlog.setup()  # library warnings → the run's run.log; the kit's errors as one line; text progress bars
+# runs_dir, else $KIT_RUNS_DIR, else /kaggle/working/runs on Kaggle, else runs/ in the kit; Drive is mounted if named
+print("Runs are kept in", paths.use_runs_root(runs_dir))'''
 
 
 def shared_cells(stage: str) -> dict[str, str]:

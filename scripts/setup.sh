@@ -9,7 +9,8 @@ UNSLOTH_VERSION=2026.10.9
 stamp_key=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -n "${KIT_PYTHON:-}" ]; then
   PY=$KIT_PYTHON
-  stamp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/unsloth-notebook-kit"
+  # One stamp folder per interpreter: a runtime's stamp says nothing about another Python.
+  stamp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/unsloth-notebook-kit/setup-$(echo "$PY" | sha256sum | cut -c1-12)"
 else
   VENV=${KIT_VENV:-.venv}
   PY="$VENV/bin/python"

@@ -143,17 +143,17 @@ def test_a_bad_override_on_the_command_line_is_one_line(tmp_path):
 
 def test_resume_is_checked_before_any_model_loads(runs_dir):
     from kit.runs import RunError, create_run
-    from kit.training.train import resume_checkpoint
+    from kit.training.plan import resume_checkpoint
 
     run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "r")
     before = contents(run.path)
     assert resume_checkpoint(run, False) is None and resume_checkpoint(run, "false") is None
     for value, message in [
-        ("true", f"resume: {run.checkpoints_dir} has no checkpoint to resume from"),
-        (True, f"resume: {run.checkpoints_dir} has no checkpoint to resume from"),
-        ("checkpoint-7", f"resume: no checkpoint 'checkpoint-7' in {run.checkpoints_dir} (have: none); "
-                         "give true, latest or one of those"),
-        (3, "resume: expected true, false, latest or a checkpoint name, got int (3)"),
+        ("true", f"resume: {run.checkpoints_dir} has no complete checkpoint to resume from"),
+        (True, f"resume: {run.checkpoints_dir} has no complete checkpoint to resume from"),
+        ("checkpoint-7", f"resume: no complete checkpoint 'checkpoint-7' in {run.checkpoints_dir} (have: none); "
+                         "give auto, true (or latest), false, or a checkpoint name such as checkpoint-100"),
+        (3, "resume: expected auto, true (or latest), false, or a checkpoint name such as checkpoint-100, got int (3)"),
     ]:
         with pytest.raises(RunError) as e:
             resume_checkpoint(run, value)

@@ -94,3 +94,15 @@ def test_later_overrides_refuse_model_and_data_before_touching_the_run():
     assert check_later_overrides({"train.max_steps": 2}) == {"train": {"max_steps": 2}}
     with pytest.raises(RunError, match=r"^overrides of model, data must be given to prepare"):
         check_later_overrides({"model.max_seq_length": 128, "data.seed": 1, "train.max_steps": 2})
+
+
+def test_a_run_is_found_by_recipe_name_or_path_and_another_recipes_run_is_refused(runs_dir, recipe):
+    run = create_run("tiny-demo", recipe, "r")
+    assert run.manifest()["location"] == str(run.path)  # where the run lives (a Drive folder, Kaggle's output)
+    yaml_path = str(PROJECT_ROOT / "recipes" / "tiny-demo.yaml")
+    assert find_run(yaml_path).path == find_run("tiny-demo").path == run.path  # as prepare was given it
+    assert find_run(yaml_path, "r").path == run.path
+    with pytest.raises(RunError) as e:
+        find_run("smollm2-shop-demo", str(run.path))
+    assert str(e.value) == (f"run {run.path} was prepared from recipe 'tiny-demo', not 'smollm2-shop-demo': "
+                            "set recipe to 'tiny-demo', or give a run of 'smollm2-shop-demo'")

@@ -1,13 +1,13 @@
 """train: the train stage in the steps Unsloth's notebooks take, each a function the train notebook
 calls in its own cell (so ``model``, ``tokenizer`` and ``trainer`` are the user's to inspect):
 
-    checkpoint = start(run, resume)                   # before any model loads: refusals, the resume point
+    plan = start(run, resume)                         # before any model loads: refusals, the resume point, the lock
     model, tokenizer = load_model(config)             # Unsloth FastLanguageModel (4-bit per recipe)
     model = add_lora(model, config)
     train_dataset, eval_dataset = datasets(run, config, tokenizer)   # assistant-only labels
     trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
-    result = trainer.train(resume_from_checkpoint=resume_path(checkpoint))
-    summary = finish(run, trainer, result)            # final eval, adapter/, manifest
+    result = trainer.train(resume_from_checkpoint=plan.resume_from)
+    summary = finish(run, trainer, result, plan)      # final eval, adapter/, manifest
 
 ``train`` runs exactly these steps (papermill's pipeline, tests, benchmarks). ``config`` is the run's
 resolved recipe (``kit.recipes.Recipe``); ``recipe`` elsewhere is its name."""
@@ -21,12 +21,11 @@ from pathlib import Path
 from kit import backend  # first: Unsloth patches trl/transformers/peft on import
 from kit.backend import FastLanguageModel
 from kit.training.callbacks import LiveSamples, MetricsJsonl, readable_progress_tables
-from kit.checkpoints import Checkpoint, list_checkpoints
+from kit.training.plan import Plan, refuse_trained, start  # start: the notebook's first step
 from kit.data.rows import held_out_prompts, read_jsonl
 from kit.families import ensure_chat_template, family_for
 from kit.data.tokenize import tokenize_rows
 from kit.runs import Run, RunError
-from kit.files import new_run_id, write_text_atomic
 from kit.recipes import Recipe
 
 import torch  # noqa: E402
@@ -167,30 +166,6 @@ def final_evaluation(trainer) -> dict:
     return logged[-1] if logged else trainer.evaluate()
 
 
-def set_aside_steps_after(metrics_path: Path, step: int) -> Path | None:
-    """Before resuming from ``step``: the records a killed process wrote after it move to
-    ``metrics.before-resume-<time>.jsonl`` (kept, not lost), so metrics.jsonl holds each step once."""
-    if not metrics_path.exists():
-        return None
-    lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    is_later = [json.loads(line).get("step", 0) > step for line in lines]
-    if not any(is_later):
-        return None
-    aside = metrics_path.with_name(f"metrics.before-resume-{new_run_id()}.jsonl")
-    aside.write_text("".join(line for line, later in zip(lines, is_later) if later), encoding="utf-8")
-    write_text_atomic(metrics_path, "".join(line for line, later in zip(lines, is_later) if not later))
-    return aside
-
-
-def purge_tensorboard_after(tensorboard_dir: Path, step: int) -> None:
-    """Before resuming from ``step``: TensorBoard's own restart marker (a session START at step+1),
-    so TensorBoard shows the resumed run's steps after ``step`` in place of the killed process's.
-    The killed process's event file is left as it was."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    SummaryWriter(str(tensorboard_dir), purge_step=step + 1).close()
-
-
 def finished_at(checkpoint_dir: Path, max_steps: int | None) -> bool:
     """Whether the checkpoint in ``checkpoint_dir`` is the run's last step: resuming there must train nothing, but
     transformers' loop would run one step past max_steps. ``max_steps`` is the recipe's (it may have
@@ -229,31 +204,6 @@ def telemetry(trainer, model, result) -> dict:
             "mfu": backend.mfu(total, tokens_per_s) if tokens_per_s else None, **backend.peak_memory()}
 
 
-def resume_checkpoint(run: Run, resume) -> Checkpoint | None:
-    """The checkpoint to resume from, checked before any model is loaded. ``resume``: False/True
-    (also as the strings papermill's -p passes), "latest", a checkpoint name (checkpoint-N) of this
-    run, or a checkpoint path."""
-    if isinstance(resume, str) and resume.strip().lower() in ("true", "false", ""):
-        resume = resume.strip().lower() == "true"
-    if resume is False or resume is None:
-        return None
-    saved = [c for c in list_checkpoints(run) if c.name != "final"]
-    if resume is True or resume == "latest":
-        if not saved:
-            raise RunError(f"resume: {run.checkpoints_dir} has no checkpoint to resume from")
-        return saved[-1]
-    if not isinstance(resume, str):
-        raise RunError(f"resume: expected true, false, latest or a checkpoint name, got {type(resume).__name__} ({resume!r})")
-    named = next((c for c in saved if c.name == resume), None)
-    if named is not None:
-        return named
-    if "/" in resume and (Path(resume) / "trainer_state.json").exists():
-        state = json.loads((Path(resume) / "trainer_state.json").read_text(encoding="utf-8"))
-        return Checkpoint(Path(resume).name, Path(resume), state["global_step"], None)
-    raise RunError(f"resume: no checkpoint {resume!r} in {run.checkpoints_dir} "
-                   f"(have: {', '.join(c.name for c in saved) or 'none'}); give true, latest or one of those")
-
-
 def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
                   eval_dataset: Dataset | None = None) -> KitSFTTrainer:
     """The kit's trainer for ``run``: the tokenized splits (``datasets`` when not given), the
@@ -273,34 +223,13 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
     )
 
 
-def refuse_trained(run: Run) -> None:
-    """Runs are never overwritten: a run with an adapter is trained."""
-    if run.adapter_dir.exists():
-        raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
-                       "the prepare notebook (runs are never overwritten).")
-
-
-def start(run: Run, resume: bool | str = False) -> Checkpoint | None:
-    """Before any model loads: refuse a run that is already trained (runs are never overwritten),
-    check ``resume`` (see ``resume_checkpoint``), and for a resume set the killed process's later
-    records aside. Returns the checkpoint to resume from, or None."""
-    refuse_trained(run)
-    checkpoint = resume_checkpoint(run, resume)
-    if checkpoint:
-        set_aside_steps_after(run.metrics_path, checkpoint.step)
-        purge_tensorboard_after(run.path / "tensorboard", checkpoint.step)
-    return checkpoint
-
-
-def resume_path(checkpoint: Checkpoint | None) -> str | None:
-    """What ``trainer.train(resume_from_checkpoint=...)`` takes: the checkpoint's folder, or None."""
-    return str(checkpoint.path) if checkpoint else None
-
-
-def finish(run: Run, trainer: KitSFTTrainer, result) -> dict:
+def finish(run: Run, trainer: KitSFTTrainer, result, plan: Plan | None = None) -> dict:
     """After ``trainer.train``: the evaluation at the last step, the adapter (and tokenizer) written
-    to ``adapter/`` under a temporary name and renamed (never half-written), and the run's summary
-    recorded in manifest.json. Returns the summary."""
+    to ``adapter/`` under a temporary name and renamed (never half-written), the run's summary
+    recorded in manifest.json, and the run's lock released. Returns the summary; for a run that was
+    already trained (``plan.action == "trained"``), the summary recorded then, and nothing is written."""
+    if plan is not None and plan.action == "trained":
+        return run.manifest().get("train", {})
     refuse_trained(run)  # the notebook's cells run again after a finished run
     final_eval = final_evaluation(trainer)
     model, tokenizer = trainer.model, trainer.processing_class
@@ -313,16 +242,28 @@ def finish(run: Run, trainer: KitSFTTrainer, result) -> dict:
                "eval_loss": final_eval.get("eval_loss"), "train_runtime_s": result.metrics.get("train_runtime"),
                "resumed_from": trainer.resumed_from, **telemetry(trainer, model, result)}
     run.update_manifest({"device": backend.device_name(), "train": summary})
+    if plan is not None and plan.lock is not None:
+        plan.lock.release()
     return summary
 
 
-def train(run: Run, config: Recipe, resume: bool | str = False) -> dict:
-    """The whole stage in one call, exactly the train notebook's steps in order. ``resume``: True
-    or "latest" for the newest checkpoint, or a checkpoint's name or path. Returns the summary."""
-    checkpoint = start(run, resume)
-    model, tokenizer = load_model(config)
-    model = add_lora(model, config)
-    train_dataset, eval_dataset = datasets(run, config, tokenizer)
-    trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
-    result = trainer.train(resume_from_checkpoint=resume_path(checkpoint))
-    return finish(run, trainer, result)
+def record_stage(run: Run, plan: Plan, started: float) -> None:
+    """The stage's wall time in the manifest, unless the run was already trained (left as it is)."""
+    if plan.action != "trained":
+        run.record_stage("train", started)
+
+
+def train(run: Run, config: Recipe, resume: bool | str = "auto") -> dict:
+    """The whole stage in one call, exactly the train notebook's steps in order. ``resume``: see
+    ``start``. Returns the summary."""
+    plan = start(run, resume)
+    try:
+        model, tokenizer = load_model(config)
+        model = add_lora(model, config)
+        train_dataset, eval_dataset = datasets(run, config, tokenizer)
+        trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
+        result = trainer.train(resume_from_checkpoint=plan.resume_from)
+        return finish(run, trainer, result, plan)
+    finally:
+        if plan.lock is not None:
+            plan.lock.release()

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from kit.training.train import mean_train_loss, set_aside_steps_after
+from kit.training.plan import set_aside_steps_after
+from kit.training.train import mean_train_loss
 
 
 def write(path, records):
@@ -35,7 +36,7 @@ def test_the_train_loss_is_the_mean_over_all_steps(tmp_path):
 def test_resume_names_a_checkpoint_with_its_step(runs_dir):
     from kit.recipes import load_recipe
     from kit.runs import create_run
-    from kit.training.train import resume_checkpoint
+    from kit.training.plan import resume_checkpoint
 
     run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "r")
     for step in (100, 200):

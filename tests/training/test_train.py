@@ -19,7 +19,10 @@ def test_resume_from_checkpoint_and_never_overwrite_an_adapter(runs_dir):
     assert sorted(p.name for p in run.checkpoints_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
     with pytest.raises(RunError, match="already exists: this run is trained"):
-        T.train(run, run.recipe())
+        T.train(run, run.recipe(), resume=False)
+    manifest = run.manifest_path.read_text()
+    assert T.train(run, run.recipe()) == json.loads(manifest)["train"]  # auto: reported, left as it is
+    assert run.manifest_path.read_text() == manifest
 
     # trainer.train(resume_from_checkpoint=True), as Unsloth's notebooks call it on the notebook's
     # trainer: the newest checkpoint (here the last step: nothing more to train).
