@@ -42,6 +42,29 @@ class MetricsJsonl(TrainerCallback):
             append_jsonl(self.path, {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs})
 
 
+class CheckpointTimes(TrainerCallback):
+    """Each checkpoint's write time and size, in metrics.jsonl: whether the runs root (a network
+    mount such as Google Drive) slows training is read off the run, not guessed. Listed last among
+    the callbacks, its mark is the last event before transformers saves (after evaluation and samples)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.mark = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.mark = time.perf_counter()
+
+    on_log = on_evaluate = on_step_end
+
+    def on_save(self, args, state, control, **kwargs):
+        seconds = time.perf_counter() - self.mark
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+        append_jsonl(self.path, {"step": state.global_step, "checkpoint_save_s": round(seconds, 3),
+                                 "checkpoint_mb": round(size / 1e6, 1)})
+        self.mark = time.perf_counter()
+
+
 class LiveSamples(TrainerCallback):
     """Greedy answers to ``prompts`` (message lists) after every evaluation."""
 

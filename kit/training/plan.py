@@ -68,6 +68,10 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
         if last is None:
             raise RunError(f"{run.path} is already trained, and its last checkpoint (step {step}) is gone, "
                            "so there is nothing to load here: evaluate it with the evaluate notebook")
+        limit = run.recipe().train.max_steps
+        if limit and limit > 0 and limit != step:  # loading step N with a new limit would train on
+            raise RunError(f"{run.path} is already trained ({step} steps); train.max_steps is now {limit}, and "
+                           "runs are never overwritten: start a new run with prepare")
         return Plan(run, "trained", last)
     refuse_trained(run)
     if resume == "auto":

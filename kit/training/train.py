@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kit import backend  # first: Unsloth patches trl/transformers/peft on import
 from kit.backend import FastLanguageModel
-from kit.training.callbacks import LiveSamples, MetricsJsonl, readable_progress_tables
+from kit.training.callbacks import CheckpointTimes, LiveSamples, MetricsJsonl, readable_progress_tables
 from kit.training.plan import Plan, refuse_trained, start  # start: the notebook's first step
 from kit.data.rows import held_out_prompts, read_jsonl
 from kit.families import ensure_chat_template, family_for
@@ -192,6 +192,12 @@ def mean_train_loss(metrics_path: Path) -> float | None:
     return weighted / total if total else None
 
 
+def checkpoint_save_seconds(metrics_path: Path) -> float:
+    """Seconds spent writing the run's checkpoints (callbacks.CheckpointTimes), all processes together."""
+    records = map(json.loads, metrics_path.read_text(encoding="utf-8").splitlines()) if metrics_path.exists() else []
+    return round(sum(r.get("checkpoint_save_s", 0.0) for r in records), 2)
+
+
 def telemetry(trainer, model, result) -> dict:
     """How fast and how big: real (unpadded) tokens per second of this process's training, peak
     memory, trainable and total parameters, and on a GPU an MFU estimate."""
@@ -219,7 +225,7 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         args=sft_config(run, config),
-        callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, config)],
+        callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, config), CheckpointTimes(run.metrics_path)],
     )
 
 
@@ -240,7 +246,8 @@ def finish(run: Run, trainer: KitSFTTrainer, result, plan: Plan | None = None) -
     tmp.rename(run.adapter_dir)
     summary = {"global_step": result.global_step, "train_loss": mean_train_loss(run.metrics_path),
                "eval_loss": final_eval.get("eval_loss"), "train_runtime_s": result.metrics.get("train_runtime"),
-               "resumed_from": trainer.resumed_from, **telemetry(trainer, model, result)}
+               "resumed_from": trainer.resumed_from, "checkpoint_save_s": checkpoint_save_seconds(run.metrics_path),
+               **telemetry(trainer, model, result)}
     run.update_manifest({"device": backend.device_name(), "train": summary})
     if plan is not None and plan.lock is not None:
         plan.lock.release()

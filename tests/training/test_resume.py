@@ -106,6 +106,8 @@ def test_killed_between_checkpoints_resumes_to_the_same_eval_loss(reference):
     # Each step once, in metrics.jsonl and in TensorBoard; the killed process's later lines kept aside.
     assert logged_steps(run) == logged_steps(whole) == list(range(1, 13))
     assert logged_steps(run, "eval_loss") == [4, 8, 12]
+    assert logged_steps(run, "checkpoint_save_s") == [4, 8, 12]  # each checkpoint's write time, once
+    assert summary["checkpoint_save_s"] > 0
     assert tensorboard_steps(run, "train/loss") == list(range(1, 13))
     aside = list(run.path.glob("metrics.before-resume-*.jsonl"))
     assert len(aside) == 1
