@@ -11,6 +11,7 @@ from unsloth import FastLanguageModel  # noqa: E402
 
 import torch  # noqa: E402
 
+from kit import distributed  # noqa: E402
 from kit.models import resolve_model_id  # noqa: E402
 
 HAS_GPU = torch.cuda.is_available()
@@ -118,13 +119,25 @@ def free_memory_bytes() -> int:
 
 
 def load_model(model_id: str, max_seq_length: int, load_in_4bit: bool, dtype=None):
-    """FastLanguageModel.from_pretrained for a base model or a saved adapter directory."""
+    """FastLanguageModel.from_pretrained for a base model or a saved adapter directory. Under
+    torchrun / accelerate launch each process loads the whole model onto its own GPU (DDP), as
+    Unsloth's multi-GPU guide does: ``device_map={"": local_rank}``."""
+    options = {"device_map": {"": distributed.local_rank()}} if HAS_GPU and distributed.world_size() > 1 else {}
     return FastLanguageModel.from_pretrained(
         model_name=resolve_model_id(model_id),
         max_seq_length=max_seq_length,
         load_in_4bit=load_in_4bit,
         dtype=dtype,
+        **options,
     )
+
+
+def ddp_flags() -> dict:
+    """SFTConfig's DDP settings when several processes train: gloo on CPU (NCCL, transformers'
+    default, needs GPUs); LoRA leaves no parameter unused, so DDP need not search for them."""
+    if distributed.world_size() == 1:
+        return {}
+    return {"ddp_find_unused_parameters": False, **({} if HAS_GPU else {"ddp_backend": "gloo"})}
 
 
 def generation_free_bytes() -> int:

@@ -16,7 +16,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from kit import recipes
+from kit import distributed, recipes
 from kit.files import new_run_id, write_json, write_text_atomic
 from kit.paths import PROJECT_ROOT, runs_root
 
@@ -59,8 +59,9 @@ class Run:
         if not changes:
             return recipe
         updated = recipes.apply_overrides(recipe, changes, where=f"{self.recipe_path} with overrides")
-        self.write_recipe(updated)
-        self.update_manifest({"overrides": {stage or "unknown": changes}})
+        if distributed.is_main():  # with several processes, each applies them; rank 0 writes them
+            self.write_recipe(updated)
+            self.update_manifest({"overrides": {stage or "unknown": changes}})
         return updated
 
     def write_recipe(self, recipe: recipes.Recipe) -> None:

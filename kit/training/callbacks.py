@@ -38,7 +38,7 @@ class MetricsJsonl(TrainerCallback):
         self.path = path
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
+        if logs and state.is_world_process_zero:
             append_jsonl(self.path, {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs})
 
 
@@ -57,6 +57,8 @@ class CheckpointTimes(TrainerCallback):
     on_log = on_evaluate = on_step_end
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
         seconds = time.perf_counter() - self.mark
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
@@ -77,8 +79,8 @@ class LiveSamples(TrainerCallback):
         self.last_step = None
 
     def on_evaluate(self, args, state, control, model=None, **kwargs):
-        if not self.prompts or model is None or state.global_step == self.last_step:
-            return  # an evaluation repeated at the same step samples the same answers: shown once
+        if not self.prompts or model is None or state.global_step == self.last_step or not state.is_world_process_zero:
+            return  # an evaluation repeated at the same step samples the same answers: shown once; rank 0 alone
         self.last_step = state.global_step
         was_training = model.training
         model.eval()

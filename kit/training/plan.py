@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit import distributed
 from kit.checkpoints import Checkpoint, incomplete_checkpoints, list_checkpoints
 from kit.files import new_run_id, write_text_atomic
 from kit.run_lock import RunLock
@@ -60,8 +61,11 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
     Training takes the run's lock (one trainer per run); a resume sets the killed process's later
     records aside so the run's records hold each step once."""
     resume = parse_resume(resume)
-    skipped = tuple(incomplete_checkpoints(run))
+    launched = run.manifest().get("launch", {}).get("world_size")  # the processes that wrote the checkpoints
     saved = [c for c in list_checkpoints(run) if c.name != "final"]
+    torn = [c.name for c in saved if not every_rank_saved(c, launched)]
+    saved = [c for c in saved if c.name not in torn]
+    skipped = tuple(sorted(incomplete_checkpoints(run) + torn, key=lambda n: int(n.split("-")[-1])))
     if resume == "auto" and run.adapter_dir.exists():
         step = run.manifest().get("train", {}).get("global_step")
         last = next((c for c in saved if c.step == step), None)
@@ -81,11 +85,19 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
                        "that a fresh start would overwrite: resume (auto, the default) or start a new run with prepare")
     else:
         checkpoint = resume_checkpoint(run, resume)
-    lock = RunLock(run.path).acquire()
-    step = checkpoint.step if checkpoint else 0
-    set_aside_steps_after(run.metrics_path, step)
-    if checkpoint or (run.path / "tensorboard").exists():
-        purge_tensorboard_after(run.path / "tensorboard", step)
+    if checkpoint is not None:
+        check_world_size(checkpoint, launched)
+    lock = None
+    if distributed.is_main():  # with several processes, rank 0 alone writes the run's records
+        lock = RunLock(run.path).acquire()
+        train = run.recipe().train
+        run.update_manifest({"launch": {"world_size": distributed.world_size(), "global_batch":
+                                        train.per_device_train_batch_size * train.gradient_accumulation_steps
+                                        * distributed.world_size()}})
+        step = checkpoint.step if checkpoint else 0
+        set_aside_steps_after(run.metrics_path, step)
+        if checkpoint or (run.path / "tensorboard").exists():
+            purge_tensorboard_after(run.path / "tensorboard", step)
     return Plan(run, "resume" if checkpoint else "start", checkpoint, skipped, lock)
 
 
@@ -112,6 +124,30 @@ def resume_checkpoint(run: Run, resume) -> Checkpoint | None:
         return Checkpoint(Path(resume).name, Path(resume), state["global_step"], None)
     raise RunError(f"resume: no complete checkpoint {resume!r} in {run.checkpoints_dir} "
                    f"(have: {', '.join(c.name for c in saved) or 'none'}); give {RESUME_VALUES}")
+
+
+def every_rank_saved(checkpoint: Checkpoint, world_size: int | None) -> bool:
+    """Whether each of the ``world_size`` processes that wrote the checkpoint saved its RNG state
+    (rng_state_<rank>.pth): rank 0 writes trainer_state.json without waiting for the others."""
+    return not world_size or world_size == 1 or all(
+        (checkpoint.path / f"rng_state_{rank}.pth").exists() for rank in range(world_size))
+
+
+def check_world_size(checkpoint: Checkpoint, launched: int | None) -> None:
+    """A checkpoint resumes on as many processes as wrote it (the run's recorded launch, else its
+    RNG files: rng_state.pth for one process, one rng_state_<rank>.pth each for several). On
+    another count the global batch, each process's share of the data and the RNG states would all
+    change: the resumed run would not continue the interrupted one."""
+    wrote = launched or len(list(checkpoint.path.glob("rng_state_*.pth"))) or 1
+    now = distributed.world_size()
+    if not every_rank_saved(checkpoint, wrote):
+        raise RunError(f"{checkpoint.name} was cut off mid-save (a process's RNG state is missing): "
+                       "resume from an earlier checkpoint")
+    if wrote != now:
+        raise RunError(f"{checkpoint.name} was written by {wrote} process{'es' if wrote > 1 else ''}, and this "
+                       f"train stage runs on {now}: resume it on {wrote} "
+                       + (f"(torchrun --nproc_per_node {wrote} -m kit.training RECIPE RUN)" if wrote > 1 else "(no torchrun)")
+                       + ", or start a new run with prepare")
 
 
 def parse_resume(resume) -> bool | str:

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from kit import backend  # first: Unsloth patches trl/transformers/peft on import
+from kit import distributed
 from kit.backend import FastLanguageModel
 from kit.training.callbacks import CheckpointTimes, LiveSamples, MetricsJsonl, readable_progress_tables
 from kit.training.plan import Plan, refuse_trained, start  # start: the notebook's first step
@@ -46,6 +47,16 @@ class KitSFTTrainer(SFTTrainer):
         for name, p in self.model.named_parameters():  # before the optimizer state is loaded into them
             if name in dtypes and p.dtype != dtypes[name]:
                 p.data = p.data.to(dtypes[name])
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """transformers loads a multi-process run's optimizer state onto ``args.device``, which for
+        processes on a CPU is "cpu:0", a location torch.load does not know: there, onto the CPU."""
+        if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        optimizer, scheduler = Path(checkpoint) / "optimizer.pt", Path(checkpoint) / "scheduler.pt"
+        if optimizer.is_file() and scheduler.is_file():
+            self.optimizer.load_state_dict(torch.load(optimizer, map_location="cpu", weights_only=True))
+            self.lr_scheduler.load_state_dict(torch.load(scheduler, weights_only=True))
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         """transformers' train, with this run's peak memory measured from here, and a resume from
@@ -154,6 +165,7 @@ def sft_config(run: Run, recipe: Recipe, **extra) -> SFTConfig:
         save_strategy="steps",
         report_to=["tensorboard"],
         **backend.precision_flags(),
+        **backend.ddp_flags(),
         **train,
     )
 
@@ -198,16 +210,32 @@ def checkpoint_save_seconds(metrics_path: Path) -> float:
     return round(sum(r.get("checkpoint_save_s", 0.0) for r in records), 2)
 
 
-def telemetry(trainer, model, result) -> dict:
-    """How fast and how big: real (unpadded) tokens per second of this process's training, peak
-    memory, trainable and total parameters, and on a GPU an MFU estimate."""
+def telemetry(trainer, model, result, tokens: int) -> dict:
+    """How fast and how big: real (unpadded) tokens per second of training (``tokens``: all
+    processes'), peak memory of this process, trainable and total parameters, and on a GPU an MFU
+    estimate (per GPU)."""
     seconds = result.metrics.get("train_runtime") or 0
-    tokens = int(trainer.real_tokens)  # this process's, as train_runtime is
     tokens_per_s = tokens / seconds if seconds else None
     trainable, total = model.get_nb_trainable_parameters()  # PEFT counts 4-bit weights unpacked
+    per_device = tokens_per_s / trainer.args.world_size if tokens_per_s else None
     return {"tokens_seen": tokens, "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
             "trainable_parameters": trainable, "parameters": total,
-            "mfu": backend.mfu(total, tokens_per_s) if tokens_per_s else None, **backend.peak_memory()}
+            "mfu": backend.mfu(total, per_device) if per_device else None, **backend.peak_memory()}
+
+
+def real_tokens_of_all_processes(trainer) -> int:
+    """The real tokens every process trained on (a collective: every process calls it)."""
+    count = torch.as_tensor(trainer.real_tokens, device=trainer.args.device).detach().clone().to(torch.int64)
+    if trainer.args.world_size > 1:
+        torch.distributed.all_reduce(count)
+    return int(count)
+
+
+def launch(trainer) -> dict:
+    """How many processes trained and the global batch: per-device batch × accumulation × processes."""
+    args = trainer.args
+    return {"world_size": args.world_size,
+            "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size}
 
 
 def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
@@ -236,8 +264,12 @@ def finish(run: Run, trainer: KitSFTTrainer, result, plan: Plan | None = None) -
     already trained (``plan.action == "trained"``), the summary recorded then, and nothing is written."""
     if plan is not None and plan.action == "trained":
         return run.manifest().get("train", {})
-    refuse_trained(run)  # the notebook's cells run again after a finished run
-    final_eval = final_evaluation(trainer)
+    if distributed.is_main():
+        refuse_trained(run)  # the notebook's cells run again after a finished run
+    final_eval = final_evaluation(trainer)  # every process: an evaluation is a collective step
+    tokens = real_tokens_of_all_processes(trainer)
+    if not distributed.is_main():  # rank 0 alone writes the adapter and the records
+        return {"global_step": result.global_step, "eval_loss": final_eval.get("eval_loss"), **launch(trainer)}
     model, tokenizer = trainer.model, trainer.processing_class
     tmp = run.path / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -247,7 +279,7 @@ def finish(run: Run, trainer: KitSFTTrainer, result, plan: Plan | None = None) -
     summary = {"global_step": result.global_step, "train_loss": mean_train_loss(run.metrics_path),
                "eval_loss": final_eval.get("eval_loss"), "train_runtime_s": result.metrics.get("train_runtime"),
                "resumed_from": trainer.resumed_from, "checkpoint_save_s": checkpoint_save_seconds(run.metrics_path),
-               **telemetry(trainer, model, result)}
+               **launch(trainer), **telemetry(trainer, model, result, tokens)}
     run.update_manifest({"device": backend.device_name(), "train": summary})
     if plan is not None and plan.lock is not None:
         plan.lock.release()

@@ -157,3 +157,17 @@ def test_a_lock_from_another_machine_holds_until_it_goes_quiet(run):
     plan = start(run)
     assert json.loads(lock.read_text())["host"] == socket.gethostname()
     plan.lock.release()
+
+
+def test_a_checkpoint_of_two_processes_needs_both_rng_states_and_two_processes(run):
+    run.update_manifest({"launch": {"world_size": 2, "global_batch": 4}})
+    for step in (2, 4):
+        path = checkpoint(run, step)
+        (path / "rng_state.pth").rename(path / "rng_state_0.pth")
+    torch.save({"python": 1}, run.checkpoints_dir / "checkpoint-2" / "rng_state_1.pth")  # checkpoint-4 lacks rank 1's
+    with pytest.raises(RunError) as e:
+        start(run)  # this process is not under torchrun: one process
+    assert str(e.value) == ("checkpoint-2 was written by 2 processes, and this train stage runs on 1: resume it on 2 "
+                            "(torchrun --nproc_per_node 2 -m kit.training RECIPE RUN), or start a new run with prepare")
+    with pytest.raises(RunError, match="checkpoint-4 was cut off mid-save"):
+        start(run, "checkpoint-4")
