@@ -122,14 +122,17 @@ def load_model(model_id: str, max_seq_length: int, load_in_4bit: bool, dtype=Non
     """FastLanguageModel.from_pretrained for a base model or a saved adapter directory. Under
     torchrun / accelerate launch each process loads the whole model onto its own GPU (DDP), as
     Unsloth's multi-GPU guide does: ``device_map={"": local_rank}``."""
+    distributed.check_processes(torch.cuda.device_count() if HAS_GPU else 0)
     options = {"device_map": {"": distributed.local_rank()}} if HAS_GPU and distributed.world_size() > 1 else {}
-    return FastLanguageModel.from_pretrained(
+    model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=resolve_model_id(model_id),
         max_seq_length=max_seq_length,
         load_in_4bit=load_in_4bit,
         dtype=dtype,
         **options,
     )
+    distributed.check_one_device(getattr(model, "hf_device_map", None))
+    return model, tokenizer
 
 
 def ddp_flags() -> dict:

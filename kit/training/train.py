@@ -247,7 +247,7 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
     # transformers 5 reads the TensorBoard directory from the environment when the trainer is built.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
     readable_progress_tables()
-    return KitSFTTrainer(
+    trainer = KitSFTTrainer(
         model=model,
         processing_class=tokenizer,
         train_dataset=train_dataset,
@@ -255,6 +255,8 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
         args=sft_config(run, config),
         callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, config), CheckpointTimes(run.metrics_path)],
     )
+    distributed.check_same_devices(backend.HAS_GPU)  # the process group exists once the trainer does
+    return trainer
 
 
 def finish(run: Run, trainer: KitSFTTrainer, result, plan: Plan | None = None) -> dict:

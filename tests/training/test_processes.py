@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 SETTINGS = {"train": {"max_steps": 6, "save_steps": 2, "eval_steps": 2, "logging_steps": 1, "save_total_limit": 4,
                       "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}}
-TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2"]
+TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2"]
 
 # The documented command, with each logged step slowed a little so the test can kill both
 # processes at a known point; nothing in training is replaced.
@@ -169,3 +169,25 @@ def test_evaluate_and_merge_take_a_two_process_run_unchanged(two_processes):
     result = pipeline(run.parent.parent, "tiny-demo", "--run", "two", "--stages", "evaluate,merge")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (run / "report.json").exists() and (run / "merged").is_dir()
+
+
+@pytest.mark.e2e
+def test_the_train_notebook_trains_on_two_processes_and_shows_rank_0(prepared, tmp_path):
+    import nbformat
+
+    runs_dir, copy = prepared
+    run = copy("notebook")
+    out = tmp_path / "train.ipynb"
+    result = subprocess.run([sys.executable, "-m", "papermill", "notebooks/train.ipynb", str(out), "--log-level", "ERROR",
+                             "-p", "recipe", "tiny-demo", "-p", "run", "notebook", "-p", "processes", "2"],
+                            cwd=PROJECT_ROOT, env={**os.environ, "KIT_RUNS_DIR": str(runs_dir)},
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    text = "\n".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"
+                     for o in c.outputs)
+    assert "Training on 2 processes: torch.distributed.run --standalone --nproc_per_node 2" in text
+    assert "Answers at step 6" in text  # rank 0's live answers, streamed into the cell
+    assert text.count("Answers at step 6") == 1  # once: rank 1's output is not shown
+    assert "Already trained" in text  # the cells after the launch show the trained run
+    summary = json.loads((run / "manifest.json").read_text())["train"]
+    assert (summary["world_size"], summary["global_step"]) == (2, 6)
