@@ -7,6 +7,18 @@ import pytest
 from kit.paths import PROJECT_ROOT
 
 
+# The first lines of a training process a test kills: each logged step sleeps a little, so the test
+# can kill it at a known point. Nothing in training itself is replaced.
+SLOW_STEPS = r"""
+import time
+from kit.training import callbacks
+_log = callbacks.MetricsJsonl.on_log
+def _slow_log(self, *args, **kwargs):
+    _log(self, *args, **kwargs)
+    time.sleep(0.3)
+callbacks.MetricsJsonl.on_log = _slow_log
+"""
+
 # Fixtures that execute the notebooks end to end: every test using one is an e2e test.
 END_TO_END_FIXTURES = {"demo_run"}
 

@@ -83,3 +83,19 @@ def test_the_install_cell_does_nothing_outside_a_hosted_runtime(tmp_path):
     result = subprocess.run([sys.executable, "-c", shared_cells("train")["kit-install"]], cwd=tmp_path,
                             text=True, capture_output=True, env=env)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_install_cell_copies_a_kit_folder_without_its_venv_and_runs_and_sets_it_up(tmp_path):
+    folder = tmp_path / "drive" / "unsloth-notebook-kit"  # e.g. /content/drive/MyDrive/unsloth-notebook-kit
+    for name, text in {"kit/__init__.py": "", "recipes/x.yaml": "model: {}\n", ".venv/bin/python": "big",
+                       "runs/old/manifest.json": "{}",
+                       "scripts/setup.sh": 'echo "set-up from $(cd "$(dirname "$0")/.." && pwd) with $KIT_PYTHON"\n'}.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    result = install_cell(tmp_path, KIT_REPO=str(folder))
+    copy = tmp_path / "working" / "unsloth-notebook-kit"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"set-up from {copy} with {sys.executable}"  # the copy's set-up, into this Python
+    assert sorted(p.name for p in copy.iterdir()) == ["kit", "recipes", "scripts"]  # no .venv, no runs
+    again = install_cell(tmp_path, KIT_REPO=str(folder))  # a second notebook: the copy is reused
+    assert again.returncode == 0 and again.stdout.strip() == result.stdout.strip()

@@ -30,7 +30,7 @@ def launch(run: Run, processes: int | str, resume: bool | str = "auto") -> bool:
     the notebook trains in its own process."""
     have, kind = available_processes()
     wanted = have if processes == "all" else int(processes)
-    if wanted <= 1:
+    if wanted <= 1 or run.adapter_dir.exists():  # a trained run: the notebook's cells show it as it is
         return False
     if wanted > have:
         print(f"processes={processes}: this machine has {have} {kind}{'s' if have > 1 else ''}; "

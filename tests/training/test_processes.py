@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from kit.checkpoints import is_complete
 from kit.paths import PROJECT_ROOT
+from tests.conftest import SLOW_STEPS
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +25,10 @@ SETTINGS = {"train": {"max_steps": 6, "save_steps": 2, "eval_steps": 2, "logging
                       "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}}
 TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2"]
 
-# The documented command, with each logged step slowed a little so the test can kill both
-# processes at a known point; nothing in training is replaced.
-SLOWED = r"""
-import sys, time
-from kit.training import callbacks
+# The documented command, its steps slowed (SLOW_STEPS) so the test can kill both processes at a known point.
+SLOWED = SLOW_STEPS + r"""
+import sys
 from kit.training.__main__ import main
-log = callbacks.MetricsJsonl.on_log
-def slow_log(self, *args, **kwargs):
-    log(self, *args, **kwargs)
-    time.sleep(0.4)
-callbacks.MetricsJsonl.on_log = slow_log
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -7,28 +7,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from kit.paths import PROJECT_ROOT
+from tests.conftest import SLOW_STEPS
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = {"train": {"max_steps": 12, "save_steps": 4, "eval_steps": 4, "logging_steps": 1, "save_total_limit": 3}}
 
-# The training process, as the train notebook runs it. Each logged step sleeps a little so the
-# test can kill it at a known point; nothing in training itself is replaced.
-TRAIN = r"""
-import sys, time
-from pathlib import Path
-from kit.training import callbacks, train as T
+# The training process, as the train notebook runs it, its steps slowed (SLOW_STEPS).
+TRAIN = SLOW_STEPS + r"""
+import sys
+from kit.training import train as T
 from kit.runs import Run
-log = callbacks.MetricsJsonl.on_log
-def slow_log(self, *args, **kwargs):
-    log(self, *args, **kwargs)
-    time.sleep(0.3)
-callbacks.MetricsJsonl.on_log = slow_log
 run = Run(Path(sys.argv[1]))
 T.train(run, run.recipe())
 """
