@@ -54,14 +54,20 @@ def test_later_stages_continue_the_newest_run_with_their_overrides(runs_dir):
     assert sorted(p.name for p in (run / "notebooks").iterdir()) == ["prepare.ipynb", "train.ipynb"]
     assert not older.notebooks_dir.exists() and "overrides" not in older.manifest()
 
-    # Stages run again on this run are refused, and their failed notebooks are kept beside the
-    # good ones, never over them.
+    # Stages run again on this run: prepare is refused and its failed notebook is kept beside the
+    # good one; train (resume: auto) reports the run trained and leaves it as it is, its earlier
+    # notebook kept as a replaced copy. Nothing is written over.
     good = {p.name: p.read_bytes() for p in (run / "notebooks").iterdir()}
+    trained = manifest(run)["train"]
     assert pipeline(runs_dir, "tiny-demo", "--stages", "prepare", "--run", "bench").returncode == 1
-    assert pipeline(runs_dir, "tiny-demo", "--stages", "train", "--run", "bench").returncode == 1
+    again = pipeline(runs_dir, "tiny-demo", "--stages", "train", "--run", "bench")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert manifest(run)["train"] == trained
     kept = {p.name: p.read_bytes() for p in (run / "notebooks").iterdir()}
-    assert {name: kept[name] for name in good} == good
-    assert sorted(name.split(".failed-")[0] for name in set(kept) - set(good)) == ["prepare", "train"]
+    assert kept["prepare.ipynb"] == good["prepare.ipynb"]
+    assert [name.split(".failed-")[0] for name in kept if ".failed-" in name] == ["prepare"]
+    assert [kept[name] for name in kept if name.startswith("train.replaced-")] == [good["train.ipynb"]]
+    assert b"Already trained" in kept["train.ipynb"]
 
 
 def test_overrides_that_a_later_stage_cannot_take_fail_before_any_notebook(runs_dir):
