@@ -20,6 +20,7 @@ SETTINGS = {"train": {"max_steps": 12, "save_steps": 4, "eval_steps": 4, "loggin
 # The training process, as the train notebook runs it, its steps slowed (SLOW_STEPS).
 TRAIN = SLOW_STEPS + r"""
 import sys
+from pathlib import Path
 from kit.training import train as T
 from kit.runs import Run
 run = Run(Path(sys.argv[1]))
