@@ -51,9 +51,11 @@ def _numbered(run: Run) -> list[Path]:
     return [p for p in run.checkpoints_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
 
 
-def incomplete_checkpoints(run: Run) -> list[str]:
-    """Names of the run's checkpoint folders that were cut off mid-write (never resumed from)."""
-    return sorted((p.name for p in _numbered(run) if not is_complete(p)), key=lambda n: int(n.split("-")[-1]))
+def incomplete_checkpoints(run: Run, complete: list[Checkpoint] | None = None) -> list[str]:
+    """Names of the run's checkpoint folders that were cut off mid-write (never resumed from): those
+    not among ``complete`` (``list_checkpoints(run)``, read again only when not given)."""
+    listed = {c.name for c in (list_checkpoints(run) if complete is None else complete)}
+    return sorted((p.name for p in _numbered(run) if p.name not in listed), key=lambda n: int(n.split("-")[-1]))
 
 
 def list_checkpoints(run: Run) -> list[Checkpoint]:

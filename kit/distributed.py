@@ -34,13 +34,19 @@ def local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
 
 
+def capacity(gpus: int) -> tuple[int, str]:
+    """How many training processes a machine with ``gpus`` GPUs holds, and of what: one per GPU,
+    else one per CPU core."""
+    return (gpus, "GPU") if gpus else (os.cpu_count() or 1, "CPU core")
+
+
 def check_processes(gpus: int) -> None:
     """Before a process loads its model: no more processes on this machine than it has GPUs (one
     whole model per GPU), or, without a GPU, than CPU cores."""
     here = local_world_size()
     if world_size() == 1 or here <= 1:
         return
-    have, kind = (gpus, "GPU") if gpus else (os.cpu_count() or 1, "CPU core")
+    have, kind = capacity(gpus)
     if here > have:
         raise LaunchError(f"{here} processes on this machine, but it has {have} {kind}{'s' if have > 1 else ''}: "
                           f"start at most {have} (torchrun --nproc_per_node {have})")

@@ -7,21 +7,18 @@ tables. torchrun runs ``python -m kit.training``, the documented command line, i
 notebook's later cells then find the run trained and show it."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import torch
 
-from kit.distributed import LaunchError
+from kit.distributed import LaunchError, capacity
 from kit.runs import Run
 
 
 def available_processes() -> tuple[int, str]:
-    """How many training processes this machine can hold, and of what: one per GPU, else one per CPU core."""
-    if torch.cuda.is_available():
-        return torch.cuda.device_count(), "GPU"
-    return os.cpu_count() or 1, "CPU core"
+    """How many training processes this machine can hold, and of what (``distributed.capacity``)."""
+    return capacity(torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def launch(run: Run, processes: int | str, resume: bool | str = "auto") -> bool:

@@ -61,13 +61,14 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
     Training takes the run's lock (one trainer per run); a resume sets the killed process's later
     records aside so the run's records hold each step once."""
     resume = parse_resume(resume)
-    launched = run.manifest().get("launch", {}).get("world_size")  # the processes that wrote the checkpoints
-    saved = [c for c in list_checkpoints(run) if c.name != "final"]
-    torn = [c.name for c in saved if not every_rank_saved(c, launched)]
-    saved = [c for c in saved if c.name not in torn]
-    skipped = tuple(sorted(incomplete_checkpoints(run) + torn, key=lambda n: int(n.split("-")[-1])))
+    manifest = run.manifest()
+    launched = manifest.get("launch", {}).get("world_size")  # the processes that wrote the checkpoints
+    listed = [c for c in list_checkpoints(run) if c.name != "final"]
+    torn = [c.name for c in listed if not every_rank_saved(c, launched)]
+    saved = [c for c in listed if c.name not in torn]
+    skipped = tuple(sorted(incomplete_checkpoints(run, listed) + torn, key=lambda n: int(n.split("-")[-1])))
     if resume == "auto" and run.adapter_dir.exists():
-        step = run.manifest().get("train", {}).get("global_step")
+        step = manifest.get("train", {}).get("global_step")
         last = next((c for c in saved if c.step == step), None)
         if last is None:
             raise RunError(f"{run.path} is already trained, and its last checkpoint (step {step}) is gone, "
@@ -84,7 +85,7 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
         raise RunError(f"resume: false, but {run.checkpoints_dir} has checkpoints ({', '.join(c.name for c in saved)}) "
                        "that a fresh start would overwrite: resume (auto, the default) or start a new run with prepare")
     else:
-        checkpoint = resume_checkpoint(run, resume)
+        checkpoint = resume_checkpoint(run, resume, listed)
     if checkpoint is not None:
         check_world_size(checkpoint, launched)
     lock = None
@@ -104,14 +105,16 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
 RESUME_VALUES = "auto, true (or latest), false, or a checkpoint name such as checkpoint-100"
 
 
-def resume_checkpoint(run: Run, resume) -> Checkpoint | None:
+def resume_checkpoint(run: Run, resume, saved: list[Checkpoint] | None = None) -> Checkpoint | None:
     """The checkpoint an explicit ``resume`` names, checked before any model is loaded: None for
     False, the newest complete checkpoint for True or "latest", else a checkpoint name
-    (checkpoint-N) of this run or a checkpoint's path. (``start`` handles "auto".)"""
+    (checkpoint-N) of this run or a checkpoint's path. (``start`` handles "auto".) ``saved``: the
+    run's complete checkpoints, when the caller has listed them already."""
     resume = parse_resume(resume)
     if resume is False:
         return None
-    saved = [c for c in list_checkpoints(run) if c.name != "final"]
+    if saved is None:
+        saved = [c for c in list_checkpoints(run) if c.name != "final"]
     if resume is True or resume == "latest":
         if not saved:
             raise RunError(f"resume: {run.checkpoints_dir} has no complete checkpoint to resume from")
