@@ -13,10 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 from kit.paths import NOTEBOOKS_DIR
-from kit.recipes import load_recipe
+from kit.recipes import load_recipe, override_argument
 from kit.runs import check_later_overrides, find_run, is_path
 from kit.files import keep_replaced, new_run_id
 
@@ -93,22 +92,10 @@ def _keep_executed(recipe_name: str, run_id: str, out: Path, failed: bool) -> Pa
     return Path(shutil.move(str(out), dest))
 
 
-def _parse_override(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
-    try:
-        return key, yaml.safe_load(value)
-    except yaml.YAMLError as e:  # argparse shows ArgumentTypeError as one line, anything else as a traceback
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise argparse.ArgumentTypeError(f"override {text!r}: the value is not valid YAML ({problem}); "
-                                         "quote strings, e.g. key='[1, 2]'") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe", help="recipe name in recipes/ or a YAML path")
-    parser.add_argument("-o", "--override", action="append", type=_parse_override, default=[],
+    parser.add_argument("-o", "--override", action="append", type=override_argument, default=[],
                         help="recipe override KEY=VALUE (dotted key, YAML value); repeatable")
     parser.add_argument("--run", help="run id (or a run's directory): with prepare, the new run's id (default: a "
                                       "timestamp); without it, the run to continue (default: the recipe's newest)")

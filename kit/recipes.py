@@ -254,6 +254,19 @@ def load_recipe(name_or_path: str | Path, overrides: dict | str | None = None) -
     return path.stem, resolve(deep_merge(raw, parse_overrides(overrides)), where=f"{path} with overrides")
 
 
+def override_argument(text: str) -> tuple[str, object]:
+    """A command line's ``-o KEY=VALUE`` (a dotted key, a YAML value), for argparse's ``type=``."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as e:  # argparse shows ArgumentTypeError as one line, anything else as a traceback
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise argparse.ArgumentTypeError(f"override {text!r}: the value is not valid YAML ({problem}); "
+                                         "quote strings, e.g. key='[1, 2]'") from None
+
+
 def apply_overrides(recipe: Recipe, overrides: dict | str | None, where: str = "recipe") -> Recipe:
     """A new recipe: ``recipe`` with ``overrides`` applied, validated again."""
     return resolve(deep_merge(recipe.to_dict(), parse_overrides(overrides)), where=where)

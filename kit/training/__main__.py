@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from kit import distributed, runlog
+from kit.recipes import override_argument
 from kit.runs import find_run
 
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", help="recipe name or YAML path (as given to prepare)")
     # The run is positional: torchrun reads "--run" as an abbreviation of its own --run-path.
     parser.add_argument("run", nargs="?", default="", help="run id or directory (default: the recipe's newest run)")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("-o", "--override", action="append", type=override_argument, default=[], metavar="KEY=VALUE",
                         help="override of the train / lora / eval / export sections; repeatable")
     parser.add_argument("--resume", default="auto", help="auto (default), true, false or a checkpoint name")
     args = parser.parse_args(argv)
@@ -29,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run = find_run(args.recipe, args.run or None)
-        overrides = "\n".join(o.replace("=", ": ", 1) for o in args.override)  # dotted keys as YAML
-        config = run.recipe(overrides or None, stage="train")
+        config = run.recipe(dict(args.override) or None, stage="train")
         summary = train.train(run, config, resume=args.resume)
     except Exception as e:  # the kit's errors as one line, as in the notebooks; others with their traceback
         if not runlog.is_kit_error(type(e)):
