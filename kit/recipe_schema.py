@@ -18,6 +18,13 @@ from kit.families import FAMILIES
 # The data layouts kit.data.formats reads (a test checks each has its reader there).
 FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion", "hermes", "openai_functions",
            "xlam", "llamafactory")
+# The preference layouts kit.data.preference reads into a prompt and a chosen and a rejected answer.
+PREFERENCE_FORMATS = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
+# train.method: how the adapter is trained (kit.training), and what data each method reads.
+METHODS = {"sft": "conversations", "dpo": "preference pairs"}
+# DPO losses of TRL's DPOTrainer that need nothing beyond a pair and beta.
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero",
+              "apo_down", "sigmoid_norm")
 
 REQUIRED: Any = dataclasses.MISSING  # a field without a default: the recipe must give the key
 
@@ -59,7 +66,8 @@ class DataSection(RecipeSection):
     """The training data: where it is, its layout, and how rows become examples."""
     source: str | list = setting(help="file, folder, glob or Hub id, or a list of them / of {path, weight}; "
                                       "relative paths start at the project root")
-    format: str = setting("auto", choices=["auto", *FORMATS], help="the rows' layout; auto: detected")
+    format: str = setting("auto", choices=["auto", *FORMATS, *PREFERENCE_FORMATS],
+                          help="the rows' layout; auto: detected (preference layouts: with train.method dpo)")
     columns: dict = setting({}, help="canonical field name -> the name your data uses, e.g. {instruction: question}")
     eval_fraction: float = setting(0.1, min=0, below=1, forbid={0: "holds out no rows; evaluate and the merge checks need some"},
                                    help="share of rows held out for evaluation")
@@ -90,8 +98,22 @@ class LoraSection(RecipeSection):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DpoSection(RecipeSection):
+    """Direct preference optimisation (train.method: dpo), through TRL's DPOTrainer."""
+    beta: float = setting(0.1, above=0, help="how far the tuned model may move from the reference (the base): higher "
+                                             "stays closer")
+    loss_type: str = setting("sigmoid", choices=DPO_LOSSES, help="TRL's DPO loss: sigmoid (the DPO paper), ipo, "
+                                                                 "hinge, robust ...")
+    label_smoothing: float = setting(0.0, min=0, below=0.5, help="the share of pairs assumed flipped (robust, exo_pair)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainSection(RecipeSection):
-    """Fields of TRL's SFTConfig, passed through as given."""
+    """How the adapter is trained: ``method`` and its section (``dpo``) are the kit's; every other key is
+    a field of TRL's SFTConfig (DPOConfig for dpo), passed through as given."""
+    method: str = setting("sft", choices=list(METHODS),
+                          help="sft: supervised answers (conversations); dpo: preference pairs (a chosen and a "
+                               "rejected answer per prompt)")
     max_steps: int = setting(-1, min=-1, forbid={0: "trains nothing; give at least 1, or -1 to train num_train_epochs"},
                              help="-1: train num_train_epochs; otherwise at least 1")
     num_train_epochs: float = setting(1.0, above=0, help="passes over the training split, where max_steps is -1")
@@ -108,6 +130,11 @@ class TrainSection(RecipeSection):
     save_steps: int = setting(100, min=1, help="steps between checkpoints")
     save_total_limit: int = setting(2, min=1, help="checkpoints kept; older ones are deleted")
     seed: int = setting(3407, min=0, help="seed of training and of the LoRA weights' initialization")
+    dpo: DpoSection = field(default_factory=DpoSection)
+
+    def trainer_args(self) -> dict:
+        """The keys that are TRL config fields (all but the kit's ``method`` and method sections)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("method", "dpo")}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -180,9 +180,9 @@ WITH_IMAGE = {"messages": [{"role": "user", "content": "<image>What is this?"}, 
 
 @pytest.mark.parametrize("name, content, message", [
     ("pref.jsonl", json.dumps({"prompt": "Is 7 prime?", "chosen": "Yes.", "rejected": "No."}) + "\n",
-     "{path}: row 1: preference data (fields prompt, chosen, rejected): the kit trains SFT only for now (preference "
-     "training is planned); to fine-tune on the preferred answers, data.columns: {{completion: chosen}} reads prompt "
-     "and chosen as prompt_completion"),
+     "{path}: row 1: preference data (fields prompt, chosen, rejected) and train.method sft: set train.method: dpo "
+     "to train on the pairs; or, to fine-tune on the preferred answers alone, data.columns: {{completion: chosen}} "
+     "reads prompt and chosen as prompt_completion"),
     ("hermes.jsonl", json.dumps(HERMES_BAD_CALL) + "\n",
      "{path}: row 1: bad tool call: conversations[1].value: <tool_call> block 1 is not valid JSON "
      "(Expecting value at character 0)"),

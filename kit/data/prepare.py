@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from kit.chat.render import IGNORE_INDEX, tokenize_with_labels, trained_turns
 from kit.data.rows import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split, write_jsonl
-from kit.data.tokenize import load_tokenizer, tokenize_rows
+from kit.data.preference import conversations
+from kit.data.tokenize import load_tokenizer, tokenize_pairs, tokenize_rows
 from kit.families import family_for, get_family
 from kit.recipes import Recipe, load_recipe
 from kit.runs import Run, create_run
@@ -34,28 +35,39 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     """Validate and split the recipe's data into a new run directory (``run_id`` or a timestamp)."""
     name, resolved = load_recipe(recipe, overrides)
     data_cfg, model_cfg = resolved.data, resolved.model
+    pairs = resolved.train.method != "sft"
     loaded = load_conversations(data_cfg.source, data_cfg.format, data_cfg.columns,
-                                data_cfg.invalid_rows, data_cfg.seed)
+                                data_cfg.invalid_rows, data_cfg.seed, pairs=pairs)
     family = family_for(resolved)
     tokenizer = load_tokenizer(model_cfg.id, family)
 
-    examples, kept, dropped, truncated = tokenize_rows(tokenizer, family, loaded.rows, resolved, loaded.origins)
+    tokenize = tokenize_pairs if pairs else tokenize_rows
+    examples, kept, dropped, truncated = tokenize(tokenizer, family, loaded.rows, resolved, loaded.origins)
     all_dropped = loaded.dropped + dropped
     rows = [loaded.rows[i] for i in kept]
     if not rows:
-        raise DataError(f"data.source: no conversation left after tokenization: {describe_drops(all_dropped)}")
+        what = "pair" if pairs else "conversation"
+        raise DataError(f"data.source: no {what} left after tokenization: {describe_drops(all_dropped)}")
     train_rows, eval_rows = split(rows, data_cfg.eval_fraction, data_cfg.seed)
 
     run = create_run(name, resolved, run_id, overrides=overrides)
     write_jsonl(run.data_dir / "train.jsonl", train_rows)
     write_jsonl(run.data_dir / "eval.jsonl", eval_rows)
-    lengths = [len(e["input_ids"]) for e in examples]
-    supervised = [sum(1 for label in e["labels"] if label != IGNORE_INDEX) for e in examples]
+    if pairs:
+        lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples]
+        supervised = [len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples]
+        as_conversations = [{"messages": c, **({"tools": r["tools"]} if r.get("tools") else {})}
+                            for r in rows for c in conversations(r)]
+    else:
+        lengths = [len(e["input_ids"]) for e in examples]
+        supervised = [sum(1 for label in e["labels"] if label != IGNORE_INDEX) for e in examples]
+        as_conversations = rows
     report = {
+        "method": resolved.train.method,
         "sources": loaded.sources,
         "rows_total": loaded.total,
         "rows_kept": len(rows),
-        "reasoning": reasoning_stats(tokenizer, family, rows, resolved),
+        "reasoning": reasoning_stats(tokenizer, family, as_conversations, resolved),
         "rows_dropped": len(all_dropped),
         "dropped_by_reason": count_reasons(all_dropped),
         "dropped_examples": drop_examples(all_dropped),
@@ -69,8 +81,13 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "tokens_per_row": _stats(lengths),
         "trained_tokens_per_row": _stats(supervised),
         # Every trained turn passed the check that its answer (and rendered reasoning) is supervised.
-        "fully_supervised_turns": supervised_turns(family, rows, resolved),
+        "fully_supervised_turns": len(as_conversations) if pairs else supervised_turns(family, rows, resolved),
     }
+    if pairs:  # tokens_per_row: the prompt and its longer answer; trained tokens: both answers
+        reasons = [d["reason"] for d in all_dropped]
+        report["pairs"] = {"kept": len(rows), "ties_dropped": sum(r.startswith("tie:") for r in reasons),
+                           "over_length_dropped": sum(r.startswith("over max_seq_length") for r in reasons),
+                           "over_length_truncated": truncated}
     write_json(run.path / "prepare_report.json", report)
     run.update_manifest({"data": {"sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
                                   "train_rows": len(train_rows), "eval_rows": len(eval_rows)}})
@@ -112,13 +129,18 @@ def _readable(stats: dict) -> str:
 def summary(report: dict) -> str:
     sources = ", ".join(f"{s['source']} ({s['format']}, {s['used']} used)" for s in report["sources"])
     by_reason = ", ".join(f"{n} {reason}" for reason, n in report["dropped_by_reason"].items())
+    pairs = report.get("pairs")
     lines = [f"{report['rows_total']} rows read from {sources}",
+             *([f"  preference pairs ({report['method']}): {pairs['kept']} kept; ties dropped {pairs['ties_dropped']}; "
+                f"over {report['max_seq_length']} tokens: {pairs['over_length_dropped']} dropped, "
+                f"{pairs['over_length_truncated']} truncated"] if pairs else []),
              f"  kept {report['rows_kept']}, dropped {report['rows_dropped']}" + (f" ({by_reason})" if by_reason else ""),
              f"  unused fields (not read, not trained on): {_readable(report['unused_fields'])}",
              f"  truncated {report['rows_truncated']} (policy for rows over {report['max_seq_length']} tokens: {report['overlength_policy']})",
              f"  split: {report['split']['train']} train / {report['split']['eval']} eval (seed {report['split']['seed']})",
              f"  tokens per row: {_readable(report['tokens_per_row'])}",
-             f"  trained tokens per row: {_readable(report['trained_tokens_per_row'])}",
+             f"  trained tokens per row{' (both answers)' if pairs else ''}: "
+             f"{_readable(report['trained_tokens_per_row'])}",
              f"  {report['fully_supervised_turns']} trained assistant turns, each checked: answer (and rendered reasoning) "
              "fully inside the trained tokens"]
     r = report["reasoning"]

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.data import formats
+from kit.data import formats, preference
 from kit.data.screen import check_record, preference_data
 from kit.bulk import gc_paused
 from kit.files import sha256_file
@@ -132,17 +132,24 @@ def describe_drops(dropped: list[dict], n: int = 3) -> str:
     return f"{len(dropped)} dropped ({counts}); first: {first}"
 
 
-def _source_format(records: list[Record], fmt: str, columns: dict) -> str:
+def _source_format(records: list[Record], fmt: str, columns: dict, pairs: bool = False) -> str:
     first = records[0]
     try:
         mapped = formats.apply_columns(first.data, columns)  # a bad mapping fails the whole source
     except formats.FormatError as e:
         raise DataError(f"{first.where}: {e}") from None
+    if pairs:
+        return _pair_format(first, mapped, fmt)
+    if fmt in preference.READERS:
+        raise DataError(f"{first.where}: data.format {fmt} is a preference layout: set train.method: dpo to train "
+                        "on the pairs")
     # A record the SFT readers can read (messages beside chosen/rejected, as in UltraFeedback's SFT
-    # split) is SFT data; only one they cannot is refused as preference data.
+    # split) is SFT data; only one they cannot, or LLaMA-Factory's pair (its conversations end on the
+    # user's turn), is refused as preference data.
     readable = formats.detect(mapped) is not None if fmt == "auto" else (
         isinstance(mapped, dict) and all(f in mapped for f in dict(formats.SIGNATURES)[fmt]))
-    why = None if readable else preference_data(mapped)
+    pair = preference.detect(mapped) == "sharegpt_preference"
+    why = None if readable and not pair else preference_data(mapped)
     if why:
         raise DataError(f"{first.where}: {why}")
     if fmt != "auto":
@@ -155,32 +162,66 @@ def _source_format(records: list[Record], fmt: str, columns: dict) -> str:
     return detected
 
 
+def _pair_format(first: Record, mapped: object, fmt: str) -> str:
+    """The preference layout of a source (``train.method: dpo``); SFT data is refused in one line."""
+    if fmt != "auto" and fmt not in preference.READERS:
+        raise DataError(f"{first.where}: data.format {fmt} is a conversation layout, and train.method dpo trains on "
+                        f"preference pairs ({', '.join(preference.READERS)})")
+    detected = preference.detect(mapped)
+    if detected is not None:
+        return detected if fmt == "auto" else fmt
+    fields = ", ".join(map(str, mapped)) if isinstance(mapped, dict) else type(mapped).__name__
+    sft = formats.detect(mapped)
+    what = f"conversations ({sft}), SFT data" if sft else "no preference layout"
+    raise DataError(f"{first.where}: train.method dpo needs preference pairs, a chosen and a rejected answer per "
+                    f"prompt, but the rows hold {what} (fields: {fields}); see docs/data-formats.md#preference-pairs "
+                    "for the layouts, and data.columns to name your fields")
+
+
 def load_conversations(source, fmt: str = "auto", columns: dict | None = None, invalid_rows: str = "error",
-                       seed: int = 0) -> LoadResult:
+                       seed: int = 0, pairs: bool = False) -> LoadResult:
     """Read every source, convert each record to canonical messages and check it. A bad row is an
-    error naming source, row and field, or (``invalid_rows="drop"``) a counted, reported drop."""
+    error naming source, row and field, or (``invalid_rows="drop"``) a counted, reported drop.
+    ``pairs``: the rows are preference pairs (``kit.data.preference``), each checked on both sides;
+    a tie is always a counted drop."""
     with gc_paused():
-        return _load_conversations(source, fmt, columns or {}, invalid_rows, seed)
+        return _load_conversations(source, fmt, columns or {}, invalid_rows, seed, pairs)
 
 
-def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed: int) -> LoadResult:
+def _read_row(record: object, source_fmt: str, explicit: bool, pairs: bool) -> tuple[dict, str | None]:
+    """A record as a canonical conversation (or pair), and why it is not usable (None: it is)."""
+    check_record(record)
+    if not pairs:
+        conversation = formats.to_conversation(record, source_fmt, explicit=explicit)
+        return conversation, check_messages(conversation["messages"], tools=conversation.get("tools"))
+    pair = preference.to_pair(record, source_fmt)
+    reason = check_messages(pair["prompt"], training=False, tools=pair.get("tools"))
+    if reason is None and pair["prompt"][-1]["role"] == "assistant":
+        reason = (f"prompt ends with assistant: prompt[{len(pair['prompt']) - 1}] is the assistant's; the answers "
+                  "follow a user turn or a tool result")
+    for side, conversation in zip(("chosen", "rejected"), preference.conversations(pair)):
+        found = reason or check_messages(conversation, tools=pair.get("tools"))
+        reason = found if reason or found is None else f"{side}: {found}"
+    return pair, reason
+
+
+def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed: int, pairs: bool) -> LoadResult:
     result = LoadResult(rows=[], origins=[], total=0)
     for spec, weight in sources_of(source):
         records = read_source(spec)
         if not records:
             raise DataError(f"data.source: {spec}: the dataset is empty")
-        source_fmt = _source_format(records, fmt, columns)
+        source_fmt = _source_format(records, fmt, columns, pairs)
+        unused_of = preference.unused_fields if pairs else formats.unused_fields
         kept, unused, mapped = [], {}, set()
         for rec in records:
             unsupported = False
             try:
                 record = formats.apply_columns(rec.data, columns)
                 mapped |= {k for k in columns if isinstance(record, dict) and k in record}
-                for name in formats.unused_fields(record, source_fmt):
+                for name in unused_of(record, source_fmt):
                     unused[name] = unused.get(name, 0) + 1
-                check_record(record)
-                conversation = formats.to_conversation(record, source_fmt, explicit=fmt != "auto")
-                reason = check_messages(conversation["messages"], tools=conversation.get("tools"))
+                conversation, reason = _read_row(record, source_fmt, fmt != "auto", pairs)
             except formats.FormatError as e:
                 reason, unsupported = str(e), isinstance(e, formats.UnsupportedContent)
             if reason is None:

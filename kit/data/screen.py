@@ -6,8 +6,8 @@
   ``invalid_rows: error``, a counted drop under ``drop``;
 - a KTO row labelled undesirable (``label: false``, a boolean): always a counted drop (SFT would teach
   it as a good answer); ``label: true`` rows are ordinary SFT rows;
-- preference data (``chosen``/``rejected`` ...): the whole source is refused, in one line, since the
-  kit trains SFT only for now.
+- preference data (``chosen``/``rejected`` ...) under ``train.method: sft``: the whole source is refused,
+  in one line that names ``train.method: dpo`` and the mapping that trains SFT on the preferred answers.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from kit.data.turns import UnsupportedContent
 MEDIA_FIELDS = ("images", "videos", "audios", "image", "video", "audio")
 # The preference layouts (their fields), each with how to train SFT on its preferred answers instead.
 PREFERENCE_LAYOUTS = (
+    (("conversations", "chosen", "rejected"), "data.columns: {completion: chosen} is no help here: write each row's "
+                                             "conversations followed by its chosen turn"),
     (("prompt", "chosen", "rejected"), "data.columns: {completion: chosen} reads prompt and chosen as prompt_completion"),
     (("chosen", "rejected"), "data.columns: {messages: chosen} reads each chosen conversation as messages"),
     (("question", "response_j", "response_k"),
@@ -36,8 +38,8 @@ def preference_data(record: object) -> str | None:
         return None
     for fields, instead in PREFERENCE_LAYOUTS:
         if all(f in record for f in fields):
-            return (f"preference data (fields {', '.join(fields)}): the kit trains SFT only for now (preference "
-                    f"training is planned); to fine-tune on the preferred answers, {instead}")
+            return (f"preference data (fields {', '.join(fields)}) and train.method sft: set train.method: dpo to "
+                    f"train on the pairs; or, to fine-tune on the preferred answers alone, {instead}")
     return None
 
 

@@ -1,10 +1,12 @@
 """Conversations to training examples: the model's tokenizer with the family's chat template, and
-rows tokenized with assistant-only labels under the recipe's over-length policy. Used alike by
-prepare (which counts and reports) and training (which must see exactly the examples prepare counted)."""
+rows tokenized with assistant-only labels under the recipe's over-length policy (preference pairs: as
+prompt, chosen and rejected token ids). Used alike by prepare (which counts and reports) and training
+(which must see exactly the examples prepare counted)."""
 from __future__ import annotations
 
 from kit.bulk import gc_paused
 from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, tokenize_many
+from kit.data.preference import conversations
 from kit.data.rows import DataError
 from kit.families import ensure_chat_template
 from kit.recipes import Recipe
@@ -75,3 +77,65 @@ def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins)
     # training re-tokenizes exactly the examples prepare counted.
     kept = sorted({i for i, _ in examples} - dropped_rows)
     return [ex for i, ex in examples if i not in dropped_rows], kept, dropped, truncated
+
+
+def _split_pair(chosen: dict, rejected: dict) -> tuple[list[int], list[int], list[int]] | None:
+    """Two tokenized sides split into (prompt, chosen answer, rejected answer): the prompt ends where
+    the first trained token of either side starts, and must be the same tokens on both sides (None:
+    it is not); each answer runs to its last trained token (what a template writes after it is not
+    the answer's). A side's answer may so begin with tokens the other side's template writes as
+    prompt (Qwen3's empty <think> block before an answer without reasoning): the model's choice too."""
+    first, last = [], []
+    for ex in (chosen, rejected):
+        trained = [k for k, label in enumerate(ex["labels"]) if label != IGNORE_INDEX]
+        first.append(trained[0])
+        last.append(trained[-1])
+    start = min(first)
+    if chosen["input_ids"][:start] != rejected["input_ids"][:start]:
+        return None
+    return (chosen["input_ids"][:start], chosen["input_ids"][start:last[0] + 1],
+            rejected["input_ids"][start:last[1] + 1])
+
+
+def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins=None):
+    """Preference pairs (``kit.data.preference``) as TRL's DPOTrainer takes them tokenized:
+    ``prompt_ids``, ``chosen_ids``, ``rejected_ids``. Each side is the prompt and its answer rendered
+    by the family's template and masked as SFT's last assistant turn (reasoning by the family's rules);
+    the prompt is what precedes the trained tokens (``_split_pair``). A pair
+    longer than ``model.max_seq_length`` (prompt and its longer answer) is dropped or, under
+    ``data.overlength: truncate``, its answers cut. Returns (examples, kept, dropped, truncated) as
+    ``tokenize_rows``."""
+    with gc_paused():
+        sides = tokenize_many(tokenizer, family, [c for pair in pairs for c in conversations(pair)], "last_assistant",
+                              tools=[pair.get("tools") for pair in pairs for _ in range(2)])
+    max_len, overlength = recipe.model.max_seq_length, recipe.data.overlength
+    origins = origins or [("rows", i + 1) for i in range(len(pairs))]
+    examples, kept, dropped, truncated = [], [], [], 0
+    for i in range(len(pairs)):
+        chosen, rejected = sides[2 * i], sides[2 * i + 1]
+        reason = None
+        for side, ex in (("chosen", chosen), ("rejected", rejected)):
+            if isinstance(ex, SupervisionError):
+                raise DataError(f"{origins[i][0]}: row {origins[i][1]}: {side}: {ex}; this is a masking bug in the "
+                                "kit, not in your data: please report it")
+            if isinstance(ex, MaskError):
+                reason = reason or f"mask: {side}: {ex}"
+        if reason is None:
+            split = _split_pair(chosen, rejected)
+            prompt, chosen_ids, rejected_ids = split or ([], [], [])
+            length = len(prompt) + max(len(chosen_ids), len(rejected_ids))
+            if split is None:
+                reason = ("different prompts: the template renders the prompt differently before chosen and before "
+                          "rejected")
+            elif length > max_len and (overlength == "drop" or len(prompt) >= max_len):
+                reason = (f"over max_seq_length: {length} > {max_len} tokens"
+                          + (" (the prompt alone fills it)" if overlength == "truncate" else ""))
+            elif length > max_len:
+                room = max_len - len(prompt)
+                chosen_ids, rejected_ids, truncated = chosen_ids[:room], rejected_ids[:room], truncated + 1
+        if reason:
+            dropped.append({"source": origins[i][0], "row": origins[i][1], "reason": reason})
+            continue
+        examples.append({"prompt_ids": prompt, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
+        kept.append(i)
+    return examples, kept, dropped, truncated

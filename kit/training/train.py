@@ -156,7 +156,7 @@ def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
 def sft_config(run: Run, recipe: Recipe, **extra) -> SFTConfig:
     """TRL's SFTConfig from the recipe's ``train`` section (its fields are SFTConfig's, passed
     through) and ``extra`` SFTConfig fields a recipe does not hold (tests and benchmarks)."""
-    train = {**recipe.train.to_dict(), **extra}
+    train = {**recipe.train.trainer_args(), **extra}
     train["optim"] = train["optim"] or backend.default_optim()
     return SFTConfig(
         output_dir=str(run.checkpoints_dir),

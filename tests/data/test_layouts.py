@@ -385,30 +385,32 @@ def test_kto_rows_labelled_undesirable_are_dropped_and_counted(tmp_path, label):
         assert drop_examples(result.dropped)[0]["field"] == "label"
 
 
+REFUSAL = ("preference data (fields {}) and train.method sft: set train.method: dpo to train on the pairs; or, to "
+           "fine-tune on the preferred answers alone, {}")
 PREFERENCE = [
     ({"prompt": "Is 7 prime?", "chosen": "Yes.", "rejected": "No."},
-     "preference data (fields prompt, chosen, rejected): the kit trains SFT only for now (preference training is "
-     "planned); to fine-tune on the preferred answers, data.columns: {completion: chosen} reads prompt and chosen "
-     "as prompt_completion"),
+     REFUSAL.format("prompt, chosen, rejected", "data.columns: {completion: chosen} reads prompt and chosen as "
+                    "prompt_completion")),
     ({"chosen": [{"role": "user", "content": "Is 7 prime?"}, {"role": "assistant", "content": "Yes."}],
       "rejected": [{"role": "user", "content": "Is 7 prime?"}, {"role": "assistant", "content": "No."}]},
-     "preference data (fields chosen, rejected): the kit trains SFT only for now (preference training is planned); "
-     "to fine-tune on the preferred answers, data.columns: {messages: chosen} reads each chosen conversation as messages"),
+     REFUSAL.format("chosen, rejected", "data.columns: {messages: chosen} reads each chosen conversation as messages")),
     ({"question": "Is 7 prime?", "response_j": "Yes.", "response_k": "No."},
-     "preference data (fields question, response_j, response_k): the kit trains SFT only for now (preference "
-     "training is planned); to fine-tune on the preferred answers, data.columns: {instruction: question, output: "
-     "response_j} reads the question and the preferred answer as alpaca"),
+     REFUSAL.format("question, response_j, response_k", "data.columns: {instruction: question, output: response_j} "
+                    "reads the question and the preferred answer as alpaca")),
     ({"input": {"messages": [{"role": "user", "content": "Is 7 prime?"}]},
       "preferred_output": [{"role": "assistant", "content": "Yes."}],
       "non_preferred_output": [{"role": "assistant", "content": "No."}]},
-     "preference data (fields input, preferred_output, non_preferred_output): the kit trains SFT only for now "
-     "(preference training is planned); to fine-tune on the preferred answers, write each row as messages: input's "
-     "messages followed by preferred_output"),
+     REFUSAL.format("input, preferred_output, non_preferred_output", "write each row as messages: input's messages "
+                    "followed by preferred_output")),
+    ({"conversations": [{"from": "human", "value": "Is 7 prime?"}], "chosen": {"from": "gpt", "value": "Yes."},
+      "rejected": {"from": "gpt", "value": "No."}},
+     REFUSAL.format("conversations, chosen, rejected", "data.columns: {completion: chosen} is no help here: write "
+                    "each row's conversations followed by its chosen turn")),
 ]
 
 
 @pytest.mark.parametrize("row, message", PREFERENCE, ids=["prompt-chosen-rejected", "chosen-rejected", "stack-exchange",
-                                                           "openai-dpo"])
+                                                           "openai-dpo", "llamafactory-sharegpt"])
 def test_preference_data_is_refused_in_one_line(tmp_path, row, message):
     path = write(tmp_path / "pref.jsonl", [row, row])
     with pytest.raises(DataError) as e:
@@ -417,7 +419,7 @@ def test_preference_data_is_refused_in_one_line(tmp_path, row, message):
 
 
 def test_the_suggested_mappings_train_the_preferred_answers(tmp_path):
-    [with_prompt, conversations, stack, _] = [row for row, _ in PREFERENCE]
+    [with_prompt, conversations, stack, *_] = [row for row, _ in PREFERENCE]
     assert load_conversations(write(tmp_path / "a.jsonl", [with_prompt]), columns={"completion": "chosen"}).rows == [
         {"messages": [{"role": "user", "content": "Is 7 prime?"}, {"role": "assistant", "content": "Yes."}]}]
     assert load_conversations(write(tmp_path / "b.jsonl", [conversations]), columns={"messages": "chosen"}).rows == [
