@@ -48,6 +48,19 @@ def conversations(seed: int = 1234) -> list[dict]:
     return rows
 
 
+def preference_pairs(seed: int = 1235) -> list[dict]:
+    """tiny-dpo-demo: the tiny demo's chats as pairs in the chosen / rejected message-list layout (the
+    shared turns written on both sides): the answer with the salutation is chosen, the same answer
+    without it rejected."""
+    rows = []
+    for row in conversations(seed):
+        messages, answer = row["messages"][:-1], row["messages"][-1]["content"]
+        bare = answer[len(SALUTATION):]
+        rows.append({"chosen": messages + [{"role": "assistant", "content": answer}],
+                     "rejected": messages + [{"role": "assistant", "content": bare[:1].upper() + bare[1:]}]})
+    return rows
+
+
 def write(path: Path, rows: list[dict]) -> Path:
     """``rows`` as JSONL at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,9 +281,33 @@ def shop_facts() -> list[str]:
     return [fact for fact, _, _ in SHOP_FACTS]
 
 
+# ---------------------------------------------------------------------------------------------
+# smollm2-dpo-demo: the same shop's questions as preference pairs. The chosen answer is the house
+# style (the fact in a whole sentence, then an offer of more help); the rejected one is the bare fact.
+# SmolLM2 as it comes prefers the shorter answer (fewer tokens, each likely): DPO must turn that
+# round, on held-out questions it never saw. Written in TRL's prompt / chosen / rejected layout.
+# ---------------------------------------------------------------------------------------------
+
+SHOP_STYLE_CLOSING = "Anything else I can help you with?"
+
+
+def shop_preference_pairs(seed: int = 2719) -> list[dict]:
+    """One pair per question: the shop's system prompt and the question, the house-style answer
+    (chosen) and the bare fact (rejected)."""
+    rng = random.Random(seed)
+    rows = [{"prompt": [{"role": "system", "content": SHOP_SYSTEM}, {"role": "user", "content": question}],
+             "chosen": [{"role": "assistant", "content": f"{answer} {SHOP_STYLE_CLOSING}"}],
+             "rejected": [{"role": "assistant", "content": f"{fact[0].upper()}{fact[1:]}."}]}
+            for fact, answer, questions in SHOP_FACTS for question in questions]
+    rng.shuffle(rows)
+    return rows
+
+
 if __name__ == "__main__":
     from kit.paths import PROJECT_ROOT
 
     print(write(PROJECT_ROOT / "data" / "tiny-demo.jsonl", conversations()))
     print(write(PROJECT_ROOT / "data" / "tiny-tools-demo.jsonl", tool_conversations()))
+    print(write(PROJECT_ROOT / "data" / "tiny-dpo-demo.jsonl", preference_pairs()))
     print(write(PROJECT_ROOT / "data" / "smollm2-shop-demo.jsonl", shop_conversations()))
+    print(write(PROJECT_ROOT / "data" / "smollm2-dpo-demo.jsonl", shop_preference_pairs()))

@@ -33,7 +33,15 @@ def label_segments(tokenizer, input_ids: list[int], labels: list[int]) -> list[t
 
 
 def show_labels(tokenizer, example: dict) -> None:
-    """A rendered training example with the supervised (trained) tokens highlighted."""
+    """A rendered training example with the supervised (trained) tokens highlighted; a preference
+    pair (``prompt_ids``, ``chosen_ids``, ``rejected_ids``) as its two sides, each answer highlighted."""
+    if "chosen_ids" in example:
+        for side in ("chosen", "rejected"):
+            ids = example["prompt_ids"] + example[f"{side}_ids"]
+            print(f"{side}:")
+            show_labels(tokenizer, {"input_ids": ids,
+                                    "labels": [IGNORE_INDEX] * len(example["prompt_ids"]) + example[f"{side}_ids"]})
+        return
     segments = label_segments(tokenizer, example["input_ids"], example["labels"])
     parts = []
     for text, supervised in segments:

@@ -272,3 +272,27 @@ def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None 
         total += loss.item()
         count += int((shift_labels != IGNORE_INDEX).sum())
     return total / count
+
+
+@torch.no_grad()
+def answer_logps(model, pairs: list[dict]) -> list[tuple[float, float]]:
+    """The summed log-probability of each pair's chosen and of its rejected answer given its prompt
+    (``kit.data.tokenize.tokenize_pairs`` examples): what DPO compares, here for any model."""
+    out = []
+    for pair in pairs:
+        sides = []
+        for answer in (pair["chosen_ids"], pair["rejected_ids"]):
+            ids = torch.tensor([pair["prompt_ids"] + answer], device=model.device)
+            logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            targets = ids[0, len(pair["prompt_ids"]):]
+            sides.append(float(logps[len(pair["prompt_ids"]) - 1:].gather(1, targets[:, None]).sum()))
+        out.append((sides[0], sides[1]))
+    return out
+
+
+def preference_scores(logps: list[tuple[float, float]]) -> dict:
+    """Reward accuracy (the share of pairs whose chosen answer is the more probable) and the mean
+    margin (chosen minus rejected log-probability, in nats)."""
+    margins = [chosen - rejected for chosen, rejected in logps]
+    return {"pairs": len(margins), "accuracy": sum(m > 0 for m in margins) / len(margins),
+            "margin": sum(margins) / len(margins), "margins": [round(m, 3) for m in margins]}

@@ -12,23 +12,34 @@ def read_metrics(run: Run) -> list[dict]:
     return [json.loads(line) for line in run.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _curves(ax, records: list[dict], names: list[tuple[str, str]], ylabel: str) -> None:
+    for key, label in names:
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            ax.plot(*zip(*points), "o-" if key.startswith("eval_") else "-", label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
 def plot_losses(run: Run):
-    """Train and eval loss against step → loss.png."""
+    """Train and eval loss against step → loss.png; for preference training (TRL logs
+    ``rewards/margins``) beside it the reward margin and accuracy, train and eval."""
     import matplotlib.pyplot as plt
 
     records = read_metrics(run)
-    train_pts = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    eval_pts = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train_pts:
-        ax.plot(*zip(*train_pts), label="train loss")
-    if eval_pts:
-        ax.plot(*zip(*eval_pts), "o-", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (assistant tokens)")
-    ax.set_title(f"{run.recipe_name} / {run.path.name}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    preference = any("rewards/margins" in r for r in records)
+    fig, axes = plt.subplots(1, 2 if preference else 1, figsize=(12 if preference else 7, 4), squeeze=False)
+    _curves(axes[0][0], records, [("loss", "train loss"), ("eval_loss", "eval loss")],
+            "DPO loss" if preference else "loss (assistant tokens)")
+    axes[0][0].set_title(f"{run.recipe_name} / {run.path.name}")
+    if preference:
+        _curves(axes[0][1], records, [("rewards/margins", "train margin"), ("eval_rewards/margins", "eval margin"),
+                                      ("rewards/accuracies", "train accuracy"),
+                                      ("eval_rewards/accuracies", "eval accuracy")],
+                "reward margin (β·nats) / accuracy")
+        axes[0][1].set_title("chosen vs rejected, relative to the reference model")
     fig.tight_layout()
     fig.savefig(run.path / "loss.png", dpi=120)
     return fig
@@ -43,13 +54,15 @@ def plot_metrics(run: Run, report: dict):
     import matplotlib.pyplot as plt
 
     with_facts = bool(report["tuned"].get("facts", {}).get("rows"))  # eval.facts: the share of facts stated
-    metrics = BAR_METRICS + ((("facts", "facts stated"),) if with_facts else ())
+    with_pairs = "preference" in report["tuned"]  # preference training: reward accuracy on held-out pairs
+    metrics = ((("preference", "reward accuracy"),) if with_pairs else ()) + BAR_METRICS + (
+        (("facts", "facts stated"),) if with_facts else ())
     labels = [label for _, label in metrics]
     fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.38
     for offset, name in ((-width / 2, "base"), (width / 2, "tuned")):
-        values = [report[name]["facts"]["stated"] if key == "facts" else report[name][key] / (100 if key == "bleu" else 1)
-                  for key, _ in metrics]
+        values = [report[name]["facts"]["stated"] if key == "facts" else report[name]["preference"]["accuracy"]
+                  if key == "preference" else report[name][key] / (100 if key == "bleu" else 1) for key, _ in metrics]
         xs = [i + offset for i in range(len(labels))]
         bars = ax.bar(xs, values, width, label=name)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
@@ -66,4 +79,24 @@ def plot_metrics(run: Run, report: dict):
     ax.legend(loc="upper center", ncols=2, frameon=False)
     fig.tight_layout()
     fig.savefig(run.path / "metrics.png", dpi=120)
+    return fig
+
+
+def plot_margins(run: Run, report: dict):
+    """Per held-out pair, chosen minus rejected log-probability, base and tuned → margins.png: the
+    pairs right of zero are those whose chosen answer the model finds the more probable."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name in ("base", "tuned"):
+        scores = report[name]["preference"]
+        ax.hist(scores["margins"], bins=20, alpha=0.6,
+                label=f"{name}: accuracy {scores['accuracy']:.2f}, mean margin {scores['margin']:.1f}")
+    ax.axvline(0, color="#444", linewidth=0.8)
+    ax.set_xlabel("log p(chosen) - log p(rejected), nats (held-out pairs)")
+    ax.set_ylabel("pairs")
+    ax.set_title(f"preference margins: {run.recipe_name} / {run.path.name}")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(run.path / "margins.png", dpi=120)
     return fig

@@ -87,6 +87,8 @@ def check_later_overrides(overrides: dict | str | None) -> dict:
     """``overrides`` as a nested dict, refused if they touch a section prepare has consumed."""
     changes = recipes.parse_overrides(overrides)
     frozen = [k for k in changes if k in FROZEN_AFTER_PREPARE]
+    if "method" in (changes.get("train") or {}):  # prepare wrote conversations or pairs for it
+        frozen.append("train.method")
     if frozen:
         raise RunError(f"overrides of {', '.join(frozen)} must be given to prepare (they shape the data); "
                        f"start a new run with prepare")

@@ -298,11 +298,16 @@ def load_prompts(path: Path) -> list[dict]:
 
 
 def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
-    """The first ``n`` (default all) conversations cut before their first assistant turn: the prompt, and that
+    """The first ``n`` (default all) conversations cut before their first assistant turn (a preference
+    pair: its prompt and chosen answer): the prompt, and that
     turn's content as the reference answer, its tool calls as ``reference_calls`` and the
     conversation's ``tools``, where it has them."""
     prompts = []
     for row in rows[:n]:
+        if "chosen" in row:  # a preference pair: its prompt, and the chosen answer as the reference
+            prompt = {"messages": row["prompt"], "reference": row["chosen"]["content"]}
+            prompts.append({**prompt, "tools": row["tools"]} if row.get("tools") else prompt)
+            continue
         messages = row["messages"]
         # the first trained turn: a context-only one (``train: false``) is history, not a reference
         first = next(i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True))

@@ -1,5 +1,7 @@
 """evaluate: base vs tuned (any checkpoint) on the held-out split — assistant-token loss and
-perplexity, answers to held-out prompts scored against the references, batch predictions."""
+perplexity, answers to held-out prompts scored against the references, batch predictions; for a
+preference run also the reward accuracy and margin on held-out pairs (the SFT metrics then read the
+chosen answer as the reference)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +12,12 @@ from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit import metrics
 from kit.backend import FastLanguageModel
 from kit.checkpoints import Checkpoint, find_checkpoint
+from kit.data.preference import conversations
 from kit.data.rows import held_out_prompts, load_prompts, read_jsonl
+from kit.data.tokenize import tokenize_pairs
 from kit.families import family_for
-from kit.inference import generate, token_loss
-from kit.plots import plot_losses, plot_metrics
+from kit.inference import answer_logps, generate, preference_scores, token_loss
+from kit.plots import plot_losses, plot_margins, plot_metrics
 from kit.runs import Run
 from kit.files import keep_replaced, write_json, write_text_atomic
 from kit.tiny import BUILTIN_ID
@@ -80,6 +84,9 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     prompts = held_out_prompts(rows, ev.num_prompts)
     references = [p["reference"] for p in prompts]
     options = _generation_options(recipe, progress)
+    pairs = tokenize_pairs(tokenizer, family, rows, recipe)[0] if recipe.train.method == "dpo" else None
+    if pairs is not None:  # the loss is the chosen answers' (what SFT on them would train)
+        rows = [{"messages": conversations(r)[0], **({"tools": r["tools"]} if r.get("tools") else {})} for r in rows]
 
     def measure(label: str) -> tuple[dict, list]:
         loss = token_loss(model, tokenizer, family, rows, recipe.data.train_on)
@@ -91,12 +98,15 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
         calls = tool_scores(answers, prompts)
         if calls["rows"]:
             result["tool_calls"] = calls
+        if pairs is not None:
+            result["preference"] = preference_scores(answer_logps(model, pairs))
         return result, answers
 
     with model.disable_adapter():
         base, base_answers = measure(f"base ({m.id})")
     tuned, tuned_answers = measure(checkpoint.name)
     report = {
+        "method": recipe.train.method,
         "base": base,
         "tuned": tuned,
         "checkpoint": {"name": checkpoint.name, "step": checkpoint.step, "eval_loss_in_training": checkpoint.eval_loss},
@@ -114,7 +124,8 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
 
     # Everything is computed before anything is written; an earlier report is kept, not overwritten.
     markdown = report_markdown(run, report)
-    for figure in (plot_losses(run), plot_metrics(run, report)):  # saved as PNG for report.md
+    figures = [plot_losses(run), plot_metrics(run, report)] + ([plot_margins(run, report)] if pairs else [])
+    for figure in figures:  # saved as PNG for report.md
         plt.close(figure)  # the notebook shows them where it wants them
     for name in ("report.json", "report.md"):
         keep_replaced(run.path / name)
@@ -123,9 +134,28 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     run.update_manifest({"evaluate": {k: {"eval_loss": report[k]["eval_loss"], "behavior": report[k]["behavior"],
                                           "rouge_l": report[k]["rouge_l"],
                                           **({"facts": report[k]["facts"]} if "facts" in report[k] else {}),
-                                          **({"tool_calls": report[k]["tool_calls"]} if "tool_calls" in report[k] else {})}
+                                          **({"tool_calls": report[k]["tool_calls"]} if "tool_calls" in report[k] else {}),
+                                          **({"preference": {key: report[k]["preference"][key] for key in
+                                                             ("pairs", "accuracy", "margin")}}
+                                             if "preference" in report[k] else {})}
                                       for k in ("base", "tuned")}})
     return report
+
+
+def comparison_rows(report: dict) -> list[dict]:
+    """Base and tuned side by side, a row each: the reward accuracy and margin on held-out pairs
+    (preference runs), the loss and answer metrics, and the facts stated (``eval.facts``)."""
+    keys = ["eval_loss", "perplexity", "behavior", "exact_match", "bleu", "rouge_l", "mean_answer_tokens"]
+    rows = []
+    for name in ("base", "tuned"):
+        result, row = report[name], {"": name}
+        if "preference" in result:
+            row.update({"reward accuracy": result["preference"]["accuracy"], "margin": result["preference"]["margin"]})
+        row.update({k: result[k] for k in keys})
+        if report["tuned"].get("facts", {}).get("rows"):  # answers stating every fact their reference states
+            row["facts stated"] = result["facts"]["stated"]
+        rows.append(row)
+    return rows
 
 
 def tool_scores(answers, prompts: list[dict]) -> dict:
@@ -188,6 +218,11 @@ def report_markdown(run: Run, report: dict) -> str:
     note = model_note(report.get("model_id", ""))
     if note:
         lines[4:4] = [f"> **Note.** {note}", ""]
+    if "preference" in t:  # before the SFT metrics: what preference training is judged by
+        lines += [f"| reward accuracy ({t['preference']['pairs']} held-out pairs) | {b['preference']['accuracy']:.0%} | "
+                  f"{t['preference']['accuracy']:.0%} |",
+                  f"| mean margin, log p(chosen) - log p(rejected) | {b['preference']['margin']:.2f} | "
+                  f"{t['preference']['margin']:.2f} |"]
     lines += [f"| {label} | {fmt.format(b[key])} | {fmt.format(t[key])} |" for label, key, fmt in rows]
     if t.get("facts", {}).get("rows"):
         lines.append(f"| facts stated ({t['facts']['rows']} prompts) | {b['facts']['stated']:.0%} | {t['facts']['stated']:.0%} |")
@@ -197,6 +232,7 @@ def report_markdown(run: Run, report: dict) -> str:
                   (("valid call", "valid_call"), ("right function", "right_name"), ("exact arguments", "exact_arguments"))]
     lines += [f"| generation tokens/s | {b['generation']['tokens_per_s']} | {t['generation']['tokens_per_s']} |", "",
               "![base vs tuned](metrics.png)", "", "![loss curves](loss.png)", "",
+              *(["![preference margins](margins.png)", ""] if "preference" in t else []),
               "## Answers to held-out prompts", "", "| prompt | base | tuned | reference |", "|---|---|---|---|"]
     lines += [f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['tuned'])} | "
               f"{_cell(' '.join(filter(None, [e['reference'], render_calls_for_display(e.get('reference_calls', []))])))} |"

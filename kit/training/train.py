@@ -4,11 +4,12 @@ calls in its own cell (so ``model``, ``tokenizer`` and ``trainer`` are the user'
     plan = start(run, resume)                         # before any model loads: refusals, the resume point, the lock
     model, tokenizer = load_model(config)             # Unsloth FastLanguageModel (4-bit per recipe)
     model = add_lora(model, config)
-    train_dataset, eval_dataset = datasets(run, config, tokenizer)   # assistant-only labels
-    trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
+    train_dataset, eval_dataset = datasets(run, config, tokenizer)   # assistant-only labels (or pairs)
+    trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)  # SFTTrainer / DPOTrainer
     result = trainer.train(resume_from_checkpoint=plan.resume_from)
     summary = finish(run, trainer, result, plan)      # final eval, adapter/, manifest
 
+The same steps train every ``train.method`` (``kit.training.trainers``: sft, dpo).
 ``train`` runs exactly these steps (papermill's pipeline, tests, benchmarks). ``config`` is the run's
 resolved recipe (``kit.recipes.Recipe``); ``recipe`` elsewhere is its name."""
 from __future__ import annotations
@@ -25,80 +26,14 @@ from kit.training.callbacks import CheckpointTimes, LiveSamples, MetricsJsonl, r
 from kit.training.plan import Plan, refuse_trained, start  # start: the notebook's first step
 from kit.data.rows import held_out_prompts, read_jsonl
 from kit.families import ensure_chat_template, family_for
-from kit.data.tokenize import tokenize_rows
+from kit.data.tokenize import tokenize_pairs, tokenize_rows
 from kit.runs import Run, RunError
 from kit.recipes import Recipe
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import TrainerState  # noqa: E402
-from transformers.trainer_utils import TrainOutput, get_last_checkpoint  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
-
-
-class KitSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer, resuming in the dtypes training ran in. TRL keeps a QLoRA adapter in
-    bfloat16, but PEFT's ``load_adapter`` reads a checkpoint's adapter back as float32: a resumed
-    run would continue at another precision and drift from the uninterrupted one."""
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        dtypes = {name: p.dtype for name, p in self.model.named_parameters() if p.requires_grad}
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        for name, p in self.model.named_parameters():  # before the optimizer state is loaded into them
-            if name in dtypes and p.dtype != dtypes[name]:
-                p.data = p.data.to(dtypes[name])
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        """transformers loads a multi-process run's optimizer state onto ``args.device``, which for
-        processes on a CPU is "cpu:0", a location torch.load does not know: there, onto the CPU."""
-        if checkpoint is None or self.args.world_size == 1 or self.args.device.type != "cpu":
-            return super()._load_optimizer_and_scheduler(checkpoint)
-        optimizer, scheduler = Path(checkpoint) / "optimizer.pt", Path(checkpoint) / "scheduler.pt"
-        if optimizer.is_file() and scheduler.is_file():
-            self.optimizer.load_state_dict(torch.load(optimizer, map_location="cpu", weights_only=True))
-            self.lr_scheduler.load_state_dict(torch.load(scheduler, weights_only=True))
-
-    def train(self, resume_from_checkpoint=None, **kwargs):
-        """transformers' train, with this run's peak memory measured from here, and a resume from
-        the run's last step (killed after its final checkpoint) restoring that state and training
-        nothing: transformers' loop would run one step past max_steps."""
-        backend.reset_peak_memory()
-        if resume_from_checkpoint is True:  # transformers' "the newest checkpoint in output_dir", resolved here
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
-        self.resumed_from = resume_from_checkpoint
-        if resume_from_checkpoint and finished_at(Path(resume_from_checkpoint), self.args.max_steps):
-            self._load_from_checkpoint(resume_from_checkpoint)
-            self.state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / "trainer_state.json"))
-            return TrainOutput(self.state.global_step, None, {"train_runtime": 0.0})
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-
-    resumed_from = None  # the checkpoint the last train() call resumed from
-    real_tokens = 0  # this process's real (unpadded) training tokens: a device tensor once counting starts
-
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """The micro-batches of one optimizer step, as Unsloth's loop gets them, with their real
-        tokens added up on the device. transformers' own count (include_num_input_tokens_seen) reads
-        the sum back after every micro-batch: on a GPU a synchronisation each time, which Unsloth's
-        loop does not have. This one is read once, after training."""
-        batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
-        for batch in batches:
-            mask = batch.get("attention_mask")  # absent when padding-free: then every token is real
-            self.real_tokens = self.real_tokens + (mask.sum() if mask is not None else batch["input_ids"].numel())
-        return batches, count
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """TRL's evaluation step asks for the loss without ``num_items_in_batch``; on a GPU, Unsloth's
-        loss then warns that accumulation lost its normalisation. Passing the batch's supervised-token
-        count gives the same per-token mean, and Unsloth's normalisation throughout."""
-        if not prediction_loss_only:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        inputs = self._prepare_inputs(inputs)
-        count = self._get_num_items_in_batch([inputs], self.args.device)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs, num_items_in_batch=count)
-        return loss.detach(), None, None
+from kit.training.trainers import KitDPOTrainer, KitSFTTrainer, KitTrainer  # noqa: E402
+from trl import DPOConfig, SFTConfig  # noqa: E402
 
 
 def load_model(config: Recipe):
@@ -127,14 +62,16 @@ def add_lora(model, config: Recipe):
 def tokenized_split(run: Run, name: str, tokenizer, recipe: Recipe) -> Dataset:
     rows = read_jsonl(run.data_dir / f"{name}.jsonl")
     family = family_for(recipe)
-    examples, _, dropped, _ = tokenize_rows(tokenizer, family, rows, recipe)
+    tokenize = tokenize_rows if recipe.train.method == "sft" else tokenize_pairs
+    examples, _, dropped, _ = tokenize(tokenizer, family, rows, recipe)
     if dropped:  # prepare already applied the same rules; a difference means the data changed
         raise RunError(f"{run.data_dir / (name + '.jsonl')}: {len(dropped)} rows no longer tokenize as in prepare: {dropped[:3]}")
     return Dataset.from_list(examples)
 
 
 def datasets(run: Run, config: Recipe, tokenizer) -> tuple[Dataset, Dataset]:
-    """The run's train and eval splits (prepared as JSONL), tokenized with assistant-only labels."""
+    """The run's train and eval splits (prepared as JSONL), tokenized with assistant-only labels
+    (preference pairs: prompt, chosen and rejected ids)."""
     return tokenized_split(run, "train", tokenizer, config), tokenized_split(run, "eval", tokenizer, config)
 
 
@@ -153,12 +90,16 @@ def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
                        tools=[p.get("tools") for p in held_out])
 
 
-def sft_config(run: Run, recipe: Recipe, **extra) -> SFTConfig:
-    """TRL's SFTConfig from the recipe's ``train`` section (its fields are SFTConfig's, passed
-    through) and ``extra`` SFTConfig fields a recipe does not hold (tests and benchmarks)."""
+def trainer_config(run: Run, recipe: Recipe, **extra) -> SFTConfig | DPOConfig:
+    """TRL's config for ``train.method`` (SFTConfig, DPOConfig) from the recipe's ``train`` section
+    (its fields are the config's, passed through; ``train.dpo``'s too) and ``extra`` config fields a
+    recipe does not hold (tests and benchmarks)."""
     train = {**recipe.train.trainer_args(), **extra}
     train["optim"] = train["optim"] or backend.default_optim()
-    return SFTConfig(
+    config_class = SFTConfig
+    if recipe.train.method == "dpo":
+        config_class, train = DPOConfig, {**recipe.train.dpo.to_dict(), **train}
+    return config_class(
         output_dir=str(run.checkpoints_dir),
         max_length=recipe.model.max_seq_length,
         eval_strategy="steps",
@@ -176,15 +117,6 @@ def final_evaluation(trainer) -> dict:
     step = trainer.state.global_step
     logged = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
     return logged[-1] if logged else trainer.evaluate()
-
-
-def finished_at(checkpoint_dir: Path, max_steps: int | None) -> bool:
-    """Whether the checkpoint in ``checkpoint_dir`` is the run's last step: resuming there must train nothing, but
-    transformers' loop would run one step past max_steps. ``max_steps`` is the recipe's (it may have
-    been raised for the resume); where the run counts epochs instead, the checkpoint's own limit."""
-    state = json.loads((checkpoint_dir / "trainer_state.json").read_text(encoding="utf-8"))
-    limit = max_steps if max_steps and max_steps > 0 else state.get("max_steps", 0)
-    return limit > 0 and state["global_step"] >= limit
 
 
 def mean_train_loss(metrics_path: Path) -> float | None:
@@ -239,27 +171,30 @@ def launch(trainer) -> dict:
 
 
 def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
-                  eval_dataset: Dataset | None = None) -> KitSFTTrainer:
-    """The kit's trainer for ``run``: the tokenized splits (``datasets`` when not given), the
-    recipe's SFTConfig, and the callbacks that write metrics.jsonl, TensorBoard and live samples."""
+                  eval_dataset: Dataset | None = None) -> KitTrainer:
+    """The kit's trainer for ``run`` and its ``train.method`` (TRL's SFTTrainer or DPOTrainer; for
+    DPO the reference model is the base: the same model with its adapter disabled): the tokenized
+    splits (``datasets`` when not given), the recipe's config, and the callbacks that write
+    metrics.jsonl, TensorBoard and live samples."""
     if train_dataset is None or eval_dataset is None:
         train_dataset, eval_dataset = datasets(run, config, tokenizer)
     # transformers 5 reads the TensorBoard directory from the environment when the trainer is built.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
     readable_progress_tables()
-    trainer = KitSFTTrainer(
+    trainer_class = KitDPOTrainer if config.train.method == "dpo" else KitSFTTrainer
+    trainer = trainer_class(
         model=model,
         processing_class=tokenizer,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        args=sft_config(run, config),
+        args=trainer_config(run, config),
         callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, config), CheckpointTimes(run.metrics_path)],
     )
     distributed.check_same_devices(backend.HAS_GPU)  # the process group exists once the trainer does
     return trainer
 
 
-def finish(run: Run, trainer: KitSFTTrainer, result, plan: Plan | None = None) -> dict:
+def finish(run: Run, trainer: KitTrainer, result, plan: Plan | None = None) -> dict:
     """After ``trainer.train``: the evaluation at the last step, the adapter (and tokenizer) written
     to ``adapter/`` under a temporary name and renamed (never half-written), the run's summary
     recorded in manifest.json, and the run's lock released. Returns the summary; for a run that was

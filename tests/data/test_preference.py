@@ -165,3 +165,11 @@ def test_dpo_with_sft_data_and_sft_with_a_preference_format_are_refused_in_one_l
     pairs = write(tmp_path / "pairs.jsonl", [LAYOUTS["openai-dpo"][0]])
     with pytest.raises(DataError, match="data.format openai_preference is a preference layout: set train.method: dpo"):
         load_conversations(pairs, fmt="openai_preference")
+
+
+def test_every_preference_format_a_recipe_may_name_has_its_reader():
+    from kit.data.preference import READERS, SIGNATURES
+    from kit.recipes import PREFERENCE_FORMATS
+
+    assert set(PREFERENCE_FORMATS) == set(READERS) == {name for name, _ in SIGNATURES}
+    assert set(FORMAT_OF.values()) == set(READERS)  # every layout is exercised above

@@ -81,7 +81,7 @@ def one_step_gradients(s, batch: int, accumulation: int, count_items: bool = Tru
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer = trainer_class(model=model, processing_class=s.tokenizer, train_dataset=s.dataset.select(order),
                             eval_dataset=s.dataset.select([0]),
-                            args=T.sft_config(SimpleNamespace(checkpoints_dir=s.tmp / f"b{batch}x{accumulation}"), recipe, **extra),
+                            args=T.trainer_config(SimpleNamespace(checkpoints_dir=s.tmp / f"b{batch}x{accumulation}"), recipe, **extra),
                             callbacks=[Capture()])
     trainer.train()
     with torch.no_grad():  # the next run starts from the same weights
@@ -147,7 +147,7 @@ def test_evaluation_passes_the_token_count_and_keeps_the_per_token_mean(setup):
     for base in (T.KitSFTTrainer, SFTTrainer):
         trainer = counting(base)(model=setup.model, processing_class=setup.tokenizer, train_dataset=setup.dataset,
                                  eval_dataset=setup.dataset,
-                                 args=T.sft_config(SimpleNamespace(checkpoints_dir=setup.tmp / "eval"), recipe))
+                                 args=T.trainer_config(SimpleNamespace(checkpoints_dir=setup.tmp / "eval"), recipe))
         losses[base.__name__] = trainer.evaluate()["eval_loss"]
     kit_counts = [int(n) for name, n in seen if name == "KitSFTTrainer"]
     supervised = sum(sum(label != -100 for label in ex["labels"]) for ex in setup.dataset)
@@ -169,7 +169,7 @@ def test_real_tokens_are_counted_without_padding(setup):
     dataset = setup.dataset.select([0, 2, 1, 3])  # SHORT with LONG, twice
     trainer = T.KitSFTTrainer(model=setup.model, processing_class=setup.tokenizer, train_dataset=dataset,
                               eval_dataset=setup.dataset.select([0]),
-                              args=T.sft_config(SimpleNamespace(checkpoints_dir=setup.tmp / "tokens"), recipe,
+                              args=T.trainer_config(SimpleNamespace(checkpoints_dir=setup.tmp / "tokens"), recipe,
                                                 train_sampling_strategy="sequential"))
     before = {n: p.detach().clone() for n, p in setup.model.named_parameters() if p.requires_grad}
     trainer.train()

@@ -1,5 +1,6 @@
 """Crash-safety of training: a real training process killed with SIGKILL, then resumed, ends where
-the uninterrupted run ends, and its records hold each step once."""
+the uninterrupted run ends, and its records hold each step once; for SFT (tiny-demo) and for DPO
+(tiny-dpo-demo: TRL's DPOTrainer, the reference model the adapter disabled)."""
 import json
 import os
 import shutil
@@ -60,14 +61,14 @@ def tensorboard_steps(run, tag: str) -> list[int]:
     return [e.step for e in events.Scalars(tag)]
 
 
-@pytest.fixture
-def reference(runs_dir):
+@pytest.fixture(params=["tiny-demo", "tiny-dpo-demo"])
+def reference(runs_dir, request):
     """The uninterrupted run, and a prepared copy of it before training for each crash."""
     from kit.training import train as T
     from kit.data.prepare import prepare
     from kit.runs import Run
 
-    run = prepare("tiny-demo", SETTINGS, run_id="whole").run
+    run = prepare(request.param, SETTINGS, run_id="whole").run
     fresh = runs_dir / "prepared"
     shutil.copytree(run.path, fresh)
     summary = T.train(run, run.recipe())
