@@ -3,10 +3,11 @@
 #               recipes/smollm2-shop-demo.yaml (SmolLM2-135M-Instruct, built offline by set-up)
 #   make test   the test suite
 # And the quicker demo on a tiny random model: make demo-tiny (recipes/tiny-demo.yaml);
+# preference training (DPO) on the real model: make demo-dpo (recipes/smollm2-dpo-demo.yaml);
 # make test-fast: the suite without real training runs and end-to-end notebook runs (minutes).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-tiny test test-fast
+.PHONY: setup demo demo-tiny demo-dpo test test-fast
 setup:
 	@bash scripts/setup.sh
 
@@ -15,6 +16,9 @@ demo: setup
 
 demo-tiny: setup
 	$(PY) -m kit.pipeline tiny-demo
+
+demo-dpo: setup
+	$(PY) -m kit.pipeline smollm2-dpo-demo
 
 test: setup
 	$(PY) -m pytest

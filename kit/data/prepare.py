@@ -94,6 +94,17 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     return Prepared(run, report, examples, tokenizer)
 
 
+def example_to_show(prepared: Prepared, first: int = 50) -> dict:
+    """The example among the first ``first`` with the most trained tokens (a multi-turn one if any;
+    a pair: the one with the longest answers)."""
+    def trained(e: dict) -> int:
+        if "chosen_ids" in e:
+            return len(e["chosen_ids"]) + len(e["rejected_ids"])
+        return sum(label != IGNORE_INDEX for label in e["labels"])
+
+    return max(prepared.examples[:first], key=trained)
+
+
 def supervised_turns(family, rows: list[dict], recipe: Recipe) -> int:
     """Assistant turns trained, each checked to be fully supervised (tokenize_many's check)."""
     if recipe.data.reasoning == "every_turn":

@@ -210,7 +210,7 @@ def finish(run: Run, trainer: KitTrainer, result, plan: Plan | None = None) -> d
     model, tokenizer = trainer.model, trainer.processing_class
     tmp = run.path / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), selected_adapters=[model.active_adapter])  # not DPO's frozen "ref" copy
     tokenizer.save_pretrained(str(tmp))
     tmp.rename(run.adapter_dir)
     summary = {"global_step": result.global_step, "train_loss": mean_train_loss(run.metrics_path),

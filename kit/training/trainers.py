@@ -23,6 +23,15 @@ class KitTrainer:
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         dtypes = {name: p.dtype for name, p in self.model.named_parameters() if p.requires_grad}
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # TRL's DPOTrainer keeps a frozen copy of the adapter as "ref", saved in the checkpoint's ref/;
+        # given such subfolders, transformers loads them alone and leaves the trained adapter (saved at
+        # the checkpoint's top) as it was built: a resumed DPO run would restart from a fresh adapter.
+        peft_model = model or self.model
+        top = Path(resume_from_checkpoint) / "adapter_model.safetensors"
+        if top.is_file() and len(getattr(peft_model, "peft_config", {})) > 1:
+            active = peft_model.active_adapter
+            peft_model.load_adapter(str(resume_from_checkpoint), active, is_trainable=True)
+            peft_model.set_adapter(active)
         for name, p in self.model.named_parameters():  # before the optimizer state is loaded into them
             if name in dtypes and p.dtype != dtypes[name]:
                 p.data = p.data.to(dtypes[name])
