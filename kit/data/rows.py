@@ -200,8 +200,9 @@ def _read_row(record: object, source_fmt: str, explicit: bool, pairs: bool) -> t
         reason = (f"prompt ends with assistant: prompt[{len(pair['prompt']) - 1}] is the assistant's; the answers "
                   "follow a user turn or a tool result")
     for side, conversation in zip(("chosen", "rejected"), preference.conversations(pair)):
-        found = reason or check_messages(conversation, tools=pair.get("tools"))
-        reason = found if reason or found is None else f"{side}: {found}"
+        if reason is None:
+            found = check_messages(conversation, tools=pair.get("tools"))
+            reason = f"{side}: {found}" if found else None
     return pair, reason
 
 
@@ -295,6 +296,13 @@ def load_prompts(path: Path) -> list[dict]:
                   "reference": reference}
         prompts.append({**prompt, "tools": conversation["tools"]} if "tools" in conversation else prompt)
     return prompts
+
+
+def as_conversations(rows: list[dict]) -> list[dict]:
+    """Rows as conversations: a preference pair as its prompt and chosen answer (what SFT on it would
+    train; the loss and logits checks, the Modelfile's system prompt read these), others as they are."""
+    return [{"messages": r["prompt"] + [r["chosen"]], **({"tools": r["tools"]} if r.get("tools") else {})}
+            if "chosen" in r else r for r in rows]
 
 
 def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:

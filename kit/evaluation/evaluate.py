@@ -12,8 +12,7 @@ from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit import metrics
 from kit.backend import FastLanguageModel
 from kit.checkpoints import Checkpoint, find_checkpoint
-from kit.data.preference import conversations
-from kit.data.rows import held_out_prompts, load_prompts, read_jsonl
+from kit.data.rows import as_conversations, held_out_prompts, load_prompts, read_jsonl
 from kit.data.tokenize import tokenize_pairs
 from kit.families import family_for
 from kit.inference import answer_logps, generate, preference_scores, token_loss
@@ -85,8 +84,7 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     references = [p["reference"] for p in prompts]
     options = _generation_options(recipe, progress)
     pairs = tokenize_pairs(tokenizer, family, rows, recipe)[0] if recipe.train.method == "dpo" else None
-    if pairs is not None:  # the loss is the chosen answers' (what SFT on them would train)
-        rows = [{"messages": conversations(r)[0], **({"tools": r["tools"]} if r.get("tools") else {})} for r in rows]
+    rows = as_conversations(rows)  # a pair: the loss is its chosen answer's (what SFT on it would train)
 
     def measure(label: str) -> tuple[dict, list]:
         loss = token_loss(model, tokenizer, family, rows, recipe.data.train_on)

@@ -32,7 +32,7 @@ import torch
 
 from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit.chat.render import render_prompt
-from kit.data.rows import held_out_prompts, read_jsonl
+from kit.data.rows import as_conversations, held_out_prompts, read_jsonl
 from kit.families import family_for
 from kit.inference import generate
 from kit.runs import Run, RunError
@@ -122,7 +122,7 @@ def export_modelfile(run: Run, recipe: Recipe, tokenizer, exported: dict, conver
     kind = next(t for t in PREFERRED_FOR_OLLAMA if t in exported)
     system = recipe.export.system
     if system is None:
-        system = shared_system_prompt(read_jsonl(run.data_dir / "train.jsonl"))
+        system = shared_system_prompt(as_conversations(read_jsonl(run.data_dir / "train.jsonl")))
     path = modelfile.write_modelfile(run.path / "gguf" / "Modelfile", Path(exported[kind]["path"]), tokenizer,
                                      family_for(recipe), system=system)
     return {**modelfile.check(path, tokenizer, family_for(recipe), conversations), "system": system}
@@ -210,7 +210,8 @@ class Merge:
         self.tmp = run.path / ".merged.tmp"  # merged/ is written under this name and renamed: never half-written
         self.base_dir = None
         self.tokenizer = None
-        self.eval_rows = read_jsonl(run.data_dir / "eval.jsonl")  # held-out prompts, and the QLoRA gap's rows
+        # held-out prompts, and the QLoRA gap's rows (a preference pair: its prompt and chosen answer)
+        self.eval_rows = as_conversations(read_jsonl(run.data_dir / "eval.jsonl"))
         self.held_out = held_out_prompts(self.eval_rows, config.eval.num_prompts)
         self.prompts: list[str] = []
         self.greedy = None  # the merged model's greedy tokens per prompt, for the GGUF comparison
