@@ -283,9 +283,9 @@ def answer_logps(model, pairs: list[dict]) -> list[tuple[float, float]]:
         sides = []
         for answer in (pair["chosen_ids"], pair["rejected_ids"]):
             ids = torch.tensor([pair["prompt_ids"] + answer], device=model.device)
-            logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-            targets = ids[0, len(pair["prompt_ids"]):]
-            sides.append(float(logps[len(pair["prompt_ids"]) - 1:].gather(1, targets[:, None]).sum()))
+            start = len(pair["prompt_ids"])  # the logits that predict the answer's tokens, and only those
+            logps = torch.log_softmax(model(input_ids=ids).logits[0, start - 1:-1].float(), dim=-1)
+            sides.append(float(logps.gather(1, ids[0, start:, None]).sum()))
         out.append((sides[0], sides[1]))
     return out
 

@@ -20,8 +20,8 @@ FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_comple
            "xlam", "llamafactory")
 # The preference layouts kit.data.preference reads into a prompt and a chosen and a rejected answer.
 PREFERENCE_FORMATS = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
-# train.method: how the adapter is trained (kit.training), and what data each method reads.
-METHODS = {"sft": "conversations", "dpo": "preference pairs"}
+# train.method: how the adapter is trained (kit.training): sft on conversations, dpo on preference pairs.
+METHODS = ("sft", "dpo")
 # DPO losses of TRL's DPOTrainer that need nothing beyond a pair and beta.
 DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero",
               "apo_down", "sigmoid_norm")
@@ -111,7 +111,7 @@ class DpoSection(RecipeSection):
 class TrainSection(RecipeSection):
     """How the adapter is trained: ``method`` and its section (``dpo``) are the kit's; every other key is
     a field of TRL's SFTConfig (DPOConfig for dpo), passed through as given."""
-    method: str = setting("sft", choices=list(METHODS),
+    method: str = setting("sft", choices=METHODS,
                           help="sft: supervised answers (conversations); dpo: preference pairs (a chosen and a "
                                "rejected answer per prompt)")
     max_steps: int = setting(-1, min=-1, forbid={0: "trains nothing; give at least 1, or -1 to train num_train_epochs"},

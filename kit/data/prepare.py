@@ -84,9 +84,9 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         "fully_supervised_turns": len(as_conversations) if pairs else supervised_turns(family, rows, resolved),
     }
     if pairs:  # tokens_per_row: the prompt and its longer answer; trained tokens: both answers
-        reasons = [d["reason"] for d in all_dropped]
-        report["pairs"] = {"kept": len(rows), "ties_dropped": sum(r.startswith("tie:") for r in reasons),
-                           "over_length_dropped": sum(r.startswith("over max_seq_length") for r in reasons),
+        by_reason = report["dropped_by_reason"]
+        report["pairs"] = {"kept": len(rows), "ties_dropped": by_reason.get("tie", 0),
+                           "over_length_dropped": by_reason.get("over max_seq_length", 0),
                            "over_length_truncated": truncated}
     write_json(run.path / "prepare_report.json", report)
     run.update_manifest({"data": {"sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
