@@ -34,7 +34,13 @@ def label_segments(tokenizer, input_ids: list[int], labels: list[int]) -> list[t
 
 def show_labels(tokenizer, example: dict) -> None:
     """A rendered training example with the supervised (trained) tokens highlighted; a preference
-    pair (``prompt_ids``, ``chosen_ids``, ``rejected_ids``) as its two sides, each answer highlighted."""
+    pair (``prompt_ids``, ``chosen_ids``, ``rejected_ids``) as its two sides, each answer highlighted;
+    a labelled completion (KTO: ``prompt_ids``, ``completion_ids``, ``label``) with its label."""
+    if "completion_ids" in example:
+        print(f"completion labelled {'desirable' if example['label'] else 'undesirable'}:")
+        show_labels(tokenizer, {"input_ids": example["prompt_ids"] + example["completion_ids"],
+                                "labels": [IGNORE_INDEX] * len(example["prompt_ids"]) + example["completion_ids"]})
+        return
     if "chosen_ids" in example:
         for side in ("chosen", "rejected"):
             ids = example["prompt_ids"] + example[f"{side}_ids"]

@@ -275,19 +275,31 @@ def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None 
 
 
 @torch.no_grad()
+def answer_logp(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+    """The summed log-probability of an answer's tokens given its prompt's."""
+    ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
+    start = len(prompt_ids)  # the logits that predict the answer's tokens, and only those
+    logps = torch.log_softmax(model(input_ids=ids).logits[0, start - 1:-1].float(), dim=-1)
+    return float(logps.gather(1, ids[0, start:, None]).sum())
+
+
 def answer_logps(model, pairs: list[dict]) -> list[tuple[float, float]]:
     """The summed log-probability of each pair's chosen and of its rejected answer given its prompt
     (``kit.data.tokenize.tokenize_pairs`` examples): what DPO compares, here for any model."""
-    out = []
-    for pair in pairs:
-        sides = []
-        for answer in (pair["chosen_ids"], pair["rejected_ids"]):
-            ids = torch.tensor([pair["prompt_ids"] + answer], device=model.device)
-            start = len(pair["prompt_ids"])  # the logits that predict the answer's tokens, and only those
-            logps = torch.log_softmax(model(input_ids=ids).logits[0, start - 1:-1].float(), dim=-1)
-            sides.append(float(logps.gather(1, ids[0, start:, None]).sum()))
-        out.append((sides[0], sides[1]))
-    return out
+    return [(answer_logp(model, pair["prompt_ids"], pair["chosen_ids"]),
+             answer_logp(model, pair["prompt_ids"], pair["rejected_ids"])) for pair in pairs]
+
+
+def labelled_scores(model, completions: list[dict]) -> dict:
+    """For completions labelled desirable or not (``tokenize_pairs`` examples with ``label``): the mean
+    summed log-probability of each kind, and the margin between them (desirable minus undesirable), in
+    nats: what KTO moves apart, here for any model."""
+    logps = {True: [], False: []}
+    for c in completions:
+        logps[c["label"]].append(answer_logp(model, c["prompt_ids"], c["completion_ids"]))
+    means = {label: sum(values) / len(values) if values else None for label, values in logps.items()}
+    margin = means[True] - means[False] if None not in means.values() else None
+    return {"completions": len(completions), "desirable": means[True], "undesirable": means[False], "margin": margin}
 
 
 def preference_scores(logps: list[tuple[float, float]]) -> dict:

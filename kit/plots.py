@@ -32,7 +32,7 @@ def plot_losses(run: Run):
     preference = any("rewards/margins" in r for r in records)
     fig, axes = plt.subplots(1, 2 if preference else 1, figsize=(12 if preference else 7, 4), squeeze=False)
     _curves(axes[0][0], records, [("loss", "train loss"), ("eval_loss", "eval loss")],
-            "DPO loss" if preference else "loss (assistant tokens)")
+            "preference loss (train.method's)" if preference else "loss (assistant tokens)")
     axes[0][0].set_title(f"{run.recipe_name} / {run.path.name}")
     if preference:
         _curves(axes[0][1], records, [("rewards/margins", "train margin"), ("eval_rewards/margins", "eval margin"),

@@ -20,11 +20,16 @@ FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_comple
            "xlam", "llamafactory")
 # The preference layouts kit.data.preference reads into a prompt and a chosen and a rejected answer.
 PREFERENCE_FORMATS = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
-# train.method: how the adapter is trained (kit.training): sft on conversations, dpo on preference pairs.
-METHODS = ("sft", "dpo")
+# train.method: how the adapter is trained (kit.training): sft on conversations; dpo and orpo on
+# preference pairs; kto on completions labelled desirable or not (pairs are read as two such).
+METHODS = ("sft", "dpo", "kto", "orpo")
+# The unpaired layout kit.data.preference reads for kto: a prompt, one completion and a boolean label.
+UNPAIRED_FORMATS = ("unpaired",)
 # DPO losses of TRL's DPOTrainer that need nothing beyond a pair and beta.
 DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero",
               "apo_down", "sigmoid_norm")
+# KTO losses of TRL's KTOTrainer.
+KTO_LOSSES = ("kto", "apo_zero_unpaired")
 
 REQUIRED: Any = dataclasses.MISSING  # a field without a default: the recipe must give the key
 
@@ -66,8 +71,9 @@ class DataSection(RecipeSection):
     """The training data: where it is, its layout, and how rows become examples."""
     source: str | list = setting(help="file, folder, glob or Hub id, or a list of them / of {path, weight}; "
                                       "relative paths start at the project root")
-    format: str = setting("auto", choices=["auto", *FORMATS, *PREFERENCE_FORMATS],
-                          help="the rows' layout; auto: detected (preference layouts: with train.method dpo)")
+    format: str = setting("auto", choices=["auto", *FORMATS, *PREFERENCE_FORMATS, *UNPAIRED_FORMATS],
+                          help="the rows' layout; auto: detected (preference layouts: with train.method dpo, kto "
+                               "or orpo; unpaired: with kto)")
     columns: dict = setting({}, help="canonical field name -> the name your data uses, e.g. {instruction: question}")
     eval_fraction: float = setting(0.1, min=0, below=1, forbid={0: "holds out no rows; evaluate and the merge checks need some"},
                                    help="share of rows held out for evaluation")
@@ -108,12 +114,32 @@ class DpoSection(RecipeSection):
 
 
 @dataclass(frozen=True, kw_only=True)
+class KtoSection(RecipeSection):
+    """Kahneman-Tversky optimisation (train.method: kto), through TRL's KTOTrainer: completions labelled
+    desirable or not, unpaired."""
+    beta: float = setting(0.1, above=0, help="how far the tuned model may move from the reference (the base): higher "
+                                             "stays closer")
+    loss_type: str = setting("kto", choices=KTO_LOSSES, help="TRL's KTO loss: kto (the KTO paper) or apo_zero_unpaired")
+    desirable_weight: float = setting(1.0, above=0, help="weight of the desirable completions' loss (raise it when "
+                                                         "they are the fewer)")
+    undesirable_weight: float = setting(1.0, above=0, help="weight of the undesirable completions' loss")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrpoSection(RecipeSection):
+    """Odds-ratio preference optimisation (train.method: orpo), through TRL's experimental ORPOTrainer: the
+    chosen answer's supervised loss plus an odds-ratio term against the rejected one, with no reference model."""
+    beta: float = setting(0.1, above=0, help="weight of the odds-ratio term (the paper's lambda)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainSection(RecipeSection):
-    """How the adapter is trained: ``method`` and its section (``dpo``) are the kit's; every other key is
-    a field of TRL's SFTConfig (DPOConfig for dpo), passed through as given."""
+    """How the adapter is trained: ``method`` and its sections (``dpo``, ``kto``, ``orpo``) are the kit's;
+    every other key is a field of TRL's config for the method (SFTConfig, DPOConfig, KTOConfig,
+    ORPOConfig), passed through as given."""
     method: str = setting("sft", choices=METHODS,
-                          help="sft: supervised answers (conversations); dpo: preference pairs (a chosen and a "
-                               "rejected answer per prompt)")
+                          help="sft: supervised answers (conversations); dpo, orpo: preference pairs (a chosen and "
+                               "a rejected answer per prompt); kto: completions labelled desirable or not (or pairs)")
     max_steps: int = setting(-1, min=-1, forbid={0: "trains nothing; give at least 1, or -1 to train num_train_epochs"},
                              help="-1: train num_train_epochs; otherwise at least 1")
     num_train_epochs: float = setting(1.0, above=0, help="passes over the training split, where max_steps is -1")
@@ -131,10 +157,15 @@ class TrainSection(RecipeSection):
     save_total_limit: int = setting(2, min=1, help="checkpoints kept; older ones are deleted")
     seed: int = setting(3407, min=0, help="seed of training and of the LoRA weights' initialization")
     dpo: DpoSection = field(default_factory=DpoSection)
+    kto: KtoSection = field(default_factory=KtoSection)
+    orpo: OrpoSection = field(default_factory=OrpoSection)
 
     def trainer_args(self) -> dict:
-        """The keys that are TRL config fields (all but the kit's ``method`` and method sections)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("method", "dpo")}
+        """The keys that are TRL config fields (all but the kit's ``method`` and method sections), with
+        the section of ``method``'s own."""
+        sections = ("method", *METHODS)
+        own = self.to_dict().get(self.method, {})
+        return {**{k: v for k, v in self.to_dict().items() if k not in sections}, **own}
 
 
 @dataclass(frozen=True, kw_only=True)

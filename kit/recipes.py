@@ -25,9 +25,9 @@ import yaml
 
 from kit.paths import RECIPES_DIR
 # Re-exported: callers import the recipe classes and FORMATS (kit.data.formats) from here.
-from kit.recipe_schema import (FORMATS, PREFERENCE_FORMATS, BehaviorSection, DataSection,  # noqa: F401
-                               DpoSection, EvalSection, ExportSection,
-                               LoraSection, ModelSection, Recipe, RecipeSection, TrainSection)
+from kit.recipe_schema import (FORMATS, METHODS, PREFERENCE_FORMATS, UNPAIRED_FORMATS,  # noqa: F401
+                               BehaviorSection, DataSection, DpoSection, EvalSection, ExportSection, KtoSection,
+                               LoraSection, ModelSection, OrpoSection, Recipe, RecipeSection, TrainSection)
 
 
 class RecipeError(ValueError):

@@ -1,4 +1,5 @@
-"""Preference layouts → the canonical pair, once, in prepare (``train.method: dpo``).
+"""Preference layouts → the canonical pair (or labelled completion), once, in prepare (``train.method``
+dpo, orpo or kto).
 
 Canonical pair: ``{"prompt": [messages], "chosen": message, "rejected": message, "tools"?: [...]}``. The
 prompt is the shared conversation (system, user, earlier turns, tool results) in the canonical message
@@ -18,6 +19,13 @@ as for SFT). Layouts (``data.format``, or ``auto``: detected per source from its
 
 Every layout takes an optional ``tools`` field; ``data.columns`` renames fields first. A pair whose two
 answers are the same is a ``Tie``: dropped and counted.
+
+For ``kto`` also the unpaired layout (TRL's "unpaired preference"), read into the canonical labelled
+completion ``{"prompt": [messages], "completion": message, "label": bool, "tools"?}``:
+
+- ``unpaired``: a boolean ``label`` (true: desirable) with ``prompt`` and ``completion`` (text or
+  messages, as ``chosen_rejected``'s prompt and answers), or with ``messages`` ending on the labelled
+  assistant turn.
 """
 from __future__ import annotations
 
@@ -31,11 +39,14 @@ from kit.data.turns import UnsupportedContent, from_messages, kind, message
 SIGNATURES = (("openai_preference", ("input", "preferred_output", "non_preferred_output")),
               ("paired_responses", ("question", "response_j", "response_k")),
               ("sharegpt_preference", ("conversations", "chosen", "rejected")),
-              ("hh_text", ("chosen", "rejected")), ("chosen_rejected", ("chosen", "rejected")))
+              ("hh_text", ("chosen", "rejected")), ("chosen_rejected", ("chosen", "rejected")),
+              ("unpaired", ("label",)))
 ROW_FIELDS = {"openai_preference": ("input", "preferred_output", "non_preferred_output"),
               "paired_responses": ("question", "response_j", "response_k"),
               "sharegpt_preference": ("conversations", "system", "chosen", "rejected"),
-              "hh_text": ("chosen", "rejected"), "chosen_rejected": ("prompt", "chosen", "rejected")}
+              "hh_text": ("chosen", "rejected"), "chosen_rejected": ("prompt", "chosen", "rejected"),
+              "unpaired": ("prompt", "completion", "messages", "label")}
+PAIRED = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 
 
@@ -53,7 +64,8 @@ def detect(record: object) -> str | None:
     if not isinstance(record, dict):
         return None
     for name, fields in SIGNATURES:
-        if all(f in record for f in fields) and (name != "hh_text" or _looks_hh(record)):
+        if all(f in record for f in fields) and (name != "hh_text" or _looks_hh(record)) and (
+                name != "unpaired" or "completion" in record or "messages" in record):
             return name
     return None
 
@@ -169,16 +181,42 @@ def _openai_preference(record: dict) -> tuple[list[dict], dict, dict, list | Non
     return prompt, *sides, read_tools(given.get("tools"))
 
 
+def _unpaired(record: dict) -> tuple[list[dict], dict, bool]:
+    label = record["label"]
+    if not isinstance(label, bool):
+        raise FormatError(f"bad label: label is {kind(label)} ({label!r}), expected true (a desirable completion) or "
+                          "false (an undesirable one)")
+    if "completion" in record:
+        turns = _as_turns(_side(record, "completion"), "completion")
+        prompt = record.get("prompt")
+        if prompt in (None, "", []):
+            raise FormatError("no prompt: prompt is missing or empty; a labelled completion answers a prompt")
+        prompt = ([message("user", prompt, where="prompt")] if isinstance(prompt, str)
+                  else from_messages(prompt, "prompt"))
+        return prompt + turns[:-1], _answer(turns, "completion"), label
+    turns = from_messages(record["messages"], "messages")
+    return turns[:-1], _answer(turns, "messages"), label
+
+
 READERS = {"chosen_rejected": _chosen_rejected, "hh_text": _hh_text, "sharegpt_preference": _sharegpt_preference,
-           "paired_responses": _paired_responses, "openai_preference": _openai_preference}
+           "paired_responses": _paired_responses, "openai_preference": _openai_preference, "unpaired": _unpaired}
 
 
 def to_pair(record: object, fmt: str) -> dict:
-    """One record known to be in ``fmt`` as the canonical pair; FormatError names the field, Tie a tie."""
+    """One record known to be in ``fmt`` as the canonical pair (``unpaired``: labelled completion);
+    FormatError names the field, Tie a tie."""
     seen = detect(record)
     if seen != fmt:
         raise FormatError(f"not {fmt}: expected the field(s) {', '.join(dict(SIGNATURES)[fmt])}"
+                          + (" and completion or messages" if fmt == "unpaired" else "")
                           + (f"; got {', '.join(map(str, record))}" if isinstance(record, dict) else ""))
+    if fmt == "unpaired":
+        prompt, completion, label = _unpaired(record)
+        if not prompt:
+            raise FormatError("no prompt: the completion has no turns before it, nothing to answer")
+        row = {"prompt": prompt, "completion": completion, "label": label}
+        tools = read_tools(record.get("tools"))
+        return {**row, "tools": tools} if tools else row
     read = READERS[fmt](record)
     prompt, chosen, rejected = read[:3]
     tools = read[3] if len(read) > 3 else read_tools(record.get("tools"))
@@ -198,6 +236,12 @@ def unused_fields(record: object, fmt: str) -> list[str]:
     return [k for k, v in record.items() if k not in read and v is not None]
 
 
-def conversations(pair: dict) -> tuple[list[dict], list[dict]]:
-    """The pair as two conversations, the prompt followed by each answer (chosen first)."""
-    return pair["prompt"] + [pair["chosen"]], pair["prompt"] + [pair["rejected"]]
+def sides(row: dict) -> tuple[str, ...]:
+    """The answers a canonical row holds: a pair's chosen and rejected, or a labelled completion."""
+    return ("completion",) if "completion" in row else ("chosen", "rejected")
+
+
+def conversations(row: dict) -> tuple[list[dict], ...]:
+    """A canonical row as conversations, the prompt followed by each answer (``sides``: a pair's chosen
+    first, or the one labelled completion)."""
+    return tuple(row["prompt"] + [row[side]] for side in sides(row))

@@ -35,14 +35,18 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     """Validate and split the recipe's data into a new run directory (``run_id`` or a timestamp)."""
     name, resolved = load_recipe(recipe, overrides)
     data_cfg, model_cfg = resolved.data, resolved.model
-    pairs = resolved.train.method != "sft"
+    method = resolved.train.method
+    pairs = method != "sft"  # preference rows: pairs, or (kto) labelled completions
     loaded = load_conversations(data_cfg.source, data_cfg.format, data_cfg.columns,
-                                data_cfg.invalid_rows, data_cfg.seed, pairs=pairs)
+                                data_cfg.invalid_rows, data_cfg.seed, method=method)
     family = family_for(resolved)
     tokenizer = load_tokenizer(model_cfg.id, family)
 
-    tokenize = tokenize_pairs if pairs else tokenize_rows
-    examples, kept, dropped, truncated = tokenize(tokenizer, family, loaded.rows, resolved, loaded.origins)
+    if pairs:
+        examples, kept, dropped, truncated = tokenize_pairs(tokenizer, family, loaded.rows, resolved, loaded.origins,
+                                                            unpair=method == "kto")
+    else:
+        examples, kept, dropped, truncated = tokenize_rows(tokenizer, family, loaded.rows, resolved, loaded.origins)
     all_dropped = loaded.dropped + dropped
     rows = [loaded.rows[i] for i in kept]
     if not rows:
@@ -54,8 +58,9 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     write_jsonl(run.data_dir / "train.jsonl", train_rows)
     write_jsonl(run.data_dir / "eval.jsonl", eval_rows)
     if pairs:
-        lengths = [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in examples]
-        supervised = [len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples]
+        answers = [[e[k] for k in ("chosen_ids", "rejected_ids", "completion_ids") if k in e] for e in examples]
+        lengths = [len(e["prompt_ids"]) + max(map(len, ids)) for e, ids in zip(examples, answers)]
+        supervised = [sum(map(len, ids)) for ids in answers]
         as_conversations = [{"messages": c, **({"tools": r["tools"]} if r.get("tools") else {})}
                             for r in rows for c in conversations(r)]
     else:
@@ -85,9 +90,12 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     }
     if pairs:  # tokens_per_row: the prompt and its longer answer; trained tokens: both answers
         by_reason = report["dropped_by_reason"]
-        report["pairs"] = {"kept": len(rows), "ties_dropped": by_reason.get("tie", 0),
+        report["pairs"] = {"kept": sum("chosen" in r for r in rows), "ties_dropped": by_reason.get("tie", 0),
                            "over_length_dropped": by_reason.get("over max_seq_length", 0),
                            "over_length_truncated": truncated}
+    if method == "kto":  # what KTO trains on (a pair is two: its chosen desirable, its rejected not)
+        labels = [e["label"] for e in examples]
+        report["completions"] = {"desirable": sum(labels), "undesirable": len(labels) - sum(labels)}
     write_json(run.path / "prepare_report.json", report)
     run.update_manifest({"data": {"sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
                                   "train_rows": len(train_rows), "eval_rows": len(eval_rows)}})
@@ -100,6 +108,8 @@ def example_to_show(prepared: Prepared, first: int = 50) -> dict:
     def trained(e: dict) -> int:
         if "chosen_ids" in e:
             return len(e["chosen_ids"]) + len(e["rejected_ids"])
+        if "completion_ids" in e:
+            return len(e["completion_ids"])
         return sum(label != IGNORE_INDEX for label in e["labels"])
 
     return max(prepared.examples[:first], key=trained)
@@ -145,12 +155,15 @@ def summary(report: dict) -> str:
              *([f"  preference pairs ({report['method']}): {pairs['kept']} kept; ties dropped {pairs['ties_dropped']}; "
                 f"over {report['max_seq_length']} tokens: {pairs['over_length_dropped']} dropped, "
                 f"{pairs['over_length_truncated']} truncated"] if pairs else []),
+             *([f"  completions for kto: {report['completions']['desirable']} desirable, "
+                f"{report['completions']['undesirable']} undesirable (a pair gives one of each)"]
+               if "completions" in report else []),
              f"  kept {report['rows_kept']}, dropped {report['rows_dropped']}" + (f" ({by_reason})" if by_reason else ""),
              f"  unused fields (not read, not trained on): {_readable(report['unused_fields'])}",
              f"  truncated {report['rows_truncated']} (policy for rows over {report['max_seq_length']} tokens: {report['overlength_policy']})",
              f"  split: {report['split']['train']} train / {report['split']['eval']} eval (seed {report['split']['seed']})",
              f"  tokens per row: {_readable(report['tokens_per_row'])}",
-             f"  trained tokens per row{' (both answers)' if pairs else ''}: "
+             f"  trained tokens per row{' (its answers)' if pairs else ''}: "
              f"{_readable(report['trained_tokens_per_row'])}",
              f"  {report['fully_supervised_turns']} trained assistant turns, each checked: answer (and rendered reasoning) "
              "fully inside the trained tokens"]

@@ -132,17 +132,20 @@ def describe_drops(dropped: list[dict], n: int = 3) -> str:
     return f"{len(dropped)} dropped ({counts}); first: {first}"
 
 
-def _source_format(records: list[Record], fmt: str, columns: dict, pairs: bool = False) -> str:
+def _source_format(records: list[Record], fmt: str, columns: dict, method: str = "sft") -> str:
     first = records[0]
     try:
         mapped = formats.apply_columns(first.data, columns)  # a bad mapping fails the whole source
     except formats.FormatError as e:
         raise DataError(f"{first.where}: {e}") from None
-    if pairs:
-        return _pair_format(first, mapped, fmt)
+    if method != "sft":
+        return _pair_format(first, mapped, fmt, method)
+    if fmt == "unpaired":
+        raise DataError(f"{first.where}: data.format unpaired holds completions labelled desirable or not: set "
+                        "train.method: kto to train on them")
     if fmt in preference.READERS:
-        raise DataError(f"{first.where}: data.format {fmt} is a preference layout: set train.method: dpo to train "
-                        "on the pairs")
+        raise DataError(f"{first.where}: data.format {fmt} is a preference layout: set train.method: dpo (or kto, "
+                        "orpo) to train on the pairs")
     # A record the SFT readers can read (messages beside chosen/rejected, as in UltraFeedback's SFT
     # split) is SFT data; only one they cannot, or LLaMA-Factory's pair (its conversations end on the
     # user's turn), is refused as preference data.
@@ -162,58 +165,68 @@ def _source_format(records: list[Record], fmt: str, columns: dict, pairs: bool =
     return detected
 
 
-def _pair_format(first: Record, mapped: object, fmt: str) -> str:
-    """The preference layout of a source (``train.method: dpo``); SFT data is refused in one line."""
-    if fmt != "auto" and fmt not in preference.READERS:
-        raise DataError(f"{first.where}: data.format {fmt} is a conversation layout, and train.method dpo trains on "
-                        f"preference pairs ({', '.join(preference.READERS)})")
+def _pair_format(first: Record, mapped: object, fmt: str, method: str) -> str:
+    """The preference layout of a source (``train.method`` dpo, orpo: pairs; kto: pairs or labelled
+    completions); SFT data, or labelled completions for a method that compares pairs, is refused in one line."""
+    layouts = [name for name in preference.READERS if method == "kto" or name != "unpaired"]
+    wanted = ("preference pairs or completions labelled desirable or not" if method == "kto"
+              else "preference pairs, a chosen and a rejected answer per prompt")
+    if fmt != "auto" and fmt not in layouts:
+        what = "labelled completions (KTO data: set train.method: kto)" if fmt == "unpaired" else "a conversation layout"
+        raise DataError(f"{first.where}: data.format {fmt} is {what}, and train.method {method} trains on {wanted} "
+                        f"({', '.join(layouts)})")
     detected = preference.detect(mapped)
+    fields = ", ".join(map(str, mapped)) if isinstance(mapped, dict) else type(mapped).__name__
+    if detected == "unpaired" and method != "kto":
+        raise DataError(f"{first.where}: train.method {method} needs {wanted}, but the rows hold single completions "
+                        f"labelled desirable or not (fields: {fields}): set train.method: kto to train on them")
     if detected is not None:
         return detected if fmt == "auto" else fmt
-    fields = ", ".join(map(str, mapped)) if isinstance(mapped, dict) else type(mapped).__name__
     sft = formats.detect(mapped)
     what = f"conversations ({sft}), SFT data" if sft else "no preference layout"
-    raise DataError(f"{first.where}: train.method dpo needs preference pairs, a chosen and a rejected answer per "
-                    f"prompt, but the rows hold {what} (fields: {fields}); see docs/data-formats.md#preference-pairs "
-                    "for the layouts, and data.columns to name your fields")
+    raise DataError(f"{first.where}: train.method {method} needs {wanted}, but the rows hold {what} (fields: "
+                    f"{fields}); see docs/data-formats.md#preference-pairs for the layouts, and data.columns to name "
+                    "your fields")
 
 
 def load_conversations(source, fmt: str = "auto", columns: dict | None = None, invalid_rows: str = "error",
-                       seed: int = 0, pairs: bool = False) -> LoadResult:
+                       seed: int = 0, method: str = "sft") -> LoadResult:
     """Read every source, convert each record to canonical messages and check it. A bad row is an
     error naming source, row and field, or (``invalid_rows="drop"``) a counted, reported drop.
-    ``pairs``: the rows are preference pairs (``kit.data.preference``), each checked on both sides;
-    a tie is always a counted drop."""
+    ``method`` is ``train.method``: for all but sft the rows are preference pairs (kto: or labelled
+    completions; ``kit.data.preference``), each answer checked; a tie is always a counted drop."""
     with gc_paused():
-        return _load_conversations(source, fmt, columns or {}, invalid_rows, seed, pairs)
+        return _load_conversations(source, fmt, columns or {}, invalid_rows, seed, method)
 
 
-def _read_row(record: object, source_fmt: str, explicit: bool, pairs: bool) -> tuple[dict, str | None]:
-    """A record as a canonical conversation (or pair), and why it is not usable (None: it is)."""
-    check_record(record)
-    if not pairs:
+def _read_row(record: object, source_fmt: str, explicit: bool, method: str) -> tuple[dict, str | None]:
+    """A record as a canonical conversation (or pair, or labelled completion), and why it is not usable
+    (None: it is)."""
+    if method == "sft":
+        check_record(record)
         conversation = formats.to_conversation(record, source_fmt, explicit=explicit)
         return conversation, check_messages(conversation["messages"], tools=conversation.get("tools"))
+    check_record(record, labels=True)
     pair = preference.to_pair(record, source_fmt)
     reason = check_messages(pair["prompt"], training=False, tools=pair.get("tools"))
     if reason is None and pair["prompt"][-1]["role"] == "assistant":
         reason = (f"prompt ends with assistant: prompt[{len(pair['prompt']) - 1}] is the assistant's; the answers "
                   "follow a user turn or a tool result")
-    for side, conversation in zip(("chosen", "rejected"), preference.conversations(pair)):
+    for side, conversation in zip(preference.sides(pair), preference.conversations(pair)):
         if reason is None:
             found = check_messages(conversation, tools=pair.get("tools"))
             reason = f"{side}: {found}" if found else None
     return pair, reason
 
 
-def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed: int, pairs: bool) -> LoadResult:
+def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed: int, method: str) -> LoadResult:
     result = LoadResult(rows=[], origins=[], total=0)
     for spec, weight in sources_of(source):
         records = read_source(spec)
         if not records:
             raise DataError(f"data.source: {spec}: the dataset is empty")
-        source_fmt = _source_format(records, fmt, columns, pairs)
-        unused_of = preference.unused_fields if pairs else formats.unused_fields
+        source_fmt = _source_format(records, fmt, columns, method)
+        unused_of = formats.unused_fields if method == "sft" else preference.unused_fields
         kept, unused, mapped = [], {}, set()
         for rec in records:
             unsupported = False
@@ -222,7 +235,7 @@ def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed
                 mapped |= {k for k in columns if isinstance(record, dict) and k in record}
                 for name in unused_of(record, source_fmt):
                     unused[name] = unused.get(name, 0) + 1
-                conversation, reason = _read_row(record, source_fmt, fmt != "auto", pairs)
+                conversation, reason = _read_row(record, source_fmt, fmt != "auto", method)
             except formats.FormatError as e:
                 reason, unsupported = str(e), isinstance(e, formats.UnsupportedContent)
             if reason is None:
@@ -299,21 +312,32 @@ def load_prompts(path: Path) -> list[dict]:
 
 
 def as_conversations(rows: list[dict]) -> list[dict]:
-    """Rows as conversations: a preference pair as its prompt and chosen answer (what SFT on it would
-    train; the loss and logits checks, the Modelfile's system prompt read these), others as they are."""
-    return [{"messages": r["prompt"] + [r["chosen"]], **({"tools": r["tools"]} if r.get("tools") else {})}
-            if "chosen" in r else r for r in rows]
+    """Rows as conversations: a preference pair as its prompt and chosen answer, a labelled completion
+    as its prompt and completion where it is desirable (what SFT on them would train; the loss and logits
+    checks, the Modelfile's system prompt read these; undesirable ones are left out), others as they are."""
+    out = []
+    for r in rows:
+        answer = r.get("chosen") or (r["completion"] if r.get("label") is True else None)
+        if "prompt" not in r:
+            out.append(r)
+        elif answer is not None:
+            out.append({"messages": r["prompt"] + [answer], **({"tools": r["tools"]} if r.get("tools") else {})})
+    return out
 
 
 def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
     """The first ``n`` (default all) conversations cut before their first assistant turn (a preference
-    pair: its prompt and chosen answer): the prompt, and that
+    pair: its prompt and chosen answer; a labelled completion: its prompt and completion where it is
+    desirable, else none): the prompt, and that
     turn's content as the reference answer, its tool calls as ``reference_calls`` and the
     conversation's ``tools``, where it has them."""
     prompts = []
     for row in rows[:n]:
-        if "chosen" in row:  # a preference pair: its prompt, and the chosen answer as the reference
-            prompt = {"messages": row["prompt"], "reference": row["chosen"]["content"]}
+        if "prompt" in row:  # a preference pair: its prompt, and the chosen answer as the reference
+            answer = row.get("chosen") or (row["completion"] if row.get("label") is True else None)
+            if answer is None:  # an undesirable completion is no reference
+                continue
+            prompt = {"messages": row["prompt"], "reference": answer["content"]}
             prompts.append({**prompt, "tools": row["tools"]} if row.get("tools") else prompt)
             continue
         messages = row["messages"]

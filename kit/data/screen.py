@@ -4,8 +4,9 @@
 - a row with images, videos or audio (``images``, ``videos``, ``audios`` ... non-empty, the media its
   ``<image>`` placeholders stand for): a "non-text content" reason, an error under
   ``invalid_rows: error``, a counted drop under ``drop``;
-- a KTO row labelled undesirable (``label: false``, a boolean): always a counted drop (SFT would teach
-  it as a good answer); ``label: true`` rows are ordinary SFT rows;
+- under ``train.method: sft``, a KTO row labelled undesirable (``label: false``, a boolean): always a
+  counted drop (SFT would teach it as a good answer; ``train.method: kto`` trains on both); ``label:
+  true`` rows are ordinary SFT rows;
 - preference data (``chosen``/``rejected`` ...) under ``train.method: sft``: the whole source is refused,
   in one line that names ``train.method: dpo`` and the mapping that trains SFT on the preferred answers.
 """
@@ -43,8 +44,9 @@ def preference_data(record: object) -> str | None:
     return None
 
 
-def check_record(record: object) -> None:
-    """Raise for a row with media (FormatError) or labelled undesirable (UndesirableAnswer)."""
+def check_record(record: object, labels: bool = False) -> None:
+    """Raise for a row with media (FormatError) or, unless ``labels`` (KTO reads them), labelled
+    undesirable (UndesirableAnswer)."""
     if not isinstance(record, dict):
         return
     for name in MEDIA_FIELDS:
@@ -53,6 +55,6 @@ def check_record(record: object) -> None:
             count = f"{len(media)} item{'s' if len(media) != 1 else ''}" if isinstance(media, list) else "one"
             raise FormatError(f"non-text content: {name} has {count}; the kit trains text-only models, "
                               "so a row with images, video or audio is not used")
-    if record.get("label") is False:  # a boolean: a class-id column (0, 1, ...) is not a KTO label
-        raise UndesirableAnswer("kto label false: label is false: an undesirable answer; the kit "
-                                "trains SFT only, which would teach it as a good one")
+    if record.get("label") is False and not labels:  # a boolean: a class-id column (0, 1, ...) is not a KTO label
+        raise UndesirableAnswer("kto label false: label is false: an undesirable answer, which SFT would teach as a "
+                                "good one; train.method: kto trains on both labels")

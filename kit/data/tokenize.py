@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kit.bulk import gc_paused
 from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, tokenize_many
-from kit.data.preference import conversations
+from kit.data.preference import conversations, sides
 from kit.data.rows import DataError
 from kit.families import ensure_chat_template
 from kit.recipes import Recipe
@@ -97,33 +97,45 @@ def _split_pair(chosen: dict, rejected: dict) -> tuple[list[int], list[int], lis
             rejected["input_ids"][start:last[1] + 1])
 
 
-def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins=None):
-    """Preference pairs (``kit.data.preference``) as TRL's DPOTrainer takes them tokenized:
-    ``prompt_ids``, ``chosen_ids``, ``rejected_ids``. Each side is the prompt and its answer rendered
-    by the family's template and masked as SFT's last assistant turn (reasoning by the family's rules);
-    the prompt is what precedes the trained tokens (``_split_pair``). A pair
-    longer than ``model.max_seq_length`` (prompt and its longer answer) is dropped or, under
-    ``data.overlength: truncate``, its answers cut. Returns (examples, kept, dropped, truncated) as
-    ``tokenize_rows``."""
+def _split_one(ex: dict) -> tuple[list[int], list[int]]:
+    """One tokenized labelled completion split into (prompt, completion): the completion runs from its
+    first trained token to its last, as each side of a pair (``_split_pair``)."""
+    trained = [k for k, label in enumerate(ex["labels"]) if label != IGNORE_INDEX]
+    return ex["input_ids"][:trained[0]], ex["input_ids"][trained[0]:trained[-1] + 1]
+
+
+def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins=None, unpair: bool = False):
+    """Preference rows (``kit.data.preference``) as TRL's preference trainers take them tokenized: a pair
+    as ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (DPOTrainer; ORPO's columns are made from these);
+    a labelled completion as ``prompt_ids``, ``completion_ids``, ``label`` (KTOTrainer), and with
+    ``unpair`` a pair as two of those (chosen desirable, rejected not: TRL's own unpairing). Each answer
+    is the prompt and that answer rendered by the family's template and masked as SFT's last assistant
+    turn (reasoning by the family's rules); the prompt is what precedes the trained tokens
+    (``_split_pair``). A row longer than ``model.max_seq_length`` (prompt and its longer answer) is
+    dropped or, under ``data.overlength: truncate``, its answers cut. Returns (examples, kept, dropped,
+    truncated) as ``tokenize_rows``."""
+    convs = [(i, c) for i, row in enumerate(pairs) for c in conversations(row)]
     with gc_paused():
-        sides = tokenize_many(tokenizer, family, [c for pair in pairs for c in conversations(pair)], "last_assistant",
-                              tools=[pair.get("tools") for pair in pairs for _ in range(2)])
+        tokenized = tokenize_many(tokenizer, family, [c for _, c in convs], "last_assistant",
+                                  tools=[pairs[i].get("tools") for i, _ in convs])
+    by_row = [[] for _ in pairs]
+    for (i, _), ex in zip(convs, tokenized):
+        by_row[i].append(ex)
     max_len, overlength = recipe.model.max_seq_length, recipe.data.overlength
     origins = origins or [("rows", i + 1) for i in range(len(pairs))]
     examples, kept, dropped, truncated = [], [], [], 0
-    for i in range(len(pairs)):
-        chosen, rejected = sides[2 * i], sides[2 * i + 1]
+    for i, (row, answers) in enumerate(zip(pairs, by_row)):
         reason = None
-        for side, ex in (("chosen", chosen), ("rejected", rejected)):
+        for side, ex in zip(sides(row), answers):
             if isinstance(ex, SupervisionError):
                 raise DataError(f"{origins[i][0]}: row {origins[i][1]}: {side}: {ex}; this is a masking bug in the "
                                 "kit, not in your data: please report it")
             if isinstance(ex, MaskError):
                 reason = reason or f"mask: {side}: {ex}"
         if reason is None:
-            split = _split_pair(chosen, rejected)
-            prompt, chosen_ids, rejected_ids = split or ([], [], [])
-            length = len(prompt) + max(len(chosen_ids), len(rejected_ids))
+            split = _split_pair(*answers) if len(answers) == 2 else _split_one(answers[0])
+            prompt, ids = (split[0], list(split[1:])) if split else ([], [])
+            length = len(prompt) + max(map(len, ids), default=0)
             if split is None:
                 reason = ("different prompts: the template renders the prompt differently before chosen and before "
                           "rejected")
@@ -131,11 +143,16 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins
                 reason = (f"over max_seq_length: {length} > {max_len} tokens"
                           + (" (the prompt alone fills it)" if overlength == "truncate" else ""))
             elif length > max_len:
-                room = max_len - len(prompt)
-                chosen_ids, rejected_ids, truncated = chosen_ids[:room], rejected_ids[:room], truncated + 1
+                ids, truncated = [answer[:max_len - len(prompt)] for answer in ids], truncated + 1
         if reason:
             dropped.append({"source": origins[i][0], "row": origins[i][1], "reason": reason})
             continue
-        examples.append({"prompt_ids": prompt, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids})
+        if len(ids) == 1:
+            examples.append({"prompt_ids": prompt, "completion_ids": ids[0], "label": row["label"]})
+        elif unpair:
+            examples += [{"prompt_ids": prompt, "completion_ids": answer, "label": label}
+                         for answer, label in zip(ids, (True, False))]
+        else:
+            examples.append({"prompt_ids": prompt, "chosen_ids": ids[0], "rejected_ids": ids[1]})
         kept.append(i)
     return examples, kept, dropped, truncated

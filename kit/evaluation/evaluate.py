@@ -1,7 +1,8 @@
 """evaluate: base vs tuned (any checkpoint) on the held-out split — assistant-token loss and
 perplexity, answers to held-out prompts scored against the references, batch predictions; for a
-preference run also the reward accuracy and margin on held-out pairs (the SFT metrics then read the
-chosen answer as the reference)."""
+preference run also the reward accuracy and margin on held-out pairs, and (kto) the mean
+log-probabilities of held-out completions labelled desirable and undesirable (the SFT metrics then read
+the chosen, or desirable, answer as the reference)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from kit.checkpoints import Checkpoint, find_checkpoint
 from kit.data.rows import as_conversations, held_out_prompts, load_prompts, read_jsonl
 from kit.data.tokenize import tokenize_pairs
 from kit.families import family_for
-from kit.inference import answer_logps, generate, preference_scores, token_loss
+from kit.inference import answer_logps, generate, labelled_scores, preference_scores, token_loss
 from kit.plots import plot_losses, plot_margins, plot_metrics
 from kit.runs import Run
 from kit.files import keep_replaced, write_json, write_text_atomic
@@ -83,7 +84,11 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     prompts = held_out_prompts(rows, ev.num_prompts)
     references = [p["reference"] for p in prompts]
     options = _generation_options(recipe, progress)
-    pairs = tokenize_pairs(tokenizer, family, rows, recipe)[0] if recipe.train.method == "dpo" else None
+    preference = recipe.train.method != "sft"
+    pairs = [r for r in rows if "chosen" in r] if preference else []
+    pairs = tokenize_pairs(tokenizer, family, pairs, recipe)[0] if pairs else None
+    labelled = [r for r in rows if "completion" in r] if preference else []
+    labelled = tokenize_pairs(tokenizer, family, labelled, recipe)[0] if labelled else None
     rows = as_conversations(rows)  # a pair: the loss is its chosen answer's (what SFT on it would train)
 
     def measure(label: str) -> tuple[dict, list]:
@@ -98,6 +103,8 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
             result["tool_calls"] = calls
         if pairs is not None:
             result["preference"] = preference_scores(answer_logps(model, pairs))
+        if labelled is not None:
+            result["labelled"] = labelled_scores(model, labelled)
         return result, answers
 
     with model.disable_adapter():
@@ -135,7 +142,8 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
                                           **({"tool_calls": report[k]["tool_calls"]} if "tool_calls" in report[k] else {}),
                                           **({"preference": {key: report[k]["preference"][key] for key in
                                                              ("pairs", "accuracy", "margin")}}
-                                             if "preference" in report[k] else {})}
+                                             if "preference" in report[k] else {}),
+                                          **({"labelled": report[k]["labelled"]} if "labelled" in report[k] else {})}
                                       for k in ("base", "tuned")}})
     return report
 
@@ -149,6 +157,8 @@ def comparison_rows(report: dict) -> list[dict]:
         result, row = report[name], {"": name}
         if "preference" in result:
             row.update({"reward accuracy": result["preference"]["accuracy"], "margin": result["preference"]["margin"]})
+        if "labelled" in result:
+            row["desirable - undesirable"] = result["labelled"]["margin"]
         row.update({k: result[k] for k in keys})
         if report["tuned"].get("facts", {}).get("rows"):  # answers stating every fact their reference states
             row["facts stated"] = result["facts"]["stated"]
@@ -221,6 +231,9 @@ def report_markdown(run: Run, report: dict) -> str:
                   f"{t['preference']['accuracy']:.0%} |",
                   f"| mean margin, log p(chosen) - log p(rejected) | {b['preference']['margin']:.2f} | "
                   f"{t['preference']['margin']:.2f} |"]
+    if "labelled" in t and t["labelled"]["margin"] is not None:
+        lines.append(f"| mean log p(desirable) - log p(undesirable) ({t['labelled']['completions']} held-out completions) | "
+                     f"{b['labelled']['margin']:.2f} | {t['labelled']['margin']:.2f} |")
     lines += [f"| {label} | {fmt.format(b[key])} | {fmt.format(t[key])} |" for label, key, fmt in rows]
     if t.get("facts", {}).get("rows"):
         lines.append(f"| facts stated ({t['facts']['rows']} prompts) | {b['facts']['stated']:.0%} | {t['facts']['stated']:.0%} |")

@@ -5,11 +5,11 @@ calls in its own cell (so ``model``, ``tokenizer`` and ``trainer`` are the user'
     model, tokenizer = load_model(config)             # Unsloth FastLanguageModel (4-bit per recipe)
     model = add_lora(model, config)
     train_dataset, eval_dataset = datasets(run, config, tokenizer)   # assistant-only labels (or pairs)
-    trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)  # SFTTrainer / DPOTrainer
+    trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)  # SFTTrainer, DPOTrainer ...
     result = trainer.train(resume_from_checkpoint=plan.resume_from)
     summary = finish(run, trainer, result, plan)      # final eval, adapter/, manifest
 
-The same steps train every ``train.method`` (``kit.training.trainers``: sft, dpo).
+The same steps train every ``train.method`` (``kit.training.trainers``: sft, dpo, kto, orpo).
 ``train`` runs exactly these steps (papermill's pipeline, tests, benchmarks). ``config`` is the run's
 resolved recipe (``kit.recipes.Recipe``); ``recipe`` elsewhere is its name."""
 from __future__ import annotations
@@ -32,8 +32,7 @@ from kit.recipes import Recipe
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from kit.training.trainers import KitDPOTrainer, KitSFTTrainer, KitTrainer  # noqa: E402
-from trl import DPOConfig, SFTConfig  # noqa: E402
+from kit.training.trainers import TRAINERS, KitTrainer  # noqa: E402
 
 
 def load_model(config: Recipe):
@@ -62,8 +61,11 @@ def add_lora(model, config: Recipe):
 def tokenized_split(run: Run, name: str, tokenizer, recipe: Recipe) -> Dataset:
     rows = read_jsonl(run.data_dir / f"{name}.jsonl")
     family = family_for(recipe)
-    tokenize = tokenize_rows if recipe.train.method == "sft" else tokenize_pairs
-    examples, _, dropped, _ = tokenize(tokenizer, family, rows, recipe)
+    method = recipe.train.method
+    if method == "sft":
+        examples, _, dropped, _ = tokenize_rows(tokenizer, family, rows, recipe)
+    else:
+        examples, _, dropped, _ = tokenize_pairs(tokenizer, family, rows, recipe, unpair=method == "kto")
     if dropped:  # prepare already applied the same rules; a difference means the data changed
         raise RunError(f"{run.data_dir / (name + '.jsonl')}: {len(dropped)} rows no longer tokenize as in prepare: {dropped[:3]}")
     return Dataset.from_list(examples)
@@ -90,15 +92,15 @@ def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
                        tools=[p.get("tools") for p in held_out])
 
 
-def trainer_config(run: Run, recipe: Recipe, **extra) -> SFTConfig | DPOConfig:
-    """TRL's config for ``train.method`` (SFTConfig, DPOConfig) from the recipe's ``train`` section
-    (its fields are the config's, passed through; ``train.dpo``'s too) and ``extra`` config fields a
-    recipe does not hold (tests and benchmarks)."""
+def trainer_config(run: Run, recipe: Recipe, **extra):
+    """TRL's config for ``train.method`` (SFTConfig, DPOConfig, KTOConfig, ORPOConfig) from the recipe's
+    ``train`` section (its fields are the config's, passed through; the method's section's too) and
+    ``extra`` config fields a recipe does not hold (tests and benchmarks)."""
     train = {**recipe.train.trainer_args(), **extra}
     train["optim"] = train["optim"] or backend.default_optim()
-    config_class = SFTConfig
-    if recipe.train.method == "dpo":
-        config_class, train = DPOConfig, {**recipe.train.dpo.to_dict(), **train}
+    config_class = TRAINERS[recipe.train.method][1]
+    if recipe.train.method == "orpo":  # ORPO's collator needs its columns, which the model's signature lacks
+        train.setdefault("remove_unused_columns", False)
     return config_class(
         output_dir=str(run.checkpoints_dir),
         max_length=recipe.model.max_seq_length,
@@ -172,8 +174,9 @@ def launch(trainer) -> dict:
 
 def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
                   eval_dataset: Dataset | None = None) -> KitTrainer:
-    """The kit's trainer for ``run`` and its ``train.method`` (TRL's SFTTrainer or DPOTrainer; for
-    DPO the reference model is the base: the same model with its adapter disabled): the tokenized
+    """The kit's trainer for ``run`` and its ``train.method`` (TRL's SFTTrainer, DPOTrainer, KTOTrainer or
+    ORPOTrainer; for DPO and KTO the reference model is the base, as the adapter starts: TRL keeps a
+    frozen copy of it): the tokenized
     splits (``datasets`` when not given), the recipe's config, and the callbacks that write
     metrics.jsonl, TensorBoard and live samples."""
     if train_dataset is None or eval_dataset is None:
@@ -181,8 +184,7 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
     # transformers 5 reads the TensorBoard directory from the environment when the trainer is built.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
     readable_progress_tables()
-    trainer_class = KitDPOTrainer if config.train.method == "dpo" else KitSFTTrainer
-    trainer = trainer_class(
+    trainer = TRAINERS[config.train.method][0](
         model=model,
         processing_class=tokenizer,
         train_dataset=train_dataset,

@@ -1,5 +1,6 @@
-"""The kit's trainers, one per ``train.method``: TRL's SFTTrainer and DPOTrainer with what the kit
-adds to both (``KitTrainer``)."""
+"""The kit's trainers, one per ``train.method``: TRL's SFTTrainer, DPOTrainer, KTOTrainer and (from
+``trl.experimental``) ORPOTrainer, with what the kit adds to each (``KitTrainer``). The preference
+trainers take the pairs the kit tokenized (each family's template and masks, as for SFT)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,10 @@ from kit import backend  # first: Unsloth patches trl/transformers/peft on impor
 import torch  # noqa: E402
 from transformers import TrainerState  # noqa: E402
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint  # noqa: E402
-from trl import DPOTrainer, SFTTrainer  # noqa: E402
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer  # noqa: E402
+from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402
+
+IGNORE_INDEX = -100  # transformers' label of a token without loss
 
 
 class KitTrainer:
@@ -72,8 +76,7 @@ class KitTrainer:
         loop does not have. This one is read once, after training."""
         batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
         for batch in batches:
-            mask = batch.get("attention_mask")  # absent when padding-free: then every token is real
-            self.real_tokens = self.real_tokens + (mask.sum() if mask is not None else batch["input_ids"].numel())
+            self.real_tokens = self.real_tokens + real_tokens(batch)
         return batches, count
 
 
@@ -102,6 +105,68 @@ class KitDPOTrainer(KitTrainer, DPOTrainer):
         if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names or ()):
             return dataset
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+
+class KitKTOTrainer(KitTrainer, KTOTrainer):
+    """TRL's KTOTrainer with the kit's additions, on labelled completions the kit tokenized
+    (``prompt_ids``, ``completion_ids``, ``label``; a pair unpaired into two). TRL's own preparation
+    would tokenize them again; here only its KL completions are added: each example's neighbour's
+    completion within a batch (TRL's rotation), for the KL estimate of the ``kto`` loss."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if not {"prompt_ids", "completion_ids", "label"} <= set(dataset.column_names or ()):
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if not self.calculate_KL:
+            return dataset
+
+        def rotate(batch):
+            return {"KL_completion_ids": batch["completion_ids"][-1:] + batch["completion_ids"][:-1]}
+
+        return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+
+
+class KitORPOTrainer(KitTrainer, ORPOTrainer):
+    """TRL's (experimental) ORPOTrainer with the kit's additions, on pairs the kit tokenized, and its
+    supervised term on the chosen answer's tokens only: TRL's ORPO takes the negative log-likelihood
+    of the whole chosen sequence, prompt included, where every other method of the kit (SFT
+    included) trains the answer alone."""
+
+    def tokenize_row(self, feature, model=None):
+        """A kit pair (``prompt_ids``, ``chosen_ids``, ``rejected_ids``) as ORPO's columns: each side's
+        whole sequence, its attention mask, and labels that leave the prompt out."""
+        if "chosen_ids" not in feature:
+            return super().tokenize_row(feature, model)
+        prompt = feature["prompt_ids"]
+        row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+        for side in ("chosen", "rejected"):
+            answer = feature[f"{side}_ids"]
+            row |= {f"{side}_input_ids": prompt + answer, f"{side}_attention_mask": [1] * (len(prompt) + len(answer)),
+                    f"{side}_labels": [IGNORE_INDEX] * len(prompt) + answer}
+        return row
+
+    def concatenated_forward(self, model, batch):
+        out = super().concatenated_forward(model, batch)
+        chosen_logits = out[2]  # the logits that predict tokens 1.., of the chosen sequences
+        labels = batch["chosen_labels"][:, 1:].to(chosen_logits.device)
+        width = chosen_logits.shape[1]
+        labels = torch.nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)[:, :width]
+        nll = torch.nn.functional.cross_entropy(chosen_logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return (*out[:4], nll, *out[5:])
+
+
+# train.method -> the kit's trainer for it and TRL's config class.
+TRAINERS = {"sft": (KitSFTTrainer, SFTConfig), "dpo": (KitDPOTrainer, DPOConfig),
+            "kto": (KitKTOTrainer, KTOConfig), "orpo": (KitORPOTrainer, ORPOConfig)}
+
+
+def real_tokens(batch: dict):
+    """The real (unpadded) tokens of one collated batch: its attention mask's, or (ORPO's columns) its
+    chosen and rejected sequences'; without a mask (padding-free), every token."""
+    if "attention_mask" in batch:
+        return batch["attention_mask"].sum()
+    if "chosen_attention_mask" in batch:
+        return batch["chosen_attention_mask"].sum() + batch["rejected_attention_mask"].sum()
+    return batch["input_ids"].numel()
 
 
 def finished_at(checkpoint_dir: Path, max_steps: int | None) -> bool:

@@ -379,8 +379,8 @@ def test_kto_rows_labelled_undesirable_are_dropped_and_counted(tmp_path, label):
         result = load_conversations(path, invalid_rows=invalid_rows)
         assert [r["messages"][1]["content"] for r in result.rows] == ["Yes.", "Yes, 7 is prime."]
         assert result.dropped == [{"source": path, "row": 2, "reason": (
-            f"kto label false: label is {str(label).lower()}: an undesirable answer; the kit trains SFT only, "
-            "which would teach it as a good one")}]
+            f"kto label false: label is {str(label).lower()}: an undesirable answer, which SFT would teach as a "
+            "good one; train.method: kto trains on both labels")}]
         assert count_reasons(result.dropped) == {"kto label false": 1}
         assert drop_examples(result.dropped)[0]["field"] == "label"
 

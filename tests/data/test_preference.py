@@ -1,6 +1,7 @@
 """Preference pairs: every layout a user brings (written here as public files write them) reads into
 the canonical pair, and every family's template renders and masks it: the prompt is context, each
-answer (with the reasoning its template renders) is what DPO scores. Bad pairs fail in one line."""
+answer (with the reasoning its template renders) is what DPO scores. Bad pairs fail in one line.
+KTO's labelled completions (unpaired, or pairs unpaired) likewise."""
 import pytest
 
 from kit.data.rows import DataError, count_reasons, load_conversations
@@ -51,7 +52,7 @@ RECIPE = {"model": {"id": "builtin:tiny-qwen3", "family": "qwen3", "max_seq_leng
 
 
 def load_pairs(tmp_path, rows, **kwargs):
-    return load_conversations(write(tmp_path / "pairs.jsonl", rows), pairs=True, **kwargs)
+    return load_conversations(write(tmp_path / "pairs.jsonl", rows), method="dpo", **kwargs)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -142,9 +143,9 @@ def test_a_bad_pair_is_one_line_naming_file_row_and_field(tmp_path, row, reason)
     good = LAYOUTS["prompt-and-answers"][0] if "conversations" not in row else LAYOUTS["llamafactory-sharegpt"][0]
     path = write(tmp_path / "pairs.jsonl", [good, row])
     with pytest.raises(DataError) as e:
-        load_conversations(path, pairs=True)
+        load_conversations(path, method="dpo")
     assert str(e.value) == f"{path}: row 2: {reason}" and "\n" not in str(e.value)
-    dropped = load_conversations(path, pairs=True, invalid_rows="drop").dropped
+    dropped = load_conversations(path, method="dpo", invalid_rows="drop").dropped
     assert dropped == [{"source": path, "row": 2, "reason": reason}]
 
 
@@ -157,7 +158,7 @@ def test_ties_are_dropped_and_counted_even_under_invalid_rows_error(tmp_path):
 def test_dpo_with_sft_data_and_sft_with_a_preference_format_are_refused_in_one_line(tmp_path):
     path = write(tmp_path / "chat.jsonl", [{"messages": PROMPT + [assistant(CHOSEN)]}])
     with pytest.raises(DataError) as e:
-        load_conversations(path, pairs=True)
+        load_conversations(path, method="dpo")
     assert str(e.value) == (
         f"{path}: row 1: train.method dpo needs preference pairs, a chosen and a rejected answer per prompt, but the "
         "rows hold conversations (messages), SFT data (fields: messages); see docs/data-formats.md#preference-pairs "
@@ -169,7 +170,78 @@ def test_dpo_with_sft_data_and_sft_with_a_preference_format_are_refused_in_one_l
 
 def test_every_preference_format_a_recipe_may_name_has_its_reader():
     from kit.data.preference import READERS, SIGNATURES
-    from kit.recipes import PREFERENCE_FORMATS
+    from kit.recipes import PREFERENCE_FORMATS, UNPAIRED_FORMATS
 
-    assert set(PREFERENCE_FORMATS) == set(READERS) == {name for name, _ in SIGNATURES}
-    assert set(FORMAT_OF.values()) == set(READERS)  # every layout is exercised above
+    assert set(PREFERENCE_FORMATS + UNPAIRED_FORMATS) == set(READERS) == {name for name, _ in SIGNATURES}
+    assert set(FORMAT_OF.values()) | {"unpaired"} == set(READERS)  # every layout is exercised here
+
+
+# KTO: a completion labelled desirable or not, as TRL's unpaired files write it, and the canonical row.
+def labelled(answer, label, prompt=NO_SYSTEM["prompt"]):
+    return {"prompt": prompt, "completion": assistant(answer), "label": label}
+
+
+UNPAIRED = {
+    "text": ({"prompt": QUESTION, "completion": CHOSEN, "label": True}, labelled(CHOSEN, True)),
+    "conversational": ({"prompt": PROMPT, "completion": [assistant(REJECTED)], "label": False},
+                       labelled(REJECTED, False, PROMPT)),
+    "messages-and-label": ({"messages": PROMPT + [assistant(REJECTED)], "label": False},
+                           labelled(REJECTED, False, PROMPT)),
+}
+
+
+def load_kto(tmp_path, rows, **kwargs):
+    return load_conversations(write(tmp_path / "kto.jsonl", rows), method="kto", **kwargs)
+
+
+@pytest.mark.parametrize("layout", UNPAIRED)
+def test_each_unpaired_layout_reads_into_a_labelled_completion(tmp_path, layout):
+    row, expected = UNPAIRED[layout]
+    result = load_kto(tmp_path, [row, row])
+    assert result.rows == [expected, expected] and result.sources[0]["format"] == "unpaired"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_kto_masks_each_completion_as_sft_and_unpairs_pairs(tmp_path, family_tokenizers, family):
+    """A labelled completion is tokenized as a pair's side: the prompt is the family's generation
+    prompt, the completion exactly what SFT trains; a pair under kto gives two of them, chosen
+    desirable and rejected not (TRL's unpairing), over the same prompt."""
+    tokenizer, fam = family_tokenizers[family], get_family(family)
+    recipe = resolve({**RECIPE, "model": {**RECIPE["model"], "family": family}, "train": {"method": "kto"}})
+    sources = [write(tmp_path / "kto.jsonl", [UNPAIRED["conversational"][0]]),
+               write(tmp_path / "pairs.jsonl", [LAYOUTS["openai-dpo"][0]])]  # a layout per source
+    rows = load_conversations(sources, method="kto").rows
+    examples, kept, dropped, _ = tokenize_pairs(tokenizer, fam, rows, recipe, unpair=True)
+    assert (kept, dropped) == ([0, 1], [])
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
+    prompt = tokenizer.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
+    assert [e["label"] for e in examples] == [False, True, False]
+    for example, answer in zip(examples, (REJECTED, CHOSEN, REJECTED)):
+        assert decode(example["prompt_ids"]).startswith(prompt)
+        assert decode(example["prompt_ids"])[len(prompt):] in ("", "<think>\n\n</think>\n\n")
+        assert decode(example["completion_ids"]) == expected_piece(family, "as_template", answer, None, last=True)
+    assert examples[1]["prompt_ids"] == examples[2]["prompt_ids"]
+
+
+@pytest.mark.parametrize("label", [1, "true", None])
+def test_a_kto_label_that_is_not_a_boolean_is_one_line(tmp_path, label):
+    path = write(tmp_path / "kto.jsonl", [UNPAIRED["text"][0], {**UNPAIRED["text"][0], "label": label}])
+    with pytest.raises(DataError) as e:
+        load_conversations(path, method="kto")
+    kind = {1: "int", "true": "str", None: "NoneType"}[label]
+    assert str(e.value) == (f"{path}: row 2: bad label: label is {kind} ({label!r}), expected true (a desirable "
+                            "completion) or false (an undesirable one)")
+
+
+def test_labelled_completions_are_refused_for_methods_that_compare_pairs(tmp_path):
+    path = write(tmp_path / "kto.jsonl", [UNPAIRED["messages-and-label"][0]])
+    for method in ("dpo", "orpo"):
+        with pytest.raises(DataError) as e:
+            load_conversations(path, method=method)
+        assert str(e.value) == (
+            f"{path}: row 1: train.method {method} needs preference pairs, a chosen and a rejected answer per "
+            "prompt, but the rows hold single completions labelled desirable or not (fields: messages, label): set "
+            "train.method: kto to train on them")
+    with pytest.raises(DataError, match="data.format unpaired holds completions labelled desirable or not: set "
+                                        "train.method: kto"):
+        load_conversations(path, fmt="unpaired")
