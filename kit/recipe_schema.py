@@ -156,14 +156,17 @@ class TrainSection(RecipeSection):
     save_steps: int = setting(100, min=1, help="steps between checkpoints")
     save_total_limit: int = setting(2, min=1, help="checkpoints kept; older ones are deleted")
     seed: int = setting(3407, min=0, help="seed of training and of the LoRA weights' initialization")
+    init_adapter: str | None = setting(None, help="train on top of an earlier run's adapter (SFT, then DPO): its "
+                                                  "recipe (newest run), recipe/run-id, a run's directory or an "
+                                                  "adapter directory; null: a new adapter on the base model")
     dpo: DpoSection = field(default_factory=DpoSection)
     kto: KtoSection = field(default_factory=KtoSection)
     orpo: OrpoSection = field(default_factory=OrpoSection)
 
     def trainer_args(self) -> dict:
-        """The keys that are TRL config fields (all but the kit's ``method`` and method sections), with
-        the section of ``method``'s own."""
-        sections = ("method", *METHODS)
+        """The keys that are TRL config fields (all but the kit's ``method``, ``init_adapter`` and method
+        sections), with the section of ``method``'s own."""
+        sections = ("method", "init_adapter", *METHODS)
         own = self.to_dict().get(self.method, {})
         return {**{k: v for k, v in self.to_dict().items() if k not in sections}, **own}
 

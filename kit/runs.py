@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from kit import distributed, recipes
-from kit.files import new_run_id, write_json, write_text_atomic
+from kit.files import new_run_id, sha256_file, write_json, write_text_atomic
 from kit.paths import PROJECT_ROOT, runs_root
 
 LIBRARIES = ("unsloth", "unsloth_zoo", "torch", "transformers", "trl", "peft", "datasets",
@@ -179,6 +179,54 @@ def find_run(recipe: str, run: str | Path | None = None, root: Path | None = Non
     if not runs:
         raise RunError(f"no runs yet for recipe {recipe_name!r} under {(root or runs_root())}; run the prepare notebook first")
     return runs[-1]
+
+
+# adapter_config.json's keys for the recipe's lora settings: an earlier adapter must match them.
+LORA_KEYS = {"r": "r", "alpha": "lora_alpha", "use_rslora": "use_rslora", "target_modules": "target_modules"}
+
+
+def find_adapter(recipe: recipes.Recipe, root: Path | None = None) -> tuple[Path, dict]:
+    """``train.init_adapter``: an earlier run's adapter, named by its recipe (the newest run),
+    ``recipe/run-id``, a run's directory or an adapter directory; and what the manifest records of it
+    (what was given, the adapter's directory and its weights' sha256, the run). Refused in one line:
+    a run not trained yet, a run of another base model than ``recipe``'s, an adapter whose rank,
+    alpha, rsLoRA or target modules are not ``recipe``'s ``lora.*``."""
+    ref = recipe.train.init_adapter
+    where = f"train.init_adapter: {ref}"
+    path, run = Path(ref).expanduser(), None
+    if (path / "adapter_config.json").exists():
+        adapter = path
+    else:
+        if (path / "recipe.yaml").exists():
+            run = Run(path.resolve())
+        else:
+            recipe_name, _, run_id = str(ref).partition("/")
+            try:
+                run = find_run(recipe_name, run_id or None, root)
+            except RunError as e:
+                raise RunError(f"{where}: {e}") from None
+        adapter = run.adapter_dir
+        if not (adapter / "adapter_config.json").exists():
+            raise RunError(f"{where}: run {run.path} has no adapter yet: train it first, or name a trained run")
+        base = run.recipe().model.id
+        if base != recipe.model.id:
+            raise RunError(f"{where}: run {run.path} trained an adapter for {base!r}, and this recipe's model.id is "
+                           f"{recipe.model.id!r}: an adapter fits the base model it was trained on")
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.exists():
+        raise RunError(f"{where}: {adapter} has no adapter_model.safetensors")
+    saved, wanted = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")), recipe.lora.to_dict()
+    for key, saved_key in LORA_KEYS.items():
+        mine, theirs = wanted[key], saved.get(saved_key)
+        if key == "target_modules":
+            mine, theirs = sorted(mine), sorted(theirs or [])
+        if mine != theirs:
+            raise RunError(f"{where}: the adapter has {saved_key} {theirs}, and this recipe's lora.{key} is {mine}: set "
+                           f"lora.{key} to the adapter's")
+    record = {"given": str(ref), "adapter": str(adapter.resolve()), "sha256": sha256_file(weights)}
+    if run is not None:
+        record |= {"recipe": run.recipe_name, "run": run.path.name}
+    return adapter, record
 
 
 def is_path(run: str | Path) -> bool:

@@ -14,7 +14,7 @@ from kit import distributed
 from kit.checkpoints import Checkpoint, incomplete_checkpoints, list_checkpoints
 from kit.files import new_run_id, write_text_atomic
 from kit.run_lock import RunLock
-from kit.runs import Run, RunError
+from kit.runs import Run, RunError, find_adapter
 
 
 def refuse_trained(run: Run) -> None:
@@ -88,10 +88,15 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
         checkpoint = resume_checkpoint(run, resume, listed)
     if checkpoint is not None:
         check_world_size(checkpoint, launched)
+    recipe = run.recipe()
+    train = recipe.train
+    if train.init_adapter:  # refused here, before any model loads
+        _, init = find_adapter(recipe)
     lock = None
     if distributed.is_main():  # with several processes, rank 0 alone writes the run's records
         lock = RunLock(run.path).acquire()
-        train = run.recipe().train
+        if train.init_adapter:
+            run.update_manifest({"init_adapter": init})
         run.update_manifest({"launch": {"world_size": distributed.world_size(), "global_batch":
                                         train.per_device_train_batch_size * train.gradient_accumulation_steps
                                         * distributed.world_size()}})

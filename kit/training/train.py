@@ -27,7 +27,7 @@ from kit.training.plan import Plan, refuse_trained, start  # start: the notebook
 from kit.data.rows import held_out_prompts, read_jsonl
 from kit.families import ensure_chat_template, family_for
 from kit.data.tokenize import tokenize_pairs, tokenize_rows
-from kit.runs import Run, RunError
+from kit.runs import Run, RunError, find_adapter
 from kit.recipes import Recipe
 
 import torch  # noqa: E402
@@ -44,9 +44,10 @@ def load_model(config: Recipe):
 
 
 def add_lora(model, config: Recipe):
-    """Unsloth's LoRA adapters on the recipe's target modules (``lora.*``); A is seeded, B starts at zero."""
+    """Unsloth's LoRA adapters on the recipe's target modules (``lora.*``); A is seeded, B starts at zero,
+    or with ``train.init_adapter`` both are an earlier run's adapter (``init_adapter``)."""
     lora = config.lora
-    return FastLanguageModel.get_peft_model(
+    model = FastLanguageModel.get_peft_model(
         model,
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -56,6 +57,29 @@ def add_lora(model, config: Recipe):
         use_rslora=lora.use_rslora,
         random_state=config.train.seed,
     )
+    if config.train.init_adapter:
+        init_adapter(model, config)
+    return model
+
+
+def init_adapter(model, config: Recipe) -> Path:
+    """The LoRA weights of the adapter ``train.init_adapter`` names (``kit.runs.find_adapter``: checked
+    to fit the recipe), loaded into the fresh adapter Unsloth just made, so training goes through
+    Unsloth's own PEFT set-up as always and continues that adapter (SFT, then DPO). Every LoRA weight
+    must be loaded. For DPO and KTO, TRL then copies it as the frozen reference: the preference is
+    measured against the earlier run's model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter, _ = find_adapter(config)
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    loaded = set_peft_model_state_dict(model, weights)
+    expected = [name for name, _ in model.named_parameters() if "lora_" in name]
+    if loaded.unexpected_keys or len(weights) != len(expected):
+        raise RunError(f"train.init_adapter: {adapter} does not fit this model: {len(weights)} LoRA tensors for "
+                       f"{len(expected)} (unexpected: {list(loaded.unexpected_keys)[:3]})")
+    print(f"LoRA adapters start from {adapter} ({len(weights)} tensors).")
+    return adapter
 
 
 def tokenized_split(run: Run, name: str, tokenizer, recipe: Recipe) -> Dataset:
