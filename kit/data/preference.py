@@ -46,7 +46,6 @@ ROW_FIELDS = {"openai_preference": ("input", "preferred_output", "non_preferred_
               "sharegpt_preference": ("conversations", "system", "chosen", "rejected"),
               "hh_text": ("chosen", "rejected"), "chosen_rejected": ("prompt", "chosen", "rejected"),
               "unpaired": ("prompt", "completion", "messages", "label")}
-PAIRED = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 
 

@@ -328,11 +328,13 @@ def as_conversations(rows: list[dict]) -> list[dict]:
 def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
     """The first ``n`` (default all) conversations cut before their first assistant turn (a preference
     pair: its prompt and chosen answer; a labelled completion: its prompt and completion where it is
-    desirable, else none): the prompt, and that
+    desirable, else it is passed over): the prompt, and that
     turn's content as the reference answer, its tool calls as ``reference_calls`` and the
     conversation's ``tools``, where it has them."""
     prompts = []
-    for row in rows[:n]:
+    for row in rows:
+        if n is not None and len(prompts) >= n:
+            break
         if "prompt" in row:  # a preference pair: its prompt, and the chosen answer as the reference
             answer = row.get("chosen") or (row["completion"] if row.get("label") is True else None)
             if answer is None:  # an undesirable completion is no reference
