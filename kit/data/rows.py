@@ -317,12 +317,17 @@ def as_conversations(rows: list[dict]) -> list[dict]:
     checks, the Modelfile's system prompt read these; undesirable ones are left out), others as they are."""
     out = []
     for r in rows:
-        answer = r.get("chosen") or (r["completion"] if r.get("label") is True else None)
         if "prompt" not in r:
             out.append(r)
-        elif answer is not None:
-            out.append({"messages": r["prompt"] + [answer], **({"tools": r["tools"]} if r.get("tools") else {})})
+        elif preferred_answer(r) is not None:
+            out.append({"messages": r["prompt"] + [preferred_answer(r)], **({"tools": r["tools"]} if r.get("tools") else {})})
     return out
+
+
+def preferred_answer(row: dict) -> dict | None:
+    """A preference row's answer to learn from: a pair's chosen answer, a desirable completion (an
+    undesirable one: None)."""
+    return row.get("chosen") or (row["completion"] if row.get("label") is True else None)
 
 
 def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
@@ -336,7 +341,7 @@ def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
         if n is not None and len(prompts) >= n:
             break
         if "prompt" in row:  # a preference pair: its prompt, and the chosen answer as the reference
-            answer = row.get("chosen") or (row["completion"] if row.get("label") is True else None)
+            answer = preferred_answer(row)
             if answer is None:  # an undesirable completion is no reference
                 continue
             prompt = {"messages": row["prompt"], "reference": answer["content"]}

@@ -187,7 +187,8 @@ def predict(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, 
     if source:
         prompts, stem = load_prompts(Path(source)), Path(source).stem
     else:
-        prompts = [{"row": i + 1, **p} for i, p in enumerate(held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl")))]
+        rows = read_jsonl(run.data_dir / "eval.jsonl")  # a row gives one prompt, or none (undesirable completions)
+        prompts = [{"row": i + 1, **p} for i, row in enumerate(rows) for p in held_out_prompts([row])]
         stem = "eval"
     answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **_generation_options(recipe, progress),
                               tools=[p.get("tools") for p in prompts])

@@ -104,13 +104,12 @@ def datasets(run: Run, config: Recipe, tokenizer) -> tuple[Dataset, Dataset]:
 def held_out_prompt(run: Run) -> dict:
     """The first held-out conversation up to its last user turn ({"messages", "tools"}): the
     train notebook's quick try, before and after training."""
-    return held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl")[:1])[0]
+    return held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), 1)[0]
 
 
 def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
     """Answers to the first ``eval.live_samples`` held-out prompts at every evaluation."""
-    rows = read_jsonl(run.data_dir / "eval.jsonl")[: recipe.eval.live_samples]
-    held_out = held_out_prompts(rows)
+    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe.eval.live_samples)
     return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, family_for(recipe),
                        [p["messages"] for p in held_out], recipe.eval.max_new_tokens,
                        tools=[p.get("tools") for p in held_out])

@@ -245,3 +245,15 @@ def test_labelled_completions_are_refused_for_methods_that_compare_pairs(tmp_pat
     with pytest.raises(DataError, match="data.format unpaired holds completions labelled desirable or not: set "
                                         "train.method: kto"):
         load_conversations(path, fmt="unpaired")
+
+
+def test_a_desirable_completion_is_a_reference_and_an_undesirable_one_is_passed_over():
+    """Evaluate's prompts, the train notebook's live answers and the merge checks read labelled rows
+    as conversations: a desirable completion is the reference answer, an undesirable one none."""
+    from kit.data.rows import as_conversations, held_out_prompts
+
+    rows = [labelled(REJECTED, False), labelled(CHOSEN, True), PAIR]
+    assert held_out_prompts(rows, 1) == [{"messages": NO_SYSTEM["prompt"], "reference": CHOSEN}]
+    assert [p["reference"] for p in held_out_prompts(rows)] == [CHOSEN, CHOSEN]
+    assert as_conversations(rows) == [{"messages": NO_SYSTEM["prompt"] + [assistant(CHOSEN)]},
+                                      {"messages": PROMPT + [assistant(CHOSEN)]}]
