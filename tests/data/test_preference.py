@@ -51,8 +51,8 @@ RECIPE = {"model": {"id": "builtin:tiny-qwen3", "family": "qwen3", "max_seq_leng
           "train": {"method": "dpo"}}
 
 
-def load_pairs(tmp_path, rows, **kwargs):
-    return load_conversations(write(tmp_path / "pairs.jsonl", rows), method="dpo", **kwargs)
+def load_pairs(tmp_path, rows, method="dpo", **kwargs):
+    return load_conversations(write(tmp_path / "pairs.jsonl", rows), method=method, **kwargs)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -190,14 +190,10 @@ UNPAIRED = {
 }
 
 
-def load_kto(tmp_path, rows, **kwargs):
-    return load_conversations(write(tmp_path / "kto.jsonl", rows), method="kto", **kwargs)
-
-
 @pytest.mark.parametrize("layout", UNPAIRED)
 def test_each_unpaired_layout_reads_into_a_labelled_completion(tmp_path, layout):
     row, expected = UNPAIRED[layout]
-    result = load_kto(tmp_path, [row, row])
+    result = load_pairs(tmp_path, [row, row], method="kto")
     assert result.rows == [expected, expected] and result.sources[0]["format"] == "unpaired"
 
 
