@@ -92,6 +92,11 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
     train = recipe.train
     if train.init_adapter:  # refused here, before any model loads
         _, init = find_adapter(recipe)
+        began = manifest.get("init_adapter")
+        if checkpoint is not None and began and (began["adapter"], began["sha256"]) != (init["adapter"], init["sha256"]):
+            raise RunError(f"train.init_adapter: {train.init_adapter} now names {init['adapter']} (sha256 "
+                           f"{init['sha256'][:12]}), and this run started from {began['adapter']} (sha256 "
+                           f"{began['sha256'][:12]}): resume from the same adapter (recipe/run-id names one run)")
     lock = None
     if distributed.is_main():  # with several processes, rank 0 alone writes the run's records
         lock = RunLock(run.path).acquire()

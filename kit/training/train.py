@@ -32,7 +32,8 @@ from kit.recipes import Recipe
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from kit.training.trainers import TRAINERS, KitTrainer  # noqa: E402
+from kit.training.trainers import (CONFIGS, KitDPOTrainer, KitKTOTrainer, KitORPOTrainer,  # noqa: E402
+                                   KitSFTTrainer, KitTrainer)
 
 
 def load_model(config: Recipe):
@@ -121,7 +122,7 @@ def trainer_config(run: Run, recipe: Recipe, **extra):
     ``extra`` config fields a recipe does not hold (tests and benchmarks)."""
     train = {**recipe.train.trainer_args(), **extra}
     train["optim"] = train["optim"] or backend.default_optim()
-    config_class = TRAINERS[recipe.train.method][1]
+    config_class = CONFIGS[recipe.train.method]
     if recipe.train.method == "orpo":  # ORPO's collator needs its columns, which the model's signature lacks
         train.setdefault("remove_unused_columns", False)
     return config_class(
@@ -195,6 +196,12 @@ def launch(trainer) -> dict:
             "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size}
 
 
+def trainer_class(method: str) -> type:
+    """The kit's trainer for ``train.method``, looked up when called: benchmarks and tests put their
+    own subclass in this module's ``KitSFTTrainer`` and the train stage builds it."""
+    return {"sft": KitSFTTrainer, "dpo": KitDPOTrainer, "kto": KitKTOTrainer, "orpo": KitORPOTrainer}[method]
+
+
 def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
                   eval_dataset: Dataset | None = None) -> KitTrainer:
     """The kit's trainer for ``run`` and its ``train.method`` (TRL's SFTTrainer, DPOTrainer, KTOTrainer or
@@ -207,7 +214,7 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
     # transformers 5 reads the TensorBoard directory from the environment when the trainer is built.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
     readable_progress_tables()
-    trainer = TRAINERS[config.train.method][0](
+    trainer = trainer_class(config.train.method)(
         model=model,
         processing_class=tokenizer,
         train_dataset=train_dataset,

@@ -154,9 +154,8 @@ class KitORPOTrainer(KitTrainer, ORPOTrainer):
         return (*out[:4], nll, *out[5:])
 
 
-# train.method -> the kit's trainer for it and TRL's config class.
-TRAINERS = {"sft": (KitSFTTrainer, SFTConfig), "dpo": (KitDPOTrainer, DPOConfig),
-            "kto": (KitKTOTrainer, KTOConfig), "orpo": (KitORPOTrainer, ORPOConfig)}
+# train.method -> TRL's config class for it (the trainer: kit.training.train.trainer_class).
+CONFIGS = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "orpo": ORPOConfig}
 
 
 def real_tokens(batch: dict):

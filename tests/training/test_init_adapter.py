@@ -2,6 +2,7 @@
 adapter's weights are what training starts from and what DPO's reference is; the manifest records
 which adapter it was; an adapter that does not fit is refused before any model loads."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -65,6 +66,16 @@ def test_dpo_starts_from_the_sft_adapter_and_measures_against_it(sft_run, monkey
     assert run.manifest()["init_adapter"] == recorded
     trained = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
     assert sorted(trained) == sorted(saved) and any(not torch.equal(trained[n], saved[n]) for n in saved)
+
+    # A resume continues from the adapter the run started from: one that changed since is refused.
+    shutil.rmtree(run.adapter_dir)  # as if killed after its last checkpoint
+    run.update_manifest({"init_adapter": {**recorded, "sha256": "0" * 64}})
+    with pytest.raises(RunError, match=r"train.init_adapter: tiny-demo/sft now names .* and this run started from "):
+        T.start(run)
+    run.update_manifest({"init_adapter": recorded})
+    plan = T.start(run)
+    assert plan.action == "resume" and plan.checkpoint.step == 2
+    plan.lock.release()
 
 
 def refusal(root, sft, **changes) -> str:
