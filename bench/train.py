@@ -60,7 +60,7 @@ from kit.training import train as T  # Unsloth first
 from kit.families import family_for
 from kit.data.prepare import prepare
 from kit.data.tokenize import load_tokenizer
-from kit.tiny import resolve_model_id
+from kit.models import resolve_model_id
 run = prepare(recipe_name, overrides, run_id="bench").run
 recipe = run.recipe()
 tokenizer = load_tokenizer(recipe.model.id, family_for(recipe))  # prepare's, with the family's template
