@@ -145,6 +145,8 @@ class KitORPOTrainer(KitTrainer, ORPOTrainer):
         return row
 
     def concatenated_forward(self, model, batch):
+        """TRL's forward, its chosen negative log-likelihood replaced by the answer tokens' mean (the
+        labels ``tokenize_row`` wrote), from the same logits."""
         out = super().concatenated_forward(model, batch)
         chosen_logits = out[2]  # the logits that predict tokens 1.., of the chosen sequences
         labels = batch["chosen_labels"][:, 1:].to(chosen_logits.device)
