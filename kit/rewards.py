@@ -9,13 +9,18 @@ completion):
 - ``json_schema``: the answer (or what its ``tag`` holds) is JSON valid against ``schema``;
 - ``exact_answer``: the answer (or what its ``tag`` holds) equals the row's ``answer`` field, with
   surrounding space and case ignored (``case_sensitive: true`` keeps case);
+- ``contains_answer``: the row's ``answer`` appears in the answer (or what its ``tag`` holds), spaces
+  and case ignored as above: a short fact stated within a sentence;
 - ``tool_call``: the answer holds a tool call, every call names one of the row's tools, and none
   failed to parse (as evaluate's valid-call rate; ``kit.chat.tool_calls``).
 
 A user's function is named ``module:function`` (importable from the project root or the Python path)
-and is called as TRL calls reward functions: ``f(prompts=..., completions=..., **row fields)``, with
-each completion the assistant's message list (``[{"role": "assistant", "content": text}]``) for chat
-prompts. It must return one number (or None: no reward) per completion; anything else stops
+and is called as TRL calls reward functions: ``f(prompts=..., completions=..., **row fields)``. The
+kit's GRPO renders each prompt with the family's template itself (``kit.data.tokenize.grpo_rows``),
+so ``prompts`` are that text and ``completions`` the sampled answers' text (special tokens skipped);
+the row fields are ``answer`` (the conversation's reference answer) and ``tools`` (a list, or None).
+Given chat messages instead (TRL's own conversational rows), the built-ins read the assistant's
+content. It must return one number (or None: no reward) per completion; anything else stops
 training with a line naming the entry.
 """
 from __future__ import annotations
@@ -30,10 +35,11 @@ from typing import Callable
 from kit.chat.tool_calls import parse_answer, tool_call_scores
 from kit.families import Family
 
-BUILTIN = ("format", "json_schema", "exact_answer", "tool_call")
+BUILTIN = ("format", "json_schema", "exact_answer", "contains_answer", "tool_call")
 # The settings each built-in takes (beside function and weight), and those it requires (one of).
 SETTINGS = {"format": ({"tag", "regex"}, ({"tag"}, {"regex"})), "json_schema": ({"schema", "tag"}, ({"schema"},)),
-            "exact_answer": ({"tag", "case_sensitive"}, ()), "tool_call": (set(), ())}
+            "exact_answer": ({"tag", "case_sensitive"}, ()), "contains_answer": ({"tag", "case_sensitive"}, ()),
+            "tool_call": (set(), ())}
 
 
 class RewardError(ValueError):
@@ -77,15 +83,24 @@ def _json_schema(completions, schema, tag=None, **_) -> list[float]:
     return rewards
 
 
-def _exact_answer(completions, answer=None, tag=None, case_sensitive=False, **_) -> list[float]:
+def _compare_answer(completions, answer, tag, case_sensitive, name, same) -> list[float]:
     if answer is None:
-        raise RewardError("exact_answer needs each row's answer field: the prompts have none (give the data an "
+        raise RewardError(f"{name} needs each row's answer field: the prompts have none (give the data an "
                           "answer, or a conversation whose last assistant turn is the answer)")
+
     def norm(text):
         text = " ".join(str(text).split())
         return text if case_sensitive else text.casefold()
-    return [float(got is not None and norm(got) == norm(want))
+    return [float(got is not None and same(norm(got), norm(want)))
             for got, want in ((_tagged(completion_text(c), tag), a) for c, a in zip(completions, answer))]
+
+
+def _exact_answer(completions, answer=None, tag=None, case_sensitive=False, **_) -> list[float]:
+    return _compare_answer(completions, answer, tag, case_sensitive, "exact_answer", lambda got, want: got == want)
+
+
+def _contains_answer(completions, answer=None, tag=None, case_sensitive=False, **_) -> list[float]:
+    return _compare_answer(completions, answer, tag, case_sensitive, "contains_answer", lambda got, want: want in got)
 
 
 def _tool_call(completions, family: Family, tools=None, **_) -> list[float]:
@@ -98,7 +113,8 @@ def _tool_call(completions, family: Family, tools=None, **_) -> list[float]:
     return rewards
 
 
-_BUILTINS = {"format": _format, "json_schema": _json_schema, "exact_answer": _exact_answer, "tool_call": _tool_call}
+_BUILTINS = {"format": _format, "json_schema": _json_schema, "exact_answer": _exact_answer,
+             "contains_answer": _contains_answer, "tool_call": _tool_call}
 
 
 def _where(i: int, entry: dict) -> str:
@@ -157,6 +173,8 @@ def _checked(i: int, entry: dict, function: Callable) -> Callable:
     where = _where(i, entry)
 
     def reward(prompts, completions, **kwargs):
+        if kwargs.get("tools") is not None:  # the kit's GRPO rows carry tools as JSON text (kit.data.tokenize.grpo_rows)
+            kwargs["tools"] = [json.loads(t) if isinstance(t, str) else t for t in kwargs["tools"]]
         result = function(prompts=prompts, completions=completions, **kwargs)
         if not isinstance(result, (list, tuple)) or len(result) != len(completions):
             got = f"{len(result)} values" if isinstance(result, (list, tuple)) else type(result).__name__
@@ -194,3 +212,19 @@ def reward_functions(entries: list, family: Family) -> tuple[list[Callable], lis
         functions.append(_checked(i, entry, function))
         weights.append(float(entry.get("weight", 1.0)))
     return functions, weights
+
+
+def mean_rewards(entries: list, family: Family, prompts: list, completions: list[str], rows: dict) -> dict:
+    """The recipe's rewards of ``completions`` (one per prompt; ``rows``: the row fields, a list each,
+    as TRL passes them), as GRPO's training sees them: ``mean``, the weighted sum per completion
+    (None counts as no reward) averaged, and each function's mean, in the recipe's order."""
+    functions, weights = reward_functions(entries, family)
+    columns = [function(prompts=prompts, completions=completions, **rows) for function in functions]
+    totals = [sum(w * r for w, r in zip(weights, values) if r is not None) for values in zip(*columns)]
+    by_function = []
+    for function, weight, values in zip(functions, weights, columns):
+        scored = [r for r in values if r is not None]
+        by_function.append({"function": function.__name__, "weight": weight,
+                            "mean": sum(scored) / len(scored) if scored else None})
+    return {"prompts": len(completions), "mean": sum(totals) / len(totals) if totals else None,
+            "by_function": by_function}

@@ -6,7 +6,9 @@ import textwrap
 import pytest
 
 from kit.families import get_family
-from kit.rewards import RewardError, check_entry, reward_functions
+import json
+
+from kit.rewards import RewardError, check_entry, mean_rewards, reward_functions
 
 TRL_EXTRAS = {"completion_ids": None, "trainer_state": None, "log_extra": None, "log_metric": None}
 
@@ -49,6 +51,38 @@ def test_exact_answer_compares_with_each_rows_answer():
     assert got == [0.0, 1.0]
     with pytest.raises(RewardError, match="exact_answer needs each row's answer field"):
         rewards({"function": "exact_answer"}, ["Paris"])
+
+
+def test_contains_answer_finds_the_rows_answer_in_the_sentence():
+    got, _ = rewards({"function": "contains_answer"},
+                     ["A city bike costs $24 for a day.", "It costs  $24.", "It costs $42.", "Call 555-0142 today"],
+                     answer=["$24", "$24", "$24", "555-0142"])
+    assert got == [1.0, 1.0, 0.0, 1.0]
+    got, _ = rewards({"function": "contains_answer", "tag": "answer", "case_sensitive": True},
+                     ["<answer>Mara Quill owns it</answer>", "Mara Quill <answer>someone</answer>", "<answer>mara quill</answer>"],
+                     answer=["Mara Quill"] * 3)
+    assert got == [1.0, 0.0, 0.0]
+    with pytest.raises(RewardError, match="contains_answer needs each row's answer field"):
+        rewards({"function": "contains_answer"}, ["x"])
+
+
+def test_tools_as_json_text_reach_the_functions_as_lists():
+    """The kit's GRPO rows carry tools as JSON text (one Arrow schema per column): decoded before the call."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>'
+    got, _ = rewards({"function": "tool_call"}, [call, call], tools=[json.dumps(tools), None])
+    assert got == [1.0, 0.0]  # the second row offers no tools: the call names none of them
+
+
+def test_mean_rewards_adds_the_weighted_functions_per_answer(user_module):
+    """evaluate's figure: per answer the weighted sum (None adds nothing, as TRL's nansum), averaged;
+    and each function's own mean over the answers it scored."""
+    entries = [{"function": "format", "regex": "^Yes", "weight": 0.5}, {"function": f"{user_module}:with_none", "weight": 2}]
+    got = mean_rewards(entries, get_family("qwen3"), ["p"] * 3, as_chat(["Yes", "No", "Yes!"]), {"answer": ["Yes", "No", None]})
+    assert got["prompts"] == 3
+    assert got["by_function"] == [{"function": "format", "weight": 0.5, "mean": 2 / 3},
+                                  {"function": "my_rewards.with_none", "weight": 2.0, "mean": 1.0}]
+    assert got["mean"] == pytest.approx((0.5 + 2) / 3 + 2 / 3 + 0.5 / 3)
 
 
 def test_tool_call_reads_the_familys_markup_against_the_rows_tools():
@@ -101,7 +135,7 @@ def test_a_function_that_does_not_return_one_number_per_completion_stops_in_one_
     ({"function": "my_rewards:missing"}, "train.grpo.rewards[0] (my_rewards:missing): my_rewards has no function missing"),
     ({"function": "my_rewards:broken"}, "train.grpo.rewards[0] (my_rewards:broken): my_rewards has no function broken"),
     ({"function": "fromat", "tag": "a"}, "train.grpo.rewards[0] (fromat): not a built-in reward (format, json_schema, "
-                                         "exact_answer, tool_call) nor module:function"),
+                                         "exact_answer, contains_answer, tool_call) nor module:function"),
     ({"function": "format"}, "train.grpo.rewards[0] (format): needs tag or regex"),
     ({"function": "format", "tag": "a", "tags": "b"}, "train.grpo.rewards[0] (format): unknown setting tags; format takes "
                                                       "regex, tag"),
@@ -110,7 +144,7 @@ def test_a_function_that_does_not_return_one_number_per_completion_stops_in_one_
     ({"function": "json_schema", "schema": {"type": "objekt"}}, None),
     ({"function": "tool_call", "weight": "high"}, "train.grpo.rewards[0] (tool_call): weight must be a number, got 'high'"),
     ("format", "train.grpo.rewards[0]: expected {function: NAME, ...}, got 'format'; NAME is one of format, json_schema, "
-               "exact_answer, tool_call or module:function"),
+               "exact_answer, contains_answer, tool_call or module:function"),
 ])
 def test_an_entry_that_cannot_be_used_is_refused_in_one_line(user_module, entry, message):
     with pytest.raises(RewardError) as e:
