@@ -35,7 +35,14 @@ def label_segments(tokenizer, input_ids: list[int], labels: list[int]) -> list[t
 def show_labels(tokenizer, example: dict) -> None:
     """A rendered training example with the supervised (trained) tokens highlighted; a preference
     pair (``prompt_ids``, ``chosen_ids``, ``rejected_ids``) as its two sides, each answer highlighted;
-    a labelled completion (KTO: ``prompt_ids``, ``completion_ids``, ``label``) with its label."""
+    a labelled completion (KTO: ``prompt_ids``, ``completion_ids``, ``label``) with its label; a GRPO
+    row (a rendered ``prompt`` and its reference ``answer``) as the prompt, nothing of it trained."""
+    if isinstance(example.get("prompt"), str):
+        ids = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
+        print("GRPO prompt: the model samples answers to it, and the rewards score them (reference answer: "
+              f"{example.get('answer')!r}):")
+        show_labels(tokenizer, {"input_ids": ids, "labels": [IGNORE_INDEX] * len(ids)})
+        return
     if "completion_ids" in example:
         print(f"completion labelled {'desirable' if example['label'] else 'undesirable'}:")
         show_labels(tokenizer, {"input_ids": example["prompt_ids"] + example["completion_ids"],

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kit.chat.render import IGNORE_INDEX, render_prompt, tokenize_many
+from kit.chat.render import IGNORE_INDEX, generation_prompt, tokenize_many
 from kit.families import Family
 from kit.chat.tool_calls import keeps_special_tokens, parse_answer, render_calls_for_display
 
@@ -60,12 +60,6 @@ def split_reasoning(text: str, family: Family) -> tuple[str | None, str]:
 def decode(tokenizer, family: Family, ids: list[int]) -> str:
     """Generated ids as text; special tokens kept only where they carry the output's structure."""
     return tokenizer.decode(ids, skip_special_tokens=not keeps_special_tokens(family))
-
-
-def prompt_kwargs(family: Family, thinking: bool | None) -> dict:
-    if thinking is None or family.thinking_kwarg is None:
-        return {}
-    return {family.thinking_kwarg: thinking}
 
 
 def decoding_kwargs(family: Family, sampling: bool) -> dict:
@@ -170,8 +164,7 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
     seconds of the whole call. ``tools``: each conversation's tool definitions (or None)."""
     stops = stop_ids(tokenizer, family)
     tools = tools or [None] * len(conversations)
-    prompts = [render_prompt(tokenizer, family, c, tools=t, **prompt_kwargs(family, thinking))
-               for c, t in zip(conversations, tools)]
+    prompts = [generation_prompt(tokenizer, family, c, t, thinking) for c, t in zip(conversations, tools)]
     lengths = _prompt_lengths(tokenizer, prompts)
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # stable: ties keep input order
     if batch_size is None:
@@ -207,7 +200,7 @@ def stream_answer(model, tokenizer, family: Family, messages: list[dict], *, max
     ``answer_of`` decodes: the streamed text skips special tokens, this one keeps call markup)."""
     from transformers import TextStreamer
 
-    prompt = render_prompt(tokenizer, family, messages, tools=tools, **prompt_kwargs(family, thinking))
+    prompt = generation_prompt(tokenizer, family, messages, tools, thinking)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     stops = stop_ids(tokenizer, family)

@@ -25,15 +25,25 @@ def _curves(ax, records: list[dict], names: list[tuple[str, str]], ylabel: str) 
 
 def plot_losses(run: Run):
     """Train and eval loss against step → loss.png; for preference training (TRL logs
-    ``rewards/margins``) beside it the reward margin and accuracy, train and eval."""
+    ``rewards/margins``) beside it the reward margin and accuracy, train and eval; for GRPO (TRL logs
+    ``reward``) the mean reward of the sampled answers, and each reward function's."""
     import matplotlib.pyplot as plt
 
     records = read_metrics(run)
     preference = any("rewards/margins" in r for r in records)
-    fig, axes = plt.subplots(1, 2 if preference else 1, figsize=(12 if preference else 7, 4), squeeze=False)
+    grpo = any("reward" in r for r in records)
+    fig, axes = plt.subplots(1, 2 if preference or grpo else 1, figsize=(12 if preference or grpo else 7, 4),
+                             squeeze=False)
     _curves(axes[0][0], records, [("loss", "train loss"), ("eval_loss", "eval loss")],
-            "preference loss (train.method's)" if preference else "loss (assistant tokens)")
+            "policy loss (GRPO)" if grpo else "preference loss (train.method's)" if preference
+            else "loss (assistant tokens)")
     axes[0][0].set_title(f"{run.recipe_name} / {run.path.name}")
+    if grpo:
+        functions = sorted({k for r in records for k in r if k.startswith("rewards/") and k.endswith("/mean")})
+        _curves(axes[0][1], records, [("reward", "train reward (weighted sum)"), ("eval_reward", "eval reward"),
+                                      *[(k, k.split("/")[1]) for k in functions]],
+                "mean reward of sampled answers")
+        axes[0][1].set_title("GRPO: the reward the answers earn")
     if preference:
         _curves(axes[0][1], records, [("rewards/margins", "train margin"), ("eval_rewards/margins", "eval margin"),
                                       ("rewards/accuracies", "train accuracy"),
@@ -55,14 +65,27 @@ def plot_metrics(run: Run, report: dict):
 
     with_facts = bool(report["tuned"].get("facts", {}).get("rows"))  # eval.facts: the share of facts stated
     with_pairs = "preference" in report["tuned"]  # preference training: reward accuracy on held-out pairs
-    metrics = ((("preference", "reward accuracy"),) if with_pairs else ()) + BAR_METRICS + (
+    # GRPO: each reward function's mean on held-out answers, where it is a 0-1 score (the built-ins are)
+    rewards = [i for i, (b, t) in enumerate(zip(*(report[n].get("rewards", {}).get("by_function", []) for n in ("base", "tuned"))))
+               if all(f["mean"] is not None and 0 <= f["mean"] <= 1 for f in (b, t))]
+    metrics = ((("preference", "reward accuracy"),) if with_pairs else ()) + tuple(
+        (i, f"reward:\n{report['tuned']['rewards']['by_function'][i]['function']}") for i in rewards) + BAR_METRICS + (
         (("facts", "facts stated"),) if with_facts else ())
     labels = [label for _, label in metrics]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(7 + 1.0 * len(rewards), 3.8))
     width = 0.38
+
+    def value(result: dict, key) -> float:
+        if isinstance(key, int):
+            return result["rewards"]["by_function"][key]["mean"]
+        if key == "facts":
+            return result["facts"]["stated"]
+        if key == "preference":
+            return result["preference"]["accuracy"]
+        return result[key] / (100 if key == "bleu" else 1)
+
     for offset, name in ((-width / 2, "base"), (width / 2, "tuned")):
-        values = [report[name]["facts"]["stated"] if key == "facts" else report[name]["preference"]["accuracy"]
-                  if key == "preference" else report[name][key] / (100 if key == "bleu" else 1) for key, _ in metrics]
+        values = [value(report[name], key) for key, _ in metrics]
         xs = [i + offset for i in range(len(labels))]
         bars = ax.bar(xs, values, width, label=name)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)

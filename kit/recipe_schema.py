@@ -21,8 +21,11 @@ FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_comple
 # The preference layouts kit.data.preference reads into a prompt and a chosen and a rejected answer.
 PREFERENCE_FORMATS = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
 # train.method: how the adapter is trained (kit.training): sft on conversations; dpo and orpo on
-# preference pairs; kto on completions labelled desirable or not (pairs are read as two such).
-METHODS = ("sft", "dpo", "kto", "orpo")
+# preference pairs; kto on completions labelled desirable or not (pairs are read as two such); grpo on
+# the prompts of conversations, its own sampled answers scored by reward functions.
+METHODS = ("sft", "dpo", "kto", "orpo", "grpo")
+# The methods that train on preference data (kit.data.preference); sft and grpo read conversations.
+PREFERENCE_METHODS = ("dpo", "kto", "orpo")
 # The unpaired layout kit.data.preference reads for kto: a prompt, one completion and a boolean label.
 UNPAIRED_FORMATS = ("unpaired",)
 # DPO losses of TRL's DPOTrainer that need nothing beyond a pair and beta.
@@ -30,6 +33,8 @@ DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_
               "apo_down", "sigmoid_norm")
 # KTO losses of TRL's KTOTrainer.
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
+# GRPO losses of TRL's GRPOTrainer that need no more than a group's rewards.
+GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo")
 
 REQUIRED: Any = dataclasses.MISSING  # a field without a default: the recipe must give the key
 
@@ -133,13 +138,34 @@ class OrpoSection(RecipeSection):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GrpoSection(RecipeSection):
+    """Group relative policy optimisation (train.method: grpo), through TRL's GRPOTrainer: for each prompt
+    the model samples ``num_generations`` answers, the reward functions score them, and each answer is
+    reinforced by how far its reward stands above its group's mean."""
+    rewards: list = setting([], help="the reward functions, each {function: NAME, weight?, ...settings}: format, "
+                                     "json_schema, exact_answer, tool_call or module:function (kit/rewards.py)")
+    num_generations: int = setting(4, min=2, help="answers sampled per prompt (a group); per_device_train_batch_size "
+                                                  "x gradient_accumulation_steps must be a multiple of it")
+    max_completion_length: int = setting(64, min=1, help="tokens sampled per answer at most")
+    temperature: float = setting(1.0, above=0, help="sampling temperature of the answers")
+    beta: float = setting(0.0, min=0, help="weight of the KL term to the reference model (the base); 0: no reference "
+                                           "model is kept")
+    loss_type: str = setting("dapo", choices=GRPO_LOSSES, help="TRL's GRPO loss: dapo (TRL's default), grpo, dr_grpo, "
+                                                              "bnpo")
+    scale_rewards: str = setting("group", choices=["group", "batch", "none"],
+                                 help="advantages divided by the rewards' standard deviation in the group, the batch, "
+                                      "or not at all")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainSection(RecipeSection):
-    """How the adapter is trained: ``method`` and its sections (``dpo``, ``kto``, ``orpo``) are the kit's;
-    every other key is a field of TRL's config for the method (SFTConfig, DPOConfig, KTOConfig,
-    ORPOConfig), passed through as given."""
+    """How the adapter is trained: ``method`` and its sections (``dpo``, ``kto``, ``orpo``, ``grpo``) are the
+    kit's; every other key is a field of TRL's config for the method (SFTConfig, DPOConfig, KTOConfig,
+    ORPOConfig, GRPOConfig), passed through as given. Under grpo the batch sizes count answers, not prompts."""
     method: str = setting("sft", choices=METHODS,
                           help="sft: supervised answers (conversations); dpo, orpo: preference pairs (a chosen and "
-                               "a rejected answer per prompt); kto: completions labelled desirable or not (or pairs)")
+                               "a rejected answer per prompt); kto: completions labelled desirable or not (or pairs); "
+                               "grpo: the conversations' prompts, sampled answers scored by train.grpo.rewards")
     max_steps: int = setting(-1, min=-1, forbid={0: "trains nothing; give at least 1, or -1 to train num_train_epochs"},
                              help="-1: train num_train_epochs; otherwise at least 1")
     num_train_epochs: float = setting(1.0, above=0, help="passes over the training split, where max_steps is -1")
@@ -162,12 +188,13 @@ class TrainSection(RecipeSection):
     dpo: DpoSection = field(default_factory=DpoSection)
     kto: KtoSection = field(default_factory=KtoSection)
     orpo: OrpoSection = field(default_factory=OrpoSection)
+    grpo: GrpoSection = field(default_factory=GrpoSection)
 
     def trainer_args(self) -> dict:
         """The keys that are TRL config fields (all but the kit's ``method``, ``init_adapter`` and method
-        sections), with the section of ``method``'s own."""
+        sections), with the section of ``method``'s own (but GRPO's ``rewards``: functions, not config)."""
         sections = ("method", "init_adapter", *METHODS)
-        own = self.to_dict().get(self.method, {})
+        own = {k: v for k, v in self.to_dict().get(self.method, {}).items() if k != "rewards"}
         return {**{k: v for k, v in self.to_dict().items() if k not in sections}, **own}
 
 

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 import sys
 import types
 import typing
@@ -25,9 +26,9 @@ import yaml
 
 from kit.paths import RECIPES_DIR
 # Re-exported: callers import the recipe classes and FORMATS (kit.data.formats) from here.
-from kit.recipe_schema import (FORMATS, METHODS, PREFERENCE_FORMATS, UNPAIRED_FORMATS,  # noqa: F401
-                               BehaviorSection, DataSection, DpoSection, EvalSection, ExportSection, KtoSection,
-                               LoraSection, ModelSection, OrpoSection, Recipe, RecipeSection, TrainSection)
+from kit.recipe_schema import (FORMATS, METHODS, PREFERENCE_FORMATS, PREFERENCE_METHODS, UNPAIRED_FORMATS,  # noqa: F401
+                               BehaviorSection, DataSection, DpoSection, EvalSection, ExportSection, GrpoSection,
+                               KtoSection, LoraSection, ModelSection, OrpoSection, Recipe, RecipeSection, TrainSection)
 
 
 class RecipeError(ValueError):
@@ -145,7 +146,26 @@ def _validate(cls: type, data: Any, prefix: str, where: str) -> dict:
 
 def validate(data: dict, where: str = "recipe") -> dict:
     """Return a complete recipe as plain data (defaults filled) or raise RecipeError."""
-    return _validate(Recipe, data, "", where)
+    out = _validate(Recipe, data, "", where)
+    _check_grpo(out["train"], where)
+    return out
+
+
+def _check_grpo(train: dict, where: str) -> None:
+    """What GRPO needs across keys: a reward, and batches of whole groups (TRL's GRPOConfig would refuse
+    them later, per process)."""
+    if train["method"] != "grpo":
+        return
+    grpo = train["grpo"]
+    if not grpo["rewards"]:
+        raise RecipeError(f"{where}: train.grpo.rewards is empty; GRPO needs at least one reward function "
+                          "(format, json_schema, exact_answer, tool_call or module:function)")
+    n = grpo["num_generations"]
+    for keys in (("per_device_train_batch_size", "gradient_accumulation_steps"), ("per_device_eval_batch_size",)):
+        size = math.prod(train[k] for k in keys)
+        if size % n:
+            raise RecipeError(f"{where}: train.{' x train.'.join(keys)} ({size}) must be a multiple of "
+                              f"train.grpo.num_generations ({n}): under grpo a batch holds whole groups of answers")
 
 
 def resolve(data: dict, where: str = "recipe") -> Recipe:

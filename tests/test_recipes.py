@@ -166,3 +166,29 @@ def test_overrides_that_contradict_each_other_are_one_recipe_error(overrides, me
 def test_an_eval_fraction_of_zero_is_refused_by_the_recipe_not_later_by_prepare():
     with pytest.raises(RecipeError, match=r"data\.eval_fraction: 0(\.0)? holds out no rows; evaluate and the merge checks need some"):
         load_recipe("tiny-demo", {"data.eval_fraction": 0})
+
+
+GRPO = {"train.method": "grpo", "train.grpo.rewards": [{"function": "format", "tag": "answer"}]}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.method": "grpo"}, "train.grpo.rewards is empty; GRPO needs at least one reward function"),
+    ({**GRPO, "train.per_device_train_batch_size": 6}, "train.per_device_train_batch_size x "
+     "train.gradient_accumulation_steps (6) must be a multiple of train.grpo.num_generations (4): under grpo a batch "
+     "holds whole groups of answers"),
+    ({**GRPO, "train.per_device_eval_batch_size": 2}, "train.per_device_eval_batch_size (2) must be a multiple of "
+                                                      "train.grpo.num_generations (4)"),
+    ({**GRPO, "train.grpo.num_generations": 1}, "train.grpo.num_generations: 1 is out of range; it must be at least 2"),
+])
+def test_grpo_needs_a_reward_and_batches_of_whole_groups(overrides, message):
+    with pytest.raises(RecipeError) as e:
+        load_recipe("tiny-demo", overrides)
+    assert message in str(e.value)
+
+
+def test_grpo_settings_go_to_trls_config_and_its_rewards_do_not():
+    recipe = load_recipe("tiny-demo", GRPO)[1]
+    args = recipe.train.trainer_args()
+    assert args["num_generations"] == 4 and args["max_completion_length"] == 64 and args["loss_type"] == "dapo"
+    assert "rewards" not in args and "grpo" not in args and "method" not in args
+    assert load_recipe("tiny-demo", {**GRPO, "train.method": "sft"})[1].train.trainer_args().get("num_generations") is None

@@ -84,6 +84,19 @@ def render_prompt(tokenizer, family: Family, messages: list[dict], tools: list[d
                   **{**family.inference_kwargs, **overrides})
 
 
+def prompt_kwargs(family: Family, thinking: bool | None) -> dict:
+    if thinking is None or family.thinking_kwarg is None:
+        return {}
+    return {family.thinking_kwarg: thinking}
+
+
+def generation_prompt(tokenizer, family: Family, messages: list[dict], tools: list[dict] | None = None,
+                      thinking: bool | None = None) -> str:
+    """The text the model continues to answer ``messages``: the family's template with ``tools`` and
+    the thinking switch (None: the family's default); what evaluate, the chat and GRPO's samples start from."""
+    return render_prompt(tokenizer, family, messages, tools=tools, **prompt_kwargs(family, thinking))
+
+
 @dataclass
 class Turn:
     index: int

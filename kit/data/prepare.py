@@ -5,11 +5,13 @@ import statistics
 from dataclasses import dataclass
 
 from kit.chat.render import IGNORE_INDEX, tokenize_with_labels, trained_turns
-from kit.data.rows import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split, write_jsonl
+from kit.data.rows import (DataError, count_reasons, describe_drops, drop_examples, load_conversations, read_jsonl,
+                           split, write_jsonl)
 from kit.data.preference import conversations
-from kit.data.tokenize import load_tokenizer, tokenize_pairs, tokenize_rows
+from kit.data.tokenize import grpo_rows, load_tokenizer, tokenize_pairs, tokenize_rows
 from kit.families import family_for, get_family
-from kit.recipes import Recipe, load_recipe
+from kit.recipes import PREFERENCE_METHODS, Recipe, load_recipe
+from kit.rewards import reward_functions
 from kit.runs import Run, create_run
 from kit.files import write_json
 
@@ -36,7 +38,9 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     name, resolved = load_recipe(recipe, overrides)
     data_cfg, model_cfg = resolved.data, resolved.model
     method = resolved.train.method
-    pairs = method != "sft"  # preference rows: pairs, or (kto) labelled completions
+    pairs = method in PREFERENCE_METHODS  # preference rows: pairs, or (kto) labelled completions
+    if method == "grpo":  # a reward that cannot run fails here, before any data or model is read
+        reward_functions(resolved.train.grpo.rewards, family_for(resolved))
     loaded = load_conversations(data_cfg.source, data_cfg.format, data_cfg.columns,
                                 data_cfg.invalid_rows, data_cfg.seed, method=method)
     family = family_for(resolved)
@@ -104,7 +108,12 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
 
 def example_to_show(prepared: Prepared, first: int = 50) -> dict:
     """The example among the first ``first`` with the most trained tokens (a multi-turn one if any;
-    a pair: the one with the longest answers)."""
+    a pair: the one with the longest answers); under grpo, the first training prompt as GRPO sees it
+    (nothing of it trained: the answers are sampled)."""
+    if prepared.report["method"] == "grpo":
+        recipe = prepared.run.recipe()
+        rows = read_jsonl(prepared.run.data_dir / "train.jsonl")[:1]
+        return grpo_rows(prepared.tokenizer, family_for(recipe), rows, recipe)[0]
     def trained(e: dict) -> int:
         if "chosen_ids" in e:
             return len(e["chosen_ids"]) + len(e["rejected_ids"])

@@ -21,6 +21,7 @@ from kit.bulk import gc_paused
 from kit.files import sha256_file
 from kit.data.sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
 from kit.chat.tool_data import answered_call
+from kit.recipe_schema import PREFERENCE_METHODS
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -138,7 +139,7 @@ def _source_format(records: list[Record], fmt: str, columns: dict, method: str =
         mapped = formats.apply_columns(first.data, columns)  # a bad mapping fails the whole source
     except formats.FormatError as e:
         raise DataError(f"{first.where}: {e}") from None
-    if method != "sft":
+    if method in PREFERENCE_METHODS:
         return _pair_format(first, mapped, fmt, method)
     if fmt == "unpaired":
         raise DataError(f"{first.where}: data.format unpaired holds completions labelled desirable or not: set "
@@ -193,8 +194,9 @@ def load_conversations(source, fmt: str = "auto", columns: dict | None = None, i
                        seed: int = 0, method: str = "sft") -> LoadResult:
     """Read every source, convert each record to canonical messages and check it. A bad row is an
     error naming source, row and field, or (``invalid_rows="drop"``) a counted, reported drop.
-    ``method`` is ``train.method``: for all but sft the rows are preference pairs (kto: or labelled
-    completions; ``kit.data.preference``), each answer checked; a tie is always a counted drop."""
+    ``method`` is ``train.method``: for dpo, kto and orpo the rows are preference pairs (kto: or labelled
+    completions; ``kit.data.preference``), each answer checked, a tie always a counted drop; for sft and
+    grpo, conversations."""
     with gc_paused():
         return _load_conversations(source, fmt, columns or {}, invalid_rows, seed, method)
 
@@ -202,7 +204,7 @@ def load_conversations(source, fmt: str = "auto", columns: dict | None = None, i
 def _read_row(record: object, source_fmt: str, explicit: bool, method: str) -> tuple[dict, str | None]:
     """A record as a canonical conversation (or pair, or labelled completion), and why it is not usable
     (None: it is)."""
-    if method == "sft":
+    if method not in PREFERENCE_METHODS:  # sft, grpo: conversations
         check_record(record)
         conversation = formats.to_conversation(record, source_fmt, explicit=explicit)
         return conversation, check_messages(conversation["messages"], tools=conversation.get("tools"))
@@ -226,7 +228,7 @@ def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed
         if not records:
             raise DataError(f"data.source: {spec}: the dataset is empty")
         source_fmt = _source_format(records, fmt, columns, method)
-        unused_of = formats.unused_fields if method == "sft" else preference.unused_fields
+        unused_of = preference.unused_fields if method in PREFERENCE_METHODS else formats.unused_fields
         kept, unused, mapped = [], {}, set()
         for rec in records:
             unsupported = False

@@ -1,13 +1,15 @@
 """Conversations to training examples: the model's tokenizer with the family's chat template, and
 rows tokenized with assistant-only labels under the recipe's over-length policy (preference pairs: as
-prompt, chosen and rejected token ids). Used alike by prepare (which counts and reports) and training
-(which must see exactly the examples prepare counted)."""
+prompt, chosen and rejected token ids; GRPO: rendered prompts). Used alike by prepare (which counts and
+reports) and training (which must see exactly the examples prepare counted)."""
 from __future__ import annotations
 
+import json
+
 from kit.bulk import gc_paused
-from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, tokenize_many
+from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, generation_prompt, tokenize_many
 from kit.data.preference import conversations, sides
-from kit.data.rows import DataError
+from kit.data.rows import DataError, held_out_prompts
 from kit.families import ensure_chat_template
 from kit.recipes import Recipe
 
@@ -156,3 +158,13 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins
             examples.append({"prompt_ids": prompt, "chosen_ids": ids[0], "rejected_ids": ids[1]})
         kept.append(i)
     return examples, kept, dropped, truncated
+
+
+def grpo_rows(tokenizer, family, rows: list[dict], recipe: Recipe) -> list[dict]:
+    """GRPO's rows: each conversation's prompt (up to its first trained answer) rendered as the model
+    sees it at inference (the family's template, the row's tools, ``eval.thinking``), with that answer
+    as ``answer`` (what ``exact_answer`` compares with) and the row's ``tools`` as JSON text (Arrow
+    holds one schema per column; ``kit.rewards`` gives reward functions lists)."""
+    return [{"prompt": generation_prompt(tokenizer, family, p["messages"], p.get("tools"), recipe.eval.thinking),
+             "answer": p["reference"], "tools": json.dumps(p["tools"]) if p.get("tools") else None}
+            for p in held_out_prompts(rows)]

@@ -2,7 +2,8 @@
 perplexity, answers to held-out prompts scored against the references, batch predictions; for a
 preference run also the reward accuracy and margin on held-out pairs, and (kto) the mean
 log-probabilities of held-out completions labelled desirable and undesirable (the SFT metrics then read
-the chosen, or desirable, answer as the reference)."""
+the chosen, or desirable, answer as the reference); for a GRPO run the mean reward of the answers to
+the held-out prompts (``train.grpo.rewards``)."""
 from __future__ import annotations
 
 import json
@@ -16,13 +17,14 @@ from kit.checkpoints import Checkpoint, find_checkpoint
 from kit.data.rows import as_conversations, held_out_prompts, load_prompts, read_jsonl
 from kit.data.tokenize import tokenize_pairs
 from kit.families import family_for
-from kit.inference import answer_logps, generate, labelled_scores, preference_scores, token_loss
+from kit.inference import answer_logps, generate, generation_prompt, labelled_scores, preference_scores, token_loss
 from kit.plots import plot_losses, plot_margins, plot_metrics
 from kit.runs import Run
 from kit.files import keep_replaced, write_json, write_text_atomic
 from kit.tiny import BUILTIN_ID
 from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
-from kit.recipes import Recipe
+from kit.recipes import PREFERENCE_METHODS, Recipe
+from kit.rewards import mean_rewards
 
 DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught pattern "
              "(an opening, or a tool call's format and which tool to call) and little else; its text around "
@@ -84,7 +86,7 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     prompts = held_out_prompts(rows, ev.num_prompts)
     references = [p["reference"] for p in prompts]
     options = _generation_options(recipe, progress)
-    preference = recipe.train.method != "sft"
+    preference = recipe.train.method in PREFERENCE_METHODS
     pairs = [r for r in rows if "chosen" in r] if preference else []
     pairs = tokenize_pairs(tokenizer, family, pairs, recipe)[0] if pairs else None
     labelled = [r for r in rows if "completion" in r] if preference else []
@@ -101,6 +103,8 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
         calls = tool_scores(answers, prompts)
         if calls["rows"]:
             result["tool_calls"] = calls
+        if recipe.train.method == "grpo":
+            result["rewards"] = reward_scores(recipe, tokenizer, prompts, answers)
         if pairs is not None:
             result["preference"] = preference_scores(answer_logps(model, pairs))
         if labelled is not None:
@@ -143,14 +147,27 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
                                           **({"preference": {key: report[k]["preference"][key] for key in
                                                              ("pairs", "accuracy", "margin")}}
                                              if "preference" in report[k] else {}),
-                                          **({"labelled": report[k]["labelled"]} if "labelled" in report[k] else {})}
+                                          **({"labelled": report[k]["labelled"]} if "labelled" in report[k] else {}),
+                                          **({"rewards": report[k]["rewards"]} if "rewards" in report[k] else {})}
                                       for k in ("base", "tuned")}})
     return report
 
 
+def reward_scores(recipe: Recipe, tokenizer, prompts: list[dict], answers) -> dict:
+    """GRPO's rewards (``kit.rewards.mean_rewards``) of the answers to held-out prompts, each function
+    given what it gets in training: the rendered prompt, the answer decoded as TRL decodes its samples
+    (special tokens skipped), and the row's ``answer`` (the reference) and ``tools``."""
+    family = family_for(recipe)
+    rendered = [generation_prompt(tokenizer, family, p["messages"], p.get("tools"), recipe.eval.thinking) for p in prompts]
+    completions = tokenizer.batch_decode([a.ids for a in answers], skip_special_tokens=True)
+    rows = {"answer": [p["reference"] for p in prompts], "tools": [p.get("tools") for p in prompts]}
+    return mean_rewards(recipe.train.grpo.rewards, family, rendered, completions, rows)
+
+
 def comparison_rows(report: dict) -> list[dict]:
     """Base and tuned side by side, a row each: the reward accuracy and margin on held-out pairs
-    (preference runs), the loss and answer metrics, and the facts stated (``eval.facts``)."""
+    (preference runs) or the mean reward (GRPO), the loss and answer metrics, and the facts stated
+    (``eval.facts``)."""
     keys = ["eval_loss", "perplexity", "behavior", "exact_match", "bleu", "rouge_l", "mean_answer_tokens"]
     rows = []
     for name in ("base", "tuned"):
@@ -159,6 +176,8 @@ def comparison_rows(report: dict) -> list[dict]:
             row.update({"reward accuracy": result["preference"]["accuracy"], "margin": result["preference"]["margin"]})
         if "labelled" in result:
             row["desirable - undesirable"] = result["labelled"]["margin"]
+        if "rewards" in result:
+            row["mean reward"] = result["rewards"]["mean"]
         row.update({k: result[k] for k in keys})
         if report["tuned"].get("facts", {}).get("rows"):  # answers stating every fact their reference states
             row["facts stated"] = result["facts"]["stated"]
@@ -212,6 +231,10 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def report_markdown(run: Run, report: dict) -> str:
     b, t = report["base"], report["tuned"]
     rows = [("eval loss (assistant tokens)", "eval_loss", "{:.4f}"), ("perplexity", "perplexity", "{:.2f}"),
@@ -232,6 +255,11 @@ def report_markdown(run: Run, report: dict) -> str:
                   f"{t['preference']['accuracy']:.0%} |",
                   f"| mean margin, log p(chosen) - log p(rejected) | {b['preference']['margin']:.2f} | "
                   f"{t['preference']['margin']:.2f} |"]
+    if "rewards" in t:  # GRPO: what it trained for, on held-out prompts
+        lines.append(f"| mean reward ({t['rewards']['prompts']} held-out prompts) | {b['rewards']['mean']:.3f} | "
+                     f"{t['rewards']['mean']:.3f} |")
+        lines += [f"| reward: {fb['function']} (weight {fb['weight']:g}) | {_number(fb['mean'])} | {_number(ft['mean'])} |"
+                  for fb, ft in zip(b["rewards"]["by_function"], t["rewards"]["by_function"])]
     if "labelled" in t and t["labelled"]["margin"] is not None:
         lines.append(f"| mean log p(desirable) - log p(undesirable) ({t['labelled']['completions']} held-out completions) | "
                      f"{b['labelled']['margin']:.2f} | {t['labelled']['margin']:.2f} |")

@@ -9,7 +9,7 @@ calls in its own cell (so ``model``, ``tokenizer`` and ``trainer`` are the user'
     result = trainer.train(resume_from_checkpoint=plan.resume_from)
     summary = finish(run, trainer, result, plan)      # final eval, adapter/, manifest
 
-The same steps train every ``train.method`` (``kit.training.trainers``: sft, dpo, kto, orpo).
+The same steps train every ``train.method`` (``kit.training.trainers``: sft, dpo, kto, orpo, grpo).
 ``train`` runs exactly these steps (papermill's pipeline, tests, benchmarks). ``config`` is the run's
 resolved recipe (``kit.recipes.Recipe``); ``recipe`` elsewhere is its name."""
 from __future__ import annotations
@@ -26,14 +26,16 @@ from kit.training.callbacks import CheckpointTimes, LiveSamples, MetricsJsonl, r
 from kit.training.plan import Plan, refuse_trained, start  # start: the notebook's first step
 from kit.data.rows import held_out_prompts, read_jsonl
 from kit.families import ensure_chat_template, family_for
-from kit.data.tokenize import tokenize_pairs, tokenize_rows
+from kit.data.tokenize import grpo_rows, tokenize_pairs, tokenize_rows
+from kit.inference import stop_ids
+from kit.rewards import reward_functions
 from kit.runs import Run, RunError, find_adapter
 from kit.recipes import Recipe
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from kit.training.trainers import (CONFIGS, KitDPOTrainer, KitKTOTrainer, KitORPOTrainer,  # noqa: E402
-                                   KitSFTTrainer, KitTrainer)
+from kit.training.trainers import (CONFIGS, KitDPOTrainer, KitGRPOTrainer, KitKTOTrainer,  # noqa: E402
+                                   KitORPOTrainer, KitSFTTrainer, KitTrainer)
 
 
 def load_model(config: Recipe):
@@ -87,6 +89,8 @@ def tokenized_split(run: Run, name: str, tokenizer, recipe: Recipe) -> Dataset:
     rows = read_jsonl(run.data_dir / f"{name}.jsonl")
     family = family_for(recipe)
     method = recipe.train.method
+    if method == "grpo":  # generated and scored while training: the prompts alone
+        return Dataset.from_list(grpo_rows(tokenizer, family, rows, recipe))
     if method == "sft":
         examples, _, dropped, _ = tokenize_rows(tokenizer, family, rows, recipe)
     else:
@@ -98,7 +102,7 @@ def tokenized_split(run: Run, name: str, tokenizer, recipe: Recipe) -> Dataset:
 
 def datasets(run: Run, config: Recipe, tokenizer) -> tuple[Dataset, Dataset]:
     """The run's train and eval splits (prepared as JSONL), tokenized with assistant-only labels
-    (preference pairs: prompt, chosen and rejected ids)."""
+    (preference pairs: prompt, chosen and rejected ids; GRPO: rendered prompts, ``grpo_rows``)."""
     return tokenized_split(run, "train", tokenizer, config), tokenized_split(run, "eval", tokenizer, config)
 
 
@@ -117,17 +121,20 @@ def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
 
 
 def trainer_config(run: Run, recipe: Recipe, **extra):
-    """TRL's config for ``train.method`` (SFTConfig, DPOConfig, KTOConfig, ORPOConfig) from the recipe's
-    ``train`` section (its fields are the config's, passed through; the method's section's too) and
-    ``extra`` config fields a recipe does not hold (tests and benchmarks)."""
+    """TRL's config for ``train.method`` (SFTConfig, DPOConfig, KTOConfig, ORPOConfig, GRPOConfig) from
+    the recipe's ``train`` section (its fields are the config's, passed through; the method's section's
+    too) and ``extra`` config fields a recipe does not hold (tests and benchmarks)."""
+    method = recipe.train.method
     train = {**recipe.train.trainer_args(), **extra}
     train["optim"] = train["optim"] or backend.default_optim()
-    config_class = CONFIGS[recipe.train.method]
-    if recipe.train.method == "orpo":  # ORPO's collator needs its columns, which the model's signature lacks
+    if method == "orpo":  # ORPO's collator needs its columns, which the model's signature lacks
         train.setdefault("remove_unused_columns", False)
-    return config_class(
+    if method == "grpo":  # GRPO samples answers of its own length; prepare bounded the prompts
+        train["reward_weights"] = reward_functions(recipe.train.grpo.rewards, family_for(recipe))[1]
+    else:
+        train["max_length"] = recipe.model.max_seq_length
+    return CONFIGS[method](
         output_dir=str(run.checkpoints_dir),
-        max_length=recipe.model.max_seq_length,
         eval_strategy="steps",
         save_strategy="steps",
         report_to=["tensorboard"],
@@ -199,14 +206,25 @@ def launch(trainer) -> dict:
 def trainer_class(method: str) -> type:
     """The kit's trainer for ``train.method``, looked up when called: benchmarks and tests put their
     own subclass in this module's ``KitSFTTrainer`` and the train stage builds it."""
-    return {"sft": KitSFTTrainer, "dpo": KitDPOTrainer, "kto": KitKTOTrainer, "orpo": KitORPOTrainer}[method]
+    return {"sft": KitSFTTrainer, "dpo": KitDPOTrainer, "kto": KitKTOTrainer, "orpo": KitORPOTrainer,
+            "grpo": KitGRPOTrainer}[method]
+
+
+def method_arguments(config: Recipe, tokenizer) -> dict:
+    """What a method's trainer takes beside the common arguments: GRPO's reward functions
+    (``train.grpo.rewards``, checked) and the family's end-of-turn tokens, where its answers stop."""
+    if config.train.method != "grpo":
+        return {}
+    family = family_for(config)
+    return {"reward_funcs": reward_functions(config.train.grpo.rewards, family)[0],
+            "stop_ids": stop_ids(tokenizer, family)}
 
 
 def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
                   eval_dataset: Dataset | None = None) -> KitTrainer:
-    """The kit's trainer for ``run`` and its ``train.method`` (TRL's SFTTrainer, DPOTrainer, KTOTrainer or
-    ORPOTrainer; for DPO and KTO the reference model is the base, as the adapter starts: TRL keeps a
-    frozen copy of it): the tokenized
+    """The kit's trainer for ``run`` and its ``train.method`` (TRL's SFTTrainer, DPOTrainer, KTOTrainer,
+    ORPOTrainer or GRPOTrainer; for DPO and KTO the reference model is the base, as the adapter starts:
+    TRL keeps a frozen copy of it; GRPO's rewards: ``method_arguments``): the tokenized
     splits (``datasets`` when not given), the recipe's config, and the callbacks that write
     metrics.jsonl, TensorBoard and live samples."""
     if train_dataset is None or eval_dataset is None:
@@ -221,6 +239,7 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
         eval_dataset=eval_dataset,
         args=trainer_config(run, config),
         callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, config), CheckpointTimes(run.metrics_path)],
+        **method_arguments(config, tokenizer),
     )
     distributed.check_same_devices(backend.HAS_GPU)  # the process group exists once the trainer does
     return trainer

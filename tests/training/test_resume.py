@@ -1,6 +1,8 @@
 """Crash-safety of training: a real training process killed with SIGKILL, then resumed, ends where
-the uninterrupted run ends, and its records hold each step once; for SFT (tiny-demo) and for DPO
-(tiny-dpo-demo: TRL's DPOTrainer, the reference model the adapter disabled)."""
+the uninterrupted run ends, and its records hold each step once; for SFT (tiny-demo), for DPO
+(tiny-dpo-demo: TRL's DPOTrainer, the reference model the adapter disabled) and for GRPO
+(tiny-grpo-demo: TRL's GRPOTrainer, which samples its answers: the resumed run must draw the same
+samples, so every step's reward equals the uninterrupted run's)."""
 import json
 import os
 import shutil
@@ -33,6 +35,11 @@ def logged_steps(run, key: str = "loss") -> list[int]:
     return [r["step"] for r in map(json.loads, run.metrics_path.read_text().splitlines()) if key in r]
 
 
+def logged(run, key: str) -> dict[int, float]:
+    """``key``'s value at each step that logged it (a step logged twice: the later record)."""
+    return {r["step"]: r[key] for r in map(json.loads, run.metrics_path.read_text().splitlines()) if key in r}
+
+
 def kill_when(run, ready, timeout: float = 300) -> None:
     """Start training in a subprocess and SIGKILL it as soon as ``ready(run)`` holds."""
     process = subprocess.Popen([sys.executable, "-c", TRAIN, str(run.path)], cwd=PROJECT_ROOT,
@@ -61,7 +68,7 @@ def tensorboard_steps(run, tag: str) -> list[int]:
     return [e.step for e in events.Scalars(tag)]
 
 
-@pytest.fixture(params=["tiny-demo", "tiny-dpo-demo"])
+@pytest.fixture(params=["tiny-demo", "tiny-dpo-demo", "tiny-grpo-demo"])
 def reference(runs_dir, request):
     """The uninterrupted run, and a prepared copy of it before training for each crash."""
     from kit.training import train as T
@@ -101,6 +108,7 @@ def test_killed_between_checkpoints_resumes_to_the_same_eval_loss(reference):
     # Each step once, in metrics.jsonl and in TensorBoard; the killed process's later lines kept aside.
     assert logged_steps(run) == logged_steps(whole) == list(range(1, 13))
     assert logged_steps(run, "eval_loss") == [4, 8, 12]
+    assert logged(run, "reward") == logged(whole, "reward")  # GRPO: the same samples drawn at every step
     assert logged_steps(run, "checkpoint_save_s") == [4, 8, 12]  # each checkpoint's write time, once
     assert summary["checkpoint_save_s"] > 0
     assert tensorboard_steps(run, "train/loss") == list(range(1, 13))
