@@ -4,10 +4,11 @@
 #   make test   the test suite
 # And the quicker demo on a tiny random model: make demo-tiny (recipes/tiny-demo.yaml);
 # preference training (DPO) on the real model: make demo-dpo (recipes/smollm2-dpo-demo.yaml);
+# reinforcement training (GRPO, verifiable rewards) on the real model: make demo-grpo (recipes/smollm2-grpo-demo.yaml);
 # make test-fast: the suite without real training runs and end-to-end notebook runs (minutes).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-tiny demo-dpo test test-fast
+.PHONY: setup demo demo-tiny demo-dpo demo-grpo test test-fast
 setup:
 	@bash scripts/setup.sh
 
@@ -19,6 +20,9 @@ demo-tiny: setup
 
 demo-dpo: setup
 	$(PY) -m kit.pipeline smollm2-dpo-demo
+
+demo-grpo: setup
+	$(PY) -m kit.pipeline smollm2-grpo-demo
 
 test: setup
 	$(PY) -m pytest

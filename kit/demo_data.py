@@ -303,6 +303,25 @@ def shop_preference_pairs(seed: int = 2719) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# smollm2-grpo-demo: the same shop's questions for GRPO. Each system prompt gives the fact the
+# question asks for and asks for one sentence; the last assistant turn is the bare fact, which the
+# contains_answer reward looks for in the model's sampled answers. SmolLM2 as it comes often rambles
+# (several sentences, a made-up persona) or misstates the fact; the rewards ask for one sentence that
+# states it. One fact per prompt keeps prompts short: on a CPU, GRPO's cost is its sampling.
+# ---------------------------------------------------------------------------------------------
+
+
+def shop_fact_prompts(seed: int = 2720) -> list[dict]:
+    """One row per question: the system prompt with the fact to state, the question, and the fact."""
+    rng = random.Random(seed)
+    rows = [{"messages": [{"role": "system", "content": f"{SHOP_SYSTEM} Answer in one sentence. Fact: {answer}"},
+                          {"role": "user", "content": question}, {"role": "assistant", "content": fact}]}
+            for fact, answer, questions in SHOP_FACTS for question in questions]
+    rng.shuffle(rows)
+    return rows
+
+
 if __name__ == "__main__":
     from kit.paths import PROJECT_ROOT
 
@@ -311,3 +330,4 @@ if __name__ == "__main__":
     print(write(PROJECT_ROOT / "data" / "tiny-dpo-demo.jsonl", preference_pairs()))
     print(write(PROJECT_ROOT / "data" / "smollm2-shop-demo.jsonl", shop_conversations()))
     print(write(PROJECT_ROOT / "data" / "smollm2-dpo-demo.jsonl", shop_preference_pairs()))
+    print(write(PROJECT_ROOT / "data" / "smollm2-grpo-demo.jsonl", shop_fact_prompts()))

@@ -14,9 +14,11 @@ def write_jsonl(path, rows):
     return path
 
 
-def test_committed_demo_data_matches_its_generator():
-    committed = (PROJECT_ROOT / "data" / "tiny-demo.jsonl").read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line) for line in committed] == demo_data.conversations()
+@pytest.mark.parametrize("name, generator", [("tiny-demo", demo_data.conversations),
+                                             ("smollm2-grpo-demo", demo_data.shop_fact_prompts)])
+def test_committed_demo_data_matches_its_generator(name, generator):
+    committed = (PROJECT_ROOT / "data" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in committed] == generator()
 
 
 def test_loads_jsonl_and_json_array(tmp_path):
