@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -52,11 +53,28 @@ def runs_dir(tmp_path, monkeypatch):
     return path
 
 
+def read(run, name: str):
+    """A run's JSON file (report.json, manifest.json ...)."""
+    return json.loads((run / name).read_text())
+
+
+def records(run) -> list[dict]:
+    """A run's metrics.jsonl, a record a line."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def pipeline(runs_dir, *args, timeout: int = 900, **env_vars):
     """``python -m kit.pipeline ARGS`` with runs under ``runs_dir`` (and extra environment)."""
     env = {**os.environ, "KIT_RUNS_DIR": str(runs_dir), **env_vars}
     return subprocess.run([sys.executable, "-m", "kit.pipeline", *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def pipeline_run(runs_dir, recipe: str, *args, timeout: int = 900):
+    """``pipeline`` of ``recipe`` as run "e2e" (``args``: overrides ...), asserted to succeed: its run directory."""
+    result = pipeline(runs_dir, recipe, "--run", "e2e", *args, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return runs_dir / recipe / "e2e"
 
 
 @pytest.fixture(scope="session")

@@ -7,26 +7,15 @@ import json
 
 import pytest
 
-from tests.conftest import pipeline
+from tests.conftest import pipeline_run, read, records
 
 pytestmark = pytest.mark.slow
 
 
-def read(run, name):
-    return json.loads((run / name).read_text())
-
-
-def records(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.fixture(scope="module")
 def tiny_grpo(tmp_path_factory):
-    runs_dir = tmp_path_factory.mktemp("runs")
-    args = ["tiny-grpo-demo", "--run", "e2e", "-o", "eval.num_prompts=8", "-o", "export.verify_tokens=8"]
-    result = pipeline(runs_dir, *args, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return runs_dir / "tiny-grpo-demo" / "e2e"
+    return pipeline_run(tmp_path_factory.mktemp("runs"), "tiny-grpo-demo", "-o", "eval.num_prompts=8",
+                        "-o", "export.verify_tokens=8")
 
 
 def test_prepare_keeps_the_conversations_whose_prompts_grpo_answers(tiny_grpo):

@@ -8,13 +8,9 @@ import pytest
 from kit.paths import PROJECT_ROOT
 from kit.files import sha256_file
 
-from tests.conftest import pipeline
+from tests.conftest import pipeline, read
 
 pytestmark = pytest.mark.slow
-
-
-def read(run, name):
-    return json.loads((run / name).read_text())
 
 
 def test_tuning_changes_loss_and_behaviour_on_held_out_prompts(demo_run):

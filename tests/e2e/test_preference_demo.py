@@ -6,28 +6,17 @@ import json
 
 import pytest
 
-from tests.conftest import pipeline
+from tests.conftest import pipeline, pipeline_run, read, records
 
 pytestmark = pytest.mark.slow
 
 
-def read(run, name):
-    return json.loads((run / name).read_text())
-
-
-def records(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.fixture(scope="module")
 def tiny_dpo(tmp_path_factory):
-    runs_dir = tmp_path_factory.mktemp("runs")
-    args = ["tiny-dpo-demo", "--run", "e2e", "-o", "train.max_steps=12", "-o", "train.eval_steps=6",
-            "-o", "train.save_steps=6", "-o", "train.logging_steps=3", "-o", "eval.num_prompts=4",
-            "-o", "eval.max_new_tokens=8", "-o", "eval.live_samples=1", "-o", "export.verify_tokens=8"]
-    result = pipeline(runs_dir, *args, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return runs_dir / "tiny-dpo-demo" / "e2e"
+    return pipeline_run(tmp_path_factory.mktemp("runs"), "tiny-dpo-demo", "-o", "train.max_steps=12",
+                        "-o", "train.eval_steps=6", "-o", "train.save_steps=6", "-o", "train.logging_steps=3",
+                        "-o", "eval.num_prompts=4", "-o", "eval.max_new_tokens=8", "-o", "eval.live_samples=1",
+                        "-o", "export.verify_tokens=8")
 
 
 def test_prepare_reports_the_pairs(tiny_dpo):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import pipeline
+from tests.conftest import pipeline, read
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,6 @@ def real_run(tmp_path_factory):
     result = pipeline(runs_dir, *args, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return runs_dir / "smollm2-shop-demo" / "e2e"
-
-
-def read(run, name):
-    return json.loads((run / name).read_text())
 
 
 def test_the_real_model_trains(real_run):
