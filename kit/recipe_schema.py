@@ -143,7 +143,8 @@ class GrpoSection(RecipeSection):
     the model samples ``num_generations`` answers, the reward functions score them, and each answer is
     reinforced by how far its reward stands above its group's mean."""
     rewards: list = setting([], help="the reward functions, each {function: NAME, weight?, ...settings}: format, "
-                                     "json_schema, exact_answer, tool_call or module:function (kit/rewards.py)")
+                                     "json_schema, exact_answer, contains_answer, tool_call or module:function "
+                                     "(kit/rewards.py)")
     num_generations: int = setting(4, min=2, help="answers sampled per prompt (a group); per_device_train_batch_size "
                                                   "x gradient_accumulation_steps must be a multiple of it")
     max_completion_length: int = setting(64, min=1, help="tokens sampled per answer at most")
