@@ -163,8 +163,8 @@ class KitGRPOTrainer(KitTrainer, GRPOTrainer):
     """TRL's GRPOTrainer with the kit's additions, on prompts the kit rendered as text (``prompt``: each
     family's template, tools and thinking switch, exactly as evaluate and the chat prompt the model;
     ``kit.data.tokenize.grpo_rows``). TRL would tokenize text prompts with the tokenizer's special
-    tokens added (a second BOS for Llama's template, which writes its own); here they are tokenized as
-    rendered. ``stop_ids``: the family's end-of-turn tokens, where sampled answers stop. Real tokens
+    tokens added (where the tokenizer adds a BOS, as the Hub's Llama 3.1 and Gemma 3 do, a second one
+    before the template's own); here they are tokenized as rendered. ``stop_ids``: the family's end-of-turn tokens, where sampled answers stop. Real tokens
     are counted per generation batch: its prompts and answers."""
 
     def __init__(self, *args, stop_ids: list[int] = (), **kwargs):

@@ -39,3 +39,21 @@ def test_tools_travel_as_json_and_the_thinking_switch_is_evaluates(family_tokeni
     assert off["prompt"] == tokenizer.apply_chat_template(conversation[:1], tools=TOOLS, tokenize=False,
                                                           add_generation_prompt=True, enable_thinking=False)
     assert off["prompt"] != on["prompt"]
+
+
+def test_grpo_prompts_are_tokenized_as_rendered_without_a_second_bos(family_tokenizers):
+    """Llama 3.1's template writes <|begin_of_text|> itself. TRL tokenizes text prompts with the
+    tokenizer's special tokens added: a tokenizer that adds a BOS (the Hub's Llama 3.1, Gemma 3) would
+    put a second one in front. The kit's trainer tokenizes the prompt as rendered."""
+    from types import SimpleNamespace
+
+    from kit.training.trainers import KitGRPOTrainer
+
+    tokenizer, fam = family_tokenizers["llama-3.1"], get_family("llama-3.1")
+    conversation = [{"role": "user", "content": "France?"}, {"role": "assistant", "content": "Paris"}]
+    [row] = grpo_rows(tokenizer, fam, [{"messages": conversation}], resolve({**RECIPE, "model": {
+        **RECIPE["model"], "family": "llama-3.1"}}))
+    bos = tokenizer.bos_token_id
+    [ids], images, fields = KitGRPOTrainer._tokenize_prompts(SimpleNamespace(processing_class=tokenizer), [row["prompt"]])
+    assert ids.count(bos) == 1 and ids[0] == bos and tokenizer.decode(ids) == row["prompt"]
+    assert images is None and fields == {}
