@@ -159,8 +159,7 @@ def _check_grpo(train: dict, where: str) -> None:
     grpo = train["grpo"]
     if not grpo["rewards"]:
         raise RecipeError(f"{where}: train.grpo.rewards is empty; GRPO needs at least one reward function "
-                          "(a built-in of kit/rewards.py: format, json_schema, exact_answer, contains_answer, "
-                          "tool_call; or module:function)")
+                          "(a built-in of kit/rewards.py, or module:function; docs/training.md lists them)")
     n = grpo["num_generations"]
     for keys in (("per_device_train_batch_size", "gradient_accumulation_steps"), ("per_device_eval_batch_size",)):
         size = math.prod(train[k] for k in keys)
