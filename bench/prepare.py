@@ -35,7 +35,7 @@ def kit_path(path: Path, tokenizer, recipe) -> int:
     from kit.data.tokenize import tokenize_rows
 
     loaded = load_conversations(str(path))
-    examples, *_ = tokenize_rows(tokenizer, get_family("qwen3"), loaded.rows, recipe, loaded.origins)
+    examples = tokenize_rows(tokenizer, get_family("qwen3"), loaded.rows, recipe, loaded.origins).examples
     return len(examples)
 
 

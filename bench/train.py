@@ -139,16 +139,17 @@ if way == "kit":
     from kit.training import train as T
     from kit.runs import Run
 
-    class Timed(counted(T.KitSFTTrainer, clock)):  # the kit's trainer, with the clock among its callbacks
+    from kit.training.trainers import KitSFTTrainer
+
+    class Timed(counted(KitSFTTrainer, clock)):  # the kit's trainer, with the clock among its callbacks
         def __init__(self, *args, callbacks=None, **kwargs):
             super().__init__(*args, callbacks=[*(callbacks or []), clock], **kwargs)
 
-    T.KitSFTTrainer = Timed
     import shutil
     fresh = Path(setup["run"]).with_name(f"bench-{os.getpid()}")  # runs are never retrained: a copy per repeat
     shutil.copytree(setup["run"], fresh)
     run = Run(fresh)
-    T.train(run, run.recipe())
+    T.train(run, run.recipe(), trainer_class=Timed)
 elif way.startswith("unsloth"):  # "unsloth-again": the same loop a second time, for the noise floor
     from unsloth import FastLanguageModel
     from trl import SFTConfig, SFTTrainer
@@ -217,7 +218,7 @@ model, tokenizer = T.load_model(recipe)
 model = T.add_lora(model, recipe)
 start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 examples = Dataset.from_list(json.loads((work / "examples.json").read_text()))
-kit_class = T.KitSFTTrainer
+from kit.training.trainers import KitSFTTrainer
 
 def unsloth(clock):
     args = SFTConfig(max_length=recipe.model.max_seq_length, **loop_args(recipe.to_dict(), steps, work / "out-same"))
@@ -225,8 +226,7 @@ def unsloth(clock):
                                       callbacks=[clock])
 
 def kit(clock):
-    T.KitSFTTrainer = counted(kit_class, clock)
-    trainer = T.build_trainer(run, recipe, model, tokenizer)
+    trainer = T.build_trainer(run, recipe, model, tokenizer, trainer_class=counted(KitSFTTrainer, clock))
     trainer.add_callback(clock)
     return trainer
 

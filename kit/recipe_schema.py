@@ -6,7 +6,7 @@ must have (``X | None``: null is allowed; ``list[str]``: every element is checke
 also accepts an int); its default is the value a recipe that leaves the key out gets (no default:
 the key is required); ``setting``'s metadata holds the help text and the allowed values or bounds.
 ``kit.recipes`` validates recipes against these classes and generates docs/recipes.md from them.
-Like ``kit.recipes``, this imports only the standard library and the family table.
+Like ``kit.recipes``, this imports only the standard library and the family and method tables.
 """
 import copy
 import dataclasses
@@ -14,18 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kit.families import FAMILIES
+from kit.methods import METHODS  # train.method's values: the method table
 
 # The data layouts kit.data.formats reads (a test checks each has its reader there).
 FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion", "hermes", "openai_functions",
            "xlam", "llamafactory")
 # The preference layouts kit.data.preference reads into a prompt and a chosen and a rejected answer.
 PREFERENCE_FORMATS = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
-# train.method: how the adapter is trained (kit.training): sft on conversations; dpo and orpo on
-# preference pairs; kto on completions labelled desirable or not (pairs are read as two such); grpo on
-# the prompts of conversations, its own sampled answers scored by reward functions.
-METHODS = ("sft", "dpo", "kto", "orpo", "grpo")
-# The methods that train on preference data (kit.data.preference); sft and grpo read conversations.
-PREFERENCE_METHODS = ("dpo", "kto", "orpo")
 # The unpaired layout kit.data.preference reads for kto: a prompt, one completion and a boolean label.
 UNPAIRED_FORMATS = ("unpaired",)
 # DPO losses of TRL's DPOTrainer that need nothing beyond a pair and beta.

@@ -26,7 +26,7 @@ import yaml
 
 from kit.paths import RECIPES_DIR
 # Re-exported: callers import the recipe classes and FORMATS (kit.data.formats) from here.
-from kit.recipe_schema import (FORMATS, METHODS, PREFERENCE_FORMATS, PREFERENCE_METHODS, UNPAIRED_FORMATS,  # noqa: F401
+from kit.recipe_schema import (FORMATS, METHODS, PREFERENCE_FORMATS, UNPAIRED_FORMATS,  # noqa: F401
                                BehaviorSection, DataSection, DpoSection, EvalSection, ExportSection, GrpoSection,
                                KtoSection, LoraSection, ModelSection, OrpoSection, Recipe, RecipeSection, TrainSection)
 

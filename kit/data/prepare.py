@@ -8,9 +8,10 @@ from kit.chat.render import IGNORE_INDEX, tokenize_with_labels, trained_turns
 from kit.data.rows import (DataError, count_reasons, describe_drops, drop_examples, load_conversations, read_jsonl,
                            split, write_jsonl)
 from kit.data.preference import conversations
-from kit.data.tokenize import grpo_rows, load_tokenizer, tokenize_pairs, tokenize_rows
+from kit.data.tokenize import grpo_rows, load_tokenizer, tokenize_for
 from kit.families import family_for, get_family
-from kit.recipes import PREFERENCE_METHODS, Recipe, load_recipe
+from kit.methods import get_method, method_of
+from kit.recipes import Recipe, load_recipe
 from kit.rewards import reward_functions
 from kit.runs import Run, create_run
 from kit.files import write_json
@@ -37,22 +38,19 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     """Validate and split the recipe's data into a new run directory (``run_id`` or a timestamp)."""
     name, resolved = load_recipe(recipe, overrides)
     data_cfg, model_cfg = resolved.data, resolved.model
-    method = resolved.train.method
-    pairs = method in PREFERENCE_METHODS  # preference rows: pairs, or (kto) labelled completions
-    if method == "grpo":  # a reward that cannot run fails here, before any data or model is read
+    method = method_of(resolved)
+    pairs = method.reads_pairs  # preference rows: pairs, or (kto) labelled completions
+    if method.rewards:  # a reward that cannot run fails here, before any data or model is read
         reward_functions(resolved.train.grpo.rewards, family_for(resolved))
     loaded = load_conversations(data_cfg.source, data_cfg.format, data_cfg.columns,
-                                data_cfg.invalid_rows, data_cfg.seed, method=method)
+                                data_cfg.invalid_rows, data_cfg.seed, method=method.name)
     family = family_for(resolved)
     tokenizer = load_tokenizer(model_cfg.id, family)
 
-    if pairs:
-        examples, kept, dropped, truncated = tokenize_pairs(tokenizer, family, loaded.rows, resolved, loaded.origins,
-                                                            unpair=method == "kto")
-    else:
-        examples, kept, dropped, truncated = tokenize_rows(tokenizer, family, loaded.rows, resolved, loaded.origins)
+    tokenized = tokenize_for(method, tokenizer, family, loaded.rows, resolved, loaded.origins)
+    examples, dropped, truncated = tokenized.examples, tokenized.dropped, tokenized.truncated
     all_dropped = loaded.dropped + dropped
-    rows = [loaded.rows[i] for i in kept]
+    rows = [loaded.rows[i] for i in tokenized.kept]
     if not rows:
         what = "pair" if pairs else "conversation"
         raise DataError(f"data.source: no {what} left after tokenization: {describe_drops(all_dropped)}")
@@ -97,7 +95,7 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         report["pairs"] = {"kept": sum("chosen" in r for r in rows), "ties_dropped": by_reason.get("tie", 0),
                            "over_length_dropped": by_reason.get("over max_seq_length", 0),
                            "over_length_truncated": truncated}
-    if method == "kto":  # what KTO trains on (a pair is two: its chosen desirable, its rejected not)
+    if method.labelled:  # what KTO trains on (a pair is two: its chosen desirable, its rejected not)
         labels = [e["label"] for e in examples]
         report["completions"] = {"desirable": sum(labels), "undesirable": len(labels) - sum(labels)}
     write_json(run.path / "prepare_report.json", report)
@@ -110,7 +108,7 @@ def example_to_show(prepared: Prepared, first: int = 50) -> dict:
     """The example among the first ``first`` with the most trained tokens (a multi-turn one if any;
     a pair: the one with the longest answers); under grpo, the first training prompt as GRPO sees it
     (nothing of it trained: the answers are sampled)."""
-    if prepared.report["method"] == "grpo":
+    if get_method(prepared.report["method"]).examples == "prompts":
         recipe = prepared.run.recipe()
         rows = read_jsonl(prepared.run.data_dir / "train.jsonl")[:1]
         return grpo_rows(prepared.tokenizer, family_for(recipe), rows, recipe)[0]

@@ -21,7 +21,7 @@ from kit.bulk import gc_paused
 from kit.files import sha256_file
 from kit.data.sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
 from kit.chat.tool_data import answered_call
-from kit.recipe_schema import PREFERENCE_METHODS
+from kit.methods import Method, get_method
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -133,13 +133,13 @@ def describe_drops(dropped: list[dict], n: int = 3) -> str:
     return f"{len(dropped)} dropped ({counts}); first: {first}"
 
 
-def _source_format(records: list[Record], fmt: str, columns: dict, method: str = "sft") -> str:
+def _source_format(records: list[Record], fmt: str, columns: dict, method: Method) -> str:
     first = records[0]
     try:
         mapped = formats.apply_columns(first.data, columns)  # a bad mapping fails the whole source
     except formats.FormatError as e:
         raise DataError(f"{first.where}: {e}") from None
-    if method in PREFERENCE_METHODS:
+    if method.reads_pairs:
         return _pair_format(first, mapped, fmt, method)
     if fmt == "unpaired":
         raise DataError(f"{first.where}: data.format unpaired holds completions labelled desirable or not: set "
@@ -166,26 +166,26 @@ def _source_format(records: list[Record], fmt: str, columns: dict, method: str =
     return detected
 
 
-def _pair_format(first: Record, mapped: object, fmt: str, method: str) -> str:
+def _pair_format(first: Record, mapped: object, fmt: str, method: Method) -> str:
     """The preference layout of a source (``train.method`` dpo, orpo: pairs; kto: pairs or labelled
     completions); SFT data, or labelled completions for a method that compares pairs, is refused in one line."""
-    layouts = [name for name in preference.READERS if method == "kto" or name != "unpaired"]
-    wanted = ("preference pairs or completions labelled desirable or not" if method == "kto"
-              else "preference pairs, a chosen and a rejected answer per prompt")
+    layouts = [name for name in preference.READERS if method.labelled or name != "unpaired"]
+    wanted = method.wants
     if fmt != "auto" and fmt not in layouts:
         what = "labelled completions (KTO data: set train.method: kto)" if fmt == "unpaired" else "a conversation layout"
-        raise DataError(f"{first.where}: data.format {fmt} is {what}, and train.method {method} trains on {wanted} "
-                        f"({', '.join(layouts)})")
+        raise DataError(f"{first.where}: data.format {fmt} is {what}, and train.method {method.name} trains on "
+                        f"{wanted} ({', '.join(layouts)})")
     detected = preference.detect(mapped)
     fields = ", ".join(map(str, mapped)) if isinstance(mapped, dict) else type(mapped).__name__
-    if detected == "unpaired" and method != "kto":
-        raise DataError(f"{first.where}: train.method {method} needs {wanted}, but the rows hold single completions "
-                        f"labelled desirable or not (fields: {fields}): set train.method: kto to train on them")
+    if detected == "unpaired" and not method.labelled:
+        raise DataError(f"{first.where}: train.method {method.name} needs {wanted}, but the rows hold single "
+                        f"completions labelled desirable or not (fields: {fields}): set train.method: kto to train "
+                        "on them")
     if detected is not None:
         return detected if fmt == "auto" else fmt
     sft = formats.detect(mapped)
     what = f"conversations ({sft}), SFT data" if sft else "no preference layout"
-    raise DataError(f"{first.where}: train.method {method} needs {wanted}, but the rows hold {what} (fields: "
+    raise DataError(f"{first.where}: train.method {method.name} needs {wanted}, but the rows hold {what} (fields: "
                     f"{fields}); see docs/data-formats.md#preference-pairs for the layouts, and data.columns to name "
                     "your fields")
 
@@ -198,13 +198,13 @@ def load_conversations(source, fmt: str = "auto", columns: dict | None = None, i
     completions; ``kit.data.preference``), each answer checked, a tie always a counted drop; for sft and
     grpo, conversations."""
     with gc_paused():
-        return _load_conversations(source, fmt, columns or {}, invalid_rows, seed, method)
+        return _load_conversations(source, fmt, columns or {}, invalid_rows, seed, get_method(method))
 
 
-def _read_row(record: object, source_fmt: str, explicit: bool, method: str) -> tuple[dict, str | None]:
+def _read_row(record: object, source_fmt: str, explicit: bool, method: Method) -> tuple[dict, str | None]:
     """A record as a canonical conversation (or pair, or labelled completion), and why it is not usable
     (None: it is)."""
-    if method not in PREFERENCE_METHODS:  # sft, grpo: conversations
+    if not method.reads_pairs:  # sft, grpo: conversations
         check_record(record)
         conversation = formats.to_conversation(record, source_fmt, explicit=explicit)
         return conversation, check_messages(conversation["messages"], tools=conversation.get("tools"))
@@ -221,14 +221,14 @@ def _read_row(record: object, source_fmt: str, explicit: bool, method: str) -> t
     return pair, reason
 
 
-def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed: int, method: str) -> LoadResult:
+def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed: int, method: Method) -> LoadResult:
     result = LoadResult(rows=[], origins=[], total=0)
     for spec, weight in sources_of(source):
         records = read_source(spec)
         if not records:
             raise DataError(f"data.source: {spec}: the dataset is empty")
         source_fmt = _source_format(records, fmt, columns, method)
-        unused_of = preference.unused_fields if method in PREFERENCE_METHODS else formats.unused_fields
+        unused_of = preference.unused_fields if method.reads_pairs else formats.unused_fields
         kept, unused, mapped = [], {}, set()
         for rec in records:
             unsupported = False

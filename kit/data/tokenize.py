@@ -5,13 +5,35 @@ reports) and training (which must see exactly the examples prepare counted)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from kit.bulk import gc_paused
 from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, generation_prompt, tokenize_many
 from kit.data.preference import conversations, sides
 from kit.data.rows import DataError, held_out_prompts
 from kit.families import ensure_chat_template
+from kit.methods import Method
 from kit.recipes import Recipe
+
+
+@dataclass
+class Tokenized:
+    """Rows tokenized for training, and what became of each row (what prepare counts and reports, and
+    training must see again unchanged)."""
+    examples: list[dict]  # the trainer's examples: input_ids and labels, or a pair's / completion's ids
+    kept: list[int] = field(default_factory=list)  # indices of the rows kept (whole: every example of a row)
+    dropped: list[dict] = field(default_factory=list)  # {"source", "row", "reason"}, named by the origins given
+    truncated: int = 0  # rows cut to model.max_seq_length (data.overlength: truncate)
+
+
+def tokenize_for(method: Method, tokenizer, family, rows: list[dict], recipe: Recipe, origins=None) -> Tokenized:
+    """Prepared rows tokenized as ``method``'s trainer takes them: conversations with assistant-only labels
+    (``tokenize_rows``), or preference rows as pairs or labelled completions (``tokenize_pairs``; KTO's
+    pairs unpaired into two). GRPO's trainer takes rendered prompts (``grpo_rows``); its conversations
+    tokenize here as SFT's, which is what prepare checks and counts."""
+    if method.reads_pairs:
+        return tokenize_pairs(tokenizer, family, rows, recipe, origins, unpair=method.labelled)
+    return tokenize_rows(tokenizer, family, rows, recipe, origins)
 
 
 def load_tokenizer(model_id: str, family):
@@ -34,11 +56,10 @@ def expand_turns(messages: list[dict]) -> list[list[dict]]:
     return [messages[:i + 1] for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True)]
 
 
-def tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins=None):
+def tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins=None) -> Tokenized:
     """Tokenize with labels (``data.train_on``, ``data.reasoning``) and apply the over-length
-    policy (``data.overlength``, ``model.max_seq_length``). Returns (examples, kept row indices,
-    dropped [{source, row, reason}] with rows named by ``origins`` [(source, row)], truncated count).
-    With ``data.reasoning: every_turn`` a row gives one example per assistant turn."""
+    policy (``data.overlength``, ``model.max_seq_length``); drops name their rows by ``origins``
+    [(source, row)]. With ``data.reasoning: every_turn`` a row gives one example per assistant turn."""
     with gc_paused():
         return _tokenize_rows(tokenizer, family, rows, recipe, origins)
 
@@ -78,7 +99,7 @@ def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins)
     # A row is kept whole or not at all (with every_turn, one failing turn drops the row), so
     # training re-tokenizes exactly the examples prepare counted.
     kept = sorted({i for i, _ in examples} - dropped_rows)
-    return [ex for i, ex in examples if i not in dropped_rows], kept, dropped, truncated
+    return Tokenized([ex for i, ex in examples if i not in dropped_rows], kept, dropped, truncated)
 
 
 def _split_pair(chosen: dict, rejected: dict) -> tuple[list[int], list[int], list[int]] | None:
@@ -106,7 +127,8 @@ def _split_one(ex: dict) -> tuple[list[int], list[int]]:
     return ex["input_ids"][:trained[0]], ex["input_ids"][trained[0]:trained[-1] + 1]
 
 
-def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins=None, unpair: bool = False):
+def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins=None,
+                   unpair: bool = False) -> Tokenized:
     """Preference rows (``kit.data.preference``) as TRL's preference trainers take them tokenized: a pair
     as ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (DPOTrainer; ORPO's columns are made from these);
     a labelled completion as ``prompt_ids``, ``completion_ids``, ``label`` (KTOTrainer), and with
@@ -114,8 +136,7 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins
     is the prompt and that answer rendered by the family's template and masked as SFT's last assistant
     turn (reasoning by the family's rules); the prompt is what precedes the trained tokens
     (``_split_pair``). A row longer than ``model.max_seq_length`` (prompt and its longer answer) is
-    dropped or, under ``data.overlength: truncate``, its answers cut. Returns (examples, kept, dropped,
-    truncated) as ``tokenize_rows``."""
+    dropped or, under ``data.overlength: truncate``, its answers cut."""
     convs = [(i, c) for i, row in enumerate(pairs) for c in conversations(row)]
     with gc_paused():
         tokenized = tokenize_many(tokenizer, family, [c for _, c in convs], "last_assistant",
@@ -157,7 +178,7 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins
         else:
             examples.append({"prompt_ids": prompt, "chosen_ids": ids[0], "rejected_ids": ids[1]})
         kept.append(i)
-    return examples, kept, dropped, truncated
+    return Tokenized(examples, kept, dropped, truncated)
 
 
 def grpo_rows(tokenizer, family, rows: list[dict], recipe: Recipe) -> list[dict]:

@@ -23,7 +23,8 @@ from kit.runs import Run
 from kit.files import keep_replaced, write_json, write_text_atomic
 from kit.tiny import BUILTIN_ID
 from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
-from kit.recipes import PREFERENCE_METHODS, Recipe
+from kit.methods import method_of
+from kit.recipes import Recipe
 from kit.rewards import mean_rewards
 
 DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught pattern "
@@ -86,11 +87,12 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     prompts = held_out_prompts(rows, ev.num_prompts)
     references = [p["reference"] for p in prompts]
     options = _generation_options(recipe, progress)
-    preference = recipe.train.method in PREFERENCE_METHODS
+    method = method_of(recipe)
+    preference = method.scores_preference
     pairs = [r for r in rows if "chosen" in r] if preference else []
-    pairs = tokenize_pairs(tokenizer, family, pairs, recipe)[0] if pairs else None
+    pairs = tokenize_pairs(tokenizer, family, pairs, recipe).examples if pairs else None
     labelled = [r for r in rows if "completion" in r] if preference else []
-    labelled = tokenize_pairs(tokenizer, family, labelled, recipe)[0] if labelled else None
+    labelled = tokenize_pairs(tokenizer, family, labelled, recipe).examples if labelled else None
     rows = as_conversations(rows)  # a pair: the loss is its chosen answer's (what SFT on it would train)
 
     def measure(label: str) -> tuple[dict, list]:
@@ -103,7 +105,7 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
         calls = tool_scores(answers, prompts)
         if calls["rows"]:
             result["tool_calls"] = calls
-        if recipe.train.method == "grpo":
+        if method.rewards:
             result["rewards"] = reward_scores(recipe, tokenizer, prompts, answers)
         if pairs is not None:
             result["preference"] = preference_scores(answer_logps(model, pairs))
@@ -115,7 +117,7 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
         base, base_answers = measure(f"base ({m.id})")
     tuned, tuned_answers = measure(checkpoint.name)
     report = {
-        "method": recipe.train.method,
+        "method": method.name,
         "base": base,
         "tuned": tuned,
         "checkpoint": {"name": checkpoint.name, "step": checkpoint.step, "eval_loss_in_training": checkpoint.eval_loss},

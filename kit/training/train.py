@@ -26,16 +26,16 @@ from kit.training.callbacks import CheckpointTimes, LiveSamples, MetricsJsonl, r
 from kit.training.plan import Plan, refuse_trained, start  # start: the notebook's first step
 from kit.data.rows import held_out_prompts, read_jsonl
 from kit.families import ensure_chat_template, family_for
-from kit.data.tokenize import grpo_rows, tokenize_pairs, tokenize_rows
+from kit.data.tokenize import grpo_rows, tokenize_for
 from kit.inference import stop_ids
+from kit.methods import Method, method_of
 from kit.rewards import reward_functions
 from kit.runs import Run, RunError, find_adapter
 from kit.recipes import Recipe
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from kit.training.trainers import (CONFIGS, KitDPOTrainer, KitGRPOTrainer, KitKTOTrainer,  # noqa: E402
-                                   KitORPOTrainer, KitSFTTrainer, KitTrainer)
+from kit.training.trainers import KitTrainer, config_class, trainer_class_of  # noqa: E402
 
 
 def load_model(config: Recipe):
@@ -85,19 +85,16 @@ def init_adapter(model, config: Recipe) -> Path:
     return adapter
 
 
-def tokenized_split(run: Run, name: str, tokenizer, recipe: Recipe) -> Dataset:
+def tokenized_split(run: Run, name: str, tokenizer, config: Recipe) -> Dataset:
     rows = read_jsonl(run.data_dir / f"{name}.jsonl")
-    family = family_for(recipe)
-    method = recipe.train.method
-    if method == "grpo":  # generated and scored while training: the prompts alone
-        return Dataset.from_list(grpo_rows(tokenizer, family, rows, recipe))
-    if method == "sft":
-        examples, _, dropped, _ = tokenize_rows(tokenizer, family, rows, recipe)
-    else:
-        examples, _, dropped, _ = tokenize_pairs(tokenizer, family, rows, recipe, unpair=method == "kto")
-    if dropped:  # prepare already applied the same rules; a difference means the data changed
-        raise RunError(f"{run.data_dir / (name + '.jsonl')}: {len(dropped)} rows no longer tokenize as in prepare: {dropped[:3]}")
-    return Dataset.from_list(examples)
+    family, method = family_for(config), method_of(config)
+    if method.examples == "prompts":  # generated and scored while training: the prompts alone
+        return Dataset.from_list(grpo_rows(tokenizer, family, rows, config))
+    tokenized = tokenize_for(method, tokenizer, family, rows, config)
+    if tokenized.dropped:  # prepare already applied the same rules; a difference means the data changed
+        raise RunError(f"{run.data_dir / (name + '.jsonl')}: {len(tokenized.dropped)} rows no longer tokenize as in "
+                       f"prepare: {tokenized.dropped[:3]}")
+    return Dataset.from_list(tokenized.examples)
 
 
 def datasets(run: Run, config: Recipe, tokenizer) -> tuple[Dataset, Dataset]:
@@ -120,20 +117,18 @@ def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
                        tools=[p.get("tools") for p in held_out])
 
 
-def trainer_config(run: Run, recipe: Recipe, **extra):
+def trainer_config(run: Run, config: Recipe, **extra):
     """TRL's config for ``train.method`` (SFTConfig, DPOConfig, KTOConfig, ORPOConfig, GRPOConfig) from
     the recipe's ``train`` section (its fields are the config's, passed through; the method's section's
     too) and ``extra`` config fields a recipe does not hold (tests and benchmarks)."""
-    method = recipe.train.method
-    train = {**recipe.train.trainer_args(), **extra}
+    method = method_of(config)
+    train = {**dict(method.config_defaults), **config.train.trainer_args(), **extra}
     train["optim"] = train["optim"] or backend.default_optim()
-    if method == "orpo":  # ORPO's collator needs its columns, which the model's signature lacks
-        train.setdefault("remove_unused_columns", False)
-    if method == "grpo":  # GRPO samples answers of its own length; prepare bounded the prompts
-        train["reward_weights"] = reward_functions(recipe.train.grpo.rewards, family_for(recipe))[1]
-    else:
-        train["max_length"] = recipe.model.max_seq_length
-    return CONFIGS[method](
+    if method.rewards:
+        train["reward_weights"] = reward_functions(config.train.grpo.rewards, family_for(config))[1]
+    if method.max_length:  # GRPO samples answers of its own length; prepare bounded the prompts
+        train["max_length"] = config.model.max_seq_length
+    return config_class(method)(
         output_dir=str(run.checkpoints_dir),
         eval_strategy="steps",
         save_strategy="steps",
@@ -203,17 +198,10 @@ def launch(trainer) -> dict:
             "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size}
 
 
-def trainer_class(method: str) -> type:
-    """The kit's trainer for ``train.method``, looked up when called: benchmarks and tests put their
-    own subclass in this module's ``KitSFTTrainer`` and the train stage builds it."""
-    return {"sft": KitSFTTrainer, "dpo": KitDPOTrainer, "kto": KitKTOTrainer, "orpo": KitORPOTrainer,
-            "grpo": KitGRPOTrainer}[method]
-
-
 def method_arguments(config: Recipe, tokenizer) -> dict:
     """What a method's trainer takes beside the common arguments: GRPO's reward functions
     (``train.grpo.rewards``, checked) and the family's end-of-turn tokens, where its answers stop."""
-    if config.train.method != "grpo":
+    if not method_of(config).rewards:
         return {}
     family = family_for(config)
     return {"reward_funcs": reward_functions(config.train.grpo.rewards, family)[0],
@@ -221,18 +209,19 @@ def method_arguments(config: Recipe, tokenizer) -> dict:
 
 
 def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
-                  eval_dataset: Dataset | None = None) -> KitTrainer:
+                  eval_dataset: Dataset | None = None, trainer_class: type | None = None) -> KitTrainer:
     """The kit's trainer for ``run`` and its ``train.method`` (TRL's SFTTrainer, DPOTrainer, KTOTrainer,
     ORPOTrainer or GRPOTrainer; for DPO and KTO the reference model is the base, as the adapter starts:
     TRL keeps a frozen copy of it; GRPO's rewards: ``method_arguments``): the tokenized
     splits (``datasets`` when not given), the recipe's config, and the callbacks that write
-    metrics.jsonl, TensorBoard and live samples."""
+    metrics.jsonl, TensorBoard and live samples. ``trainer_class``: a subclass of the method's trainer
+    to build instead (tests, benchmarks)."""
     if train_dataset is None or eval_dataset is None:
         train_dataset, eval_dataset = datasets(run, config, tokenizer)
     # transformers 5 reads the TensorBoard directory from the environment when the trainer is built.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
     readable_progress_tables()
-    trainer = trainer_class(config.train.method)(
+    trainer = (trainer_class or trainer_class_of(method_of(config)))(
         model=model,
         processing_class=tokenizer,
         train_dataset=train_dataset,
@@ -280,15 +269,15 @@ def record_stage(run: Run, plan: Plan, started: float) -> None:
         run.record_stage("train", started)
 
 
-def train(run: Run, config: Recipe, resume: bool | str = "auto") -> dict:
+def train(run: Run, config: Recipe, resume: bool | str = "auto", trainer_class: type | None = None) -> dict:
     """The whole stage in one call, exactly the train notebook's steps in order. ``resume``: see
-    ``start``. Returns the summary."""
+    ``start``; ``trainer_class``: see ``build_trainer``. Returns the summary."""
     plan = start(run, resume)
     try:
         model, tokenizer = load_model(config)
         model = add_lora(model, config)
         train_dataset, eval_dataset = datasets(run, config, tokenizer)
-        trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
+        trainer = build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset, trainer_class)
         result = trainer.train(resume_from_checkpoint=plan.resume_from)
         return finish(run, trainer, result, plan)
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kit import backend  # first: Unsloth patches trl/transformers/peft on import
 from kit.inference import unsloth_inference
+from kit.methods import Method
 
 import torch  # noqa: E402
 from transformers import TrainerState  # noqa: E402
@@ -193,8 +194,14 @@ class KitGRPOTrainer(KitTrainer, GRPOTrainer):
         return out
 
 
-# train.method -> TRL's config class for it (the trainer: kit.training.train.trainer_class).
-CONFIGS = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig, "orpo": ORPOConfig, "grpo": GRPOConfig}
+def trainer_class_of(method: Method) -> type:
+    """The kit's trainer the method table names (``Method.trainer``: a class of this module)."""
+    return globals()[method.trainer]
+
+
+def config_class(method: Method) -> type:
+    """TRL's config class the method table names (``Method.config``: imported by this module)."""
+    return globals()[method.config]
 
 
 def real_tokens(batch):

@@ -246,15 +246,15 @@ def test_prepare_drops_such_rows_naming_row_and_family(family_tokenizers):
     rows = [{"messages": CONVERSATIONS["one_call"], "tools": TOOLS},
             {"messages": [ASK, {"role": "assistant", "content": "Yes."}]}]
     recipe = resolve({"model": {"id": "any", "family": "qwen2.5", "max_seq_length": 4096}, "data": {"source": "any"}})
-    examples, kept, dropped, _ = tokenize_rows(family_tokenizers["gemma-3"], FAMILIES["gemma-3"], rows, recipe,
-                                               [("agent.jsonl", 7), ("agent.jsonl", 8)])
-    assert kept == [1] and len(examples) == 1
-    assert [(d["source"], d["row"]) for d in dropped] == [("agent.jsonl", 7)]
-    assert dropped[0]["reason"].startswith("mask: gemma-3 cannot express tool definitions")
+    gemma = tokenize_rows(family_tokenizers["gemma-3"], FAMILIES["gemma-3"], rows, recipe,
+                          [("agent.jsonl", 7), ("agent.jsonl", 8)])
+    assert gemma.kept == [1] and len(gemma.examples) == 1
+    assert [(d["source"], d["row"]) for d in gemma.dropped] == [("agent.jsonl", 7)]
+    assert gemma.dropped[0]["reason"].startswith("mask: gemma-3 cannot express tool definitions")
     # a family with tools: the row's tools reach the rendering
-    examples, kept, dropped, _ = tokenize_rows(family_tokenizers["qwen2.5"], FAMILIES["qwen2.5"], rows, recipe)
-    assert kept == [0, 1] and not dropped
-    assert "get_time" in family_tokenizers["qwen2.5"].decode(examples[0]["input_ids"])
+    qwen = tokenize_rows(family_tokenizers["qwen2.5"], FAMILIES["qwen2.5"], rows, recipe)
+    assert qwen.kept == [0, 1] and not qwen.dropped
+    assert "get_time" in family_tokenizers["qwen2.5"].decode(qwen.examples[0]["input_ids"])
 
 
 def test_the_supervision_check_catches_a_call_left_out(family_tokenizers):

@@ -549,8 +549,8 @@ def test_last_assistant_on_an_untrained_last_turn_drops_the_row(tokenizer):
     trained = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
     untrained_last = [*trained[:3], {**trained[3], "train": False}]
-    examples, kept, dropped, _ = tokenize_rows(tokenizer, family_for(recipe),
-                                               [{"messages": trained}, {"messages": untrained_last}], recipe)
-    assert kept == [0] and len(examples) == 1
-    assert dropped == [{"source": "rows", "row": 2, "reason": (
+    tokenized = tokenize_rows(tokenizer, family_for(recipe), [{"messages": trained}, {"messages": untrained_last}],
+                              recipe)
+    assert tokenized.kept == [0] and len(tokenized.examples) == 1
+    assert tokenized.dropped == [{"source": "rows", "row": 2, "reason": (
         "nothing to train: the assistant turns data.train_on (last_assistant) picks are marked not trained (loss_weight 0)")}]

@@ -81,8 +81,9 @@ def test_every_family_masks_the_prompt_and_scores_each_answer(tmp_path, family_t
     row, pair = LAYOUTS[layout]
     rows = load_pairs(tmp_path, [row]).rows
     recipe = resolve({**RECIPE, "model": {**RECIPE["model"], "family": family}})
-    [example], kept, dropped, truncated = tokenize_pairs(tokenizer, fam, rows, recipe)
-    assert (kept, dropped, truncated) == ([0], [], 0)
+    tokenized = tokenize_pairs(tokenizer, fam, rows, recipe)
+    [example] = tokenized.examples
+    assert (tokenized.kept, tokenized.dropped, tokenized.truncated) == ([0], [], 0)
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
     prompt = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True)
     chosen, rejected = decode(example["chosen_ids"]), decode(example["rejected_ids"])
@@ -98,9 +99,9 @@ def test_a_side_without_reasoning_keeps_the_shared_prompt(tmp_path, tokenizer):
     not to think), and the prompt stays the same tokens on both sides."""
     row = {"prompt": PROMPT, "chosen": [{**assistant(CHOSEN), "reasoning": "Only 1 and 7 divide 7."}],
            "rejected": [assistant(REJECTED)]}
-    [example], _, dropped, _ = tokenize_pairs(tokenizer, get_family("qwen3"), load_pairs(tmp_path, [row]).rows,
-                                             resolve(RECIPE))
-    assert dropped == []
+    tokenized = tokenize_pairs(tokenizer, get_family("qwen3"), load_pairs(tmp_path, [row]).rows, resolve(RECIPE))
+    [example] = tokenized.examples
+    assert tokenized.dropped == []
     assert tokenizer.decode(example["rejected_ids"]) == f"<think>\n\n</think>\n\n{REJECTED}<|im_end|>"
     assert tokenizer.decode(example["chosen_ids"]) == f"<think>\nOnly 1 and 7 divide 7.\n</think>\n\n{CHOSEN}<|im_end|>"
 
@@ -109,12 +110,13 @@ def test_over_length_pairs_are_dropped_or_cut_and_counted(tmp_path, tokenizer):
     long = {"prompt": QUESTION, "chosen": "Yes. " * 60, "rejected": REJECTED}
     rows = load_pairs(tmp_path, [LAYOUTS["text-prompt"][0], long]).rows
     short = resolve({**RECIPE, "model": {**RECIPE["model"], "max_seq_length": 64}})
-    examples, kept, dropped, truncated = tokenize_pairs(tokenizer, get_family("qwen3"), rows, short)
-    assert kept == [0] and truncated == 0 and dropped[0]["row"] == 2
-    assert dropped[0]["reason"].startswith("over max_seq_length: ")
+    dropping = tokenize_pairs(tokenizer, get_family("qwen3"), rows, short)
+    assert dropping.kept == [0] and dropping.truncated == 0 and dropping.dropped[0]["row"] == 2
+    assert dropping.dropped[0]["reason"].startswith("over max_seq_length: ")
     cut = resolve({**RECIPE, "model": {**RECIPE["model"], "max_seq_length": 64}, "data": {"source": "x", "overlength": "truncate"}})
-    examples, kept, dropped, truncated = tokenize_pairs(tokenizer, get_family("qwen3"), rows, cut)
-    assert kept == [0, 1] and truncated == 1 and dropped == []
+    cutting = tokenize_pairs(tokenizer, get_family("qwen3"), rows, cut)
+    assert cutting.kept == [0, 1] and cutting.truncated == 1 and cutting.dropped == []
+    examples = cutting.examples
     assert len(examples[1]["prompt_ids"]) + len(examples[1]["chosen_ids"]) == 64
 
 
@@ -207,8 +209,9 @@ def test_kto_masks_each_completion_as_sft_and_unpairs_pairs(tmp_path, family_tok
     sources = [write(tmp_path / "kto.jsonl", [UNPAIRED["conversational"][0]]),
                write(tmp_path / "pairs.jsonl", [LAYOUTS["openai-dpo"][0]])]  # a layout per source
     rows = load_conversations(sources, method="kto").rows
-    examples, kept, dropped, _ = tokenize_pairs(tokenizer, fam, rows, recipe, unpair=True)
-    assert (kept, dropped) == ([0, 1], [])
+    tokenized = tokenize_pairs(tokenizer, fam, rows, recipe, unpair=True)
+    examples = tokenized.examples
+    assert (tokenized.kept, tokenized.dropped) == ([0, 1], [])
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
     prompt = tokenizer.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
     assert [e["label"] for e in examples] == [False, True, False]

@@ -78,11 +78,11 @@ def test_reasoning_inline_for_a_family_without_a_channel(tmp_path, runs_dir, fam
     recipe = load_recipe("llama-3.1-8b", {"data.reasoning": "inline"})[1]
     rows = [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]}]
     tokenizer = family_tokenizers["llama-3.1"]
-    examples, *_ = tokenize_rows(tokenizer, family_for(recipe), rows, recipe)
+    examples = tokenize_rows(tokenizer, family_for(recipe), rows, recipe).examples
     trained = tokenizer.decode([t for t in examples[0]["labels"] if t != IGNORE_INDEX])
     assert trained == "<think>\nAdd.\n</think>\n\n4<|eot_id|>"
     plain = load_recipe("llama-3.1-8b")[1]
-    examples, *_ = tokenize_rows(tokenizer, family_for(plain), rows, plain)
+    examples = tokenize_rows(tokenizer, family_for(plain), rows, plain).examples
     assert tokenizer.decode([t for t in examples[0]["labels"] if t != IGNORE_INDEX]) == "4<|eot_id|>"
 
 

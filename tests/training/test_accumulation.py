@@ -44,8 +44,9 @@ def setup(tiny_model_dir, tmp_path_factory):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    examples, _, dropped, _ = tokenize_rows(tokenizer, family_for(recipe), rows(), recipe)
-    assert not dropped
+    tokenized = tokenize_rows(tokenizer, family_for(recipe), rows(), recipe)
+    examples = tokenized.examples
+    assert not tokenized.dropped
     counts = [sum(label != -100 for label in ex["labels"]) for ex in examples]
     assert max(counts) > 10 * min(counts)  # what makes a per-micro-batch mean visibly wrong
     return SimpleNamespace(T=T, model=model, tokenizer=tokenizer, recipe=recipe, dataset=Dataset.from_list(examples),
@@ -58,6 +59,8 @@ def one_step_gradients(s, batch: int, accumulation: int, count_items: bool = Tru
     the token count, so each micro-batch loss is a mean and is divided by the accumulation steps."""
     import torch
     from transformers import TrainerCallback
+
+    from kit.training.trainers import KitSFTTrainer
 
     T, model = s.T, s.model
     recipe = apply_overrides(s.recipe, {"train": {
@@ -72,12 +75,12 @@ def one_step_gradients(s, batch: int, accumulation: int, count_items: bool = Tru
             grads.update({n: p.grad.detach().float().cpu().clone() for n, p in model.named_parameters()
                           if p.requires_grad and p.grad is not None})
 
-    class MeanPerMicroBatch(T.KitSFTTrainer):
+    class MeanPerMicroBatch(KitSFTTrainer):
         def get_batch_samples(self, *args, **kwargs):
             batches, _ = super().get_batch_samples(*args, **kwargs)
             return batches, None
 
-    trainer_class = T.KitSFTTrainer if count_items else MeanPerMicroBatch
+    trainer_class = KitSFTTrainer if count_items else MeanPerMicroBatch
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer = trainer_class(model=model, processing_class=s.tokenizer, train_dataset=s.dataset.select(order),
                             eval_dataset=s.dataset.select([0]),
@@ -133,6 +136,8 @@ def test_evaluation_passes_the_token_count_and_keeps_the_per_token_mean(setup):
     is the same per-token mean either way."""
     from trl import SFTTrainer
 
+    from kit.training.trainers import KitSFTTrainer
+
     T, seen = setup.T, []
     recipe = apply_overrides(setup.recipe, {"train.per_device_eval_batch_size": 4})
 
@@ -144,7 +149,7 @@ def test_evaluation_passes_the_token_count_and_keeps_the_per_token_mean(setup):
         return Counting
 
     losses = {}
-    for base in (T.KitSFTTrainer, SFTTrainer):
+    for base in (KitSFTTrainer, SFTTrainer):
         trainer = counting(base)(model=setup.model, processing_class=setup.tokenizer, train_dataset=setup.dataset,
                                  eval_dataset=setup.dataset,
                                  args=T.trainer_config(SimpleNamespace(checkpoints_dir=setup.tmp / "eval"), recipe))
@@ -162,15 +167,17 @@ def test_real_tokens_are_counted_without_padding(setup):
     per micro-batch of transformers' count: a short and a long row per micro-batch, so padding would show."""
     import torch
 
+    from kit.training.trainers import KitSFTTrainer
+
     T = setup.T
     recipe = apply_overrides(setup.recipe, {"train": {
         "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 1,
         "warmup_steps": 0, "logging_steps": 1, "eval_steps": 1000, "save_steps": 1000}})
     dataset = setup.dataset.select([0, 2, 1, 3])  # SHORT with LONG, twice
-    trainer = T.KitSFTTrainer(model=setup.model, processing_class=setup.tokenizer, train_dataset=dataset,
-                              eval_dataset=setup.dataset.select([0]),
-                              args=T.trainer_config(SimpleNamespace(checkpoints_dir=setup.tmp / "tokens"), recipe,
-                                                train_sampling_strategy="sequential"))
+    trainer = KitSFTTrainer(model=setup.model, processing_class=setup.tokenizer, train_dataset=dataset,
+                            eval_dataset=setup.dataset.select([0]),
+                            args=T.trainer_config(SimpleNamespace(checkpoints_dir=setup.tmp / "tokens"), recipe,
+                                                  train_sampling_strategy="sequential"))
     before = {n: p.detach().clone() for n, p in setup.model.named_parameters() if p.requires_grad}
     trainer.train()
     with torch.no_grad():  # later tests start from the same weights
