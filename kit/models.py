@@ -4,8 +4,8 @@ checkpoint folder, or a Hugging Face Hub id.
 Built-in models (``builtin:NAME``) are built once into the kit cache from packages on the package
 index, so the demos and tests need no Hub:
 
-- ``builtin:tiny-qwen3``: a tiny random Qwen3 with the real Qwen tokenizer (``kit.tiny``);
-- ``builtin:smollm2-135m-instruct``: the real SmolLM2-135M-Instruct (``kit.smollm2``).
+- ``builtin:tiny-qwen3``: a tiny random Qwen3 with the real Qwen tokenizer (``kit.demos.tiny``);
+- ``builtin:smollm2-135m-instruct``: the real SmolLM2-135M-Instruct (``kit.demos.smollm2``).
 
 A Hub id that is neither cached nor reachable fails here, in one line, before any stage starts
 loading: a Hub download would otherwise fail minutes later inside transformers.
@@ -28,13 +28,13 @@ class ModelNotFound(ValueError):
 
 
 def _tiny(rebuild: bool = False) -> Path:
-    from kit.tiny import ensure_tiny_model
+    from kit.demos.tiny import ensure_tiny_model
 
     return ensure_tiny_model(rebuild)
 
 
 def _smollm2(rebuild: bool = False) -> Path:
-    from kit.smollm2 import ensure_smollm2
+    from kit.demos.smollm2 import ensure_smollm2
 
     return ensure_smollm2(rebuild)
 

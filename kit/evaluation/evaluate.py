@@ -21,7 +21,7 @@ from kit.inference import answer_logps, generate, generation_prompt, labelled_sc
 from kit.plots import plot_losses, plot_margins, plot_metrics
 from kit.runs import Run
 from kit.files import keep_replaced, write_json, write_text_atomic
-from kit.tiny import BUILTIN_ID
+from kit.demos.tiny import BUILTIN_ID
 from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
 from kit.recipes import PREFERENCE_METHODS, Recipe
 from kit.rewards import mean_rewards
