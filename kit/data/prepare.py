@@ -5,15 +5,14 @@ import statistics
 from dataclasses import dataclass
 
 from kit.chat.render import IGNORE_INDEX, tokenize_with_labels, trained_turns
-from kit.data.rows import (DataError, count_reasons, describe_drops, drop_examples, load_conversations, read_jsonl,
-                           split, write_jsonl)
+from kit.data.rows import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split
 from kit.data.preference import conversations
 from kit.data.tokenize import grpo_rows, load_tokenizer, tokenize_pairs, tokenize_rows
 from kit.families import family_for, get_family
 from kit.recipes import PREFERENCE_METHODS, Recipe, load_recipe
 from kit.rewards import reward_functions
 from kit.runs import Run, create_run
-from kit.files import write_json
+from kit.files import read_jsonl, write_json, write_jsonl
 
 
 def _stats(values: list[int]) -> dict:

@@ -14,14 +14,14 @@ from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit import metrics
 from kit.backend import FastLanguageModel
 from kit.checkpoints import Checkpoint, find_checkpoint
-from kit.data.rows import as_conversations, held_out_prompts, load_prompts, read_jsonl
+from kit.data.rows import as_conversations, held_out_prompts, load_prompts
 from kit.data.tokenize import tokenize_pairs
 from kit.families import family_for
 from kit.models import model_note
 from kit.inference import answer_logps, generate, generation_prompt, labelled_scores, preference_scores, token_loss
 from kit.plots import plot_losses, plot_margins, plot_metrics
 from kit.runs import Run
-from kit.files import keep_replaced, write_json, write_text_atomic
+from kit.files import keep_replaced, read_jsonl, write_json, write_text_atomic
 from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
 from kit.recipes import PREFERENCE_METHODS, Recipe
 from kit.rewards import mean_rewards

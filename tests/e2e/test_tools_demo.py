@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from kit.data.rows import held_out_prompts, read_jsonl
+from kit.data.rows import held_out_prompts
+from kit.files import read_jsonl
 from kit.demos.data import TOOL_REQUESTS, TOOLS, tool_conversations
 from kit.paths import PROJECT_ROOT
 

@@ -41,7 +41,7 @@ def independent_mean_token_loss(model, tokenizer, rows):
 
 
 def test_reported_perplexity_is_exp_of_mean_token_loss(loaded):
-    from kit.data.rows import read_jsonl
+    from kit.files import read_jsonl
 
     run, _, model, tokenizer, _ = loaded
     report = json.loads((run.path / "report.json").read_text())
