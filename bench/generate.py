@@ -34,7 +34,7 @@ def qwen3_8b_checkpoint():
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from kit.paths import build_cached_dir, cache_root
-    from kit.tiny import ensure_tiny_model
+    from kit.demos.tiny import ensure_tiny_model
 
     final = cache_root() / "models" / "random-qwen3-8b-shape"
     if (final / "config.json").exists():
@@ -59,7 +59,7 @@ def qwen3_8b_checkpoint():
 def load(shape: str):
     from kit import backend
     from kit.backend import FastLanguageModel
-    from kit.tiny import ensure_tiny_model
+    from kit.demos.tiny import ensure_tiny_model
 
     if shape == "tiny":
         return backend.load_model(str(ensure_tiny_model()), 1024, load_in_4bit=True)
@@ -72,7 +72,7 @@ def load(shape: str):
 def prompts(n: int) -> list[list[dict]]:
     """``n`` demo conversations up to their last user turn (1-3 turns, with or without system)."""
     from kit.data.rows import held_out_prompts
-    from kit.demo_data import conversations
+    from kit.demos.data import conversations
 
     pool = [p["messages"] for p in held_out_prompts(conversations())]
     return list(itertools.islice(itertools.cycle(pool), n))

@@ -53,7 +53,7 @@ import json, math, sys, torch
 from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config
 from kit.safetensors_io import SafetensorsWriter, row_bands
-from kit.tiny import ensure_tiny_model
+from kit.demos.tiny import ensure_tiny_model
 
 out, shape, targets, rank = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
 shard_bytes = shape.pop("shard_bytes")

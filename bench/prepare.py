@@ -59,7 +59,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from kit.recipes import load_recipe
-    from kit.tiny import ensure_tiny_model
+    from kit.demos.tiny import ensure_tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_model())
     recipe = load_recipe("tiny-demo", {"model.max_seq_length": 4096})[1]

@@ -37,7 +37,7 @@ BUILD = r"""
 import json, sys, torch
 from pathlib import Path
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-from kit.tiny import ensure_tiny_model
+from kit.demos.tiny import ensure_tiny_model
 out, shape = Path(sys.argv[1]), json.loads(sys.argv[2])
 config = AutoConfig.from_pretrained(ensure_tiny_model())
 config.update({**shape, "layer_types": ["full_attention"] * shape["num_hidden_layers"], "dtype": "bfloat16"})

@@ -1,6 +1,6 @@
 """Files written so that nothing is lost or half-written: atomic writes (temporary name, then
 rename), a replaced file kept beside the new one, content hashes, and the timestamped ids that
-name kept files and runs."""
+name kept files and runs; JSONL rows read, written and appended."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -40,3 +40,20 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -4,8 +4,8 @@ checkpoint folder, or a Hugging Face Hub id.
 Built-in models (``builtin:NAME``) are built once into the kit cache from packages on the package
 index, so the demos and tests need no Hub:
 
-- ``builtin:tiny-qwen3``: a tiny random Qwen3 with the real Qwen tokenizer (``kit.tiny``);
-- ``builtin:smollm2-135m-instruct``: the real SmolLM2-135M-Instruct (``kit.smollm2``).
+- ``builtin:tiny-qwen3``: a tiny random Qwen3 with the real Qwen tokenizer (``kit.demos.tiny``);
+- ``builtin:smollm2-135m-instruct``: the real SmolLM2-135M-Instruct (``kit.demos.smollm2``).
 
 A Hub id that is neither cached nor reachable fails here, in one line, before any stage starts
 loading: a Hub download would otherwise fail minutes later inside transformers.
@@ -28,13 +28,13 @@ class ModelNotFound(ValueError):
 
 
 def _tiny(rebuild: bool = False) -> Path:
-    from kit.tiny import ensure_tiny_model
+    from kit.demos.tiny import ensure_tiny_model
 
     return ensure_tiny_model(rebuild)
 
 
 def _smollm2(rebuild: bool = False) -> Path:
-    from kit.smollm2 import ensure_smollm2
+    from kit.demos.smollm2 import ensure_smollm2
 
     return ensure_smollm2(rebuild)
 
@@ -44,6 +44,29 @@ BUILTIN: dict[str, Callable[..., Path]] = {
     "builtin:tiny-qwen3": _tiny,
     "builtin:smollm2-135m-instruct": _smollm2,
 }
+
+
+# What the evaluate notebook and report.md say about a built-in model's answers ({id}: its id).
+NOTES = {
+    "builtin:tiny-qwen3": "The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught "
+                          "pattern (an opening, or a tool call's format and which tool to call) and little else; its "
+                          "text around that is gibberish. Judge it by the behaviour and tool-call metrics, not by the "
+                          "answers' text, BLEU or ROUGE-L.",
+}
+
+
+def model_note(model_id: str) -> str:
+    """A line on what the model's answers can be expected to be ('' for a real model)."""
+    return NOTES[model_id].format(id=model_id) if model_id in NOTES else ""
+
+
+def stand_in_tokenizer(family: str):
+    """An offline tokenizer with ``family``'s special tokens and official chat template: a real
+    vocabulary, the built-in models' own for qwen3 and smollm2 (``kit.demos.tiny.family_tokenizer``);
+    for label views and tests where the family's own tokenizer cannot be fetched."""
+    from kit.demos.tiny import family_tokenizer
+
+    return family_tokenizer(family)
 
 
 # What a quantized export should know about a built-in model's weights.

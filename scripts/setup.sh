@@ -60,7 +60,7 @@ step "installing Unsloth $UNSLOTH_VERSION" pip install -q --no-deps "unsloth==$U
 if [ -z "${KIT_PYTHON:-}" ]; then
   # The offline demo's tiny model (tokenizer from llama.cpp's vocab GGUF), cached outside the repo.
   echo "[setup] building the demo's tiny model (once, ~1 min) ..."
-  if ! out=$("$PY" -c "from kit.tiny import ensure_tiny_model; ensure_tiny_model()" 2>&1); then
+  if ! out=$("$PY" -c "from kit.demos.tiny import ensure_tiny_model; ensure_tiny_model()" 2>&1); then
     echo "$out" >&2; echo "[setup] building the demo model failed" >&2; exit 1
   fi
   echo "$out" | grep -E "^(Fetching|Building|Tiny)" || true

@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def tiny_model_dir():
     """The real tiny Qwen3 + Qwen tokenizer, built once into the kit cache (~30 s the first time)."""
-    from kit.tiny import ensure_tiny_model
+    from kit.demos.tiny import ensure_tiny_model
 
     return ensure_tiny_model()
 
@@ -92,7 +92,7 @@ def family_tokenizers(tokenizer):
     the Qwen families, the real Llama-3 tokenizer for Llama 3.1, and for the others the Qwen
     vocabulary plus the family's special tokens (their own vocabularies are not available offline)."""
     from kit.families import FAMILIES
-    from kit.tiny import family_tokenizer
+    from kit.demos.tiny import family_tokenizer
 
     return {name: tokenizer if name == "qwen3" else family_tokenizer(name) for name in FAMILIES}
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from itertools import count
-from typing import TYPE_CHECKING
 
 from kit.chat.offsets import ByteTable
-
-if TYPE_CHECKING:  # kit.chat.render imports this module
-    from kit.chat.render import Rendered
+from kit.chat.rendered import Rendered
 
 IGNORE_INDEX = -100
 

@@ -31,6 +31,7 @@ from kit.chat.offsets import byte_length_table
 from kit.chat.templates import TrainingRenderer
 from kit.chat.labels import CHUNKS, IGNORE_INDEX, byte_offsets_agree, chunk_bounds, encoder, labelled
 from kit.chat.locate import MaskError, locate, locate_in_one_render
+from kit.chat.rendered import Rendered
 from kit.chat.supervision import SupervisionError, supervision_error, supervision_errors  # noqa: F401  (kit.chat.render's API)
 from kit.chat.tool_turns import drop_call_text_before_answers, template_call, tool_format_problem
 
@@ -38,16 +39,6 @@ from kit.chat.tool_turns import drop_call_text_before_answers, template_call, to
 class ToolFormatError(MaskError):
     """A conversation with tools that the family's chat template cannot express (gemma-3 has no
     tool format; llama-3.1 and gpt-oss render one call per turn; ...): refused, never rendered."""
-
-
-@dataclass
-class Rendered:
-    text: str
-    spans: list[tuple[int, int]]  # character spans of supervised text
-    # Per trained turn: (turn index, the texts that must be supervised: its rendered reasoning, if
-    # the template renders it, its answer and each tool call, in rendered order), checked against
-    # the tokens' labels.
-    expected: list[tuple[int, list[str]]] = None
 
 
 def template_messages(family: Family, messages: list[dict]) -> list[dict]:

@@ -6,12 +6,9 @@ found, only which tokens the labels supervise.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from kit.chat.labels import IGNORE_INDEX
-
-if TYPE_CHECKING:  # kit.chat.render imports this module
-    from kit.chat.render import Rendered
+from kit.chat.rendered import Rendered
 
 
 class SupervisionError(RuntimeError):

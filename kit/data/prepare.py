@@ -5,8 +5,7 @@ import statistics
 from dataclasses import dataclass
 
 from kit.chat.render import IGNORE_INDEX, tokenize_with_labels, trained_turns
-from kit.data.rows import (DataError, count_reasons, describe_drops, drop_examples, load_conversations, read_jsonl,
-                           split, write_jsonl)
+from kit.data.rows import DataError, count_reasons, describe_drops, drop_examples, load_conversations, split
 from kit.data.preference import conversations
 from kit.data.tokenize import grpo_rows, load_tokenizer, tokenize_for
 from kit.families import family_for, get_family
@@ -14,7 +13,7 @@ from kit.methods import get_method, method_of
 from kit.recipes import Recipe, load_recipe
 from kit.rewards import reward_functions
 from kit.runs import Run, create_run
-from kit.files import write_json
+from kit.files import read_jsonl, write_json, write_jsonl
 
 
 def _stats(values: list[int]) -> dict:
@@ -193,9 +192,9 @@ REASONING_EXAMPLE = [{"role": "user", "content": "What is 17 * 23?"},
 
 def reasoning_example(family_name: str) -> tuple:
     """(tokenizer, example): a reasoning turn in the family's format with its labels, through an
-    offline stand-in for the family's tokenizer (``kit.tiny.family_tokenizer``)."""
-    from kit.tiny import family_tokenizer
+    offline stand-in for the family's tokenizer (``kit.models.stand_in_tokenizer``)."""
+    from kit.models import stand_in_tokenizer
 
-    tokenizer = family_tokenizer(family_name)
+    tokenizer = stand_in_tokenizer(family_name)
     return tokenizer, tokenize_with_labels(tokenizer, get_family(family_name), REASONING_EXAMPLE)
 

@@ -14,29 +14,18 @@ from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit import metrics
 from kit.backend import FastLanguageModel
 from kit.checkpoints import Checkpoint, find_checkpoint
-from kit.data.rows import as_conversations, held_out_prompts, load_prompts, read_jsonl
+from kit.data.rows import as_conversations, held_out_prompts, load_prompts
 from kit.data.tokenize import tokenize_pairs
 from kit.families import family_for
+from kit.models import model_note
 from kit.inference import answer_logps, generate, generation_prompt, labelled_scores, preference_scores, token_loss
 from kit.plots import plot_losses, plot_margins, plot_metrics
 from kit.runs import Run
-from kit.files import keep_replaced, write_json, write_text_atomic
-from kit.tiny import BUILTIN_ID
+from kit.files import keep_replaced, read_jsonl, write_json, write_text_atomic
 from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_call_scores
 from kit.methods import method_of
 from kit.recipes import Recipe
 from kit.rewards import mean_rewards
-
-DEMO_NOTE = ("The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught pattern "
-             "(an opening, or a tool call's format and which tool to call) and little else; its text around "
-             "that is gibberish. Judge it by the behaviour and tool-call metrics, not by the answers' text, "
-             "BLEU or ROUGE-L.")
-
-
-def model_note(model_id: str) -> str:
-    """A line on what the model's answers can be expected to be ('' for a real model)."""
-    return DEMO_NOTE.format(id=model_id) if model_id == BUILTIN_ID else ""
-
 
 def load(run: Run, recipe: Recipe, checkpoint: str = "final"):
     """Base model + the chosen adapter (``final``, ``latest``, ``best`` or ``checkpoint-N``), ready

@@ -32,11 +32,11 @@ import torch
 
 from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit.chat.render import render_prompt
-from kit.data.rows import as_conversations, held_out_prompts, read_jsonl
+from kit.data.rows import as_conversations, held_out_prompts
 from kit.families import family_for
 from kit.inference import generate
 from kit.runs import Run, RunError
-from kit.files import write_json
+from kit.files import read_jsonl, write_json
 from kit.recipes import Recipe
 from kit.export.base_model import base_config, check_adapter_base, direct_base, load_adapter_model, local_checkpoint
 from kit.export.logits_check import (QLORA_GAP_ROWS, check_logits, logits_check_room, qlora_gap, reference_logits,

@@ -2,7 +2,6 @@
 each evaluation (metrics.jsonl and TensorBoard text), so a run shows answers changing over steps."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,12 +9,8 @@ from transformers import TrainerCallback
 
 from kit.display import readable, show_table
 from kit.families import Family
+from kit.files import append_jsonl
 from kit.inference import generate
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def readable_progress_tables() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from kit import distributed
 from kit.checkpoints import Checkpoint, incomplete_checkpoints, list_checkpoints
 from kit.files import new_run_id, write_text_atomic
-from kit.run_lock import RunLock
+from kit.training.run_lock import RunLock
 from kit.runs import Run, RunError, find_adapter
 
 

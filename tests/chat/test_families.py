@@ -100,7 +100,7 @@ def test_masks_match_trls_training_templates(family_tokenizers, name, training_t
 
 def test_a_tokenizer_without_template_gets_the_official_one(family_tokenizers):
     from kit.families import ensure_chat_template, official_template
-    from kit.tiny import vocab_tokenizer
+    from kit.demos.tiny import vocab_tokenizer
 
     bare = vocab_tokenizer("llama-bpe")
     bare.chat_template = None

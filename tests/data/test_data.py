@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kit import demo_data
+from kit.demos import data as demo_data
 from kit.data.rows import DataError, load_conversations, split
 from kit.paths import PROJECT_ROOT
 

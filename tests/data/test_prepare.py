@@ -4,7 +4,8 @@ import json
 import pytest
 import yaml
 
-from kit.data.rows import DataError, read_jsonl
+from kit.data.rows import DataError
+from kit.files import read_jsonl
 from kit.data.prepare import prepare, summary
 
 

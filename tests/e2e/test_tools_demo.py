@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from kit.data.rows import held_out_prompts, read_jsonl
-from kit.demo_data import TOOL_REQUESTS, TOOLS, tool_conversations
+from kit.data.rows import held_out_prompts
+from kit.files import read_jsonl
+from kit.demos.data import TOOL_REQUESTS, TOOLS, tool_conversations
 from kit.paths import PROJECT_ROOT
 
 from tests.conftest import pipeline

@@ -41,7 +41,7 @@ def independent_mean_token_loss(model, tokenizer, rows):
 
 
 def test_reported_perplexity_is_exp_of_mean_token_loss(loaded):
-    from kit.data.rows import read_jsonl
+    from kit.files import read_jsonl
 
     run, _, model, tokenizer, _ = loaded
     report = json.loads((run.path / "report.json").read_text())
@@ -137,9 +137,10 @@ def test_chat_streams_answers_and_skips_without_input(loaded, capsys):
 
 
 def test_report_says_when_the_model_is_the_random_demo_model():
-    from kit.evaluation.evaluate import model_note
+    from kit.demos.tiny import BUILTIN_ID
+    from kit.models import model_note
 
-    assert "gibberish" in model_note("builtin:tiny-qwen3") and "behaviour and tool-call metrics" in model_note("builtin:tiny-qwen3")
+    assert "gibberish" in model_note(BUILTIN_ID) and "behaviour and tool-call metrics" in model_note(BUILTIN_ID)
     assert model_note("unsloth/Qwen3-8B-unsloth-bnb-4bit") == ""
 
 

@@ -29,7 +29,7 @@ def loaded(tiny_model_dir):
 @pytest.fixture(scope="module")
 def prompts():
     from kit.data.rows import held_out_prompts
-    from kit.demo_data import conversations
+    from kit.demos.data import conversations
 
     convs = [p["messages"] for p in held_out_prompts(conversations())][:N_PROMPTS]
     assert len({len(c) for c in convs}) > 1  # one to three turns: batches need padding

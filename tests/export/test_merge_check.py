@@ -27,7 +27,8 @@ def reference_for(run):
 
     from kit.export import base_model, logits_check
     from kit.chat.render import render_prompt
-    from kit.data.rows import held_out_prompts, read_jsonl
+    from kit.data.rows import held_out_prompts
+    from kit.files import read_jsonl
     from kit.families import family_for
     from kit.export.lora_merge import merged_dtype
 

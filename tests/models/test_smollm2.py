@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from kit import smollm2
+from kit.demos import smollm2
 from kit.families import FAMILIES
 from kit.models import BUILTIN, ModelNotFound, resolve_model_id
 
@@ -144,7 +144,7 @@ def test_committed_shop_data_matches_its_generator_and_holds_out_only_unseen_wor
     import json
 
     from kit.data.rows import split
-    from kit.demo_data import shop_conversations
+    from kit.demos.data import shop_conversations
     from kit.paths import PROJECT_ROOT
     from kit.recipes import load_recipe
 

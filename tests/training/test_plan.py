@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from kit.checkpoints import incomplete_checkpoints, is_complete, list_checkpoints
 from kit.paths import PROJECT_ROOT
 from kit.recipes import load_recipe
-from kit.run_lock import LOCK_NAME, STALE_AFTER_S
+from kit.training.run_lock import LOCK_NAME, STALE_AFTER_S
 from kit.runs import RunError, create_run
 from kit.training.plan import start
 

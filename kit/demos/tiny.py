@@ -61,7 +61,7 @@ def family_tokenizer(family: str):
     if family == "qwen3":
         return AutoTokenizer.from_pretrained(ensure_tiny_model())
     if family == "smollm2":  # the real one, from the built-in SmolLM2, with the kit's template
-        from kit.smollm2 import ensure_smollm2
+        from kit.demos.smollm2 import ensure_smollm2
 
         tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2())
         tokenizer.chat_template = official_template(FAMILIES[family])

@@ -10,6 +10,8 @@ import json
 import random
 from pathlib import Path
 
+from kit.files import write_jsonl
+
 SALUTATION = "Dear customer, "
 PRODUCTS = ["router", "laptop", "phone", "tablet", "printer", "camera", "headset", "smartwatch",
             "monitor", "keyboard", "speaker", "charger", "drone", "e-reader", "console", "projector",
@@ -63,10 +65,7 @@ def preference_pairs(seed: int = 1235) -> list[dict]:
 
 def write(path: Path, rows: list[dict]) -> Path:
     """``rows`` as JSONL at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(path, rows)
     return path
 
 
