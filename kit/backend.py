@@ -118,10 +118,13 @@ def free_memory_bytes() -> int:
     return psutil.virtual_memory().available
 
 
-def load_model(model_id: str, max_seq_length: int, load_in_4bit: bool, dtype=None):
-    """FastLanguageModel.from_pretrained for a base model or a saved adapter directory. Under
+def load_model(model_id: str, max_seq_length: int, load_in_4bit: bool, dtype: torch.dtype | str | None = None):
+    """FastLanguageModel.from_pretrained for a base model or a saved adapter directory, computing in
+    ``dtype`` (a name, as ``model.dtype``; None: Unsloth's choice, bfloat16 where the device has it). Under
     torchrun / accelerate launch each process loads the whole model onto its own GPU (DDP), as
     Unsloth's multi-GPU guide does: ``device_map={"": local_rank}``."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
     distributed.check_processes(torch.cuda.device_count() if HAS_GPU else 0)
     options = {"device_map": {"": distributed.local_rank()}} if HAS_GPU and distributed.world_size() > 1 else {}
     model, tokenizer = FastLanguageModel.from_pretrained(

@@ -64,6 +64,9 @@ class ModelSection(RecipeSection):
     family: str = setting(choices=sorted(FAMILIES), help="chat format family (kit/families.py)")
     max_seq_length: int = setting(2048, min=1, help="longest example in tokens (longer ones: data.overlength)")
     load_in_4bit: bool = setting(True, help="load the base model quantized to 4 bits (QLoRA)")
+    dtype: str | None = setting(None, choices=["float32", "bfloat16", "float16"],
+                                help="the dtype the model computes in; null: Unsloth's choice (bfloat16 where the GPU or "
+                                     "CPU has it, else float16 on a GPU and float32 on a CPU)")
 
 
 @dataclass(frozen=True, kw_only=True)

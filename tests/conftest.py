@@ -8,6 +8,39 @@ import pytest
 from kit.paths import PROJECT_ROOT
 
 
+# model.dtype values the numeric tests run in, whatever this CPU's default (Unsloth's: bfloat16 where the
+# CPU has native bfloat16, else float32), so both numeric paths are exercised on every machine: a CPU
+# without native bfloat16 emulates it (slower; the tiny model keeps it to seconds).
+DTYPES = ("float32", "bfloat16")
+
+# CPU flags that choose the numeric path of torch's CPU kernels (oneDNN): native bfloat16 or not.
+NUMERIC_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def pytest_report_header(config):
+    """The CPU and its numeric-path flags, and the dtype Unsloth picks by default here, at the top of
+    every run: a failure report then shows which numeric path ran (docs/testing.md)."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    import torch
+
+    native_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return [f"cpu: {model}; {', '.join(f for f in NUMERIC_FLAGS if f in flags) or 'no AVX2/AVX-512 flags'}",
+            f"native bfloat16: {native_bf16} (Unsloth's default dtype here: "
+            f"{'bfloat16' if native_bf16 or gpu != 'none' else 'float32'}); gpu: {gpu}; "
+            f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}; numeric tests run in {', '.join(DTYPES)}"]
+
+
 # The first lines of a training process a test kills: each logged step sleeps a little, so the test
 # can kill it at a known point. Nothing in training itself is replaced.
 SLOW_STEPS = r"""

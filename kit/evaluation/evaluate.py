@@ -32,7 +32,7 @@ def load(run: Run, recipe: Recipe, checkpoint: str = "final"):
     for inference; the base model is the same object with the adapter disabled."""
     ckpt = find_checkpoint(run, checkpoint)
     m = recipe.model
-    model, tokenizer = backend.load_model(str(ckpt.path), m.max_seq_length, m.load_in_4bit)
+    model, tokenizer = backend.load_model(str(ckpt.path), m.max_seq_length, m.load_in_4bit, m.dtype)
     FastLanguageModel.for_inference(model)
     return model, tokenizer, ckpt
 

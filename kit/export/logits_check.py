@@ -137,7 +137,8 @@ def qlora_gap(run: Run, recipe: Recipe, tokenizer, rows: list[dict], merged_loss
     the 16-bit one. Loads that model (smaller than the 16-bit one) once the merged one is gone."""
     from kit.inference import token_loss
 
-    model, _ = backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=True)
+    model, _ = backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=True,
+                                  dtype=recipe.model.dtype)
     qlora_loss = token_loss(model, tokenizer, family_for(recipe), rows, recipe.data.train_on)
     del model
     return {"rows": len(rows), "merged_16bit_eval_loss": merged_loss, "qlora_eval_loss": qlora_loss,

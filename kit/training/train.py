@@ -41,9 +41,9 @@ from kit.training.trainers import KitTrainer, config_class, trainer_class_of  # 
 
 def load_model(config: Recipe):
     """The base model and its tokenizer through Unsloth's FastLanguageModel (4-bit where
-    ``model.load_in_4bit``), the tokenizer with the family's chat template."""
+    ``model.load_in_4bit``, in ``model.dtype``), the tokenizer with the family's chat template."""
     m = config.model
-    model, tokenizer = backend.load_model(m.id, m.max_seq_length, m.load_in_4bit)
+    model, tokenizer = backend.load_model(m.id, m.max_seq_length, m.load_in_4bit, m.dtype)
     return model, ensure_chat_template(tokenizer, family_for(config))
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from kit.recipes import apply_overrides
+from tests.conftest import DTYPES
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +27,9 @@ def rows():
             for q, a in zip(QUESTIONS, answers)]
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_model_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=DTYPES)
+def setup(request, tiny_model_dir, tmp_path_factory):
+    """The tiny model computing in each of DTYPES (model.dtype), its LoRA adapters, and four rows."""
     import torch
     from datasets import Dataset
 
@@ -36,7 +38,7 @@ def setup(tiny_model_dir, tmp_path_factory):
     from kit.data.tokenize import tokenize_rows
     from kit.recipes import load_recipe
 
-    recipe = load_recipe("tiny-demo")[1]
+    recipe = load_recipe("tiny-demo", {"model.dtype": request.param})[1]
     model, tokenizer = T.load_model(recipe)
     model = T.add_lora(model, recipe)
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kit.paths import PROJECT_ROOT
+from tests.conftest import DTYPES
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,6 @@ def method_run(request, tmp_path_factory):
     from kit.data.prepare import prepare
     from kit.evaluation import evaluate as E
     from kit.training import train as T
-    from trl.experimental.orpo import ORPOTrainer
 
     method = request.param
     settings = {**SETTINGS, "train": {**SETTINGS["train"], "method": method}}
@@ -58,14 +58,6 @@ def method_run(request, tmp_path_factory):
         train_dataset, eval_dataset = T.datasets(run, config, tokenizer)
         trainer = T.build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
         before = {"dataset": trainer.train_dataset, "kit_examples": train_dataset}
-        if method == "orpo":
-            examples = [train_dataset[i] for i in range(4)]
-            batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-            with torch.no_grad():
-                before["orpo_nll"] = float(trainer.concatenated_forward(trainer.model, batch)[4])
-                before["trl_nll"] = float(ORPOTrainer.concatenated_forward(trainer, trainer.model, batch)[4])
-                before["answer_nll"] = nll(trainer.model, examples, with_prompt=False)
-                before["sequence_nll"] = nll(trainer.model, examples, with_prompt=True)
         summary = T.finish(run, trainer, trainer.train())
         report = None
         if method == "kto":  # evaluate's pairs are DPO's (tests/e2e/test_preference_demo.py); here, labelled ones
@@ -90,18 +82,55 @@ def test_kto_trains_each_labelled_completion_with_its_neighbours_for_kl(method_r
         assert kl[start + 1:start + batch] == completions[start:start + batch - 1]
 
 
-def test_orpo_supervises_the_chosen_answer_alone(method_run):
+@pytest.fixture(scope="module", params=DTYPES)
+def orpo_nll(request, tmp_path_factory):
+    """ORPO's supervised term before any training, on four tiny-dpo-demo pairs, with the model computing in
+    ``model.dtype`` (each of DTYPES): the kit's and TRL's figures on one padded batch, and the answer's
+    and the whole sequence's negative log-likelihood from the model run on each example alone."""
+    from kit.data.prepare import prepare
+    from kit.training import train as T
+    from trl.experimental.orpo import ORPOTrainer
+
+    dtype = request.param
+    settings = {**SETTINGS, "train": {**SETTINGS["train"], "method": "orpo"}, "model": {"dtype": dtype}}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KIT_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+        run = prepare("tiny-dpo-demo", settings, run_id=f"orpo-{dtype}").run
+        config = run.recipe()
+        model, tokenizer = T.load_model(config)
+        model = T.add_lora(model, config)
+        train_dataset, eval_dataset = T.datasets(run, config, tokenizer)
+        trainer = T.build_trainer(run, config, model, tokenizer, train_dataset, eval_dataset)
+        examples = [train_dataset[i] for i in range(4)]
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        with torch.no_grad():
+            out = {"orpo_nll": float(trainer.concatenated_forward(trainer.model, batch)[4]),
+                   "trl_nll": float(ORPOTrainer.concatenated_forward(trainer, trainer.model, batch)[4]),
+                   "answer_nll": nll(trainer.model, examples, with_prompt=False),
+                   "sequence_nll": nll(trainer.model, examples, with_prompt=True),
+                   "logits_dtype": trainer.concatenated_forward(trainer.model, batch)[2].dtype}
+    assert out["logits_dtype"] == getattr(torch, dtype)  # model.dtype reached the model
+    return dtype, out
+
+
+def test_orpo_supervises_the_chosen_answer_alone(orpo_nll):
     """TRL's ORPO takes the negative log-likelihood of the whole chosen sequence, prompt included; the
-    kit's takes the answer's tokens alone, as SFT and the other methods do. Both checked against the
-    model run on each example alone (1e-4 relative: batching and padding change the sums' order only);
-    TRL's own figure, the prompt's tokens included, would fail the kit's check."""
-    method, _, _, before, _, _ = method_run
-    if method != "orpo":
-        pytest.skip("ORPO's loss")
-    tolerance = 1e-4 * before["answer_nll"]
-    assert abs(before["orpo_nll"] - before["answer_nll"]) <= tolerance
-    assert abs(before["trl_nll"] - before["sequence_nll"]) <= tolerance
-    assert abs(before["trl_nll"] - before["answer_nll"]) > 10 * tolerance
+    kit's takes the answer's tokens alone, as SFT and the other methods do. Both are checked against
+    the model run on each example alone, within what separates the two code paths:
+    - float32: batching and padding change the sums' order only: 1e-4 relative;
+    - bfloat16: the trainer's loss is a mean of per-token losses taken from bfloat16 logits and
+      returned in bfloat16, which holds 8 significant bits: a result rounded once and inputs rounded
+      once, two units of bfloat16's epsilon (2^-7) relative, where the reference upcasts the logits.
+    TRL's own figure, the prompt's tokens included, would fail the kit's check (float32, where the
+    tolerance is far below the prompt's share; in bfloat16 the check above still binds each side)."""
+    dtype, losses = orpo_nll
+    print(f"\n{dtype}: {losses}")
+    relative = 1e-4 if dtype == "float32" else 2 * torch.finfo(torch.bfloat16).eps
+    tolerance = relative * losses["answer_nll"]
+    assert abs(losses["orpo_nll"] - losses["answer_nll"]) <= tolerance
+    assert abs(losses["trl_nll"] - losses["sequence_nll"]) <= relative * losses["sequence_nll"]
+    if dtype == "float32":
+        assert abs(losses["trl_nll"] - losses["answer_nll"]) > 10 * tolerance
 
 
 def test_a_short_run_moves_the_preference(method_run):

@@ -83,24 +83,32 @@ def two_processes(prepared):
 
 
 def test_two_processes_train_like_one_on_the_doubled_batch(prepared, two_processes):
+    """Two processes × batch 2 train as one process × batch 4, within the noise floor measured here
+    between two single-process runs of the same math (batch 4, and 2 × accumulation 2: another
+    summation order). The floor is whatever this CPU's arithmetic gives (bfloat16 adapters and, on a
+    CPU with native bfloat16, bfloat16 compute: larger): it gets no fixed ceiling of its own. The check
+    can fail: a process that dropped its peer's gradients would train as one process on its own
+    half of each batch, and that run ("half") lies outside 3 × the floor."""
     runs_dir, copy = prepared
     two, _ = two_processes
     one = copy("one")  # 1 process × batch 4: the same rows each step
     accumulated = copy("accumulated")  # 1 process × 2 × accumulation 2: the same math, another summation order
+    half = copy("half")  # 1 process × batch 2: rank 0's rows alone
     for name, options in (("one", ["-o", "train.per_device_train_batch_size=4"]),
-                          ("accumulated", ["-o", "train.gradient_accumulation_steps=2"])):
+                          ("accumulated", ["-o", "train.gradient_accumulation_steps=2"]), ("half", [])):
         result = train(runs_dir, name, *options, processes=1)
         assert result.returncode == 0, result.stderr[-3000:]
-    losses = {run.name: [r["loss"] for r in records(run, "loss")] for run in (one, accumulated, two)}
+    losses = {run.name: [r["loss"] for r in records(run, "loss")] for run in (one, accumulated, two, half)}
     floor = max(abs(a - b) for a, b in zip(losses["accumulated"], losses["one"]))
     weights_floor = relative_difference(adapter(accumulated), adapter(one))
-    assert 0 < floor < 1e-3 and 0 < weights_floor < 0.05  # a floor measured here, not assumed
-    loss_gap = max(abs(a - b) for a, b in zip(losses["two"], losses["one"]))
-    weights_gap = relative_difference(adapter(two), adapter(one))
-    print(f"\nloss: floor {floor:.2e}, two processes {loss_gap:.2e}; adapter: floor {weights_floor:.2e}, "
-          f"two processes {weights_gap:.2e}")
-    assert loss_gap <= 3 * floor and weights_gap <= 3 * weights_floor
-    assert [len(v) for v in losses.values()] == [6, 6, 6]
+    assert floor > 0 and weights_floor > 0  # measured: a floor of 0 would mean the two runs were one
+    gaps = {name: (max(abs(a - b) for a, b in zip(losses[name], losses["one"])),
+                   relative_difference(adapter(run), adapter(one))) for name, run in (("two", two), ("half", half))}
+    print(f"\nloss: floor {floor:.2e}, two processes {gaps['two'][0]:.2e}, half {gaps['half'][0]:.2e}; "
+          f"adapter: floor {weights_floor:.2e}, two processes {gaps['two'][1]:.2e}, half {gaps['half'][1]:.2e}")
+    assert gaps["two"][0] <= 3 * floor and gaps["two"][1] <= 3 * weights_floor
+    assert gaps["half"][0] > 3 * floor and gaps["half"][1] > 3 * weights_floor
+    assert [len(v) for v in losses.values()] == [6, 6, 6, 6]
 
 
 def test_the_records_hold_each_step_once_and_say_how_many_processes_trained(two_processes):
