@@ -74,7 +74,7 @@ def prompts(n: int) -> list[list[dict]]:
     from kit.data.rows import held_out_prompts
     from kit.demos.data import conversations
 
-    pool = [p["messages"] for p in held_out_prompts(conversations())]
+    pool = [p.messages for p in held_out_prompts(conversations())]
     return list(itertools.islice(itertools.cycle(pool), n))
 
 

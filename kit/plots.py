@@ -58,18 +58,18 @@ def plot_losses(run: Run):
 BAR_METRICS = (("behavior", "behaviour"), ("exact_match", "exact match"), ("rouge_l", "ROUGE-L"), ("bleu", "BLEU / 100"))
 
 
-def plot_metrics(run: Run, report: dict):
-    """Base vs tuned bars for the 0-1 metrics → metrics.png. Every bar carries its value; a bar at 0
+def plot_metrics(run: Run, results: dict):
+    """Base vs tuned bars (``results``: {"base": scores, "tuned": scores}, an EvalReport's ``results``) for the 0-1 metrics → metrics.png. Every bar carries its value; a bar at 0
     is drawn as a short line on the axis, so it reads as 0 rather than as missing."""
     import matplotlib.pyplot as plt
 
-    with_facts = bool(report["tuned"].get("facts", {}).get("rows"))  # eval.facts: the share of facts stated
-    with_pairs = "preference" in report["tuned"]  # preference training: reward accuracy on held-out pairs
+    with_facts = bool(results["tuned"].get("facts", {}).get("rows"))  # eval.facts: the share of facts stated
+    with_pairs = "preference" in results["tuned"]  # preference training: reward accuracy on held-out pairs
     # GRPO: each reward function's mean on held-out answers, where it is a 0-1 score (the built-ins are)
-    rewards = [i for i, (b, t) in enumerate(zip(*(report[n].get("rewards", {}).get("by_function", []) for n in ("base", "tuned"))))
+    rewards = [i for i, (b, t) in enumerate(zip(*(results[n].get("rewards", {}).get("by_function", []) for n in ("base", "tuned"))))
                if all(f["mean"] is not None and 0 <= f["mean"] <= 1 for f in (b, t))]
     metrics = ((("preference", "reward accuracy"),) if with_pairs else ()) + tuple(
-        (i, f"reward:\n{report['tuned']['rewards']['by_function'][i]['function']}") for i in rewards) + BAR_METRICS + (
+        (i, f"reward:\n{results['tuned']['rewards']['by_function'][i]['function']}") for i in rewards) + BAR_METRICS + (
         (("facts", "facts stated"),) if with_facts else ())
     labels = [label for _, label in metrics]
     fig, ax = plt.subplots(figsize=(7 + 1.0 * len(rewards), 3.8))
@@ -85,7 +85,7 @@ def plot_metrics(run: Run, report: dict):
         return result[key] / (100 if key == "bleu" else 1)
 
     for offset, name in ((-width / 2, "base"), (width / 2, "tuned")):
-        values = [value(report[name], key) for key, _ in metrics]
+        values = [value(results[name], key) for key, _ in metrics]
         xs = [i + offset for i in range(len(labels))]
         bars = ax.bar(xs, values, width, label=name)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
@@ -105,14 +105,14 @@ def plot_metrics(run: Run, report: dict):
     return fig
 
 
-def plot_margins(run: Run, report: dict):
+def plot_margins(run: Run, results: dict):
     """Per held-out pair, chosen minus rejected log-probability, base and tuned → margins.png: the
     pairs right of zero are those whose chosen answer the model finds the more probable."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for name in ("base", "tuned"):
-        scores = report[name]["preference"]
+        scores = results[name]["preference"]
         ax.hist(scores["margins"], bins=20, alpha=0.6,
                 label=f"{name}: accuracy {scores['accuracy']:.2f}, mean margin {scores['margin']:.1f}")
     ax.axvline(0, color="#444", linewidth=0.8)

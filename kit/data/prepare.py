@@ -1,6 +1,7 @@
 """prepare: recipe + dataset → a new run directory with train/eval splits and a report."""
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass
 
@@ -26,9 +27,41 @@ def _stats(values: list[int]) -> dict:
 
 
 @dataclass
+class PrepareReport:
+    """What prepare read, kept, dropped and why; written once, as prepare_report.json (its keys are
+    these fields, so runs prepared by earlier versions read back with ``from_dict``)."""
+    method: str  # train.method
+    sources: list[dict]  # per source: its layout, weight, counts, unused fields, sha256
+    rows_total: int  # records read
+    rows_kept: int
+    reasoning: dict  # assistant turns with reasoning, and how many the template renders
+    rows_dropped: int
+    dropped_by_reason: dict  # reason key -> count, most frequent first
+    dropped_examples: list[dict]  # the first drops with file, row, field and reason
+    dropped: list[dict]  # every drop: {"source", "row", "reason"}
+    unused_fields: dict  # fields of the rows that no layout reads -> rows that have them
+    overlength_policy: str  # data.overlength
+    rows_truncated: int
+    max_seq_length: int
+    split: dict  # {"train", "eval", "seed"}
+    tokens_per_row: dict  # min, mean, p50, p95, max
+    trained_tokens_per_row: dict
+    fully_supervised_turns: int  # trained assistant turns, each checked to be inside the supervised tokens
+    pairs: dict | None = None  # preference rows: kept, ties and over-length drops, truncations
+    completions: dict | None = None  # labelled completions (kto): desirable and undesirable counts
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k not in ("pairs", "completions")}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PrepareReport":
+        return cls(**data)
+
+
+@dataclass
 class Prepared:
     run: Run
-    report: dict
+    report: PrepareReport
     examples: list[dict]  # tokenized rows with labels, for display
     tokenizer: object
 
@@ -68,36 +101,36 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         lengths = [len(e["input_ids"]) for e in examples]
         supervised = [sum(1 for label in e["labels"] if label != IGNORE_INDEX) for e in examples]
         as_conversations = rows
-    report = {
-        "method": resolved.train.method,
-        "sources": loaded.sources,
-        "rows_total": loaded.total,
-        "rows_kept": len(rows),
-        "reasoning": reasoning_stats(tokenizer, family, as_conversations, resolved),
-        "rows_dropped": len(all_dropped),
-        "dropped_by_reason": count_reasons(all_dropped),
-        "dropped_examples": drop_examples(all_dropped),
-        "dropped": all_dropped,
+    report = PrepareReport(
+        method=method.name,
+        sources=loaded.sources,
+        rows_total=loaded.total,
+        rows_kept=len(rows),
+        reasoning=reasoning_stats(tokenizer, family, as_conversations, resolved),
+        rows_dropped=len(all_dropped),
+        dropped_by_reason=count_reasons(all_dropped),
+        dropped_examples=drop_examples(all_dropped),
+        dropped=all_dropped,
         # Fields of the rows that no format reads: counted, so nothing is left out unseen.
-        "unused_fields": loaded.unused_fields,
-        "overlength_policy": data_cfg.overlength,
-        "rows_truncated": truncated,
-        "max_seq_length": model_cfg.max_seq_length,
-        "split": {"train": len(train_rows), "eval": len(eval_rows), "seed": data_cfg.seed},
-        "tokens_per_row": _stats(lengths),
-        "trained_tokens_per_row": _stats(supervised),
+        unused_fields=loaded.unused_fields,
+        overlength_policy=data_cfg.overlength,
+        rows_truncated=truncated,
+        max_seq_length=model_cfg.max_seq_length,
+        split={"train": len(train_rows), "eval": len(eval_rows), "seed": data_cfg.seed},
+        tokens_per_row=_stats(lengths),
+        trained_tokens_per_row=_stats(supervised),
         # Every trained turn passed the check that its answer (and rendered reasoning) is supervised.
-        "fully_supervised_turns": len(as_conversations) if pairs else supervised_turns(family, rows, resolved),
-    }
+        fully_supervised_turns=len(as_conversations) if pairs else supervised_turns(family, rows, resolved),
+    )
     if pairs:  # tokens_per_row: the prompt and its longer answer; trained tokens: both answers
-        by_reason = report["dropped_by_reason"]
-        report["pairs"] = {"kept": sum("chosen" in r for r in rows), "ties_dropped": by_reason.get("tie", 0),
-                           "over_length_dropped": by_reason.get("over max_seq_length", 0),
-                           "over_length_truncated": truncated}
+        by_reason = report.dropped_by_reason
+        report.pairs = {"kept": sum("chosen" in r for r in rows), "ties_dropped": by_reason.get("tie", 0),
+                        "over_length_dropped": by_reason.get("over max_seq_length", 0),
+                        "over_length_truncated": truncated}
     if method.labelled:  # what KTO trains on (a pair is two: its chosen desirable, its rejected not)
         labels = [e["label"] for e in examples]
-        report["completions"] = {"desirable": sum(labels), "undesirable": len(labels) - sum(labels)}
-    write_json(run.path / "prepare_report.json", report)
+        report.completions = {"desirable": sum(labels), "undesirable": len(labels) - sum(labels)}
+    write_json(run.path / "prepare_report.json", report.to_dict())
     run.update_manifest({"data": {"sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
                                   "train_rows": len(train_rows), "eval_rows": len(eval_rows)}})
     return Prepared(run, report, examples, tokenizer)
@@ -107,7 +140,7 @@ def example_to_show(prepared: Prepared, first: int = 50) -> dict:
     """The example among the first ``first`` with the most trained tokens (a multi-turn one if any;
     a pair: the one with the longest answers); under grpo, the first training prompt as GRPO sees it
     (nothing of it trained: the answers are sampled)."""
-    if get_method(prepared.report["method"]).examples == "prompts":
+    if get_method(prepared.report.method).examples == "prompts":
         recipe = prepared.run.recipe()
         rows = read_jsonl(prepared.run.data_dir / "train.jsonl")[:1]
         return grpo_rows(prepared.tokenizer, family_for(recipe), rows, recipe)[0]
@@ -153,34 +186,35 @@ def _readable(stats: dict) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in stats.items()) if stats else "none"
 
 
-def summary(report: dict) -> str:
-    sources = ", ".join(f"{s['source']} ({s['format']}, {s['used']} used)" for s in report["sources"])
-    by_reason = ", ".join(f"{n} {reason}" for reason, n in report["dropped_by_reason"].items())
-    pairs = report.get("pairs")
-    lines = [f"{report['rows_total']} rows read from {sources}",
-             *([f"  preference pairs ({report['method']}): {pairs['kept']} kept; ties dropped {pairs['ties_dropped']}; "
-                f"over {report['max_seq_length']} tokens: {pairs['over_length_dropped']} dropped, "
+def summary(report: PrepareReport) -> str:
+    """The report in a few lines, as the prepare notebook prints it."""
+    sources = ", ".join(f"{s['source']} ({s['format']}, {s['used']} used)" for s in report.sources)
+    by_reason = ", ".join(f"{n} {reason}" for reason, n in report.dropped_by_reason.items())
+    pairs = report.pairs
+    lines = [f"{report.rows_total} rows read from {sources}",
+             *([f"  preference pairs ({report.method}): {pairs['kept']} kept; ties dropped {pairs['ties_dropped']}; "
+                f"over {report.max_seq_length} tokens: {pairs['over_length_dropped']} dropped, "
                 f"{pairs['over_length_truncated']} truncated"] if pairs else []),
-             *([f"  completions for kto: {report['completions']['desirable']} desirable, "
-                f"{report['completions']['undesirable']} undesirable (a pair gives one of each)"]
-               if "completions" in report else []),
-             f"  kept {report['rows_kept']}, dropped {report['rows_dropped']}" + (f" ({by_reason})" if by_reason else ""),
-             f"  unused fields (not read, not trained on): {_readable(report['unused_fields'])}",
-             f"  truncated {report['rows_truncated']} (policy for rows over {report['max_seq_length']} tokens: {report['overlength_policy']})",
-             f"  split: {report['split']['train']} train / {report['split']['eval']} eval (seed {report['split']['seed']})",
-             f"  tokens per row: {_readable(report['tokens_per_row'])}",
+             *([f"  completions for kto: {report.completions['desirable']} desirable, "
+                f"{report.completions['undesirable']} undesirable (a pair gives one of each)"]
+               if report.completions else []),
+             f"  kept {report.rows_kept}, dropped {report.rows_dropped}" + (f" ({by_reason})" if by_reason else ""),
+             f"  unused fields (not read, not trained on): {_readable(report.unused_fields)}",
+             f"  truncated {report.rows_truncated} (policy for rows over {report.max_seq_length} tokens: {report.overlength_policy})",
+             f"  split: {report.split['train']} train / {report.split['eval']} eval (seed {report.split['seed']})",
+             f"  tokens per row: {_readable(report.tokens_per_row)}",
              f"  trained tokens per row{' (its answers)' if pairs else ''}: "
-             f"{_readable(report['trained_tokens_per_row'])}",
-             f"  {report['fully_supervised_turns']} trained assistant turns, each checked: answer (and rendered reasoning) "
+             f"{_readable(report.trained_tokens_per_row)}",
+             f"  {report.fully_supervised_turns} trained assistant turns, each checked: answer (and rendered reasoning) "
              "fully inside the trained tokens"]
-    r = report["reasoning"]
+    r = report.reasoning
     if r["assistant_turns_with_reasoning"]:
         lines.append(f"  reasoning: {r['assistant_turns_with_reasoning']} assistant turns have it; the chat template "
                      f"renders {r['rendered']}, leaves out {r['not_rendered']}")
         if r["not_rendered"]:
             lines.append("  WARNING: reasoning left out of training; data.reasoning: every_turn trains each turn's "
                          "reasoning (one example per turn), inline writes it into answers for families without a channel")
-    for d in report["dropped"][:10]:
+    for d in report.dropped[:10]:
         lines.append(f"  dropped {d['source']}: row {d['row']}: {d['reason']}")
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ counted by key, and an error about dropped rows shows the counts and the first f
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
@@ -33,6 +34,21 @@ class LoadResult:
     sources: list[dict] = field(default_factory=list)  # per source: format, weight, counts, sha256
     dropped: list[dict] = field(default_factory=list)  # {"source", "row", "reason"}
     unused_fields: dict = field(default_factory=dict)  # field the kit does not read -> rows that have it
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A held-out conversation cut before its first trained answer: what evaluate, the merge checks,
+    the live samples and GRPO ask a model, with the answer it is compared against."""
+    messages: list[dict]  # the conversation up to that answer
+    reference: str | None  # that answer's content (None: a prompt file's row without one)
+    tools: list[dict] | None = None  # the conversation's tool definitions
+    reference_calls: list[dict] | None = None  # that answer's tool calls ({"name", "arguments"}), if any
+    row: int | None = None  # its row in the eval split (1-based), where a caller numbers them
+
+    def to_dict(self) -> dict:
+        """As plain data, the fields that are set."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 def check_messages(messages: object, training: bool = True, tools: list[dict] | None = None) -> str | None:
@@ -285,7 +301,7 @@ def fingerprint(spec: str) -> str | None:
     return digest.hexdigest()
 
 
-def load_prompts(path: Path) -> list[dict]:
+def load_prompts(path: Path) -> list[Prompt]:
     """Conversations to answer (batch inference): ``{"messages": [...], "tools"?}`` per row, ending
     with the user's turn (or a tool result), or with an assistant turn kept as the reference. Any bad
     row is an error."""
@@ -306,9 +322,8 @@ def load_prompts(path: Path) -> list[dict]:
         if reason:
             raise DataError(f"{rec.where}: {reason}")
         reference = messages[-1]["content"] if messages[-1]["role"] == "assistant" else None
-        prompt = {"row": rec.row, "messages": messages[:-1] if reference is not None else messages,
-                  "reference": reference}
-        prompts.append({**prompt, "tools": conversation["tools"]} if "tools" in conversation else prompt)
+        prompts.append(Prompt(messages[:-1] if reference is not None else messages, reference,
+                              tools=conversation.get("tools"), row=rec.row))
     return prompts
 
 
@@ -331,12 +346,11 @@ def preferred_answer(row: dict) -> dict | None:
     return row.get("chosen") or (row["completion"] if row.get("label") is True else None)
 
 
-def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
+def held_out_prompts(rows: list[dict], n: int | None = None) -> list[Prompt]:
     """The first ``n`` (default all) conversations cut before their first assistant turn (a preference
     pair: its prompt and chosen answer; a labelled completion: its prompt and completion where it is
-    desirable, else it is passed over): the prompt, and that
-    turn's content as the reference answer, its tool calls as ``reference_calls`` and the
-    conversation's ``tools``, where it has them."""
+    desirable, else it is passed over): the prompt, that turn's content as the reference answer, its
+    tool calls as ``reference_calls`` and the conversation's ``tools``, where it has them."""
     prompts = []
     for row in rows:
         if n is not None and len(prompts) >= n:
@@ -345,17 +359,15 @@ def held_out_prompts(rows: list[dict], n: int | None = None) -> list[dict]:
             answer = preferred_answer(row)
             if answer is None:  # an undesirable completion is no reference
                 continue
-            prompt = {"messages": row["prompt"], "reference": answer["content"]}
-            prompts.append({**prompt, "tools": row["tools"]} if row.get("tools") else prompt)
+            prompts.append(Prompt(row["prompt"], answer["content"], tools=row.get("tools") or None))
             continue
         messages = row["messages"]
         # the first trained turn: a context-only one (``train: false``) is history, not a reference
         first = next(i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True))
-        prompt = {"messages": messages[:first], "reference": messages[first]["content"]}
-        if messages[first].get("tool_calls"):  # the reference answer is (also) a tool call
-            prompt["reference_calls"] = [{"name": c["name"], "arguments": c["arguments"]}
-                                         for c in messages[first]["tool_calls"]]
-        prompts.append({**prompt, "tools": row["tools"]} if row.get("tools") else prompt)
+        calls = messages[first].get("tool_calls")  # the reference answer is (also) a tool call
+        prompts.append(Prompt(messages[:first], messages[first]["content"], tools=row.get("tools") or None,
+                              reference_calls=[{"name": c["name"], "arguments": c["arguments"]} for c in calls]
+                              if calls else None))
     return prompts
 
 

@@ -186,6 +186,6 @@ def grpo_rows(tokenizer, family, rows: list[dict], recipe: Recipe) -> list[dict]
     sees it at inference (the family's template, the row's tools, ``eval.thinking``), with that answer
     as ``answer`` (what ``exact_answer`` compares with) and the row's ``tools`` as JSON text (Arrow
     holds one schema per column; ``kit.rewards`` gives reward functions lists)."""
-    return [{"prompt": generation_prompt(tokenizer, family, p["messages"], p.get("tools"), recipe.eval.thinking),
-             "answer": p["reference"], "tools": json.dumps(p["tools"]) if p.get("tools") else None}
+    return [{"prompt": generation_prompt(tokenizer, family, p.messages, p.tools, recipe.eval.thinking),
+             "answer": p.reference, "tools": json.dumps(p.tools) if p.tools else None}
             for p in held_out_prompts(rows)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from kit import backend  # first: Unsloth patches transformers/peft on import
@@ -26,6 +27,52 @@ from kit.chat.tool_calls import ParsedAnswer, render_calls_for_display, tool_cal
 from kit.methods import method_of
 from kit.recipes import Recipe
 from kit.rewards import mean_rewards
+
+# What the manifest keeps of each model's scores (report.json has them all).
+MANIFEST_SCORES = ("eval_loss", "behavior", "rouge_l", "facts", "tool_calls", "preference", "labelled", "rewards")
+
+
+@dataclass
+class EvalReport:
+    """Base vs tuned on the held-out split; written once, as report.json, whose keys are these fields
+    (a run evaluated by an earlier version reads back with ``from_dict``)."""
+    method: str  # train.method
+    base: dict  # the base model's scores: eval_loss, perplexity, answer metrics, generation speed, and
+    tuned: dict  # (where they apply) facts, tool_calls, preference, labelled, rewards
+    checkpoint: dict  # the tuned adapter: name, step, eval_loss_in_training
+    model_id: str
+    decoding: str  # eval.decoding
+    behavior_description: str
+    eval_rows: int
+    examples: list[dict] = field(default_factory=list)  # per held-out prompt: prompt, reference, both answers
+
+    @property
+    def results(self) -> dict:
+        """{"base": scores, "tuned": scores}, as the plots take them."""
+        return {"base": self.base, "tuned": self.tuned}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvalReport":
+        return cls(**{"method": "sft", **data})  # runs evaluated before train.method existed: SFT
+
+    @classmethod
+    def read(cls, run: Run) -> "EvalReport":
+        return cls.from_dict(json.loads((run.path / "report.json").read_text(encoding="utf-8")))
+
+    def manifest_summary(self) -> dict:
+        """What manifest.json records of the evaluation: each model's headline scores (a preference
+        result without its per-pair margins)."""
+        def headline(scores: dict) -> dict:
+            out = {k: scores[k] for k in MANIFEST_SCORES if k in scores}
+            if "preference" in out:
+                out["preference"] = {k: out["preference"][k] for k in ("pairs", "accuracy", "margin")}
+            return out
+
+        return {name: headline(scores) for name, scores in self.results.items()}
+
 
 def load(run: Run, recipe: Recipe, checkpoint: str = "final"):
     """Base model + the chosen adapter (``final``, ``latest``, ``best`` or ``checkpoint-N``), ready
@@ -69,12 +116,12 @@ def _generation_options(recipe: Recipe, progress) -> dict:
             "seed": recipe.train.seed, "progress": progress}
 
 
-def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, progress=None) -> dict:
+def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, progress=None) -> EvalReport:
     m, ev = recipe.model, recipe.eval
     family = family_for(recipe)
     rows = read_jsonl(run.data_dir / "eval.jsonl")
     prompts = held_out_prompts(rows, ev.num_prompts)
-    references = [p["reference"] for p in prompts]
+    references = [p.reference for p in prompts]
     options = _generation_options(recipe, progress)
     method = method_of(recipe)
     preference = method.scores_preference
@@ -86,8 +133,8 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
 
     def measure(label: str) -> tuple[dict, list]:
         loss = token_loss(model, tokenizer, family, rows, recipe.data.train_on)
-        answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **options,
-                                  tools=[p.get("tools") for p in prompts])
+        answers, speed = generate(model, tokenizer, family, [p.messages for p in prompts], **options,
+                                  tools=[p.tools for p in prompts])
         result = {"checkpoint": label, "eval_loss": loss, "perplexity": math.exp(loss),
                   **score(answers, references, ev.behavior, family, thinking_on(family, ev.thinking), ev.facts),
                   "generation": speed}
@@ -105,42 +152,33 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     with model.disable_adapter():
         base, base_answers = measure(f"base ({m.id})")
     tuned, tuned_answers = measure(checkpoint.name)
-    report = {
-        "method": method.name,
-        "base": base,
-        "tuned": tuned,
-        "checkpoint": {"name": checkpoint.name, "step": checkpoint.step, "eval_loss_in_training": checkpoint.eval_loss},
-        "model_id": m.id,
-        "decoding": ev.decoding,
-        "behavior_description": ev.behavior.description,
-        "eval_rows": len(rows),
-        "examples": [{"prompt": p["messages"][-1]["content"], "reference": p["reference"], "base": b.text,
-                      "tuned": t.text, "base_reasoning": b.reasoning, "tuned_reasoning": t.reasoning,
-                      **({"reference_calls": p["reference_calls"], "base_calls": b.calls, "tuned_calls": t.calls}
-                         if p.get("reference_calls") else {})}
-                     for p, b, t in zip(prompts, base_answers, tuned_answers)],
-    }
+    report = EvalReport(
+        method=method.name,
+        base=base,
+        tuned=tuned,
+        checkpoint={"name": checkpoint.name, "step": checkpoint.step, "eval_loss_in_training": checkpoint.eval_loss},
+        model_id=m.id,
+        decoding=ev.decoding,
+        behavior_description=ev.behavior.description,
+        eval_rows=len(rows),
+        examples=[{"prompt": p.messages[-1]["content"], "reference": p.reference, "base": b.text,
+                   "tuned": t.text, "base_reasoning": b.reasoning, "tuned_reasoning": t.reasoning,
+                   **({"reference_calls": p.reference_calls, "base_calls": b.calls, "tuned_calls": t.calls}
+                      if p.reference_calls else {})}
+                  for p, b, t in zip(prompts, base_answers, tuned_answers)],
+    )
     import matplotlib.pyplot as plt
 
     # Everything is computed before anything is written; an earlier report is kept, not overwritten.
     markdown = report_markdown(run, report)
-    figures = [plot_losses(run), plot_metrics(run, report)] + ([plot_margins(run, report)] if pairs else [])
+    figures = [plot_losses(run), plot_metrics(run, report.results)] + ([plot_margins(run, report.results)] if pairs else [])
     for figure in figures:  # saved as PNG for report.md
         plt.close(figure)  # the notebook shows them where it wants them
     for name in ("report.json", "report.md"):
         keep_replaced(run.path / name)
-    write_json(run.path / "report.json", report)
+    write_json(run.path / "report.json", report.to_dict())
     write_text_atomic(run.path / "report.md", markdown)
-    run.update_manifest({"evaluate": {k: {"eval_loss": report[k]["eval_loss"], "behavior": report[k]["behavior"],
-                                          "rouge_l": report[k]["rouge_l"],
-                                          **({"facts": report[k]["facts"]} if "facts" in report[k] else {}),
-                                          **({"tool_calls": report[k]["tool_calls"]} if "tool_calls" in report[k] else {}),
-                                          **({"preference": {key: report[k]["preference"][key] for key in
-                                                             ("pairs", "accuracy", "margin")}}
-                                             if "preference" in report[k] else {}),
-                                          **({"labelled": report[k]["labelled"]} if "labelled" in report[k] else {}),
-                                          **({"rewards": report[k]["rewards"]} if "rewards" in report[k] else {})}
-                                      for k in ("base", "tuned")}})
+    run.update_manifest({"evaluate": report.manifest_summary()})
     return report
 
 
@@ -149,20 +187,20 @@ def reward_scores(recipe: Recipe, tokenizer, prompts: list[dict], answers) -> di
     given what it gets in training: the rendered prompt, the answer decoded as TRL decodes its samples
     (special tokens skipped), and the row's ``answer`` (the reference) and ``tools``."""
     family = family_for(recipe)
-    rendered = [generation_prompt(tokenizer, family, p["messages"], p.get("tools"), recipe.eval.thinking) for p in prompts]
+    rendered = [generation_prompt(tokenizer, family, p.messages, p.tools, recipe.eval.thinking) for p in prompts]
     completions = tokenizer.batch_decode([a.ids for a in answers], skip_special_tokens=True)
-    rows = {"answer": [p["reference"] for p in prompts], "tools": [p.get("tools") for p in prompts]}
+    rows = {"answer": [p.reference for p in prompts], "tools": [p.tools for p in prompts]}
     return mean_rewards(recipe.train.grpo.rewards, family, rendered, completions, rows)
 
 
-def comparison_rows(report: dict) -> list[dict]:
+def comparison_rows(report: EvalReport) -> list[dict]:
     """Base and tuned side by side, a row each: the reward accuracy and margin on held-out pairs
     (preference runs) or the mean reward (GRPO), the loss and answer metrics, and the facts stated
     (``eval.facts``)."""
     keys = ["eval_loss", "perplexity", "behavior", "exact_match", "bleu", "rouge_l", "mean_answer_tokens"]
     rows = []
     for name in ("base", "tuned"):
-        result, row = report[name], {"": name}
+        result, row = report.results[name], {"": name}
         if "preference" in result:
             row.update({"reward accuracy": result["preference"]["accuracy"], "margin": result["preference"]["margin"]})
         if "labelled" in result:
@@ -170,7 +208,7 @@ def comparison_rows(report: dict) -> list[dict]:
         if "rewards" in result:
             row["mean reward"] = result["rewards"]["mean"]
         row.update({k: result[k] for k in keys})
-        if report["tuned"].get("facts", {}).get("rows"):  # answers stating every fact their reference states
+        if report.tuned.get("facts", {}).get("rows"):  # answers stating every fact their reference states
             row["facts stated"] = result["facts"]["stated"]
         rows.append(row)
     return rows
@@ -180,7 +218,7 @@ def tool_scores(answers, prompts: list[dict]) -> dict:
     """Valid-call, right-name and exact-arguments rates over the prompts whose reference answer is
     a tool call (``{"rows": 0}`` when none is)."""
     parsed = [ParsedAnswer(a.text, a.calls, a.invalid_calls) for a in answers]
-    return tool_call_scores(parsed, [p.get("reference_calls", []) for p in prompts], [p.get("tools") for p in prompts])
+    return tool_call_scores(parsed, [p.reference_calls or [] for p in prompts], [p.tools for p in prompts])
 
 
 def check_predict_file(source: str | None) -> None:
@@ -198,18 +236,18 @@ def predict(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, 
         prompts, stem = load_prompts(Path(source)), Path(source).stem
     else:
         rows = read_jsonl(run.data_dir / "eval.jsonl")  # a row gives one prompt, or none (undesirable completions)
-        prompts = [{"row": i + 1, **p} for i, row in enumerate(rows) for p in held_out_prompts([row])]
+        prompts = [replace(p, row=i + 1) for i, row in enumerate(rows) for p in held_out_prompts([row])]
         stem = "eval"
-    answers, speed = generate(model, tokenizer, family, [p["messages"] for p in prompts], **_generation_options(recipe, progress),
-                              tools=[p.get("tools") for p in prompts])
+    answers, speed = generate(model, tokenizer, family, [p.messages for p in prompts],
+                              **_generation_options(recipe, progress), tools=[p.tools for p in prompts])
     out = run.path / "predictions" / f"{stem}.{checkpoint.name}.jsonl"
     out.parent.mkdir(exist_ok=True)
     kept = keep_replaced(out)
     if kept:
         print(f"{out} existed (same input and checkpoint); kept as {kept.name}")
     write_text_atomic(out, "".join(
-        json.dumps({"row": p["row"], "messages": p["messages"], "answer": a.text, "reasoning": a.reasoning,
-                    "reference": p["reference"], "tokens": a.tokens,
+        json.dumps({"row": p.row, "messages": p.messages, "answer": a.text, "reasoning": a.reasoning,
+                    "reference": p.reference, "tokens": a.tokens,
                     **({"calls": a.calls, "invalid_calls": a.invalid_calls} if a.calls or a.invalid_calls else {})},
                    ensure_ascii=False) + "\n"
         for p, a in zip(prompts, answers)))
@@ -226,19 +264,19 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def report_markdown(run: Run, report: dict) -> str:
-    b, t = report["base"], report["tuned"]
+def report_markdown(run: Run, report: EvalReport) -> str:
+    b, t = report.base, report.tuned
     rows = [("eval loss (assistant tokens)", "eval_loss", "{:.4f}"), ("perplexity", "perplexity", "{:.2f}"),
             ("behaviour", "behavior", "{:.0%}"), ("exact match", "exact_match", "{:.0%}"), ("BLEU", "bleu", "{:.1f}"),
             ("ROUGE-L", "rouge_l", "{:.3f}"), ("mean answer tokens", "mean_answer_tokens", "{:.1f}")]
     if "reasoning_well_formed" in t:
         rows.append(("well-formed reasoning", "reasoning_well_formed", "{:.0%}"))
-    ck = report["checkpoint"]
+    ck = report.checkpoint
     lines = [f"# Evaluation: {run.recipe_name} / {run.path.name}", "",
-             f"Tuned model: `{ck['name']}` (step {ck['step']}). Held-out conversations: {report['eval_rows']}; "
-             f"answers decoded {report['decoding']}. Behaviour: {report['behavior_description']}.", "",
+             f"Tuned model: `{ck['name']}` (step {ck['step']}). Held-out conversations: {report.eval_rows}; "
+             f"answers decoded {report.decoding}. Behaviour: {report.behavior_description}.", "",
              "| | base | tuned |", "|---|---|---|"]
-    note = model_note(report.get("model_id", ""))
+    note = model_note(report.model_id)
     if note:
         lines[4:4] = [f"> **Note.** {note}", ""]
     if "preference" in t:  # before the SFT metrics: what preference training is judged by
@@ -267,5 +305,5 @@ def report_markdown(run: Run, report: dict) -> str:
               "## Answers to held-out prompts", "", "| prompt | base | tuned | reference |", "|---|---|---|---|"]
     lines += [f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['tuned'])} | "
               f"{_cell(' '.join(filter(None, [e['reference'], render_calls_for_display(e.get('reference_calls', []))])))} |"
-              for e in report["examples"]]
+              for e in report.examples]
     return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ import torch
 
 from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit.chat.render import render_prompt
-from kit.data.rows import as_conversations, held_out_prompts
+from kit.data.rows import Prompt, as_conversations, held_out_prompts
 from kit.families import family_for
 from kit.inference import generate
 from kit.runs import Run, RunError
@@ -104,14 +104,14 @@ def shared_system_prompt(rows: list[dict]) -> str | None:
     return systems.pop() if len(systems) == 1 else None
 
 
-def modelfile_conversations(held_out: list[dict], family) -> list:
+def modelfile_conversations(held_out: list[Prompt], family) -> list:
     """The held-out prompts the Modelfile's TEMPLATE is checked on: whole conversations with their
     tools where the family's TEMPLATE renders history and tools, else the single-turn ones."""
     from kit.export import modelfile
 
     if modelfile.renders_history(family):
-        return [{"messages": p["messages"], "tools": p.get("tools")} for p in held_out]
-    return [p["messages"] for p in held_out if len(p["messages"]) <= 2 and not p.get("tools")]
+        return [{"messages": p.messages, "tools": p.tools} for p in held_out]
+    return [p.messages for p in held_out if len(p.messages) <= 2 and not p.tools]
 
 
 def export_modelfile(run: Run, recipe: Recipe, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
@@ -246,7 +246,7 @@ class Merge:
                 print(f"Streaming merge not possible ({e}); merging with the model loaded, through Unsloth.")
                 report.parameters, self.tokenizer = merge_with_unsloth(run, config, self.tmp, self.stored)
                 report.method, report.why = "unsloth save_pretrained_merged", str(e)
-        self.prompts = [render_prompt(self.tokenizer, self.family, p["messages"], tools=p.get("tools")) for p in self.held_out]
+        self.prompts = [render_prompt(self.tokenizer, self.family, p.messages, tools=p.tools) for p in self.held_out]
         report.prompts = len(self.prompts)
         return self.tokenizer
 
@@ -281,9 +281,9 @@ class Merge:
             self.report.logits_check = check_logits(reference, merged, tokenizer, self.prompts)
             del reference
             # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
-            self.greedy = [a.ids for a in generate(merged, tokenizer, self.family, [p["messages"] for p in self.held_out],
+            self.greedy = [a.ids for a in generate(merged, tokenizer, self.family, [p.messages for p in self.held_out],
                                                    max_new_tokens=config.export.verify_tokens, batch_size=1,
-                                                   tools=[p.get("tools") for p in self.held_out])[0]]
+                                                   tools=[p.tools for p in self.held_out])[0]]
             if config.model.load_in_4bit:
                 self.merged_loss = token_loss(merged, tokenizer, self.family, self.eval_rows[:QLORA_GAP_ROWS],
                                               config.data.train_on)

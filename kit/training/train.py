@@ -24,7 +24,7 @@ from kit import distributed
 from kit.backend import FastLanguageModel
 from kit.training.callbacks import CheckpointTimes, LiveSamples, MetricsJsonl, readable_progress_tables
 from kit.training.plan import Plan, refuse_trained, start  # start: the notebook's first step
-from kit.data.rows import held_out_prompts
+from kit.data.rows import Prompt, held_out_prompts
 from kit.files import read_jsonl
 from kit.families import ensure_chat_template, family_for
 from kit.data.tokenize import grpo_rows, tokenize_for
@@ -104,9 +104,9 @@ def datasets(run: Run, config: Recipe, tokenizer) -> tuple[Dataset, Dataset]:
     return tokenized_split(run, "train", tokenizer, config), tokenized_split(run, "eval", tokenizer, config)
 
 
-def held_out_prompt(run: Run) -> dict:
-    """The first held-out conversation up to its last user turn ({"messages", "tools"}): the
-    train notebook's quick try, before and after training."""
+def held_out_prompt(run: Run) -> Prompt:
+    """The first held-out conversation up to its first trained answer: the train notebook's quick
+    try, before and after training."""
     return held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), 1)[0]
 
 
@@ -114,8 +114,8 @@ def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
     """Answers to the first ``eval.live_samples`` held-out prompts at every evaluation."""
     held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe.eval.live_samples)
     return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, family_for(recipe),
-                       [p["messages"] for p in held_out], recipe.eval.max_new_tokens,
-                       tools=[p.get("tools") for p in held_out])
+                       [p.messages for p in held_out], recipe.eval.max_new_tokens,
+                       tools=[p.tools for p in held_out])
 
 
 def trainer_config(run: Run, config: Recipe, **extra):

@@ -97,9 +97,9 @@ def test_prompts_file_rows_and_errors(tmp_path):
         {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q2"},
                       {"role": "assistant", "content": "ref"}]}])
     prompts = load_prompts(good)
-    assert [p["row"] for p in prompts] == [1, 2]
-    assert prompts[0]["reference"] is None and prompts[1]["reference"] == "ref"
-    assert prompts[1]["messages"][-1] == {"role": "user", "content": "q2"}
+    assert [p.row for p in prompts] == [1, 2]
+    assert prompts[0].reference is None and prompts[1].reference == "ref"
+    assert prompts[1].messages[-1] == {"role": "user", "content": "q2"}
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "q"}]},
                                                {"messages": [{"role": "user", "content": 3}]}])
     with pytest.raises(DataError, match=r"bad\.jsonl: row 2: bad content: messages\[0\]\.content is int"):

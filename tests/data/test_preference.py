@@ -249,10 +249,10 @@ def test_labelled_completions_are_refused_for_methods_that_compare_pairs(tmp_pat
 def test_a_desirable_completion_is_a_reference_and_an_undesirable_one_is_passed_over():
     """Evaluate's prompts, the train notebook's live answers and the merge checks read labelled rows
     as conversations: a desirable completion is the reference answer, an undesirable one none."""
-    from kit.data.rows import as_conversations, held_out_prompts
+    from kit.data.rows import Prompt, as_conversations, held_out_prompts
 
     rows = [labelled(REJECTED, False), labelled(CHOSEN, True), PAIR]
-    assert held_out_prompts(rows, 1) == [{"messages": NO_SYSTEM["prompt"], "reference": CHOSEN}]
-    assert [p["reference"] for p in held_out_prompts(rows)] == [CHOSEN, CHOSEN]
+    assert held_out_prompts(rows, 1) == [Prompt(NO_SYSTEM["prompt"], CHOSEN)]
+    assert [p.reference for p in held_out_prompts(rows)] == [CHOSEN, CHOSEN]
     assert as_conversations(rows) == [{"messages": NO_SYSTEM["prompt"] + [assistant(CHOSEN)]},
                                       {"messages": PROMPT + [assistant(CHOSEN)]}]

@@ -24,10 +24,10 @@ def test_sharegpt_with_reasoning_is_prepared_and_reported(tmp_path, runs_dir, ti
     (tmp_path / "chats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prepared = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "chats.jsonl"), "eval_fraction": 0.34}))
     report = prepared.report
-    assert report["sources"][0]["format"] == "sharegpt" and report["rows_kept"] == 6
-    assert report["split"] == {"train": 4, "eval": 2, "seed": 3407}
+    assert report.sources[0]["format"] == "sharegpt" and report.rows_kept == 6
+    assert report.split == {"train": 4, "eval": 2, "seed": 3407}
     # Qwen3 renders reasoning only after the last user turn: these turns' reasoning is left out.
-    assert report["reasoning"] == {"assistant_turns_with_reasoning": 6, "rendered": 0, "not_rendered": 6}
+    assert report.reasoning == {"assistant_turns_with_reasoning": 6, "rendered": 0, "not_rendered": 6}
     saved = read_jsonl(prepared.run.data_dir / "train.jsonl") + read_jsonl(prepared.run.data_dir / "eval.jsonl")
     assert sorted(r["messages"][1]["reasoning"] for r in saved) == [f"step {i}" for i in range(6)]
     manifest = json.loads(prepared.run.manifest_path.read_text())
@@ -39,12 +39,12 @@ def test_overlength_rows_are_dropped_or_truncated_with_counts(tmp_path, runs_dir
     rows = [{"prompt": "short", "completion": "ok"}] * 3 + [{"prompt": "long", "completion": long_answer}]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     dropped = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}, max_seq_length=64)).report
-    assert dropped["rows_kept"] == 3 and dropped["dropped"][0]["row"] == 4
-    assert dropped["dropped"][0]["reason"].startswith("over max_seq_length:")
+    assert dropped.rows_kept == 3 and dropped.dropped[0]["row"] == 4
+    assert dropped.dropped[0]["reason"].startswith("over max_seq_length:")
     truncated = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl"), "overlength": "truncate"},
                                     max_seq_length=64)).report
-    assert truncated["rows_kept"] == 4 and truncated["rows_truncated"] == 1
-    assert truncated["tokens_per_row"]["max"] == 64
+    assert truncated.rows_kept == 4 and truncated.rows_truncated == 1
+    assert truncated.tokens_per_row["max"] == 64
 
 
 def test_bad_data_creates_no_run(tmp_path, runs_dir):
@@ -64,7 +64,7 @@ def test_reasoning_every_turn_renders_each_turns_reasoning(tmp_path, runs_dir, t
             for i in range(6)]
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prepared = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "r.jsonl"), "reasoning": mode}))
-    assert prepared.report["reasoning"]["rendered"] == rendered
+    assert prepared.report.reasoning["rendered"] == rendered
     assert len(prepared.examples) == examples
     trained = [prepared.tokenizer.decode([t for t in ex["labels"] if t != IGNORE_INDEX]) for ex in prepared.examples]
     assert sum("<think>\nstep" in t for t in trained) == rendered
@@ -95,17 +95,17 @@ def test_drops_are_counted_by_reason_with_examples_in_the_report(tmp_path, runs_
     source = str(tmp_path / "d.jsonl")
     prepared = prepare(recipe_file(tmp_path, {"source": source, "invalid_rows": "drop"}, max_seq_length=64))
     report = prepared.report
-    assert report["rows_kept"] == 3 and report["rows_dropped"] == 4
-    assert report["dropped_by_reason"] == {"bad structure": 1, "empty content": 1, "no assistant turn": 1,
+    assert report.rows_kept == 3 and report.rows_dropped == 4
+    assert report.dropped_by_reason == {"bad structure": 1, "empty content": 1, "no assistant turn": 1,
                                            "over max_seq_length": 1}
-    assert report["dropped_examples"] == [
+    assert report.dropped_examples == [
         {"source": source, "row": 2, "field": "completion", "reason": "completion must be a list, got int"},
         {"source": source, "row": 5, "field": "messages[1].content",
          "reason": "empty content: messages[1].content is whitespace only"},
         {"source": source, "row": 7, "field": "messages", "reason": "no assistant turn: messages has none, nothing to train on"}]
-    assert [d["row"] for d in report["dropped"]] == [2, 5, 7, 4]  # every drop is still listed
+    assert [d["row"] for d in report.dropped] == [2, 5, 7, 4]  # every drop is still listed
     saved = json.loads((prepared.run.path / "prepare_report.json").read_text())
-    assert saved["dropped_examples"] == report["dropped_examples"]
+    assert saved["dropped_examples"] == report.dropped_examples
     # What the prepare notebook prints: counts per reason as words, statistics as readable lines.
     printed = summary(report)
     assert "kept 3, dropped 4 (1 bad structure, 1 empty content, 1 no assistant turn, 1 over max_seq_length)" in printed
@@ -146,7 +146,7 @@ def test_a_gpt_oss_reasoning_dataset_is_fully_supervised(tmp_path, runs_dir, fam
     recipe.write_text(yaml.safe_dump({"model": {"id": str(tmp_path / "gpt-oss-tokenizer"), "family": "gpt-oss",
                                                 "max_seq_length": 512}, "data": {"source": str(tmp_path / "r.jsonl")}}))
     prepared = prepare(str(recipe))
-    assert prepared.report["rows_kept"] == 8 and prepared.report["fully_supervised_turns"] == 8
+    assert prepared.report.rows_kept == 8 and prepared.report.fully_supervised_turns == 8
     assert "8 trained assistant turns, each checked" in summary(prepared.report)
     tokenizer = prepared.tokenizer
     for example, row in zip(prepared.examples, rows):

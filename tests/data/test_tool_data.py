@@ -214,8 +214,8 @@ def test_prompts_carry_their_tools(tmp_path):
     row = openai_row()
     row["messages"] = row["messages"][:5]  # ends with the tool results: answer from them
     [prompt] = load_prompts(write(tmp_path / "p.jsonl", [row]))
-    assert prompt["tools"] == [WEATHER, TIME] and prompt["messages"][-1]["role"] == "tool"
-    assert prompt["reference"] is None
+    assert prompt.tools == [WEATHER, TIME] and prompt.messages[-1]["role"] == "tool"
+    assert prompt.reference is None
 
 
 def mutate(change):
@@ -308,7 +308,7 @@ def test_prepare_reports_unused_fields(tmp_path, runs_dir, tiny_model_dir):
     recipe.write_text(yaml.safe_dump({"model": {"id": "builtin:tiny-qwen3", "family": "qwen3", "max_seq_length": 64},
                                       "data": {"source": write(tmp_path / "d.jsonl", rows)}}))
     report = prepare(str(recipe)).report
-    assert report["unused_fields"] == {"id": 4, "category": 4}
+    assert report.unused_fields == {"id": 4, "category": 4}
     assert "unused fields (not read, not trained on): id 4, category 4" in summary(report)
 
 
@@ -319,6 +319,6 @@ def test_held_out_prompts_carry_their_tools(tmp_path):
         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}])).rows
     with_tools, plain = held_out_prompts(rows)
     calls = [{"name": c["name"], "arguments": c["arguments"]} for c in CANONICAL["messages"][2]["tool_calls"]]
-    assert with_tools == {"messages": CANONICAL["messages"][:2], "reference": "Let me look.", "tools": [WEATHER, TIME],
-                          "reference_calls": calls}
-    assert plain == {"messages": [{"role": "user", "content": "Hi"}], "reference": "Hello"}
+    assert with_tools.to_dict() == {"messages": CANONICAL["messages"][:2], "reference": "Let me look.",
+                                    "tools": [WEATHER, TIME], "reference_calls": calls}
+    assert plain.to_dict() == {"messages": [{"role": "user", "content": "Hi"}], "reference": "Hello"}

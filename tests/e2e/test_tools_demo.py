@@ -59,7 +59,7 @@ def test_tuned_model_calls_the_right_tool_on_held_out_requests_and_the_base_does
     rows = read_jsonl(tools_run / "data" / "eval.jsonl")
     references = [next(m for m in r["messages"] if m["role"] == "assistant")["tool_calls"] for r in rows]
     assert {c[0]["name"] for c in references} == set(TOOL_REQUESTS)  # every tool is asked for among them
-    assert all(p["tools"] == TOOLS for p in held_out_prompts(rows))  # the prompts carry the tools
+    assert all(p.tools == TOOLS for p in held_out_prompts(rows))  # the prompts carry the tools
 
     report = json.loads((tools_run / "report.json").read_text())
     base, tuned = report["base"]["tool_calls"], report["tuned"]["tool_calls"]

@@ -35,7 +35,7 @@ def prompts():
     from kit.data.rows import held_out_prompts
     from kit.demos.data import conversations
 
-    convs = [p["messages"] for p in held_out_prompts(conversations())][:N_PROMPTS]
+    convs = [p.messages for p in held_out_prompts(conversations())][:N_PROMPTS]
     assert len({len(c) for c in convs}) > 1  # one to three turns: batches need padding
     return convs
 

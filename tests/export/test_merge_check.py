@@ -35,7 +35,7 @@ def reference_for(run):
     recipe = run.recipe(stage="merge")
     tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
     held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe.eval.num_prompts)
-    prompts = [render_prompt(tokenizer, family_for(recipe), p["messages"]) for p in held_out]
+    prompts = [render_prompt(tokenizer, family_for(recipe), p.messages) for p in held_out]
     stored = merged_dtype(base_model.base_config(recipe.model.id))
     return logits_check.reference_logits(run, recipe, tokenizer, prompts, stored), tokenizer, prompts
 

@@ -72,10 +72,10 @@ def test_kto_trains_each_labelled_completion_with_its_neighbours_for_kl(method_r
     if method != "kto":
         pytest.skip("KTO's data")
     dataset, batch = before["dataset"], 8  # tiny-dpo-demo's per_device_train_batch_size
-    assert prepared["completions"] == {"desirable": 100, "undesirable": 100}
-    assert prepared["sources"][0]["format"] == "unpaired"
+    assert prepared.completions == {"desirable": 100, "undesirable": 100}
+    assert prepared.sources[0]["format"] == "unpaired"
     rows = [json.loads(line) for line in (run.data_dir / "train.jsonl").read_text().splitlines()]
-    assert dataset["label"] == [r["label"] for r in rows] and len(rows) == prepared["split"]["train"]
+    assert dataset["label"] == [r["label"] for r in rows] and len(rows) == prepared.split["train"]
     completions, kl = dataset["completion_ids"], dataset["KL_completion_ids"]
     for start in range(0, 2 * batch, batch):  # TRL's rotation within each batch: the previous example's
         assert kl[start] == completions[start + batch - 1]
@@ -147,8 +147,8 @@ def test_evaluate_scores_held_out_labelled_completions_for_base_and_tuned(method
     if method != "kto":
         pytest.skip("labelled completions: KTO's")
     held_out = [json.loads(line) for line in (run.data_dir / "eval.jsonl").read_text().splitlines()]
-    base, tuned = report["base"]["labelled"], report["tuned"]["labelled"]
-    assert base["completions"] == tuned["completions"] == len(held_out) == prepared["split"]["eval"]
+    base, tuned = report.base["labelled"], report.tuned["labelled"]
+    assert base["completions"] == tuned["completions"] == len(held_out) == prepared.split["eval"]
     assert tuned["margin"] > base["margin"]  # desirable minus undesirable mean log-probability, in nats
-    assert "preference" not in report["tuned"]  # no pairs held out
+    assert "preference" not in report.tuned  # no pairs held out
     assert f"({len(held_out)} held-out completions)" in (run.path / "report.md").read_text()
