@@ -62,7 +62,7 @@ from kit.data.prepare import prepare
 from kit.data.tokenize import load_tokenizer
 from kit.models import resolve_model_id
 run = prepare(recipe_name, overrides, run_id="bench").run
-recipe = run.recipe()
+recipe = run.config()
 tokenizer = load_tokenizer(recipe.model.id, family_for(recipe))  # prepare's, with the family's template
 examples = T.tokenized_split(run, "train", tokenizer, recipe).to_list()
 (work / "examples.json").write_text(json.dumps(examples))
@@ -149,7 +149,7 @@ if way == "kit":
     fresh = Path(setup["run"]).with_name(f"bench-{os.getpid()}")  # runs are never retrained: a copy per repeat
     shutil.copytree(setup["run"], fresh)
     run = Run(fresh)
-    T.train(run, run.recipe(), trainer_class=Timed)
+    T.train(run, run.config(), trainer_class=Timed)
 elif way.startswith("unsloth"):  # "unsloth-again": the same loop a second time, for the noise floor
     from unsloth import FastLanguageModel
     from trl import SFTConfig, SFTTrainer
@@ -213,7 +213,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 steps, warmup = bench["steps"], bench["warmup"]
 run = Run(Path(setup["run"]))
-recipe = run.recipe()
+recipe = run.config()
 model, tokenizer = T.load_model(recipe)
 model = T.add_lora(model, recipe)
 start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

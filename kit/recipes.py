@@ -288,13 +288,13 @@ def override_argument(text: str) -> tuple[str, object]:
                                          "quote strings, e.g. key='[1, 2]'") from None
 
 
-def apply_overrides(recipe: Recipe, overrides: dict | str | None, where: str = "recipe") -> Recipe:
+def apply_overrides(config: Recipe, overrides: dict | str | None, where: str = "recipe") -> Recipe:
     """A new recipe: ``recipe`` with ``overrides`` applied, validated again."""
-    return resolve(deep_merge(recipe.to_dict(), parse_overrides(overrides)), where=where)
+    return resolve(deep_merge(config.to_dict(), parse_overrides(overrides)), where=where)
 
 
-def dump(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
+def dump(config: Recipe) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
 
 
 DOCS_COMMAND = "python -m kit.recipes --docs > docs/recipes.md"

@@ -49,23 +49,28 @@ class Run:
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
 
     # Recipe -----------------------------------------------------------------------------------
-    def recipe(self, overrides: dict | str | None = None, stage: str | None = None) -> recipes.Recipe:
-        """The run's resolved recipe; overrides given by a later notebook are validated, refused
-        for sections prepare has consumed, and written back so the file stays the truth."""
+    def config(self) -> recipes.Recipe:
+        """The run's resolved recipe, as recipe.yaml holds it (read only)."""
         if not self.recipe_path.exists():
             raise RunError(f"{self.path}: no recipe.yaml; run the prepare notebook first")
-        recipe = recipes.resolve(recipes.read_yaml(self.recipe_path), str(self.recipe_path))
+        return recipes.resolve(recipes.read_yaml(self.recipe_path), str(self.recipe_path))
+
+    def apply_overrides(self, overrides: dict | str | None, stage: str | None = None) -> recipes.Recipe:
+        """The run's resolved recipe with a later notebook's overrides (``stage``'s), validated and refused
+        for sections prepare has consumed, and written back into recipe.yaml (and the manifest's
+        ``overrides``) so the file stays the truth. No overrides: ``config()``, nothing written."""
+        config = self.config()
         changes = check_later_overrides(overrides)
         if not changes:
-            return recipe
-        updated = recipes.apply_overrides(recipe, changes, where=f"{self.recipe_path} with overrides")
+            return config
+        updated = recipes.apply_overrides(config, changes, where=f"{self.recipe_path} with overrides")
         if distributed.is_main():  # with several processes, each applies them; rank 0 writes them
             self.write_recipe(updated)
             self.update_manifest({"overrides": {stage or "unknown": changes}})
         return updated
 
-    def write_recipe(self, recipe: recipes.Recipe) -> None:
-        write_text_atomic(self.recipe_path, recipes.dump(recipe))
+    def write_recipe(self, config: recipes.Recipe) -> None:
+        write_text_atomic(self.recipe_path, recipes.dump(config))
 
     # Manifest ---------------------------------------------------------------------------------
     def manifest(self) -> dict:
@@ -119,7 +124,7 @@ def git_commit() -> str | None:
         return None
 
 
-def create_run(recipe_name: str, recipe: recipes.Recipe, run_id: str | None = None, root: Path | None = None,
+def create_run(recipe_name: str, config: recipes.Recipe, run_id: str | None = None, root: Path | None = None,
                overrides: dict | str | None = None) -> Run:
     """Make a new, empty run directory and write the resolved recipe and the manifest's header
     (with the ``overrides`` prepare applied, if any). Fails if ``run_id`` exists: a run is never
@@ -135,10 +140,10 @@ def create_run(recipe_name: str, recipe: recipes.Recipe, run_id: str | None = No
     except FileExistsError:
         raise RunError(f"run {path} already exists; runs are never overwritten (choose another run id)") from None
     run = Run(path)
-    run.write_recipe(recipe)
+    run.write_recipe(config)
     run.update_manifest({"recipe": recipe_name, "run_id": path.name, "location": str(path), "created": _now(),
                          "git_commit": git_commit(), "libraries": library_versions(),
-                         "seed": {"data": recipe.data.seed, "train": recipe.train.seed}})
+                         "seed": {"data": config.data.seed, "train": config.train.seed}})
     changes = recipes.parse_overrides(overrides)
     if changes:
         run.update_manifest({"overrides": {"prepare": changes}})  # as later stages record theirs
@@ -185,13 +190,13 @@ def find_run(recipe: str, run: str | Path | None = None, root: Path | None = Non
 LORA_KEYS = {"r": "r", "alpha": "lora_alpha", "use_rslora": "use_rslora", "target_modules": "target_modules"}
 
 
-def find_adapter(recipe: recipes.Recipe, root: Path | None = None) -> tuple[Path, dict]:
+def find_adapter(config: recipes.Recipe, root: Path | None = None) -> tuple[Path, dict]:
     """``train.init_adapter``: an earlier run's adapter, named by its recipe (the newest run),
     ``recipe/run-id``, a run's directory or an adapter directory; and what the manifest records of it
     (what was given, the adapter's directory and its weights' sha256, the run). Refused in one line:
     a run not trained yet, a run of another base model than ``recipe``'s, an adapter whose rank,
     alpha, rsLoRA or target modules are not ``recipe``'s ``lora.*``."""
-    ref = recipe.train.init_adapter
+    ref = config.train.init_adapter
     where = f"train.init_adapter: {ref}"
     path, run = Path(ref).expanduser(), None
     if (path / "adapter_config.json").exists():
@@ -208,14 +213,14 @@ def find_adapter(recipe: recipes.Recipe, root: Path | None = None) -> tuple[Path
         adapter = run.adapter_dir
         if not (adapter / "adapter_config.json").exists():
             raise RunError(f"{where}: run {run.path} has no adapter yet: train it first, or name a trained run")
-        base = run.recipe().model.id
-        if base != recipe.model.id:
+        base = run.config().model.id
+        if base != config.model.id:
             raise RunError(f"{where}: run {run.path} trained an adapter for {base!r}, and this recipe's model.id is "
                            f"{recipe.model.id!r}: an adapter fits the base model it was trained on")
     weights = adapter / "adapter_model.safetensors"
     if not weights.exists():
         raise RunError(f"{where}: {adapter} has no adapter_model.safetensors")
-    saved, wanted = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")), recipe.lora.to_dict()
+    saved, wanted = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")), config.lora.to_dict()
     for key, saved_key in LORA_KEYS.items():
         mine, theirs = wanted[key], saved.get(saved_key)
         if key == "target_modules":

@@ -71,7 +71,7 @@ def test_a_value_out_of_range_is_refused_when_the_recipe_loads(override, message
     from kit.runs import RunError
 
     with pytest.raises((RecipeError, RunError)):  # RunError: a section prepare has consumed
-        existing_run.recipe(override, stage="train")
+        existing_run.apply_overrides(override, stage="train")
     assert contents(existing_run.path) == before
 
 

@@ -52,7 +52,7 @@ def test_the_current_kit_evaluates_and_merges_an_old_run(old_run):
     from kit.export.merge import merge
 
     before = read("report.json")
-    config = old_run.recipe()
+    config = old_run.config()
     model, tokenizer, checkpoint = E.load(old_run, config)
     report = E.evaluate(old_run, config, model, tokenizer, checkpoint)
     new = report.to_dict()
@@ -62,6 +62,6 @@ def test_the_current_kit_evaluates_and_merges_an_old_run(old_run):
     [kept] = old_run.path.glob("report.replaced-*.json")  # the old report is kept beside the new one
     assert json.loads(kept.read_text()) == before
     del model
-    merged = merge(old_run, old_run.recipe({"export": {"gguf": ["q8_0"]}}, stage="merge"))
+    merged = merge(old_run, old_run.apply_overrides({"export": {"gguf": ["q8_0"]}}, stage="merge"))
     assert merged.ok and (old_run.merged_dir / "config.json").exists()
     assert set(merged.gguf) == {"q8_0"} and (old_run.path / "merge_report.json").exists()

@@ -16,7 +16,7 @@ def recipe():
 def test_create_run_writes_recipe_and_manifest(runs_dir, recipe):
     run = create_run("tiny-demo", recipe, "r1")
     assert run.path == runs_dir / "tiny-demo" / "r1"
-    assert run.recipe() == recipe
+    assert run.config() == recipe
     manifest = json.loads(run.manifest_path.read_text())
     assert manifest["run_id"] == "r1" and manifest["seed"] == {"data": 3407, "train": 3407}
     assert manifest["libraries"]["transformers"] == "5.17.0"
@@ -48,14 +48,14 @@ def test_find_run_newest_named_and_missing(runs_dir, recipe):
 
 def test_later_overrides_are_validated_recorded_and_frozen_sections_refused(runs_dir, recipe):
     run = create_run("tiny-demo", recipe, "r")
-    updated = run.recipe({"train.max_steps": 3}, stage="train")
+    updated = run.apply_overrides({"train.max_steps": 3}, stage="train")
     assert updated.train.max_steps == 3
-    assert run.recipe().train.max_steps == 3  # written back into recipe.yaml
+    assert run.config().train.max_steps == 3  # written back into recipe.yaml
     assert run.manifest()["overrides"]["train"] == {"train": {"max_steps": 3}}
     with pytest.raises(RunError, match="data must be given to prepare"):
-        run.recipe({"data.seed": 1}, stage="train")
+        run.apply_overrides({"data.seed": 1}, stage="train")
     with pytest.raises(ValueError, match="train.max_stepz; did you mean train.max_steps"):
-        run.recipe({"train.max_stepz": 1}, stage="train")
+        run.apply_overrides({"train.max_stepz": 1}, stage="train")
 
 
 def test_record_stage(runs_dir, recipe):
@@ -84,7 +84,7 @@ def test_a_run_id_is_never_a_path_in_the_current_directory(runs_dir, recipe, mon
 def test_prepare_overrides_are_recorded_like_later_ones(runs_dir, recipe):
     run = create_run("tiny-demo", recipe, "r", overrides={"train.max_steps": 5, "data": {"seed": 1}})
     assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 5}, "data": {"seed": 1}}}
-    run.recipe({"eval.num_prompts": 2}, stage="evaluate")
+    run.apply_overrides({"eval.num_prompts": 2}, stage="evaluate")
     assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 5}, "data": {"seed": 1}},
                                            "evaluate": {"eval": {"num_prompts": 2}}}
     assert "overrides" not in create_run("tiny-demo", recipe, "plain").manifest()

@@ -141,9 +141,9 @@ def example_to_show(prepared: Prepared, first: int = 50) -> dict:
     a pair: the one with the longest answers); under grpo, the first training prompt as GRPO sees it
     (nothing of it trained: the answers are sampled)."""
     if get_method(prepared.report.method).examples == "prompts":
-        recipe = prepared.run.recipe()
+        config = prepared.run.config()
         rows = read_jsonl(prepared.run.data_dir / "train.jsonl")[:1]
-        return grpo_rows(prepared.tokenizer, family_for(recipe), rows, recipe)[0]
+        return grpo_rows(prepared.tokenizer, family_for(config), rows, config)[0]
     def trained(e: dict) -> int:
         if "chosen_ids" in e:
             return len(e["chosen_ids"]) + len(e["rejected_ids"])
@@ -154,22 +154,22 @@ def example_to_show(prepared: Prepared, first: int = 50) -> dict:
     return max(prepared.examples[:first], key=trained)
 
 
-def supervised_turns(family, rows: list[dict], recipe: Recipe) -> int:
+def supervised_turns(family, rows: list[dict], config: Recipe) -> int:
     """Assistant turns trained, each checked to be fully supervised (tokenize_many's check)."""
-    if recipe.data.reasoning == "every_turn":
+    if config.data.reasoning == "every_turn":
         return sum(m["role"] == "assistant" and m.get("train", True) for row in rows for m in row["messages"])
-    train_on = recipe.data.train_on or family.default_train_on
+    train_on = config.data.train_on or family.default_train_on
     return sum(len(trained_turns(row["messages"], train_on)) for row in rows)
 
 
-def reasoning_stats(tokenizer, family, rows: list[dict], recipe: Recipe) -> dict:
+def reasoning_stats(tokenizer, family, rows: list[dict], config: Recipe) -> dict:
     """How many assistant turns carry reasoning and how many of those appear in the training text
     (Qwen3, for one, renders reasoning only after the last user turn; some families have none)."""
     from kit.chat.render import render_training_text, template_messages
     from kit.chat.templates import TrainingRenderer
 
     renderer = TrainingRenderer(tokenizer, family)
-    every_turn = recipe.data.reasoning == "every_turn"
+    every_turn = config.data.reasoning == "every_turn"
     total = rendered = 0
     for row in rows:
         messages = row["messages"]

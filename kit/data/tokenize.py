@@ -26,14 +26,14 @@ class Tokenized:
     truncated: int = 0  # rows cut to model.max_seq_length (data.overlength: truncate)
 
 
-def tokenize_for(method: Method, tokenizer, family, rows: list[dict], recipe: Recipe, origins=None) -> Tokenized:
+def tokenize_for(method: Method, tokenizer, family, rows: list[dict], config: Recipe, origins=None) -> Tokenized:
     """Prepared rows tokenized as ``method``'s trainer takes them: conversations with assistant-only labels
     (``tokenize_rows``), or preference rows as pairs or labelled completions (``tokenize_pairs``; KTO's
     pairs unpaired into two). GRPO's trainer takes rendered prompts (``grpo_rows``); its conversations
     tokenize here as SFT's, which is what prepare checks and counts."""
     if method.reads_pairs:
-        return tokenize_pairs(tokenizer, family, rows, recipe, origins, unpair=method.labelled)
-    return tokenize_rows(tokenizer, family, rows, recipe, origins)
+        return tokenize_pairs(tokenizer, family, rows, config, origins, unpair=method.labelled)
+    return tokenize_rows(tokenizer, family, rows, config, origins)
 
 
 def load_tokenizer(model_id: str, family):
@@ -56,19 +56,19 @@ def expand_turns(messages: list[dict]) -> list[list[dict]]:
     return [messages[:i + 1] for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True)]
 
 
-def tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins=None) -> Tokenized:
+def tokenize_rows(tokenizer, family, rows: list[dict], config: Recipe, origins=None) -> Tokenized:
     """Tokenize with labels (``data.train_on``, ``data.reasoning``) and apply the over-length
     policy (``data.overlength``, ``model.max_seq_length``); drops name their rows by ``origins``
     [(source, row)]. With ``data.reasoning: every_turn`` a row gives one example per assistant turn."""
     with gc_paused():
-        return _tokenize_rows(tokenizer, family, rows, recipe, origins)
+        return _tokenize_rows(tokenizer, family, rows, config, origins)
 
 
-def _tokenize_rows(tokenizer, family, rows: list[dict], recipe: Recipe, origins):
-    max_len, overlength = recipe.model.max_seq_length, recipe.data.overlength
+def _tokenize_rows(tokenizer, family, rows: list[dict], config: Recipe, origins):
+    max_len, overlength = config.model.max_seq_length, config.data.overlength
     origins = origins or [("rows", i + 1) for i in range(len(rows))]
-    train_on = recipe.data.train_on
-    if recipe.data.reasoning == "every_turn":
+    train_on = config.data.train_on
+    if config.data.reasoning == "every_turn":
         pairs = [(i, c) for i, row in enumerate(rows) for c in expand_turns(row["messages"])]
         train_on = "last_assistant"
     else:
@@ -127,7 +127,7 @@ def _split_one(ex: dict) -> tuple[list[int], list[int]]:
     return ex["input_ids"][:trained[0]], ex["input_ids"][trained[0]:trained[-1] + 1]
 
 
-def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins=None,
+def tokenize_pairs(tokenizer, family, pairs: list[dict], config: Recipe, origins=None,
                    unpair: bool = False) -> Tokenized:
     """Preference rows (``kit.data.preference``) as TRL's preference trainers take them tokenized: a pair
     as ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (DPOTrainer; ORPO's columns are made from these);
@@ -144,7 +144,7 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins
     by_row = [[] for _ in pairs]
     for (i, _), ex in zip(convs, tokenized):
         by_row[i].append(ex)
-    max_len, overlength = recipe.model.max_seq_length, recipe.data.overlength
+    max_len, overlength = config.model.max_seq_length, config.data.overlength
     origins = origins or [("rows", i + 1) for i in range(len(pairs))]
     examples, kept, dropped, truncated = [], [], [], 0
     for i, (row, answers) in enumerate(zip(pairs, by_row)):
@@ -181,11 +181,11 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], recipe: Recipe, origins
     return Tokenized(examples, kept, dropped, truncated)
 
 
-def grpo_rows(tokenizer, family, rows: list[dict], recipe: Recipe) -> list[dict]:
+def grpo_rows(tokenizer, family, rows: list[dict], config: Recipe) -> list[dict]:
     """GRPO's rows: each conversation's prompt (up to its first trained answer) rendered as the model
     sees it at inference (the family's template, the row's tools, ``eval.thinking``), with that answer
     as ``answer`` (what ``exact_answer`` compares with) and the row's ``tools`` as JSON text (Arrow
     holds one schema per column; ``kit.rewards`` gives reward functions lists)."""
-    return [{"prompt": generation_prompt(tokenizer, family, p.messages, p.tools, recipe.eval.thinking),
+    return [{"prompt": generation_prompt(tokenizer, family, p.messages, p.tools, config.eval.thinking),
              "answer": p.reference, "tools": json.dumps(p.tools) if p.tools else None}
             for p in held_out_prompts(rows)]

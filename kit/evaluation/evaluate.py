@@ -74,11 +74,11 @@ class EvalReport:
         return {name: headline(scores) for name, scores in self.results.items()}
 
 
-def load(run: Run, recipe: Recipe, checkpoint: str = "final"):
+def load(run: Run, config: Recipe, checkpoint: str = "final"):
     """Base model + the chosen adapter (``final``, ``latest``, ``best`` or ``checkpoint-N``), ready
     for inference; the base model is the same object with the adapter disabled."""
     ckpt = find_checkpoint(run, checkpoint)
-    m = recipe.model
+    m = config.model
     model, tokenizer = backend.load_model(str(ckpt.path), m.max_seq_length, m.load_in_4bit, m.dtype)
     FastLanguageModel.for_inference(model)
     return model, tokenizer, ckpt
@@ -108,31 +108,31 @@ def thinking_on(family, thinking: bool | None) -> bool:
     return thinking
 
 
-def _generation_options(recipe: Recipe, progress) -> dict:
-    ev = recipe.eval
+def _generation_options(config: Recipe, progress) -> dict:
+    ev = config.eval
     # batch_size None: generate() sizes batches from free memory (inference.batch_size_for)
     return {"max_new_tokens": ev.max_new_tokens, "batch_size": ev.batch_size,
             "sampling": ev.decoding == "recommended", "thinking": ev.thinking,
-            "seed": recipe.train.seed, "progress": progress}
+            "seed": config.train.seed, "progress": progress}
 
 
-def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, progress=None) -> EvalReport:
-    m, ev = recipe.model, recipe.eval
-    family = family_for(recipe)
+def evaluate(run: Run, config: Recipe, model, tokenizer, checkpoint: Checkpoint, progress=None) -> EvalReport:
+    m, ev = config.model, config.eval
+    family = family_for(config)
     rows = read_jsonl(run.data_dir / "eval.jsonl")
     prompts = held_out_prompts(rows, ev.num_prompts)
     references = [p.reference for p in prompts]
-    options = _generation_options(recipe, progress)
-    method = method_of(recipe)
+    options = _generation_options(config, progress)
+    method = method_of(config)
     preference = method.scores_preference
     pairs = [r for r in rows if "chosen" in r] if preference else []
-    pairs = tokenize_pairs(tokenizer, family, pairs, recipe).examples if pairs else None
+    pairs = tokenize_pairs(tokenizer, family, pairs, config).examples if pairs else None
     labelled = [r for r in rows if "completion" in r] if preference else []
-    labelled = tokenize_pairs(tokenizer, family, labelled, recipe).examples if labelled else None
+    labelled = tokenize_pairs(tokenizer, family, labelled, config).examples if labelled else None
     rows = as_conversations(rows)  # a pair: the loss is its chosen answer's (what SFT on it would train)
 
     def measure(label: str) -> tuple[dict, list]:
-        loss = token_loss(model, tokenizer, family, rows, recipe.data.train_on)
+        loss = token_loss(model, tokenizer, family, rows, config.data.train_on)
         answers, speed = generate(model, tokenizer, family, [p.messages for p in prompts], **options,
                                   tools=[p.tools for p in prompts])
         result = {"checkpoint": label, "eval_loss": loss, "perplexity": math.exp(loss),
@@ -142,7 +142,7 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
         if calls["rows"]:
             result["tool_calls"] = calls
         if method.rewards:
-            result["rewards"] = reward_scores(recipe, tokenizer, prompts, answers)
+            result["rewards"] = reward_scores(config, tokenizer, prompts, answers)
         if pairs is not None:
             result["preference"] = preference_scores(answer_logps(model, pairs))
         if labelled is not None:
@@ -182,15 +182,15 @@ def evaluate(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint,
     return report
 
 
-def reward_scores(recipe: Recipe, tokenizer, prompts: list[dict], answers) -> dict:
+def reward_scores(config: Recipe, tokenizer, prompts: list[dict], answers) -> dict:
     """GRPO's rewards (``kit.rewards.mean_rewards``) of the answers to held-out prompts, each function
     given what it gets in training: the rendered prompt, the answer decoded as TRL decodes its samples
     (special tokens skipped), and the row's ``answer`` (the reference) and ``tools``."""
-    family = family_for(recipe)
-    rendered = [generation_prompt(tokenizer, family, p.messages, p.tools, recipe.eval.thinking) for p in prompts]
+    family = family_for(config)
+    rendered = [generation_prompt(tokenizer, family, p.messages, p.tools, config.eval.thinking) for p in prompts]
     completions = tokenizer.batch_decode([a.ids for a in answers], skip_special_tokens=True)
     rows = {"answer": [p.reference for p in prompts], "tools": [p.tools for p in prompts]}
-    return mean_rewards(recipe.train.grpo.rewards, family, rendered, completions, rows)
+    return mean_rewards(config.train.grpo.rewards, family, rendered, completions, rows)
 
 
 def comparison_rows(report: EvalReport) -> list[dict]:
@@ -227,11 +227,11 @@ def check_predict_file(source: str | None) -> None:
         load_prompts(Path(source))
 
 
-def predict(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, source: str | None = None,
+def predict(run: Run, config: Recipe, model, tokenizer, checkpoint: Checkpoint, source: str | None = None,
             progress=None) -> Path:
     """Answers to every conversation of ``source`` (JSONL/JSON of messages; default: the eval split)
     → ``predictions/<source>.<checkpoint>.jsonl`` in the run, answer and reasoning separated."""
-    family = family_for(recipe)
+    family = family_for(config)
     if source:
         prompts, stem = load_prompts(Path(source)), Path(source).stem
     else:
@@ -239,7 +239,7 @@ def predict(run: Run, recipe: Recipe, model, tokenizer, checkpoint: Checkpoint, 
         prompts = [replace(p, row=i + 1) for i, row in enumerate(rows) for p in held_out_prompts([row])]
         stem = "eval"
     answers, speed = generate(model, tokenizer, family, [p.messages for p in prompts],
-                              **_generation_options(recipe, progress), tools=[p.tools for p in prompts])
+                              **_generation_options(config, progress), tools=[p.tools for p in prompts])
     out = run.path / "predictions" / f"{stem}.{checkpoint.name}.jsonl"
     out.parent.mkdir(exist_ok=True)
     kept = keep_replaced(out)

@@ -12,12 +12,12 @@ from kit.recipes import Recipe
 from kit.runs import Run, RunError
 
 
-def check_adapter_base(run: Run, recipe: Recipe) -> None:
+def check_adapter_base(run: Run, config: Recipe) -> None:
     """The adapter must have been trained on the recipe's model."""
     from kit.models import resolve_model_id
 
-    config = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    trained_on, expected = config.get("base_model_name_or_path"), resolve_model_id(recipe.model.id)
+    adapter = json.loads((run.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    trained_on, expected = adapter.get("base_model_name_or_path"), resolve_model_id(config.model.id)
     if trained_on and Path(str(trained_on)).resolve() != Path(expected).resolve() and trained_on != expected:
         raise RunError(f"{run.adapter_dir} was trained on {trained_on!r}, but the recipe's model is {expected!r}")
 
@@ -45,21 +45,21 @@ def base_config(model_id: str) -> dict:
     return AutoConfig.from_pretrained(str(path)).to_dict()
 
 
-def load_adapter_model(run: Run, recipe: Recipe, dtype: torch.dtype):
+def load_adapter_model(run: Run, config: Recipe, dtype: torch.dtype):
     """Base + the run's adapter through Unsloth, unquantized, in ``dtype``."""
-    return backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=False, dtype=dtype)
+    return backend.load_model(str(run.adapter_dir), config.model.max_seq_length, load_in_4bit=False, dtype=dtype)
 
 
-def direct_base(run: Run, recipe: Recipe) -> Path | None:
+def direct_base(run: Run, config: Recipe) -> Path | None:
     """The base checkpoint's directory where base + adapter can be loaded without transformers'
     loader (a local, unquantized checkpoint and a plain LoRA adapter, as the streaming merge needs),
     else None."""
     from kit.export.lora_merge import NotStreamable, read_adapter
 
     try:
-        base_dir = local_checkpoint(recipe.model.id)
+        base_dir = local_checkpoint(config.model.id)
         read_adapter(run.adapter_dir)
     except NotStreamable:
         return None
-    config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
-    return None if config.get("quantization_config") else base_dir
+    model_config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    return None if model_config.get("quantization_config") else base_dir

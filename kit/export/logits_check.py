@@ -45,22 +45,22 @@ def load_reference_direct(base_dir: Path, adapter_dir: Path, dtype: torch.dtype)
     return None if base is None else PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 
 
-def _load_reference(run: Run, recipe: Recipe, dtype: torch.dtype) -> tuple[object, str]:
+def _load_reference(run: Run, config: Recipe, dtype: torch.dtype) -> tuple[object, str]:
     """(base + the run's adapter in ``dtype``, how it was loaded): straight into device memory where
     ``direct_base`` allows, else through Unsloth."""
-    base_dir = direct_base(run, recipe)
+    base_dir = direct_base(run, config)
     model = None if base_dir is None else load_reference_direct(base_dir, run.adapter_dir, dtype)
     if model is not None:
         return model, f"transformers + PEFT, base read straight into {backend.device()} memory"
-    return load_adapter_model(run, recipe, dtype)[0], "Unsloth + PEFT"
+    return load_adapter_model(run, config, dtype)[0], "Unsloth + PEFT"
 
 
-def reference_logits(run: Run, recipe: Recipe, tokenizer, prompts: list[str], stored: torch.dtype) -> dict:
+def reference_logits(run: Run, config: Recipe, tokenizer, prompts: list[str], stored: torch.dtype) -> dict:
     """Base + the run's adapter (``_load_reference``) in the check's dtype: its logits on the
     prompts (the reference, kept), the adapter's own effect on them (adapter disabled), and the noise
     floor (``reference_from``). One model in memory."""
     dtype = backend.merge_dtype(stored)
-    return reference_from(lambda: _load_reference(run, recipe, dtype), tokenizer, prompts, stored, dtype)
+    return reference_from(lambda: _load_reference(run, config, dtype), tokenizer, prompts, stored, dtype)
 
 
 def reference_from(load, tokenizer, prompts: list[str], stored: torch.dtype, dtype: torch.dtype) -> dict:
@@ -131,15 +131,15 @@ def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict
 QLORA_GAP_ROWS = 16  # held-out conversations: a few, since it costs one more model load
 
 
-def qlora_gap(run: Run, recipe: Recipe, tokenizer, rows: list[dict], merged_loss: float) -> dict:
+def qlora_gap(run: Run, config: Recipe, tokenizer, rows: list[dict], merged_loss: float) -> dict:
     """Eval loss of the merged 16-bit model (``merged_loss``, on ``rows``) against the 4-bit base +
     adapter that training saw: the adapter was fitted to the quantized base, and the merge puts it on
     the 16-bit one. Loads that model (smaller than the 16-bit one) once the merged one is gone."""
     from kit.inference import token_loss
 
-    model, _ = backend.load_model(str(run.adapter_dir), recipe.model.max_seq_length, load_in_4bit=True,
-                                  dtype=recipe.model.dtype)
-    qlora_loss = token_loss(model, tokenizer, family_for(recipe), rows, recipe.data.train_on)
+    model, _ = backend.load_model(str(run.adapter_dir), config.model.max_seq_length, load_in_4bit=True,
+                                  dtype=config.model.dtype)
+    qlora_loss = token_loss(model, tokenizer, family_for(config), rows, config.data.train_on)
     del model
     return {"rows": len(rows), "merged_16bit_eval_loss": merged_loss, "qlora_eval_loss": qlora_loss,
             "gap": merged_loss - qlora_loss}

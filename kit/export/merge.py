@@ -47,26 +47,26 @@ from kit.export.merge_check import check_merged_tensors
 from kit.safetensors_io import dtype_name, parameter_count, stated_dtype
 
 
-def export_gguf(run: Run, recipe: Recipe, tokenizer, prompts: list[str], reference_ids: list[list[int]] | None,
+def export_gguf(run: Run, config: Recipe, tokenizer, prompts: list[str], reference_ids: list[list[int]] | None,
                 dtype: torch.dtype, overwrite: bool = False) -> dict:
     """GGUF files of the merged model, each loaded back in llama.cpp and compared with it (the merged
     model loaded in ``dtype``)."""
     from kit.export import gguf
     from kit.metrics import shows_behavior
 
-    types, family = recipe.export.gguf, family_for(recipe)
+    types, family = config.export.gguf, family_for(config)
     if not gguf.have_llama_cpp():
         raise RunError("GGUF export needs llama-cpp-python: pip install '.[gguf]' (or set export.gguf: [])")
     paths = gguf.export(run.merged_dir, run.path / "gguf", f"{run.recipe_name}-{run.path.name}", types, overwrite)
-    behavior = recipe.eval.behavior
+    behavior = config.eval.behavior
     out = {t: gguf.verify(p, tokenizer, family, prompts, reference_ids, lambda text: shows_behavior(text, behavior),
-                          recipe.export.verify_tokens) for t, p in paths.items()}
+                          config.export.verify_tokens) for t, p in paths.items()}
     generated = {t: g.pop("decided") for t, g in out.items()}
     if reference_ids is not None:  # the merged model fits in memory: judge each llama.cpp token by it
         for t, gaps in _decision_gaps(run.merged_dir, dtype, tokenizer, prompts, generated).items():
             out[t].update(gaps)
             if t not in ("f16", "bf16") and out[t]["greedy_equal_prompts"] < len(prompts):
-                out[t]["why_answers_differ"] = gguf.why_answers_differ(t, out[t], len(prompts), recipe.model.id)
+                out[t]["why_answers_differ"] = gguf.why_answers_differ(t, out[t], len(prompts), config.model.id)
     return out
 
 
@@ -114,18 +114,18 @@ def modelfile_conversations(held_out: list[Prompt], family) -> list:
     return [p.messages for p in held_out if len(p.messages) <= 2 and not p.tools]
 
 
-def export_modelfile(run: Run, recipe: Recipe, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
+def export_modelfile(run: Run, config: Recipe, tokenizer, exported: dict, conversations: list[list[dict]]) -> dict:
     """gguf/Modelfile for Ollama, pointing at the smallest usual quantization that was exported;
     SYSTEM: ``export.system``, else the system prompt the model was trained with, if one for all."""
     from kit.export import modelfile
 
     kind = next(t for t in PREFERRED_FOR_OLLAMA if t in exported)
-    system = recipe.export.system
+    system = config.export.system
     if system is None:
         system = shared_system_prompt(as_conversations(read_jsonl(run.data_dir / "train.jsonl")))
     path = modelfile.write_modelfile(run.path / "gguf" / "Modelfile", Path(exported[kind]["path"]), tokenizer,
-                                     family_for(recipe), system=system)
-    return {**modelfile.check(path, tokenizer, family_for(recipe), conversations), "system": system}
+                                     family_for(config), system=system)
+    return {**modelfile.check(path, tokenizer, family_for(config), conversations), "system": system}
 
 
 # Bytes per parameter of each output, for the free-space check (K-quants keep some tensors wider).
@@ -145,16 +145,16 @@ def check_disk(path: Path, needed: int) -> None:
                        f"{free / 1e9:.1f} GB are free; nothing was written")
 
 
-def merge_with_unsloth(run: Run, recipe: Recipe, out: Path, stored: torch.dtype) -> tuple[int, object]:
+def merge_with_unsloth(run: Run, config: Recipe, out: Path, stored: torch.dtype) -> tuple[int, object]:
     """The fallback: base + adapter loaded through Unsloth, merged by ``save_pretrained_merged``
     (which fetches 16-bit base weights for pre-quantized checkpoints where the Hub is reachable).
     Unsloth writes the dtype the model is loaded in (on CPU: bfloat16 where the CPU has it, else
     float16, for a float32 model), so the model is loaded in the merged dtype."""
     from kit.export.lora_merge import cast_checkpoint
 
-    model, tokenizer = load_adapter_model(run, recipe, stored)
+    model, tokenizer = load_adapter_model(run, config, stored)
     parameters = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    check_disk(run.path, estimate_bytes(parameters, recipe.export.gguf))
+    check_disk(run.path, estimate_bytes(parameters, config.export.gguf))
     model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
     del model
     cast_checkpoint(out, stored)  # where Unsloth chose another dtype anyway (a GPU without bfloat16)

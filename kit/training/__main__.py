@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run = find_run(args.recipe, args.run or None)
-        config = run.recipe(dict(args.override) or None, stage="train")
+        config = run.apply_overrides(dict(args.override) or None, stage="train")
         summary = train.train(run, config, resume=args.resume)
     except Exception as e:  # the kit's errors as one line, as in the notebooks; others with their traceback
         if not runlog.is_kit_error(type(e)):

@@ -73,7 +73,7 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
         if last is None:
             raise RunError(f"{run.path} is already trained, and its last checkpoint (step {step}) is gone, "
                            "so there is nothing to load here: evaluate it with the evaluate notebook")
-        limit = run.recipe().train.max_steps
+        limit = run.config().train.max_steps
         if limit and limit > 0 and limit != step:  # loading step N with a new limit would train on
             raise RunError(f"{run.path} is already trained ({step} steps); train.max_steps is now {limit}, and "
                            "runs are never overwritten: start a new run with prepare")
@@ -88,10 +88,10 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
         checkpoint = resume_checkpoint(run, resume, listed)
     if checkpoint is not None:
         check_world_size(checkpoint, launched)
-    recipe = run.recipe()
-    train = recipe.train
+    config = run.config()
+    train = config.train
     if train.init_adapter:  # refused here, before any model loads
-        _, init = find_adapter(recipe)
+        _, init = find_adapter(config)
         began = manifest.get("init_adapter")
         if checkpoint is not None and began and (began["adapter"], began["sha256"]) != (init["adapter"], init["sha256"]):
             raise RunError(f"train.init_adapter: {train.init_adapter} now names {init['adapter']} (sha256 "

@@ -110,11 +110,11 @@ def held_out_prompt(run: Run) -> Prompt:
     return held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), 1)[0]
 
 
-def live_samples(run: Run, tokenizer, recipe: Recipe) -> LiveSamples:
+def live_samples(run: Run, tokenizer, config: Recipe) -> LiveSamples:
     """Answers to the first ``eval.live_samples`` held-out prompts at every evaluation."""
-    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe.eval.live_samples)
-    return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, family_for(recipe),
-                       [p.messages for p in held_out], recipe.eval.max_new_tokens,
+    held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), config.eval.live_samples)
+    return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, family_for(config),
+                       [p.messages for p in held_out], config.eval.max_new_tokens,
                        tools=[p.tools for p in held_out])
 
 

@@ -129,7 +129,7 @@ def test_prepare_records_its_overrides_in_the_manifest(tmp_path, runs_dir, tiny_
     run = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}),
                   {"train.max_steps": 7, "data.eval_fraction": 0.5}).run
     assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 7}, "data": {"eval_fraction": 0.5}}}
-    assert run.recipe().train.max_steps == 7
+    assert run.config().train.max_steps == 7
     assert "overrides" not in prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")})).run.manifest()
 
 

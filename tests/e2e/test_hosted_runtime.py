@@ -147,7 +147,7 @@ def test_the_notebooks_install_themselves_keep_runs_elsewhere_and_resume_after_a
     from kit.runs import Run
     from kit.training import train as T
 
-    expected = T.train(Run(reference), Run(reference).recipe())
+    expected = T.train(Run(reference), Run(reference).config())
     assert abs(summary["eval_loss"] - expected["eval_loss"]) <= 1e-4
     assert logged_steps(run) == logged_steps(reference) == list(range(1, OVERRIDES["train.max_steps"] + 1))
     assert logged_steps(run, "eval_loss") == [4, 8, 12]

@@ -18,7 +18,7 @@ def loaded(demo_run):
     from kit.runs import Run
 
     run = Run(demo_run[0])
-    recipe = run.recipe()
+    recipe = run.config()
     model, tokenizer, checkpoint = E.load(run, recipe, "final")
     return run, recipe, model, tokenizer, checkpoint
 

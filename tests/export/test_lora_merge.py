@@ -24,7 +24,7 @@ def test_streaming_merge_equals_unsloths_merge(demo_run, tmp_path):
     from kit.runs import Run
 
     run = Run(demo_run[0])
-    recipe = run.recipe(stage="merge")
+    recipe = run.config()
     dtype = merged_dtype(M.base_config(recipe.model.id))
     M.merge_with_unsloth(run, recipe, tmp_path / "unsloth", dtype)
     ours, theirs = tensors(run.merged_dir), tensors(tmp_path / "unsloth")
@@ -101,7 +101,7 @@ def test_the_unsloth_merge_route_is_checked_the_same_way(demo_run, runs_dir):
     copy = runs_dir / "tiny-demo" / "copy"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("merged", "gguf", "merge_report.json"))
     run = find_run("tiny-demo", "copy")
-    report = M.merge(run, run.recipe({"export.merge_method": "unsloth", "export.gguf": []}, stage="merge"))
+    report = M.merge(run, run.apply_overrides({"export.merge_method": "unsloth", "export.gguf": []}, stage="merge"))
     assert report.method == "unsloth save_pretrained_merged" and report.why == "export.merge_method is unsloth"
     assert report.tensor_check["ok"] and report.logits_check["ok"] and report.ok
     assert report.stored_dtype == "bfloat16"
@@ -188,7 +188,7 @@ def test_publishing_twice_keeps_the_merged_model(demo_run, runs_dir):
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("gguf"))
     run = find_run("tiny-demo", "publish")
     before = sorted(p.name for p in run.merged_dir.iterdir())
-    merging = merge.Merge(run, run.recipe(stage="merge"), overwrite=True)
+    merging = merge.Merge(run, run.config(), overwrite=True)
     with pytest.raises(RunError, match="nothing to publish"):
         merging.publish()
     assert sorted(p.name for p in run.merged_dir.iterdir()) == before

@@ -32,7 +32,7 @@ def reference_for(run):
     from kit.families import family_for
     from kit.export.lora_merge import merged_dtype
 
-    recipe = run.recipe(stage="merge")
+    recipe = run.config()
     tokenizer = AutoTokenizer.from_pretrained(str(run.adapter_dir))
     held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), recipe.eval.num_prompts)
     prompts = [render_prompt(tokenizer, family_for(recipe), p.messages) for p in held_out]

@@ -31,7 +31,7 @@ def sft_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KIT_RUNS_DIR", str(root))
         run = prepare("tiny-demo", STEPS, run_id="sft").run
-        T.train(run, run.recipe())
+        T.train(run, run.config())
     return root, run
 
 
@@ -44,7 +44,7 @@ def test_dpo_starts_from_the_sft_adapter_and_measures_against_it(sft_run, monkey
     monkeypatch.setenv("KIT_RUNS_DIR", str(root))
     settings = {**STEPS, "train": {**STEPS["train"], "init_adapter": "tiny-demo/sft"}}
     run = prepare("tiny-dpo-demo", settings, run_id="dpo").run
-    config = run.recipe()
+    config = run.config()
     plan = T.start(run)
     recorded = run.manifest()["init_adapter"]
     assert recorded["recipe"] == "tiny-demo" and recorded["run"] == "sft" and recorded["adapter"] == str(sft.adapter_dir)

@@ -91,7 +91,7 @@ def test_a_trained_run_is_reported_and_left_as_it_is(run):
     checkpoint(run, 2), checkpoint(run, 4)
     run.adapter_dir.mkdir()
     run.update_manifest({"train": {"global_step": 4, "eval_loss": 1.5}})
-    run.write_recipe(run.recipe({"train.max_steps": 4}))
+    run.write_recipe(run.apply_overrides({"train.max_steps": 4}))
     before = contents(run.path)
     plan = start(run)
     assert (plan.action, plan.checkpoint.name, plan.lock) == ("trained", "checkpoint-4", None)
@@ -100,10 +100,10 @@ def test_a_trained_run_is_reported_and_left_as_it_is(run):
     for value in (True, False, "checkpoint-2"):  # an explicit resume of a trained run is refused
         with pytest.raises(RunError, match="already exists: this run is trained"):
             start(run, value)
-    run.write_recipe(run.recipe({"train.max_steps": 8}))  # more steps for a trained run: a new run's job
+    run.write_recipe(run.apply_overrides({"train.max_steps": 8}))  # more steps for a trained run: a new run's job
     with pytest.raises(RunError, match=r"already trained \(4 steps\); train.max_steps is now 8"):
         start(run)
-    run.write_recipe(run.recipe({"train.max_steps": 4}))
+    run.write_recipe(run.apply_overrides({"train.max_steps": 4}))
     for path in run.checkpoints_dir.glob("checkpoint-4/*"):
         path.unlink()
     with pytest.raises(RunError, match=r"already trained, and its last checkpoint \(step 4\) is gone"):

@@ -52,7 +52,7 @@ def method_run(request, tmp_path_factory):
         patch.setenv("KIT_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
         prepared = prepare("tiny-dpo-demo", settings, run_id=method)
         run = prepared.run
-        config = run.recipe()
+        config = run.config()
         model, tokenizer = T.load_model(config)
         model = T.add_lora(model, config)
         train_dataset, eval_dataset = T.datasets(run, config, tokenizer)
@@ -96,7 +96,7 @@ def orpo_nll(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KIT_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
         run = prepare("tiny-dpo-demo", settings, run_id=f"orpo-{dtype}").run
-        config = run.recipe()
+        config = run.config()
         model, tokenizer = T.load_model(config)
         model = T.add_lora(model, config)
         train_dataset, eval_dataset = T.datasets(run, config, tokenizer)

@@ -27,7 +27,7 @@ from pathlib import Path
 from kit.training import train as T
 from kit.runs import Run
 run = Run(Path(sys.argv[1]))
-T.train(run, run.recipe())
+T.train(run, run.config())
 """
 
 
@@ -78,7 +78,7 @@ def reference(runs_dir, request):
     run = prepare(request.param, SETTINGS, run_id="whole").run
     fresh = runs_dir / "prepared"
     shutil.copytree(run.path, fresh)
-    summary = T.train(run, run.recipe())
+    summary = T.train(run, run.config())
 
     def copy(name: str):
         shutil.copytree(fresh, runs_dir / name)
@@ -90,7 +90,7 @@ def reference(runs_dir, request):
 def resumed(run):
     from kit.training import train as T
 
-    return T.train(run, run.recipe(), resume=True)
+    return T.train(run, run.config(), resume=True)
 
 
 def test_killed_between_checkpoints_resumes_to_the_same_eval_loss(reference):
