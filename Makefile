@@ -5,10 +5,11 @@
 # And the quicker demo on a tiny random model: make demo-tiny (recipes/tiny-demo.yaml);
 # preference training (DPO) on the real model: make demo-dpo (recipes/smollm2-dpo-demo.yaml);
 # reinforcement training (GRPO, verifiable rewards) on the real model: make demo-grpo (recipes/smollm2-grpo-demo.yaml);
-# make test-fast: the suite without real training runs and end-to-end notebook runs (minutes).
+# make test-fast: the suite without real training runs and end-to-end notebook runs (minutes);
+# make lint: ruff format --check and ruff check (both test commands run it first).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-tiny demo-dpo demo-grpo test test-fast
+.PHONY: setup demo demo-tiny demo-dpo demo-grpo test test-fast lint
 setup:
 	@bash scripts/setup.sh
 
@@ -24,8 +25,13 @@ demo-dpo: setup
 demo-grpo: setup
 	$(PY) -m kit.pipeline smollm2-grpo-demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest
 
-test-fast: setup
+test-fast: setup lint
 	$(PY) -m pytest -m "not slow and not e2e"
+
+# The formatter and the linter (ruff, settings in pyproject.toml): part of both test commands.
+lint: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .

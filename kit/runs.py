@@ -194,8 +194,8 @@ def find_adapter(config: recipes.Recipe, root: Path | None = None) -> tuple[Path
     """``train.init_adapter``: an earlier run's adapter, named by its recipe (the newest run),
     ``recipe/run-id``, a run's directory or an adapter directory; and what the manifest records of it
     (what was given, the adapter's directory and its weights' sha256, the run). Refused in one line:
-    a run not trained yet, a run of another base model than ``recipe``'s, an adapter whose rank,
-    alpha, rsLoRA or target modules are not ``recipe``'s ``lora.*``."""
+    a run not trained yet, a run of another base model than ``config``'s, an adapter whose rank,
+    alpha, rsLoRA or target modules are not ``config``'s ``lora.*``."""
     ref = config.train.init_adapter
     where = f"train.init_adapter: {ref}"
     path, run = Path(ref).expanduser(), None
@@ -216,7 +216,7 @@ def find_adapter(config: recipes.Recipe, root: Path | None = None) -> tuple[Path
         base = run.config().model.id
         if base != config.model.id:
             raise RunError(f"{where}: run {run.path} trained an adapter for {base!r}, and this recipe's model.id is "
-                           f"{recipe.model.id!r}: an adapter fits the base model it was trained on")
+                           f"{config.model.id!r}: an adapter fits the base model it was trained on")
     weights = adapter / "adapter_model.safetensors"
     if not weights.exists():
         raise RunError(f"{where}: {adapter} has no adapter_model.safetensors")

@@ -29,7 +29,7 @@ from kit.bulk import gc_paused
 from kit.families import Family
 from kit.chat.offsets import byte_length_table
 from kit.chat.templates import TrainingRenderer
-from kit.chat.labels import CHUNKS, IGNORE_INDEX, byte_offsets_agree, chunk_bounds, encoder, labelled
+from kit.chat.labels import CHUNKS, IGNORE_INDEX, byte_offsets_agree, chunk_bounds, encoder, labelled  # noqa: F401 (IGNORE_INDEX: re-exported)
 from kit.chat.locate import MaskError, locate, locate_in_one_render
 from kit.chat.rendered import Rendered
 from kit.chat.supervision import SupervisionError, supervision_error, supervision_errors  # noqa: F401  (kit.chat.render's API)

@@ -29,7 +29,7 @@ from kit.files import read_jsonl
 from kit.families import ensure_chat_template, family_for
 from kit.data.tokenize import grpo_rows, tokenize_for
 from kit.inference import stop_ids
-from kit.methods import Method, method_of
+from kit.methods import method_of
 from kit.rewards import reward_functions
 from kit.runs import Run, RunError, find_adapter
 from kit.recipes import Recipe

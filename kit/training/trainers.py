@@ -14,9 +14,10 @@ from kit.methods import Method
 import torch  # noqa: E402
 from transformers import TrainerState  # noqa: E402
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint  # noqa: E402
-from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, SFTConfig,  # noqa: E402
+# The configs are named by the method table (kit.methods) and looked up here by config_class.
+from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, SFTConfig,  # noqa: E402, F401
                  SFTTrainer)
-from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402
+from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402, F401
 
 IGNORE_INDEX = -100  # transformers' label of a token without loss
 
