@@ -13,6 +13,7 @@ One-by-one generation runs on the first ``--singles`` prompts only (it is the sl
 is a rate, so the ratio holds, and equality is checked on those prompts. The fixed batch of 8 goes
 through today's ``generate`` (prompts sorted by length), so it isolates the batch size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,21 @@ import json
 import time
 
 # Qwen3-8B's published config (hidden 4096, 36 layers, 32 query / 8 KV heads of 128, MLP 12288).
-QWEN3_8B = {"vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
-            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 40960,
-            "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
-            "layer_types": ["full_attention"] * 36, "initializer_range": 0.02}
+QWEN3_8B = {
+    "vocab_size": 151936,
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "max_position_embeddings": 40960,
+    "rope_theta": 1_000_000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "layer_types": ["full_attention"] * 36,
+    "initializer_range": 0.02,
+}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -64,8 +76,9 @@ def load(shape: str):
     if shape == "tiny":
         return backend.load_model(str(ensure_tiny_model()), 1024, load_in_4bit=True)
     model, tokenizer = backend.load_model(str(qwen3_8b_checkpoint()), 2048, load_in_4bit=True)
-    model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, target_modules=LORA_TARGETS,
-                                             use_gradient_checkpointing="unsloth", random_state=0)
+    model = FastLanguageModel.get_peft_model(
+        model, r=16, lora_alpha=16, target_modules=LORA_TARGETS, use_gradient_checkpointing="unsloth", random_state=0
+    )
     return model, tokenizer
 
 
@@ -82,8 +95,9 @@ def timed(model, tokenizer, conversations, max_new_tokens: int, batch_size: int 
     from kit.families import get_family
     from kit.inference import generate
 
-    answers, speed = generate(model, tokenizer, get_family("qwen3"), conversations,
-                              max_new_tokens=max_new_tokens, batch_size=batch_size)
+    answers, speed = generate(
+        model, tokenizer, get_family("qwen3"), conversations, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
     return [a.ids for a in answers], speed
 
 
@@ -108,17 +122,24 @@ def main() -> None:
     fixed_ids, fixed = timed(model, tokenizer, convs, max_new, 8)
     one_ids, one = timed(model, tokenizer, convs[:singles], max_new, 1)
     result = {
-        "device": backend.device_name(), "shape": args.shape, "prompts": args.prompts, "max_new_tokens": max_new,
-        "kit": kit, "fixed_batch_8": fixed, "one_by_one": {**one, "prompts": singles},
+        "device": backend.device_name(),
+        "shape": args.shape,
+        "prompts": args.prompts,
+        "max_new_tokens": max_new,
+        "kit": kit,
+        "fixed_batch_8": fixed,
+        "one_by_one": {**one, "prompts": singles},
         "kit_vs_one_by_one": round(kit["tokens_per_s"] / one["tokens_per_s"], 2),
         "kit_vs_fixed_batch_8": round(kit["tokens_per_s"] / fixed["tokens_per_s"], 2),
         "equal_to_one_by_one": f"{sum(a == b for a, b in zip(kit_ids, one_ids))}/{singles}",
         "batch_8_equal_to_one_by_one": f"{sum(a == b for a, b in zip(fixed_ids, one_ids))}/{singles}",
         **backend.peak_memory(),
     }
-    print(f"kit (batch {kit['batch_size']}): {kit['tokens_per_s']} tokens/s; fixed batch 8: {fixed['tokens_per_s']}; "
-          f"one by one: {one['tokens_per_s']}  → ×{result['kit_vs_one_by_one']} vs one by one, "
-          f"×{result['kit_vs_fixed_batch_8']} vs batch 8; equal to one by one: {result['equal_to_one_by_one']}")
+    print(
+        f"kit (batch {kit['batch_size']}): {kit['tokens_per_s']} tokens/s; fixed batch 8: {fixed['tokens_per_s']}; "
+        f"one by one: {one['tokens_per_s']}  → ×{result['kit_vs_one_by_one']} vs one by one, "
+        f"×{result['kit_vs_fixed_batch_8']} vs batch 8; equal to one by one: {result['equal_to_one_by_one']}"
+    )
     print(json.dumps(result, indent=1))
 
 

@@ -22,6 +22,7 @@ Where the transformers loader fits too, the stage ``load_transformers`` loads th
 ``AutoModelForCausalLM.from_pretrained`` does, beside ``load_direct`` (the kit's loader), for the
 host-memory difference between the two.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,18 +36,36 @@ from pathlib import Path
 SHAPES = {
     # Qwen3-8B's config.json, with the vocabulary padded so that every id of the kit's Qwen tokenizer
     # (<think>/</think> are 151936/151937) has a row.
-    "qwen3-8b": {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
-                 "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 152064, "tie_word_embeddings": False,
-                 "max_position_embeddings": 40960, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
-                 "shard_bytes": 5_000_000_000},
-    "small": {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 16,
-              "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 152064, "tie_word_embeddings": True,
-              "shard_bytes": 100_000_000},
+    "qwen3-8b": {
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 152064,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 40960,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "shard_bytes": 5_000_000_000,
+    },
+    "small": {
+        "hidden_size": 1024,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 152064,
+        "tie_word_embeddings": True,
+        "shard_bytes": 100_000_000,
+    },
 }
 STAGES = ["merge", "tensor_check", "logits_check", "load_direct", "load_transformers"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RANK = 16
-MB = 2 ** 20  # measured() reports MiB
+MB = 2**20  # measured() reports MiB
 
 BUILD = r"""
 import json, math, sys, torch
@@ -218,13 +237,24 @@ def budgets(largest_mb: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-8b")
-    parser.add_argument("--dir", type=Path, help="where to build (kept, and reused if already built); "
-                                                 "default: a temporary folder, removed")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help="where to build (kept, and reused if already built); default: a temporary folder, removed",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
-    parser.add_argument("--stages", nargs="+", choices=STAGES, help="run only these (after a run with --dir "
-                                                                     "that merged: the later stages read merged/)")
-    parser.add_argument("--compare-unsloth", action=argparse.BooleanOptionalAction, default=None,
-                        help="also merge with Unsloth's save_pretrained_merged (default: for --shape small only)")
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        help="run only these (after a run with --dir that merged: the later stages read merged/)",
+    )
+    parser.add_argument(
+        "--compare-unsloth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also merge with Unsloth's save_pretrained_merged (default: for --shape small only)",
+    )
     args = parser.parse_args()
     compare_unsloth = args.shape == "small" if args.compare_unsloth is None else args.compare_unsloth
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench-merge-"))
@@ -248,9 +278,11 @@ def _bench(work: Path, shape: str, stages: list[str], compare_unsloth: bool, jso
     shards = sorted((work / "base").glob("*.safetensors"))
     largest_mb = max(f.stat().st_size for f in shards) / MB
     total_gb = sum(f.stat().st_size for f in shards) / 1e9
-    print(f"{shape}: {info['parameters'] / 1e9:.2f} B parameters, {total_gb:.1f} GB bf16 in {len(shards)} shards "
-          f"(largest {largest_mb:,.0f} MB); adapter r {RANK} on {info['lora_modules']} modules; "
-          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}")
+    print(
+        f"{shape}: {info['parameters'] / 1e9:.2f} B parameters, {total_gb:.1f} GB bf16 in {len(shards)} shards "
+        f"(largest {largest_mb:,.0f} MB); adapter r {RANK} on {info['lora_modules']} modules; "
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}"
+    )
 
     stages = [s for s in STAGES if s in stages] + (["unsloth"] if compare_unsloth else [])
     results, limit = {}, budgets(largest_mb)
@@ -266,30 +298,40 @@ def _bench(work: Path, shape: str, stages: list[str], compare_unsloth: bool, jso
             r["budget_mb"] = round(limit[stage])
             r["within_budget"] = r["added_mb"] <= limit[stage]
             verdict = f" (budget {limit[stage]:,.0f} MB: {'within' if r['within_budget'] else 'OVER'})"
-        extra = {"tensor_check": lambda: f"; ok {r['ok']}, {r['lora_modules_merged']}/{r['lora_modules']} LoRA "
-                                         f"weights, {r['tensors_unchanged']} others identical, max |error| "
-                                         f"{r['max_abs_error']:.2g}",
-                 "logits_check": lambda: f"; ok {r['ok']} in {r['compute_dtype']}: {r['why']}",
-                 "load_direct": lambda: f"; model {r['model_mb']:,} MB",
-                 "load_transformers": lambda: f"; model {r['model_mb']:,} MB"}.get(stage, lambda: "")()
-        print(f"{stage:18s} {r['seconds']:7.1f} s, peak RSS {r['added_mb']:+9,.0f} MB over its start "
-              f"({r['peak_rss_mb']:,.0f} MB in all){gpu}{verdict}{extra}")
+        extra = {
+            "tensor_check": lambda: (
+                f"; ok {r['ok']}, {r['lora_modules_merged']}/{r['lora_modules']} LoRA "
+                f"weights, {r['tensors_unchanged']} others identical, max |error| "
+                f"{r['max_abs_error']:.2g}"
+            ),
+            "logits_check": lambda: f"; ok {r['ok']} in {r['compute_dtype']}: {r['why']}",
+            "load_direct": lambda: f"; model {r['model_mb']:,} MB",
+            "load_transformers": lambda: f"; model {r['model_mb']:,} MB",
+        }.get(stage, lambda: "")()
+        print(
+            f"{stage:18s} {r['seconds']:7.1f} s, peak RSS {r['added_mb']:+9,.0f} MB over its start "
+            f"({r['peak_rss_mb']:,.0f} MB in all){gpu}{verdict}{extra}"
+        )
 
     if compare_unsloth and "merge" in results:
         from safetensors.torch import load_file
 
         def tensors(d):
             return {k: v for f in sorted((work / d).glob("*.safetensors")) for k, v in load_file(f).items()}
+
         a, b = tensors("merged"), tensors("merged-unsloth")
         same = sum(1 for k in a if k in b and a[k].equal(b[k]))
         print(f"identical tensors, streaming vs Unsloth: {same}/{len(b)}")
         results["identical_to_unsloth"] = {"identical": same, "tensors": len(b)}
         s, u = results["merge"], results["unsloth"]
-        print(f"ratio unsloth / streaming: peak memory {u['added_mb'] / max(s['added_mb'], 1):.1f}x, "
-              f"time {u['seconds'] / s['seconds']:.2f}x")
+        print(
+            f"ratio unsloth / streaming: peak memory {u['added_mb'] / max(s['added_mb'], 1):.1f}x, "
+            f"time {u['seconds'] / s['seconds']:.2f}x"
+        )
     if json_path:
-        json_path.write_text(json.dumps({"shape": shape, **info, "largest_shard_mb": round(largest_mb),
-                                         "stages": results}, indent=2))
+        json_path.write_text(
+            json.dumps({"shape": shape, **info, "largest_shard_mb": round(largest_mb), "stages": results}, indent=2)
+        )
     failed = [s for s, r in results.items() if r.get("within_budget") is False or r.get("ok") is False]
     if failed:
         raise SystemExit(f"over budget or failed: {', '.join(failed)}")

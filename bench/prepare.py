@@ -4,6 +4,7 @@ by marker strings) on the same 10k synthetic multi-turn conversations, in the sa
 
     .venv/bin/python bench/prepare.py [--n 10000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,13 @@ def unsloth_path(path: Path, tokenizer) -> int:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
     batch = {"input_ids": tokenizer(texts, add_special_tokens=False)["input_ids"]}
-    mask = train_on_responses_only(None, instruction_part="<|im_start|>user\n", response_part="<|im_start|>assistant\n",
-                                   tokenizer=tokenizer, return_function=True)
+    mask = train_on_responses_only(
+        None,
+        instruction_part="<|im_start|>user\n",
+        response_part="<|im_start|>assistant\n",
+        tokenizer=tokenizer,
+        return_function=True,
+    )
     return len(mask(batch)["labels"])
 
 
@@ -66,8 +72,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "chats.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in synthetic(args.n)), encoding="utf-8")
-        paths = {"unsloth train_on_responses_only": lambda: unsloth_path(path, tokenizer),
-                 "kit prepare": lambda: kit_path(path, tokenizer, recipe)}
+        paths = {
+            "unsloth train_on_responses_only": lambda: unsloth_path(path, tokenizer),
+            "kit prepare": lambda: kit_path(path, tokenizer, recipe),
+        }
         timings: dict[str, list[float]] = {name: [] for name in paths}
         for repeat in range(args.repeats):
             for name, run in paths.items():
@@ -75,8 +83,10 @@ def main() -> None:
                 started = time.perf_counter()
                 count = run()
                 timings[name].append(time.perf_counter() - started)
-                print(f"[{repeat + 1}] {name:34s} {count} conversations in {timings[name][-1]:6.2f} s "
-                      f"= {count / timings[name][-1]:8.0f} conv/s")
+                print(
+                    f"[{repeat + 1}] {name:34s} {count} conversations in {timings[name][-1]:6.2f} s "
+                    f"= {count / timings[name][-1]:8.0f} conv/s"
+                )
     base, kit = (statistics.median(timings[name]) for name in paths)
     print(f"medians: unsloth {args.n / base:.0f} conv/s, kit {args.n / kit:.0f} conv/s")
     print(f"ratio kit / unsloth conversations per second: {base / kit:.2f}x")

@@ -15,6 +15,7 @@ GPU; on CPU, where TRL's SFTTrainer crashes without Unsloth's patches, with tran
     .venv/bin/python bench/train.py --same-process --repeats 6 --steps 40
         # the kit's trainer and Unsloth's loop taking turns in one process (no process-to-process spread)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Qwen3-8B's published config (hidden, layers, heads, vocabulary); the weights are random.
-QWEN3_8B = {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
-            "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 40960,
-            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "initializer_range": 0.02}
+QWEN3_8B = {
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "max_position_embeddings": 40960,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "initializer_range": 0.02,
+}
 
 BUILD = r"""
 import json, sys, torch
@@ -120,7 +132,9 @@ def counted(trainer_class, clock):
     return Counted
 """
 
-MEASURE = CLOCK + r"""
+MEASURE = (
+    CLOCK
+    + r"""
 import json, os, sys
 from pathlib import Path
 way, work, bench = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
@@ -197,11 +211,14 @@ else:  # transformers + PEFT, Unsloth never imported
     trainer.train()
 print("RESULT " + json.dumps(clock.result(steps)))
 """
+)
 
 # Both loops in one process, on one model, taking turns (LoRA weights reset before each): what the
 # kit adds to Unsloth's loop (its trainer class, SFTConfig and callbacks) without the process-to-process
 # spread of a shared machine, which is larger than the difference sought.
-SAME_PROCESS = CLOCK + r"""
+SAME_PROCESS = (
+    CLOCK
+    + r"""
 import json, os, sys
 from pathlib import Path
 work, bench = Path(sys.argv[1]), json.loads(sys.argv[2])
@@ -240,14 +257,17 @@ for repeat in range(bench["repeats"]):
         {"unsloth": unsloth, "kit": kit}[way](clock).train()
         print("RESULT " + json.dumps({"round": repeat + 1, "way": way, **clock.result(steps)}), flush=True)
 """
+)
 
 
 def same_process(work: Path, args) -> None:
     out = python(SAME_PROCESS, work, json.dumps({"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}))
     results = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
     for r in results:
-        print(f"[{r['round']}] {r['way']:8s} {r['s_per_step']:7.3f} s/step ({r['cpu_s_per_step']:.3f} CPU s/step) "
-              f"{r['tokens_per_s']:9.0f} real tokens/s")
+        print(
+            f"[{r['round']}] {r['way']:8s} {r['s_per_step']:7.3f} s/step ({r['cpu_s_per_step']:.3f} CPU s/step) "
+            f"{r['tokens_per_s']:9.0f} real tokens/s"
+        )
     by_round = {}
     for r in results:
         by_round.setdefault(r["round"], {})[r["way"]] = r["s_per_step"]
@@ -256,13 +276,20 @@ def same_process(work: Path, args) -> None:
 
 def spread(ratios: list[float]) -> str:
     ratios = sorted(ratios)
-    return (f"median {statistics.median(ratios):.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f} "
-            f"({', '.join(f'{r:.3f}' for r in ratios)})")
+    return (
+        f"median {statistics.median(ratios):.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f} "
+        f"({', '.join(f'{r:.3f}' for r in ratios)})"
+    )
 
 
 def python(code: str, *args) -> str:
-    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if result.returncode:
         raise SystemExit(result.stdout[-2000:] + result.stderr[-4000:])
     return result.stdout
@@ -277,17 +304,27 @@ def main() -> None:
     parser.add_argument("--accumulation", type=int, default=4)
     parser.add_argument("--ways", default="unsloth,kit,transformers")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all ways; medians compared")
-    parser.add_argument("--same-process", action="store_true",
-                        help="the kit's trainer and Unsloth's loop taking turns in one process, on one model")
-    parser.add_argument("--noise-floor", action="store_true",
-                        help="run Unsloth's loop twice per round: how far it differs from itself")
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="the kit's trainer and Unsloth's loop taking turns in one process, on one model",
+    )
+    parser.add_argument(
+        "--noise-floor", action="store_true", help="run Unsloth's loop twice per round: how far it differs from itself"
+    )
     args = parser.parse_args()
     cuda = python("import torch; print(torch.cuda.is_available())").strip() == "True"
-    train = {"max_steps": args.steps, "per_device_train_batch_size": args.batch,
-             "gradient_accumulation_steps": args.accumulation, "warmup_steps": 0,
-             "eval_steps": args.steps + 1, "save_steps": args.steps + 1, "logging_steps": args.steps,
-             # One optimizer for all: Unsloth's choice on each device (fused AdamW is its CPU choice).
-             "optim": "adamw_8bit" if cuda else "adamw_torch_fused"}
+    train = {
+        "max_steps": args.steps,
+        "per_device_train_batch_size": args.batch,
+        "gradient_accumulation_steps": args.accumulation,
+        "warmup_steps": 0,
+        "eval_steps": args.steps + 1,
+        "save_steps": args.steps + 1,
+        "logging_steps": args.steps,
+        # One optimizer for all: Unsloth's choice on each device (fused AdamW is its CPU choice).
+        "optim": "adamw_8bit" if cuda else "adamw_torch_fused",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.shape == "qwen3-8b":
@@ -299,34 +336,50 @@ def main() -> None:
         else:
             recipe, overrides = "tiny-demo", {"train": train}
         rows = python(PREPARE, work, recipe, json.dumps(overrides)).strip().splitlines()[-1]
-        print(f"{recipe}: {rows} training rows, batch {args.batch} x {args.accumulation} accumulation, "
-              f"{args.steps} steps, timed after {args.warmup}")
+        print(
+            f"{recipe}: {rows} training rows, batch {args.batch} x {args.accumulation} accumulation, "
+            f"{args.steps} steps, timed after {args.warmup}"
+        )
         if args.same_process:
             return same_process(work, args)
         runs: dict[str, list[dict]] = {way: [] for way in args.ways.split(",") + ["unsloth-again"] * args.noise_floor}
         ways = list(runs)
-        for repeat in range(args.repeats):  # rounds of all ways, each starting one later: a busy machine slows all alike
-            for way in ways[repeat % len(ways):] + ways[:repeat % len(ways)]:
+        for repeat in range(
+            args.repeats
+        ):  # rounds of all ways, each starting one later: a busy machine slows all alike
+            for way in ways[repeat % len(ways) :] + ways[: repeat % len(ways)]:
                 out = python(MEASURE, way, work, json.dumps({"steps": args.steps, "warmup": args.warmup}))
                 r = json.loads(next(line for line in out.splitlines()[::-1] if line.startswith("RESULT "))[7:])
                 runs[way].append(r)
-                print(f"[{repeat + 1}] {way:12s} {r['s_per_step']:7.3f} s/step ({r['cpu_s_per_step']:.3f} CPU s/step) "
-                      f"{r['tokens_per_s']:9.0f} real tokens/s {r['peak_gb']:6.2f} GB {r['memory']}", flush=True)
-    results = {way: {key: statistics.median(r[key] for r in rs) for key in ("s_per_step", "cpu_s_per_step",
-                                                                            "tokens_per_s", "peak_gb")}
-               for way, rs in runs.items()}
+                print(
+                    f"[{repeat + 1}] {way:12s} {r['s_per_step']:7.3f} s/step ({r['cpu_s_per_step']:.3f} CPU s/step) "
+                    f"{r['tokens_per_s']:9.0f} real tokens/s {r['peak_gb']:6.2f} GB {r['memory']}",
+                    flush=True,
+                )
+    results = {
+        way: {
+            key: statistics.median(r[key] for r in rs)
+            for key in ("s_per_step", "cpu_s_per_step", "tokens_per_s", "peak_gb")
+        }
+        for way, rs in runs.items()
+    }
     base = results.get("unsloth")
     for way in ("kit", "transformers", "unsloth-again"):
         if base and way in results:
             r = results[way]
-            print(f"median ratio {way}/unsloth: s/step {r['s_per_step'] / base['s_per_step']:.3f} "
-                  f"(CPU time {r['cpu_s_per_step'] / base['cpu_s_per_step']:.3f}), "
-                  f"tokens/s {r['tokens_per_s'] / base['tokens_per_s']:.3f}, memory {r['peak_gb'] / base['peak_gb']:.2f}")
+            print(
+                f"median ratio {way}/unsloth: s/step {r['s_per_step'] / base['s_per_step']:.3f} "
+                f"(CPU time {r['cpu_s_per_step'] / base['cpu_s_per_step']:.3f}), "
+                f"tokens/s {r['tokens_per_s'] / base['tokens_per_s']:.3f}, memory {r['peak_gb'] / base['peak_gb']:.2f}"
+            )
     if args.repeats > 1 and "unsloth" in runs:  # ratios within each round: a slow spell of the machine hits both
         for way in ("kit", "unsloth-again"):
             if way in runs:
-                print(f"per-round s/step {way}/unsloth: "
-                      + spread([a["s_per_step"] / b["s_per_step"] for a, b in zip(runs[way], runs["unsloth"])]))
+                print(
+                    f"per-round s/step {way}/unsloth: "
+                    + spread([a["s_per_step"] / b["s_per_step"] for a, b in zip(runs[way], runs["unsloth"])])
+                )
+
 
 if __name__ == "__main__":
     main()

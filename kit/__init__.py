@@ -9,4 +9,5 @@ Modules are imported one by one (``from kit.training import train``) so that a n
 for what it uses; ``kit.training.train``, ``kit.evaluation.evaluate`` and ``kit.export.merge``
 import Unsloth first (``kit.backend``).
 """
+
 __version__ = "0.1.0"

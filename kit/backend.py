@@ -4,6 +4,7 @@ Import this module before trl/transformers/peft in any process that trains or ge
 patches them on import. Everything device-specific lives here; the rest of the kit is the same on
 both. GPU branches follow Unsloth's documented API (they cannot run on this project's CI).
 """
+
 from __future__ import annotations
 
 import unsloth  # noqa: F401  (must precede trl / transformers / peft)
@@ -68,8 +69,19 @@ def load_merged(path: str, dtype: torch.dtype):
 
 # Dense bf16/fp16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, for
 # an MFU estimate; a GPU not listed gets none.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 125.0,
-               "A10": 125.0, "T4": 65.0, "V100": 125.0, "RTX 4090": 165.0, "RTX 3090": 71.0}
+PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 125.0,
+    "A10": 125.0,
+    "T4": 65.0,
+    "V100": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
 
 
 def reset_peak_memory() -> None:
@@ -91,8 +103,10 @@ def memory_now() -> str:
     """One line on memory, as Unsloth's notebooks show before and after training."""
     if HAS_GPU:
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
-        return (f"{device_name()}: {total:.1f} GB; reserved now {torch.cuda.memory_reserved() / 2**30:.2f} GB, "
-                f"peak {torch.cuda.max_memory_reserved() / 2**30:.2f} GB")
+        return (
+            f"{device_name()}: {total:.1f} GB; reserved now {torch.cuda.memory_reserved() / 2**30:.2f} GB, "
+            f"peak {torch.cuda.max_memory_reserved() / 2**30:.2f} GB"
+        )
     import psutil
 
     rss = psutil.Process().memory_info().rss / 2**30

@@ -1,4 +1,5 @@
 """Bulk in-memory work without the cycle collector's pauses."""
+
 from __future__ import annotations
 
 import gc

@@ -1,4 +1,5 @@
 """A run's checkpoints with their step and eval loss; pick the final adapter, latest or best."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from kit.runs import Run, RunError
 
 @dataclass
 class Checkpoint:
-    name: str              # "final" (adapter/) or "checkpoint-N"
+    name: str  # "final" (adapter/) or "checkpoint-N"
     path: Path
     step: int
     eval_loss: float | None  # eval loss measured at this step, if there was an evaluation then
@@ -84,17 +85,23 @@ def pick(checkpoints: list[Checkpoint], which: str) -> Checkpoint:
     if which == "best":
         scored = [c for c in checkpoints if c.eval_loss is not None]
         if not scored:
-            raise RunError("no checkpoint has an eval loss; evaluate during training (train.eval_steps) to pick the best")
+            raise RunError(
+                "no checkpoint has an eval loss; evaluate during training (train.eval_steps) to pick the best"
+            )
         return min(scored, key=lambda c: (c.eval_loss, -c.step))
     for c in checkpoints:
         if c.name == which:
             return c
-    raise RunError(f"no checkpoint {which!r} in this run; choose latest, best, or one of: "
-                   + ", ".join(c.name for c in checkpoints))
+    raise RunError(
+        f"no checkpoint {which!r} in this run; choose latest, best, or one of: "
+        + ", ".join(c.name for c in checkpoints)
+    )
 
 
 def find_checkpoint(run: Run, which: str = "final") -> Checkpoint:
     if which == "final" and not run.adapter_dir.exists():
-        raise RunError(f"{run.path} has no adapter/: run the train notebook on this run first "
-                       f"(or pick a checkpoint: latest, best, checkpoint-N)")
+        raise RunError(
+            f"{run.path} has no adapter/: run the train notebook on this run first "
+            f"(or pick a checkpoint: latest, best, checkpoint-N)"
+        )
     return pick(list_checkpoints(run), which)

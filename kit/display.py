@@ -1,4 +1,5 @@
 """Show things in a notebook: HTML in Jupyter, plain text in papermill logs and terminals."""
+
 from __future__ import annotations
 
 import html
@@ -39,21 +40,30 @@ def show_labels(tokenizer, example: dict) -> None:
     row (a rendered ``prompt`` and its reference ``answer``) as the prompt, nothing of it trained."""
     if isinstance(example.get("prompt"), str):
         ids = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
-        print("GRPO prompt: the model samples answers to it, and the rewards score them (reference answer: "
-              f"{example.get('answer')!r}):")
+        print(
+            "GRPO prompt: the model samples answers to it, and the rewards score them (reference answer: "
+            f"{example.get('answer')!r}):"
+        )
         show_labels(tokenizer, {"input_ids": ids, "labels": [IGNORE_INDEX] * len(ids)})
         return
     if "completion_ids" in example:
         print(f"completion labelled {'desirable' if example['label'] else 'undesirable'}:")
-        show_labels(tokenizer, {"input_ids": example["prompt_ids"] + example["completion_ids"],
-                                "labels": [IGNORE_INDEX] * len(example["prompt_ids"]) + example["completion_ids"]})
+        show_labels(
+            tokenizer,
+            {
+                "input_ids": example["prompt_ids"] + example["completion_ids"],
+                "labels": [IGNORE_INDEX] * len(example["prompt_ids"]) + example["completion_ids"],
+            },
+        )
         return
     if "chosen_ids" in example:
         for side in ("chosen", "rejected"):
             ids = example["prompt_ids"] + example[f"{side}_ids"]
             print(f"{side}:")
-            show_labels(tokenizer, {"input_ids": ids,
-                                    "labels": [IGNORE_INDEX] * len(example["prompt_ids"]) + example[f"{side}_ids"]})
+            show_labels(
+                tokenizer,
+                {"input_ids": ids, "labels": [IGNORE_INDEX] * len(example["prompt_ids"]) + example[f"{side}_ids"]},
+            )
         return
     segments = label_segments(tokenizer, example["input_ids"], example["labels"])
     parts = []
@@ -62,11 +72,14 @@ def show_labels(tokenizer, example: dict) -> None:
         style = "background:#c8f7c5;color:#000" if supervised else "color:#777"
         parts.append(f'<span style="{style}">{escaped}</span>')
     n_sup = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
-    legend = (f"<p><b>{len(example['input_ids'])} tokens, {n_sup} trained</b> "
-              f'(<span style="background:#c8f7c5">green</span> = loss computed; grey = context only)</p>')
+    legend = (
+        f"<p><b>{len(example['input_ids'])} tokens, {n_sup} trained</b> "
+        f'(<span style="background:#c8f7c5">green</span> = loss computed; grey = context only)</p>'
+    )
     rich = legend + '<pre style="white-space:pre-wrap">' + "".join(parts) + "</pre>"
-    plain = (f"{len(example['input_ids'])} tokens, {n_sup} trained; trained text is inside [[ ]]:\n"
-             + "".join(f"[[{t}]]" if s else t for t, s in segments))
+    plain = f"{len(example['input_ids'])} tokens, {n_sup} trained; trained text is inside [[ ]]:\n" + "".join(
+        f"[[{t}]]" if s else t for t, s in segments
+    )
     show(rich, plain)
 
 
@@ -111,12 +124,15 @@ def _cut(text: str, limit: int) -> str:
 def _html_cell(text: str, limit: int) -> str:
     if len(text) <= limit:
         return html.escape(text)
-    return (f"<details><summary>{html.escape(_cut(text, limit))}</summary>"
-            f"{html.escape(text)}</details>")  # the whole text one click away
+    return (
+        f"<details><summary>{html.escape(_cut(text, limit))}</summary>"
+        f"{html.escape(text)}</details>"
+    )  # the whole text one click away
 
 
-def show_table(rows: list[dict], columns: list[str], title: str = "", max_chars: int = 160,
-               widths: dict[str, str] | None = None) -> None:
+def show_table(
+    rows: list[dict], columns: list[str], title: str = "", max_chars: int = 160, widths: dict[str, str] | None = None
+) -> None:
     """A table that fits the page: long cells cut to ``max_chars`` (the whole text under a click in
     Jupyter), text wrapped, numbers readable. ``widths``: CSS widths of some columns (e.g. {"prompt": "20%"});
     the others share the rest."""
@@ -124,13 +140,22 @@ def show_table(rows: list[dict], columns: list[str], title: str = "", max_chars:
     cells = [[readable(r.get(c, "")) for c in columns] for r in rows]
     cols = "".join(f'<col style="width:{widths[c]}">' if c in widths else "<col>" for c in columns)
     head = "".join(f'<th style="text-align:left">{html.escape(c)}</th>' for c in columns)
-    body = "".join("<tr>" + "".join(f'<td style="text-align:left;vertical-align:top;white-space:pre-wrap;'
-                                    f'overflow-wrap:anywhere">{_html_cell(v, max_chars)}</td>' for v in row)
-                   + "</tr>" for row in cells)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td style="text-align:left;vertical-align:top;white-space:pre-wrap;'
+            f'overflow-wrap:anywhere">{_html_cell(v, max_chars)}</td>'
+            for v in row
+        )
+        + "</tr>"
+        for row in cells
+    )
     layout = "table-layout:fixed;width:100%" if len(columns) > 3 or widths else ""
-    rich = ((f"<h4>{html.escape(title)}</h4>" if title else "")
-            + f'<table style="{layout};font-size:0.9em"><colgroup>{cols}</colgroup><tr>{head}</tr>{body}</table>')
+    rich = (
+        f"<h4>{html.escape(title)}</h4>" if title else ""
+    ) + f'<table style="{layout};font-size:0.9em"><colgroup>{cols}</colgroup><tr>{head}</tr>{body}</table>'
     plain_cut = max(24, max_chars // 2)
     plain = (title + "\n" if title else "") + "\n".join(
-        [" | ".join(columns)] + [" | ".join(_cut(v.replace("\n", " "), plain_cut) for v in row) for row in cells])
+        [" | ".join(columns)] + [" | ".join(_cut(v.replace("\n", " "), plain_cut) for v in row) for row in cells]
+    )
     show(rich, plain)

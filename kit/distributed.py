@@ -3,6 +3,7 @@
 The launchers describe the process in the environment (RANK, LOCAL_RANK, WORLD_SIZE); transformers'
 Trainer starts the process group from it. The kit only asks who writes the run's records (rank 0)
 and which device a process loads its model on (its local rank's GPU)."""
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,10 @@ def check_processes(gpus: int) -> None:
         return
     have, kind = capacity(gpus)
     if here > have:
-        raise LaunchError(f"{here} processes on this machine, but it has {have} {kind}{'s' if have > 1 else ''}: "
-                          f"start at most {have} (torchrun --nproc_per_node {have})")
+        raise LaunchError(
+            f"{here} processes on this machine, but it has {have} {kind}{'s' if have > 1 else ''}: "
+            f"start at most {have} (torchrun --nproc_per_node {have})"
+        )
 
 
 def check_same_devices(on_gpu: bool) -> None:
@@ -63,8 +66,10 @@ def check_same_devices(on_gpu: bool) -> None:
     dist.all_gather_object(kinds, on_gpu)
     if len(set(kinds)) > 1:
         cpu = [rank for rank, gpu in enumerate(kinds) if not gpu]
-        raise LaunchError(f"processes {cpu} run on the CPU and the others on GPUs: give every process a GPU "
-                          "(CUDA_VISIBLE_DEVICES), or run all of them on the CPU")
+        raise LaunchError(
+            f"processes {cpu} run on the CPU and the others on GPUs: give every process a GPU "
+            "(CUDA_VISIBLE_DEVICES), or run all of them on the CPU"
+        )
 
 
 def check_one_device(device_map: dict | None) -> None:
@@ -72,6 +77,8 @@ def check_one_device(device_map: dict | None) -> None:
     which the kit does not train: one whole model per process, one process per GPU."""
     gpus = sorted({str(d) for d in (device_map or {}).values() if str(d) not in ("cpu", "disk")})
     if len(gpus) > 1:
-        raise LaunchError(f"the model was spread over GPUs {', '.join(gpus)} (model parallel), which the kit does not "
-                          "train: use a model that fits one GPU, one process per GPU (torchrun), or "
-                          "CUDA_VISIBLE_DEVICES=0")
+        raise LaunchError(
+            f"the model was spread over GPUs {', '.join(gpus)} (model parallel), which the kit does not "
+            "train: use a model that fits one GPU, one process per GPU (torchrun), or "
+            "CUDA_VISIBLE_DEVICES=0"
+        )

@@ -7,6 +7,7 @@ Every place where the kit's training text intentionally differs from the officia
 rendering is a field here: ``training_patch`` (DeepSeek-R1-Distill keeps the trained turn's
 reasoning) and ``training_suffix`` (GLM-4 ends the last answer with <|endoftext|>).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ class ToolRules:
     """What a family's chat template can express of tool calls (it renders tool definitions, calls
     and results itself; these are the limits the kit checks first, so a row that breaks one is a
     clear error instead of a template exception or, worse, a call the template silently leaves out)."""
+
     # The most calls one assistant turn may hold (None: any number, parallel calls).
     calls_per_turn: int | None = None
     # False: the template renders a call turn without its text, so such text cannot be trained.
@@ -96,8 +98,10 @@ class Family:
 # a result as a ``tool`` turn.
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 SMOLLM2_TOOLS_HEAD = "\n\nYou can call these tools, each given as a JSON schema:\n<tools>"
-SMOLLM2_TOOLS_TAIL = ("\n</tools>\nTo call one, answer with <tool_call>\n"
-                      '{"name": <tool name>, "arguments": <arguments as a JSON object>}\n</tool_call>')
+SMOLLM2_TOOLS_TAIL = (
+    "\n</tools>\nTo call one, answer with <tool_call>\n"
+    '{"name": <tool name>, "arguments": <arguments as a JSON object>}\n</tool_call>'
+)
 
 
 def _jinja_string(text: str) -> str:
@@ -117,7 +121,7 @@ SMOLLM2_TEMPLATE = (
     "{% elif message['role'] == 'assistant' and message.tool_calls %}"
     "{{ '<|im_start|>assistant\\n' + (message['content'] or '') }}"
     "{% for call in message.tool_calls %}{% if message['content'] or not loop.first %}{{ '\\n' }}{% endif %}"
-    "{{ '<tool_call>\\n{\"name\": \"' + call.function.name + '\", \"arguments\": ' }}"
+    '{{ \'<tool_call>\\n{"name": "\' + call.function.name + \'", "arguments": \' }}'
     "{{ call.function.arguments | tojson }}{{ '}\\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\\n' }}"
     "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endif %}"
     "{% endfor %}"
@@ -197,8 +201,10 @@ FAMILIES: dict[str, Family] = {
         reasoning_tags=("<think>", "</think>"),
         sampling={"temperature": 0.6, "top_p": 0.95},
         default_train_on="last_assistant",  # earlier turns are rendered without their reasoning
-        no_tools=("TRL's copy of its chat template never renders the tool definitions, renders calls only in "
-                  "turns without text and leaves a single call without its end-of-turn token"),
+        no_tools=(
+            "TRL's copy of its chat template never renders the tool definitions, renders calls only in "
+            "turns without text and leaves a single call without its end-of-turn token"
+        ),
     ),
     # GLM-4-9B-chat (glm-4-9b-chat-hf): no end-of-turn token; a turn ends where the next
     # <|user|> / <|observation|> begins or at <|endoftext|>, which the kit appends to the last answer.
@@ -211,18 +217,20 @@ FAMILIES: dict[str, Family] = {
         end_of_turn="<|endoftext|>",
         stop_tokens=("<|user|>", "<|observation|>"),
         official_template="glm-4",
-        template_text=("[gMASK]<sop>"
-                       "{% if tools %}<|system|>{{ '\\n# Available tools' }}{% for tool in tools %}"
-                       "{{ '\\n\\n## ' + tool.function.name + '\\n\\n' }}{{ tool.function | tojson(indent=4) }}{% endfor %}"
-                       "{{ '\\n\\nTo call a tool, write its name, a newline and its arguments as one JSON object.' }}{% endif %}"
-                       "{% for m in messages %}"
-                       "{% if m.role == 'assistant' and m.tool_calls %}"
-                       "{% if m.content %}<|assistant|>{{ '\\n' + m.content }}{% endif %}"
-                       "{% for call in m.tool_calls %}<|assistant|>{{ call.function.name }}{{ '\\n' }}"
-                       "{{ call.function.arguments | tojson }}{% endfor %}"
-                       "{% elif m.role == 'tool' %}<|observation|>{{ '\\n' + m.content }}"
-                       "{% else %}<|{{ m['role'] }}|>\n{{ m['content'] }}{% endif %}{% endfor %}"
-                       "{% if add_generation_prompt %}<|assistant|>{% endif %}"),
+        template_text=(
+            "[gMASK]<sop>"
+            "{% if tools %}<|system|>{{ '\\n# Available tools' }}{% for tool in tools %}"
+            "{{ '\\n\\n## ' + tool.function.name + '\\n\\n' }}{{ tool.function | tojson(indent=4) }}{% endfor %}"
+            "{{ '\\n\\nTo call a tool, write its name, a newline and its arguments as one JSON object.' }}{% endif %}"
+            "{% for m in messages %}"
+            "{% if m.role == 'assistant' and m.tool_calls %}"
+            "{% if m.content %}<|assistant|>{{ '\\n' + m.content }}{% endif %}"
+            "{% for call in m.tool_calls %}<|assistant|>{{ call.function.name }}{{ '\\n' }}"
+            "{{ call.function.arguments | tojson }}{% endfor %}"
+            "{% elif m.role == 'tool' %}<|observation|>{{ '\\n' + m.content }}"
+            "{% else %}<|{{ m['role'] }}|>\n{{ m['content'] }}{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+        ),
         training_suffix="<|endoftext|>",
         sampling={"temperature": 0.8, "top_p": 0.8},
         tools=ToolRules(),
@@ -255,7 +263,9 @@ def official_template(family: Family) -> str:
         return family.template_text
     import trl
 
-    return (Path(trl.__file__).parent / "chat_templates" / f"{family.official_template}.jinja").read_text(encoding="utf-8")
+    return (Path(trl.__file__).parent / "chat_templates" / f"{family.official_template}.jinja").read_text(
+        encoding="utf-8"
+    )
 
 
 def training_template(tokenizer, family: Family) -> str:
@@ -265,8 +275,10 @@ def training_template(tokenizer, family: Family) -> str:
     if family.training_patch:
         fragment, replacement = family.training_patch
         if fragment not in template:
-            raise ValueError(f"{family.name}: the tokenizer's chat template lacks {fragment!r}, which the kit patches "
-                             "to keep the trained turn's reasoning; is this the official template?")
+            raise ValueError(
+                f"{family.name}: the tokenizer's chat template lacks {fragment!r}, which the kit patches "
+                "to keep the trained turn's reasoning; is this the official template?"
+            )
         template = template.replace(fragment, replacement)
     return template
 
@@ -276,8 +288,10 @@ def ensure_chat_template(tokenizer, family: Family):
     with its own template (``Family.own_template``) always renders with that."""
     if family.own_template and tokenizer.chat_template != family.template_text:
         if tokenizer.chat_template:
-            print(f"Using the kit's {family.name} chat template: it renders conversations without tools as the "
-                  "tokenizer's own does, and adds tools.")
+            print(
+                f"Using the kit's {family.name} chat template: it renders conversations without tools as the "
+                "tokenizer's own does, and adds tools."
+            )
         tokenizer.chat_template = family.template_text
     elif not tokenizer.chat_template:
         print(f"The tokenizer has no chat template; using the official {family.name} template.")

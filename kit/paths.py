@@ -5,6 +5,7 @@ install, a Colab or Kaggle clone). Runs go to the runs root: ``KIT_RUNS_DIR`` (w
 ``runs_dir`` parameter sets), else ``/kaggle/working/runs`` on Kaggle (its persistent output folder),
 else ``runs/`` in the checkout. ``KIT_CACHE_DIR`` moves the cache.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ class RunsRootError(ValueError):
 
 
 def hosted_runtime() -> str | None:
-    """"colab" or "kaggle" when this Python runs in one of their notebooks, else None."""
+    """ "colab" or "kaggle" when this Python runs in one of their notebooks, else None."""
     if "google.colab" in sys.modules:
         return "colab"
     if "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
@@ -53,8 +54,10 @@ def use_runs_root(runs_dir: str | Path = "") -> Path:
         probe.write_text("ok", encoding="utf-8")
         probe.unlink()
     except OSError as e:
-        raise RunsRootError(f"runs root {path} cannot be written ({e.strerror or e}); "
-                            "set runs_dir (or KIT_RUNS_DIR) to a folder you can write") from None
+        raise RunsRootError(
+            f"runs root {path} cannot be written ({e.strerror or e}); "
+            "set runs_dir (or KIT_RUNS_DIR) to a folder you can write"
+        ) from None
     os.environ["KIT_RUNS_DIR"] = str(path.resolve())
     return path.resolve()
 
@@ -62,8 +65,10 @@ def use_runs_root(runs_dir: str | Path = "") -> Path:
 def mount_drive(path: Path) -> None:
     """Mount Google Drive at /content/drive for a runs root under it (Colab asks to authorise once)."""
     if hosted_runtime() != "colab":
-        raise RunsRootError(f"runs root {path} is on Google Drive ({DRIVE}), which only a Colab notebook "
-                            "can mount; choose a local folder for runs_dir")
+        raise RunsRootError(
+            f"runs root {path} is on Google Drive ({DRIVE}), which only a Colab notebook "
+            "can mount; choose a local folder for runs_dir"
+        )
     if not (DRIVE / "MyDrive").is_dir():
         from google.colab import drive  # type: ignore[import-not-found]  # Colab's own module
 

@@ -4,6 +4,7 @@
 
 Executed notebooks are saved into the run directory (``notebooks/``), next to everything else.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,19 @@ STAGES = ("prepare", "train", "evaluate", "merge")
 def run_notebook(stage: str, out: Path, parameters: dict) -> None:
     import papermill
 
-    papermill.execute_notebook(str(NOTEBOOKS_DIR / f"{stage}.ipynb"), str(out), parameters=parameters,
-                               cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=True)
+    papermill.execute_notebook(
+        str(NOTEBOOKS_DIR / f"{stage}.ipynb"),
+        str(out),
+        parameters=parameters,
+        cwd=str(NOTEBOOKS_DIR),
+        kernel_name="python3",
+        progress_bar=True,
+    )
 
 
-def run_pipeline(recipe: str, overrides: dict | None = None, run_id: str | None = None,
-                 stages: tuple[str, ...] = STAGES) -> Path:
+def run_pipeline(
+    recipe: str, overrides: dict | None = None, run_id: str | None = None, stages: tuple[str, ...] = STAGES
+) -> Path:
     name, _ = load_recipe(recipe, overrides)  # fail fast on a bad recipe or override
     run_id, params = plan(name, stages, overrides or {}, run_id)
     timings = {}
@@ -95,10 +103,19 @@ def _keep_executed(recipe_name: str, run_id: str, out: Path, failed: bool) -> Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe", help="recipe name in recipes/ or a YAML path")
-    parser.add_argument("-o", "--override", action="append", type=override_argument, default=[],
-                        help="recipe override KEY=VALUE (dotted key, YAML value); repeatable")
-    parser.add_argument("--run", help="run id (or a run's directory): with prepare, the new run's id (default: a "
-                                      "timestamp); without it, the run to continue (default: the recipe's newest)")
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        type=override_argument,
+        default=[],
+        help="recipe override KEY=VALUE (dotted key, YAML value); repeatable",
+    )
+    parser.add_argument(
+        "--run",
+        help="run id (or a run's directory): with prepare, the new run's id (default: a "
+        "timestamp); without it, the run to continue (default: the recipe's newest)",
+    )
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     args = parser.parse_args(argv)
     requested = [s for s in args.stages.split(",") if s]

@@ -8,6 +8,7 @@ the key is required); ``setting``'s metadata holds the help text and the allowed
 ``kit.recipes`` validates recipes against these classes and generates docs/recipes.md from them.
 Like ``kit.recipes``, this imports only the standard library and the family and method tables.
 """
+
 import copy
 import dataclasses
 from dataclasses import dataclass, field
@@ -17,15 +18,35 @@ from kit.families import FAMILIES
 from kit.methods import METHODS  # train.method's values: the method table
 
 # The data layouts kit.data.formats reads (a test checks each has its reader there).
-FORMATS = ("messages", "sharegpt", "alpaca", "conversation_pair", "prompt_completion", "hermes", "openai_functions",
-           "xlam", "llamafactory")
+FORMATS = (
+    "messages",
+    "sharegpt",
+    "alpaca",
+    "conversation_pair",
+    "prompt_completion",
+    "hermes",
+    "openai_functions",
+    "xlam",
+    "llamafactory",
+)
 # The preference layouts kit.data.preference reads into a prompt and a chosen and a rejected answer.
 PREFERENCE_FORMATS = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
 # The unpaired layout kit.data.preference reads for kto: a prompt, one completion and a boolean label.
 UNPAIRED_FORMATS = ("unpaired",)
 # DPO losses of TRL's DPOTrainer that need nothing beyond a pair and beta.
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero",
-              "apo_down", "sigmoid_norm")
+DPO_LOSSES = (
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "robust",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "apo_zero",
+    "apo_down",
+    "sigmoid_norm",
+)
 # KTO losses of TRL's KTOTrainer.
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
 # GRPO losses of TRL's GRPOTrainer that need no more than a group's rewards.
@@ -34,14 +55,29 @@ GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo")
 REQUIRED: Any = dataclasses.MISSING  # a field without a default: the recipe must give the key
 
 
-def setting(default: Any = REQUIRED, help: str = "", *, choices=None, min: float | None = None,
-            max: float | None = None, above: float | None = None, below: float | None = None,
-            forbid: dict | None = None) -> Any:
+def setting(
+    default: Any = REQUIRED,
+    help: str = "",
+    *,
+    choices=None,
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    forbid: dict | None = None,
+) -> Any:
     """A recipe key's dataclass field. ``min``/``max`` are inclusive bounds, ``above``/``below``
     exclusive ones (a rate or a fraction that must be > 0); ``forbid`` maps a value the bounds let
     through to why it is refused."""
-    meta = {"help": help, "choices": tuple(choices) if choices else None, "min": min, "max": max,
-            "above": above, "below": below, "forbid": forbid or {}}
+    meta = {
+        "help": help,
+        "choices": tuple(choices) if choices else None,
+        "min": min,
+        "max": max,
+        "above": above,
+        "below": below,
+        "forbid": forbid or {},
+    }
     if isinstance(default, (list, dict)):  # a dataclass may not share one mutable default
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -60,48 +96,75 @@ class RecipeSection:
 @dataclass(frozen=True, kw_only=True)
 class ModelSection(RecipeSection):
     """The base model and how it is loaded."""
+
     id: str = setting(help="Hugging Face repo id, local directory, or builtin:tiny-qwen3")
     family: str = setting(choices=sorted(FAMILIES), help="chat format family (kit/families.py)")
     max_seq_length: int = setting(2048, min=1, help="longest example in tokens (longer ones: data.overlength)")
     load_in_4bit: bool = setting(True, help="load the base model quantized to 4 bits (QLoRA)")
-    dtype: str | None = setting(None, choices=["float32", "bfloat16", "float16"],
-                                help="the dtype the model computes in; null: Unsloth's choice (bfloat16 where the GPU or "
-                                     "CPU has it, else float16 on a GPU and float32 on a CPU)")
+    dtype: str | None = setting(
+        None,
+        choices=["float32", "bfloat16", "float16"],
+        help="the dtype the model computes in; null: Unsloth's choice (bfloat16 where the GPU or "
+        "CPU has it, else float16 on a GPU and float32 on a CPU)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataSection(RecipeSection):
     """The training data: where it is, its layout, and how rows become examples."""
-    source: str | list = setting(help="file, folder, glob or Hub id, or a list of them / of {path, weight}; "
-                                      "relative paths start at the project root")
-    format: str = setting("auto", choices=["auto", *FORMATS, *PREFERENCE_FORMATS, *UNPAIRED_FORMATS],
-                          help="the rows' layout; auto: detected (preference layouts: with train.method dpo, kto "
-                               "or orpo; unpaired: with kto)")
+
+    source: str | list = setting(
+        help="file, folder, glob or Hub id, or a list of them / of {path, weight}; "
+        "relative paths start at the project root"
+    )
+    format: str = setting(
+        "auto",
+        choices=["auto", *FORMATS, *PREFERENCE_FORMATS, *UNPAIRED_FORMATS],
+        help="the rows' layout; auto: detected (preference layouts: with train.method dpo, kto "
+        "or orpo; unpaired: with kto)",
+    )
     columns: dict = setting({}, help="canonical field name -> the name your data uses, e.g. {instruction: question}")
-    eval_fraction: float = setting(0.1, min=0, below=1, forbid={0: "holds out no rows; evaluate and the merge checks need some"},
-                                   help="share of rows held out for evaluation")
+    eval_fraction: float = setting(
+        0.1,
+        min=0,
+        below=1,
+        forbid={0: "holds out no rows; evaluate and the merge checks need some"},
+        help="share of rows held out for evaluation",
+    )
     seed: int = setting(3407, min=0, help="seed of the train/eval split and of weighted sources' sampling")
-    invalid_rows: str = setting("error", choices=["error", "drop"],
-                                help="error: stop at the first bad row, naming it; drop: leave it out, counted in the "
-                                     "prepare report")
-    train_on: str | None = setting(None, choices=["all_assistant", "last_assistant"],
-                                   help="which assistant turns carry loss; null: the family's default")
-    reasoning: str = setting("as_template", choices=["as_template", "every_turn", "inline"],
-                             help="as_template: as the model sees it at inference; every_turn: one example per "
-                                  "assistant turn so every turn's reasoning is rendered; inline: <think> blocks in "
-                                  "the answer for families without a reasoning channel")
-    overlength: str = setting("drop", choices=["drop", "truncate"],
-                              help="what an example longer than model.max_seq_length does")
+    invalid_rows: str = setting(
+        "error",
+        choices=["error", "drop"],
+        help="error: stop at the first bad row, naming it; drop: leave it out, counted in the prepare report",
+    )
+    train_on: str | None = setting(
+        None,
+        choices=["all_assistant", "last_assistant"],
+        help="which assistant turns carry loss; null: the family's default",
+    )
+    reasoning: str = setting(
+        "as_template",
+        choices=["as_template", "every_turn", "inline"],
+        help="as_template: as the model sees it at inference; every_turn: one example per "
+        "assistant turn so every turn's reasoning is rendered; inline: <think> blocks in "
+        "the answer for families without a reasoning channel",
+    )
+    overlength: str = setting(
+        "drop", choices=["drop", "truncate"], help="what an example longer than model.max_seq_length does"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoraSection(RecipeSection):
     """The LoRA adapter, passed to Unsloth's FastLanguageModel.get_peft_model."""
+
     r: int = setting(16, min=1, help="rank")
     alpha: int = setting(16, min=1, help="lora_alpha: the update is scaled by alpha / r")
     dropout: float = setting(0.0, min=0, below=1, help="lora_dropout")
-    target_modules: list = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                                   help="the projections that get adapters")
+    target_modules: list = setting(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        help="the projections that get adapters",
+    )
     use_gradient_checkpointing: bool | str = setting("unsloth", help='true, false or "unsloth" (offloaded)')
     use_rslora: bool = setting(False, help="rank-stabilized LoRA (scale alpha / sqrt(r))")
 
@@ -109,22 +172,30 @@ class LoraSection(RecipeSection):
 @dataclass(frozen=True, kw_only=True)
 class DpoSection(RecipeSection):
     """Direct preference optimisation (train.method: dpo), through TRL's DPOTrainer."""
-    beta: float = setting(0.1, above=0, help="how far the tuned model may move from the reference (the base): higher "
-                                             "stays closer")
-    loss_type: str = setting("sigmoid", choices=DPO_LOSSES, help="TRL's DPO loss: sigmoid (the DPO paper), ipo, "
-                                                                 "hinge, robust ...")
-    label_smoothing: float = setting(0.0, min=0, below=0.5, help="the share of pairs assumed flipped (robust, exo_pair)")
+
+    beta: float = setting(
+        0.1, above=0, help="how far the tuned model may move from the reference (the base): higher stays closer"
+    )
+    loss_type: str = setting(
+        "sigmoid", choices=DPO_LOSSES, help="TRL's DPO loss: sigmoid (the DPO paper), ipo, hinge, robust ..."
+    )
+    label_smoothing: float = setting(
+        0.0, min=0, below=0.5, help="the share of pairs assumed flipped (robust, exo_pair)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class KtoSection(RecipeSection):
     """Kahneman-Tversky optimisation (train.method: kto), through TRL's KTOTrainer: completions labelled
     desirable or not, unpaired."""
-    beta: float = setting(0.1, above=0, help="how far the tuned model may move from the reference (the base): higher "
-                                             "stays closer")
+
+    beta: float = setting(
+        0.1, above=0, help="how far the tuned model may move from the reference (the base): higher stays closer"
+    )
     loss_type: str = setting("kto", choices=KTO_LOSSES, help="TRL's KTO loss: kto (the KTO paper) or apo_zero_unpaired")
-    desirable_weight: float = setting(1.0, above=0, help="weight of the desirable completions' loss (raise it when "
-                                                         "they are the fewer)")
+    desirable_weight: float = setting(
+        1.0, above=0, help="weight of the desirable completions' loss (raise it when they are the fewer)"
+    )
     undesirable_weight: float = setting(1.0, above=0, help="weight of the undesirable completions' loss")
 
 
@@ -132,6 +203,7 @@ class KtoSection(RecipeSection):
 class OrpoSection(RecipeSection):
     """Odds-ratio preference optimisation (train.method: orpo), through TRL's experimental ORPOTrainer: the
     chosen answer's supervised loss plus an odds-ratio term against the rejected one, with no reference model."""
+
     beta: float = setting(0.1, above=0, help="weight of the odds-ratio term (the paper's lambda)")
 
 
@@ -140,20 +212,32 @@ class GrpoSection(RecipeSection):
     """Group relative policy optimisation (train.method: grpo), through TRL's GRPOTrainer: for each prompt
     the model samples ``num_generations`` answers, the reward functions score them, and each answer is
     reinforced by how far its reward stands above its group's mean."""
-    rewards: list = setting([], help="the reward functions, each {function: NAME, weight?, ...settings}: format, "
-                                     "json_schema, exact_answer, contains_answer, tool_call or module:function "
-                                     "(kit/rewards.py)")
-    num_generations: int = setting(4, min=2, help="answers sampled per prompt (a group); per_device_train_batch_size "
-                                                  "x gradient_accumulation_steps must be a multiple of it")
+
+    rewards: list = setting(
+        [],
+        help="the reward functions, each {function: NAME, weight?, ...settings}: format, "
+        "json_schema, exact_answer, contains_answer, tool_call or module:function "
+        "(kit/rewards.py)",
+    )
+    num_generations: int = setting(
+        4,
+        min=2,
+        help="answers sampled per prompt (a group); per_device_train_batch_size "
+        "x gradient_accumulation_steps must be a multiple of it",
+    )
     max_completion_length: int = setting(64, min=1, help="tokens sampled per answer at most")
     temperature: float = setting(1.0, above=0, help="sampling temperature of the answers")
-    beta: float = setting(0.0, min=0, help="weight of the KL term to the reference model (the base); 0: no reference "
-                                           "model is kept")
-    loss_type: str = setting("dapo", choices=GRPO_LOSSES, help="TRL's GRPO loss: dapo (TRL's default), grpo, dr_grpo, "
-                                                              "bnpo")
-    scale_rewards: str = setting("group", choices=["group", "batch", "none"],
-                                 help="advantages divided by the rewards' standard deviation in the group, the batch, "
-                                      "or not at all")
+    beta: float = setting(
+        0.0, min=0, help="weight of the KL term to the reference model (the base); 0: no reference model is kept"
+    )
+    loss_type: str = setting(
+        "dapo", choices=GRPO_LOSSES, help="TRL's GRPO loss: dapo (TRL's default), grpo, dr_grpo, bnpo"
+    )
+    scale_rewards: str = setting(
+        "group",
+        choices=["group", "batch", "none"],
+        help="advantages divided by the rewards' standard deviation in the group, the batch, or not at all",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,12 +245,20 @@ class TrainSection(RecipeSection):
     """How the adapter is trained: ``method`` and its sections (``dpo``, ``kto``, ``orpo``, ``grpo``) are the
     kit's; every other key is a field of TRL's config for the method (SFTConfig, DPOConfig, KTOConfig,
     ORPOConfig, GRPOConfig), passed through as given. Under grpo the batch sizes count answers, not prompts."""
-    method: str = setting("sft", choices=METHODS,
-                          help="sft: supervised answers (conversations); dpo, orpo: preference pairs (a chosen and "
-                               "a rejected answer per prompt); kto: completions labelled desirable or not (or pairs); "
-                               "grpo: the conversations' prompts, sampled answers scored by train.grpo.rewards")
-    max_steps: int = setting(-1, min=-1, forbid={0: "trains nothing; give at least 1, or -1 to train num_train_epochs"},
-                             help="-1: train num_train_epochs; otherwise at least 1")
+
+    method: str = setting(
+        "sft",
+        choices=METHODS,
+        help="sft: supervised answers (conversations); dpo, orpo: preference pairs (a chosen and "
+        "a rejected answer per prompt); kto: completions labelled desirable or not (or pairs); "
+        "grpo: the conversations' prompts, sampled answers scored by train.grpo.rewards",
+    )
+    max_steps: int = setting(
+        -1,
+        min=-1,
+        forbid={0: "trains nothing; give at least 1, or -1 to train num_train_epochs"},
+        help="-1: train num_train_epochs; otherwise at least 1",
+    )
     num_train_epochs: float = setting(1.0, above=0, help="passes over the training split, where max_steps is -1")
     per_device_train_batch_size: int = setting(2, min=1, help="training examples per batch")
     per_device_eval_batch_size: int = setting(8, min=1, help="examples per batch when computing eval loss")
@@ -181,9 +273,12 @@ class TrainSection(RecipeSection):
     save_steps: int = setting(100, min=1, help="steps between checkpoints")
     save_total_limit: int = setting(2, min=1, help="checkpoints kept; older ones are deleted")
     seed: int = setting(3407, min=0, help="seed of training and of the LoRA weights' initialization")
-    init_adapter: str | None = setting(None, help="train on top of an earlier run's adapter (SFT, then DPO): its "
-                                                  "recipe (newest run), recipe/run-id, a run's directory or an "
-                                                  "adapter directory; null: a new adapter on the base model")
+    init_adapter: str | None = setting(
+        None,
+        help="train on top of an earlier run's adapter (SFT, then DPO): its "
+        "recipe (newest run), recipe/run-id, a run's directory or an "
+        "adapter directory; null: a new adapter on the base model",
+    )
     dpo: DpoSection = field(default_factory=DpoSection)
     kto: KtoSection = field(default_factory=KtoSection)
     orpo: OrpoSection = field(default_factory=OrpoSection)
@@ -200,6 +295,7 @@ class TrainSection(RecipeSection):
 @dataclass(frozen=True, kw_only=True)
 class BehaviorSection(RecipeSection):
     """The behaviour the fine-tune should teach, scored on held-out answers."""
+
     description: str = setting("", help="what the behaviour is, for the report")
     prefix: str | None = setting(None, help="answer shows the behaviour if it starts with this")
     regex: str | None = setting(None, help="... or if this regular expression matches")
@@ -208,15 +304,25 @@ class BehaviorSection(RecipeSection):
 @dataclass(frozen=True, kw_only=True)
 class EvalSection(RecipeSection):
     """How the base and the tuned model are compared on held-out prompts."""
+
     max_new_tokens: int = setting(64, min=1, help="tokens generated per answer")
     num_prompts: int = setting(20, min=1, help="held-out prompts answered by base and tuned")
-    batch_size: int | None = setting(None, min=1, help="prompts per generate() call (left-padded); null: from free "
-                                                       "memory (kit.inference.batch_size_for)")
-    decoding: str = setting("greedy", choices=["greedy", "recommended"],
-                            help="greedy: deterministic, for comparisons; recommended: the family's sampling")
+    batch_size: int | None = setting(
+        None,
+        min=1,
+        help="prompts per generate() call (left-padded); null: from free memory (kit.inference.batch_size_for)",
+    )
+    decoding: str = setting(
+        "greedy",
+        choices=["greedy", "recommended"],
+        help="greedy: deterministic, for comparisons; recommended: the family's sampling",
+    )
     thinking: bool | None = setting(None, help="thinking on/off for families that have a switch; null: family default")
-    facts: list[str] = setting([], help="fact strings (a price, an address); the report scores the share of held-out "
-                                        "answers that state every fact their reference answer states")
+    facts: list[str] = setting(
+        [],
+        help="fact strings (a price, an address); the report scores the share of held-out "
+        "answers that state every fact their reference answer states",
+    )
     live_samples: int = setting(3, min=0, help="held-out prompts answered at every evaluation during training (0: off)")
     behavior: BehaviorSection = field(default_factory=BehaviorSection)
 
@@ -224,22 +330,28 @@ class EvalSection(RecipeSection):
 @dataclass(frozen=True, kw_only=True)
 class ExportSection(RecipeSection):
     """The merged model, its GGUF files and the Ollama Modelfile."""
+
     merged_16bit: bool = setting(True, help="not read: merged/ (16-bit) is always written")
-    merge_method: str = setting("auto", choices=["auto", "streaming", "unsloth"],
-                                help="auto: shard by shard where the base checkpoint is local, else Unsloth's "
-                                     "save_pretrained_merged")
+    merge_method: str = setting(
+        "auto",
+        choices=["auto", "streaming", "unsloth"],
+        help="auto: shard by shard where the base checkpoint is local, else Unsloth's save_pretrained_merged",
+    )
     gguf: list = setting(["q8_0", "q4_k_m"], help="GGUF files to write: f16, bf16, q8_0, q4_k_m, q5_k_m")
     verify_tokens: int = setting(16, min=1, help="greedy tokens compared between each GGUF and the merged model")
     # No longer read (the logits check is judged against a noise floor each merge measures);
     # kept so that runs prepared before, whose recipe.yaml holds it, still load.
     logit_tolerance: float | None = setting(None, help="unused; kept for runs prepared by earlier versions")
-    system: str | None = setting(None, help="SYSTEM of the Ollama Modelfile; null: the training data's system prompt "
-                                            "if every row has the same one")
+    system: str | None = setting(
+        None,
+        help="SYSTEM of the Ollama Modelfile; null: the training data's system prompt if every row has the same one",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe(RecipeSection):
     """A whole recipe (recipes/<name>.yaml)."""
+
     description: str = setting("", help="what this recipe is for")
     model: ModelSection = field()  # model.id, model.family and data.source are required
     data: DataSection = field()

@@ -7,6 +7,7 @@ nearest valid key). A recipe is resolved once into a ``Recipe`` of those datacla
 (``recipe.train.max_steps``, ``recipe.eval.behavior.prefix``), which the stages read.
 ``python -m kit.recipes --docs > docs/recipes.md`` writes the reference page from the same declaration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,27 @@ from typing import Any, Union
 import yaml
 
 from kit.paths import RECIPES_DIR
+
 # Re-exported: callers import the recipe classes and FORMATS (kit.data.formats) from here.
-from kit.recipe_schema import (FORMATS, METHODS, PREFERENCE_FORMATS, UNPAIRED_FORMATS,  # noqa: F401
-                               BehaviorSection, DataSection, DpoSection, EvalSection, ExportSection, GrpoSection,
-                               KtoSection, LoraSection, ModelSection, OrpoSection, Recipe, RecipeSection, TrainSection)
+from kit.recipe_schema import (
+    FORMATS,
+    METHODS,
+    PREFERENCE_FORMATS,
+    UNPAIRED_FORMATS,  # noqa: F401
+    BehaviorSection,
+    DataSection,
+    DpoSection,
+    EvalSection,
+    ExportSection,
+    GrpoSection,
+    KtoSection,
+    LoraSection,
+    ModelSection,
+    OrpoSection,
+    Recipe,
+    RecipeSection,
+    TrainSection,
+)
 
 
 class RecipeError(ValueError):
@@ -38,11 +56,12 @@ class RecipeError(ValueError):
 @dataclass(frozen=True)
 class Key:
     """One recipe key as validation and the reference page read it off its dataclass field."""
+
     name: str
-    types: tuple                # accepted Python types; int is accepted where float is
-    nullable: bool              # the annotation allows None (``X | None``)
-    items: type | None          # a list's element type, where the annotation gives one (``list[str]``)
-    section: type | None        # the section class, where the key is a nested section
+    types: tuple  # accepted Python types; int is accepted where float is
+    nullable: bool  # the annotation allows None (``X | None``)
+    items: type | None  # a list's element type, where the annotation gives one (``list[str]``)
+    section: type | None  # the section class, where the key is a nested section
     field: dataclasses.Field
 
     @property
@@ -73,14 +92,16 @@ def keys(cls: type) -> typing.Mapping[str, Key]:
         args = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
         kinds = [a for a in args if a is not type(None)]
         items = next((typing.get_args(k)[0] for k in kinds if typing.get_args(k)), None)
-        out[f.name] = Key(f.name, tuple(typing.get_origin(k) or k for k in kinds), len(kinds) < len(args), items,
-                          None, f)
+        out[f.name] = Key(
+            f.name, tuple(typing.get_origin(k) or k for k in kinds), len(kinds) < len(args), items, None, f
+        )
     return types.MappingProxyType(out)
 
 
 def _build(cls: type, values: dict) -> RecipeSection:
-    return cls(**{k.name: _build(k.section, values[k.name]) if k.section else values[k.name]
-                  for k in keys(cls).values()})
+    return cls(
+        **{k.name: _build(k.section, values[k.name]) if k.section else values[k.name] for k in keys(cls).values()}
+    )
 
 
 def _type_name(kinds: tuple) -> str:
@@ -100,8 +121,9 @@ def _check_value(path: str, key: Key, value: Any, where: str) -> Any:
     if key.items is not None and isinstance(value, list):
         wrong = next((v for v in value if not isinstance(v, key.items)), None)
         if wrong is not None:
-            raise RecipeError(f"{where}: {path}: every element must be {key.items.__name__}, got "
-                              f"{type(wrong).__name__} ({wrong!r})")
+            raise RecipeError(
+                f"{where}: {path}: every element must be {key.items.__name__}, got {type(wrong).__name__} ({wrong!r})"
+            )
     choices = key.meta("choices")
     if choices and value not in choices:
         raise RecipeError(f"{where}: {path}: {value!r} is not one of {', '.join(map(str, choices))}")
@@ -116,8 +138,12 @@ def _check_value(path: str, key: Key, value: Any, where: str) -> Any:
 
 
 # (metadata name, test that the value breaks it, the words errors and the page use)
-_BOUNDS = (("min", lambda v, b: v < b, "at least"), ("max", lambda v, b: v > b, "at most"),
-           ("above", lambda v, b: v <= b, "above"), ("below", lambda v, b: v >= b, "below"))
+_BOUNDS = (
+    ("min", lambda v, b: v < b, "at least"),
+    ("max", lambda v, b: v > b, "at most"),
+    ("above", lambda v, b: v <= b, "above"),
+    ("below", lambda v, b: v >= b, "below"),
+)
 
 
 def _validate(cls: type, data: Any, prefix: str, where: str) -> dict:
@@ -158,14 +184,18 @@ def _check_grpo(train: dict, where: str) -> None:
         return
     grpo = train["grpo"]
     if not grpo["rewards"]:
-        raise RecipeError(f"{where}: train.grpo.rewards is empty; GRPO needs at least one reward function "
-                          "(a built-in of kit/rewards.py, or module:function; docs/training.md lists them)")
+        raise RecipeError(
+            f"{where}: train.grpo.rewards is empty; GRPO needs at least one reward function "
+            "(a built-in of kit/rewards.py, or module:function; docs/training.md lists them)"
+        )
     n = grpo["num_generations"]
     for keys in (("per_device_train_batch_size", "gradient_accumulation_steps"), ("per_device_eval_batch_size",)):
         size = math.prod(train[k] for k in keys)
         if size % n:
-            raise RecipeError(f"{where}: train.{' x train.'.join(keys)} ({size}) must be a multiple of "
-                              f"train.grpo.num_generations ({n}): under grpo a batch holds whole groups of answers")
+            raise RecipeError(
+                f"{where}: train.{' x train.'.join(keys)} ({size}) must be a multiple of "
+                f"train.grpo.num_generations ({n}): under grpo a batch holds whole groups of answers"
+            )
 
 
 def resolve(data: dict, where: str = "recipe") -> Recipe:
@@ -217,11 +247,14 @@ def parse_overrides(overrides: dict | str | None) -> dict:
         for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):  # {"train": 5, "train.max_steps": 1}
-                raise RecipeError(f"overrides: {key} sets a key inside {'.'.join(parts[:i + 1])}, which another "
-                                  f"override sets to {node!r}; give one of them")
+                raise RecipeError(
+                    f"overrides: {key} sets a key inside {'.'.join(parts[: i + 1])}, which another "
+                    f"override sets to {node!r}; give one of them"
+                )
         if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):  # the same, the other way round
-            raise RecipeError(f"overrides: {key} is set to {value!r}, but another override sets keys inside it; "
-                              "give one of them")
+            raise RecipeError(
+                f"overrides: {key} is set to {value!r}, but another override sets keys inside it; give one of them"
+            )
         if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
             node[parts[-1]] = deep_merge(node[parts[-1]], value)
         else:
@@ -284,8 +317,9 @@ def override_argument(text: str) -> tuple[str, object]:
         return key, yaml.safe_load(value)
     except yaml.YAMLError as e:  # argparse shows ArgumentTypeError as one line, anything else as a traceback
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise argparse.ArgumentTypeError(f"override {text!r}: the value is not valid YAML ({problem}); "
-                                         "quote strings, e.g. key='[1, 2]'") from None
+        raise argparse.ArgumentTypeError(
+            f"override {text!r}: the value is not valid YAML ({problem}); quote strings, e.g. key='[1, 2]'"
+        ) from None
 
 
 def apply_overrides(config: Recipe, overrides: dict | str | None, where: str = "recipe") -> Recipe:
@@ -331,19 +365,29 @@ def _key_row(path: str, key: Key) -> str:
 
 def reference_markdown() -> str:
     """docs/recipes.md: a table per recipe section, generated from ``kit.recipe_schema``."""
-    lines = ["# Recipe reference", "",
-             f"Generated from `kit/recipe_schema.py` by `{DOCS_COMMAND}`; edit the declaration there and",
-             "regenerate (a test checks that this page is current).", "",
-             "A recipe is `recipes/<name>.yaml`. A key left out takes its default; a *required* key must be given.",
-             "`null` is accepted only where the type says so; a `float` key also takes an integer. Unknown keys,",
-             "wrong types and values outside the allowed ones are errors naming the file and the key."]
+    lines = [
+        "# Recipe reference",
+        "",
+        f"Generated from `kit/recipe_schema.py` by `{DOCS_COMMAND}`; edit the declaration there and",
+        "regenerate (a test checks that this page is current).",
+        "",
+        "A recipe is `recipes/<name>.yaml`. A key left out takes its default; a *required* key must be given.",
+        "`null` is accepted only where the type says so; a `float` key also takes an integer. Unknown keys,",
+        "wrong types and values outside the allowed ones are errors naming the file and the key.",
+    ]
     for prefix, cls in _sections(Recipe):
         plain = [key for key in keys(cls).values() if not key.section]
         if not plain:
             continue
-        lines += ["", f"## `{prefix.rstrip('.')}`" if prefix else "## Top level", "",
-                  _cell(" ".join((cls.__doc__ or "").split())), "",
-                  "| Key | Type | Default | Allowed | Help |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"## `{prefix.rstrip('.')}`" if prefix else "## Top level",
+            "",
+            _cell(" ".join((cls.__doc__ or "").split())),
+            "",
+            "| Key | Type | Default | Allowed | Help |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         lines += [_key_row(prefix + key.name, key) for key in plain]
     return "\n".join(lines) + "\n"
 

@@ -23,6 +23,7 @@ Given chat messages instead (TRL's own conversational rows), the built-ins read 
 content. It must return one number (or None: no reward) per completion; anything else stops
 training with a line naming the entry.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,9 +38,13 @@ from kit.families import Family
 
 BUILTIN = ("format", "json_schema", "exact_answer", "contains_answer", "tool_call")
 # The settings each built-in takes (beside function and weight), and those it requires (one of).
-SETTINGS = {"format": ({"tag", "regex"}, ({"tag"}, {"regex"})), "json_schema": ({"schema", "tag"}, ({"schema"},)),
-            "exact_answer": ({"tag", "case_sensitive"}, ()), "contains_answer": ({"tag", "case_sensitive"}, ()),
-            "tool_call": (set(), ())}
+SETTINGS = {
+    "format": ({"tag", "regex"}, ({"tag"}, {"regex"})),
+    "json_schema": ({"schema", "tag"}, ({"schema"},)),
+    "exact_answer": ({"tag", "case_sensitive"}, ()),
+    "contains_answer": ({"tag", "case_sensitive"}, ()),
+    "tool_call": (set(), ()),
+}
 
 
 class RewardError(ValueError):
@@ -65,8 +70,10 @@ def _tagged(text: str, tag: str | None) -> str | None:
 
 def _format(completions, tag=None, regex=None, **_) -> list[float]:
     pattern = re.compile(regex) if regex else None
-    return [float(_tagged(completion_text(c), tag) is not None) if tag else float(bool(pattern.search(completion_text(c))))
-            for c in completions]
+    return [
+        float(_tagged(completion_text(c), tag) is not None) if tag else float(bool(pattern.search(completion_text(c))))
+        for c in completions
+    ]
 
 
 def _json_schema(completions, schema, tag=None, **_) -> list[float]:
@@ -85,14 +92,19 @@ def _json_schema(completions, schema, tag=None, **_) -> list[float]:
 
 def _compare_answer(completions, answer, tag, case_sensitive, name, same) -> list[float]:
     if answer is None:
-        raise RewardError(f"{name} needs each row's answer field: the prompts have none (give the data an "
-                          "answer, or a conversation whose last assistant turn is the answer)")
+        raise RewardError(
+            f"{name} needs each row's answer field: the prompts have none (give the data an "
+            "answer, or a conversation whose last assistant turn is the answer)"
+        )
 
     def norm(text):
         text = " ".join(str(text).split())
         return text if case_sensitive else text.casefold()
-    return [float(got is not None and same(norm(got), norm(want)))
-            for got, want in ((_tagged(completion_text(c), tag), a) for c, a in zip(completions, answer))]
+
+    return [
+        float(got is not None and same(norm(got), norm(want)))
+        for got, want in ((_tagged(completion_text(c), tag), a) for c, a in zip(completions, answer))
+    ]
 
 
 def _exact_answer(completions, answer=None, tag=None, case_sensitive=False, **_) -> list[float]:
@@ -113,8 +125,13 @@ def _tool_call(completions, family: Family, tools=None, **_) -> list[float]:
     return rewards
 
 
-_BUILTINS = {"format": _format, "json_schema": _json_schema, "exact_answer": _exact_answer,
-             "contains_answer": _contains_answer, "tool_call": _tool_call}
+_BUILTINS = {
+    "format": _format,
+    "json_schema": _json_schema,
+    "exact_answer": _exact_answer,
+    "contains_answer": _contains_answer,
+    "tool_call": _tool_call,
+}
 
 
 def _where(i: int, entry: dict) -> str:
@@ -124,8 +141,10 @@ def _where(i: int, entry: dict) -> str:
 def check_entry(i: int, entry: object) -> None:
     """An entry's shape and its built-in's settings, before anything runs."""
     if not isinstance(entry, dict) or not isinstance(entry.get("function"), str):
-        raise RewardError(f"train.grpo.rewards[{i}]: expected {{function: NAME, ...}}, got {entry!r}; NAME is one of "
-                          f"{', '.join(BUILTIN)} or module:function")
+        raise RewardError(
+            f"train.grpo.rewards[{i}]: expected {{function: NAME, ...}}, got {entry!r}; NAME is one of "
+            f"{', '.join(BUILTIN)} or module:function"
+        )
     name, weight = entry["function"], entry.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, Real) or not math.isfinite(weight):
         raise RewardError(f"{_where(i, entry)}: weight must be a number, got {weight!r}")
@@ -134,8 +153,10 @@ def check_entry(i: int, entry: object) -> None:
         allowed, required = SETTINGS[name]
         unknown = sorted(settings - allowed)
         if unknown:
-            raise RewardError(f"{_where(i, entry)}: unknown setting {unknown[0]}; {name} takes "
-                              f"{', '.join(sorted(allowed)) or 'no settings'}")
+            raise RewardError(
+                f"{_where(i, entry)}: unknown setting {unknown[0]}; {name} takes "
+                f"{', '.join(sorted(allowed)) or 'no settings'}"
+            )
         if required and not any(need <= settings for need in required):
             raise RewardError(f"{_where(i, entry)}: needs {' or '.join(next(iter(n)) for n in required)}")
         if name == "format" and "regex" in entry:
@@ -173,17 +194,23 @@ def _checked(i: int, entry: dict, function: Callable) -> Callable:
     where = _where(i, entry)
 
     def reward(prompts, completions, **kwargs):
-        if kwargs.get("tools") is not None:  # the kit's GRPO rows carry tools as JSON text (kit.data.tokenize.grpo_rows)
+        if (
+            kwargs.get("tools") is not None
+        ):  # the kit's GRPO rows carry tools as JSON text (kit.data.tokenize.grpo_rows)
             kwargs["tools"] = [json.loads(t) if isinstance(t, str) else t for t in kwargs["tools"]]
         result = function(prompts=prompts, completions=completions, **kwargs)
         if not isinstance(result, (list, tuple)) or len(result) != len(completions):
             got = f"{len(result)} values" if isinstance(result, (list, tuple)) else type(result).__name__
-            raise RewardError(f"{where}: returned {got} for {len(completions)} completions; a reward function returns "
-                              "one number per completion")
+            raise RewardError(
+                f"{where}: returned {got} for {len(completions)} completions; a reward function returns "
+                "one number per completion"
+            )
         bad = next((r for r in result if r is not None and (isinstance(r, bool) or not isinstance(r, Real))), None)
         if bad is not None:
-            raise RewardError(f"{where}: returned {bad!r} ({type(bad).__name__}) among its rewards; each must be a "
-                              "number (or None: no reward)")
+            raise RewardError(
+                f"{where}: returned {bad!r} ({type(bad).__name__}) among its rewards; each must be a "
+                "number (or None: no reward)"
+            )
         return [None if r is None else float(r) for r in result]
 
     reward.__name__ = entry["function"].replace(":", ".") if ":" in entry["function"] else entry["function"]
@@ -193,8 +220,9 @@ def _checked(i: int, entry: dict, function: Callable) -> Callable:
 def reward_functions(entries: list, family: Family) -> tuple[list[Callable], list[float]]:
     """The recipe's reward entries as TRL's ``reward_funcs`` and ``reward_weights``, each checked."""
     if not entries:
-        raise RewardError("train.grpo.rewards: empty; GRPO needs at least one reward "
-                          f"({', '.join(BUILTIN)}, or module:function)")
+        raise RewardError(
+            f"train.grpo.rewards: empty; GRPO needs at least one reward ({', '.join(BUILTIN)}, or module:function)"
+        )
     functions, weights = [], []
     for i, entry in enumerate(entries):
         check_entry(i, entry)
@@ -206,6 +234,7 @@ def reward_functions(entries: list, family: Family) -> tuple[list[Callable], lis
             def call(prompts, completions, _builtin=builtin, _settings=settings, _extra=extra, **row):
                 row = {k: v for k, v in row.items() if k in ("answer", "tools")}  # the row fields built-ins read
                 return _builtin(completions, **row, **_settings, **_extra)
+
             function = call
         else:
             function = _import(i, entry)
@@ -224,7 +253,11 @@ def mean_rewards(entries: list, family: Family, prompts: list, completions: list
     by_function = []
     for function, weight, values in zip(functions, weights, columns):
         scored = [r for r in values if r is not None]
-        by_function.append({"function": function.__name__, "weight": weight,
-                            "mean": sum(scored) / len(scored) if scored else None})
-    return {"prompts": len(completions), "mean": sum(totals) / len(totals) if totals else None,
-            "by_function": by_function}
+        by_function.append(
+            {"function": function.__name__, "weight": weight, "mean": sum(scored) / len(scored) if scored else None}
+        )
+    return {
+        "prompts": len(completions),
+        "mean": sum(totals) / len(totals) if totals else None,
+        "by_function": by_function,
+    }

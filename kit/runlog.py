@@ -14,6 +14,7 @@
 
 This module imports nothing heavy, so it can come first in an import cell.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,12 +98,18 @@ def _flush_c_stdio() -> None:
 
 
 def _stream_handlers(streams) -> list[logging.StreamHandler]:
-    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(lg, logging.Logger)]
-    return [h for lg in loggers for h in lg.handlers
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-            and not isinstance(type(h).__dict__.get("stream"), property)  # logging's _StderrHandler
-            and any(h.stream is s for s in streams)]
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    return [
+        h
+        for lg in loggers
+        for h in lg.handlers
+        if isinstance(h, logging.StreamHandler)
+        and not isinstance(h, logging.FileHandler)
+        and not isinstance(type(h).__dict__.get("stream"), property)  # logging's _StderrHandler
+        and any(h.stream is s for s in streams)
+    ]
 
 
 @contextlib.contextmanager
@@ -127,7 +134,8 @@ def quiet(label: str = "", keep_stdout: bool = False):
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda m, c, f, n, file=None, line=None: sink.write(
-                warnings.formatwarning(m, c, f, n, line))
+                warnings.formatwarning(m, c, f, n, line)
+            )
             sys.stderr = sink
             if not keep_stdout:
                 sys.stdout = sink

@@ -5,6 +5,7 @@ unless one is named). ``manifest.json`` records versions, commit, seed, data has
 stage's wall time; it is rewritten atomically. Run ids never collide: creation uses mkdir, which
 fails if the directory exists.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -20,8 +21,18 @@ from kit import distributed, recipes
 from kit.files import new_run_id, sha256_file, write_json, write_text_atomic
 from kit.paths import PROJECT_ROOT, runs_root
 
-LIBRARIES = ("unsloth", "unsloth_zoo", "torch", "transformers", "trl", "peft", "datasets",
-             "accelerate", "bitsandbytes", "papermill")
+LIBRARIES = (
+    "unsloth",
+    "unsloth_zoo",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "bitsandbytes",
+    "papermill",
+)
 # Sections that prepare has consumed: changing them afterwards would silently mismatch the data.
 FROZEN_AFTER_PREPARE = ("model", "data")
 
@@ -85,7 +96,9 @@ class Run:
 
     def record_stage(self, name: str, started: float, **extra) -> None:
         """Record a notebook stage's wall time (from ``started``, a time.time()) and extras."""
-        self.update_manifest({"stages": {name: {"finished": _now(), "wall_s": round(time.time() - started, 2), **extra}}})
+        self.update_manifest(
+            {"stages": {name: {"finished": _now(), "wall_s": round(time.time() - started, 2), **extra}}}
+        )
 
 
 def check_later_overrides(overrides: dict | str | None) -> dict:
@@ -95,8 +108,10 @@ def check_later_overrides(overrides: dict | str | None) -> dict:
     if "method" in (changes.get("train") or {}):  # prepare wrote conversations or pairs for it
         frozen.append("train.method")
     if frozen:
-        raise RunError(f"overrides of {', '.join(frozen)} must be given to prepare (they shape the data); "
-                       f"start a new run with prepare")
+        raise RunError(
+            f"overrides of {', '.join(frozen)} must be given to prepare (they shape the data); "
+            f"start a new run with prepare"
+        )
     return changes
 
 
@@ -116,16 +131,24 @@ def library_versions() -> dict:
 
 def git_commit() -> str | None:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
-def create_run(recipe_name: str, config: recipes.Recipe, run_id: str | None = None, root: Path | None = None,
-               overrides: dict | str | None = None) -> Run:
+def create_run(
+    recipe_name: str,
+    config: recipes.Recipe,
+    run_id: str | None = None,
+    root: Path | None = None,
+    overrides: dict | str | None = None,
+) -> Run:
     """Make a new, empty run directory and write the resolved recipe and the manifest's header
     (with the ``overrides`` prepare applied, if any). Fails if ``run_id`` exists: a run is never
     reused or overwritten."""
@@ -141,9 +164,17 @@ def create_run(recipe_name: str, config: recipes.Recipe, run_id: str | None = No
         raise RunError(f"run {path} already exists; runs are never overwritten (choose another run id)") from None
     run = Run(path)
     run.write_recipe(config)
-    run.update_manifest({"recipe": recipe_name, "run_id": path.name, "location": str(path), "created": _now(),
-                         "git_commit": git_commit(), "libraries": library_versions(),
-                         "seed": {"data": config.data.seed, "train": config.train.seed}})
+    run.update_manifest(
+        {
+            "recipe": recipe_name,
+            "run_id": path.name,
+            "location": str(path),
+            "created": _now(),
+            "git_commit": git_commit(),
+            "libraries": library_versions(),
+            "seed": {"data": config.data.seed, "train": config.train.seed},
+        }
+    )
     changes = recipes.parse_overrides(overrides)
     if changes:
         run.update_manifest({"overrides": {"prepare": changes}})  # as later stages record theirs
@@ -171,8 +202,10 @@ def find_run(recipe: str, run: str | Path | None = None, root: Path | None = Non
         found = Run(path.resolve())
         prepared_from = found.manifest().get("recipe", found.recipe_name)
         if prepared_from != recipe_name:
-            raise RunError(f"run {found.path} was prepared from recipe {prepared_from!r}, not {recipe_name!r}: "
-                           f"set recipe to {prepared_from!r}, or give a run of {recipe_name!r}")
+            raise RunError(
+                f"run {found.path} was prepared from recipe {prepared_from!r}, not {recipe_name!r}: "
+                f"set recipe to {prepared_from!r}, or give a run of {recipe_name!r}"
+            )
         return found
     if run:
         candidate = (root or runs_root()) / recipe_name / str(run)
@@ -182,7 +215,9 @@ def find_run(recipe: str, run: str | Path | None = None, root: Path | None = Non
         return Run(candidate)
     runs = list_runs(recipe_name, root)
     if not runs:
-        raise RunError(f"no runs yet for recipe {recipe_name!r} under {(root or runs_root())}; run the prepare notebook first")
+        raise RunError(
+            f"no runs yet for recipe {recipe_name!r} under {(root or runs_root())}; run the prepare notebook first"
+        )
     return runs[-1]
 
 
@@ -215,8 +250,10 @@ def find_adapter(config: recipes.Recipe, root: Path | None = None) -> tuple[Path
             raise RunError(f"{where}: run {run.path} has no adapter yet: train it first, or name a trained run")
         base = run.config().model.id
         if base != config.model.id:
-            raise RunError(f"{where}: run {run.path} trained an adapter for {base!r}, and this recipe's model.id is "
-                           f"{config.model.id!r}: an adapter fits the base model it was trained on")
+            raise RunError(
+                f"{where}: run {run.path} trained an adapter for {base!r}, and this recipe's model.id is "
+                f"{config.model.id!r}: an adapter fits the base model it was trained on"
+            )
     weights = adapter / "adapter_model.safetensors"
     if not weights.exists():
         raise RunError(f"{where}: {adapter} has no adapter_model.safetensors")
@@ -226,8 +263,10 @@ def find_adapter(config: recipes.Recipe, root: Path | None = None) -> tuple[Path
         if key == "target_modules":
             mine, theirs = sorted(mine), sorted(theirs or [])
         if mine != theirs:
-            raise RunError(f"{where}: the adapter has {saved_key} {theirs}, and this recipe's lora.{key} is {mine}: set "
-                           f"lora.{key} to the adapter's")
+            raise RunError(
+                f"{where}: the adapter has {saved_key} {theirs}, and this recipe's lora.{key} is {mine}: set "
+                f"lora.{key} to the adapter's"
+            )
     record = {"given": str(ref), "adapter": str(adapter.resolve()), "sha256": sha256_file(weights)}
     if run is not None:
         record |= {"recipe": run.recipe_name, "run": run.path.name}

@@ -10,6 +10,7 @@ and then tensor by tensor, each in as many pieces as the caller likes. Peak memo
 ``load_model`` builds on it: a checkpoint loaded straight into the device's memory, piece by piece,
 with no host copy of the model on a GPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,22 @@ from typing import Iterator
 
 import torch
 
-CHUNK_BYTES = 64 * 2 ** 20  # one piece of a tensor read or written at a time
+CHUNK_BYTES = 64 * 2**20  # one piece of a tensor read or written at a time
 
-DTYPES = {"BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
-          "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
-          "F64": torch.float64, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+DTYPES = {
+    "BOOL": torch.bool,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
 for _name in ("U16", "U32", "U64"):  # unsigned wider types: torch ≥ 2.3
     if hasattr(torch, "uint" + _name[1:]):
         DTYPES[_name] = getattr(torch, "uint" + _name[1:])
@@ -70,8 +82,12 @@ class SafetensorsFile:
             header = json.loads(f.read(length))
         self.metadata = header.pop("__metadata__", None) or {}
         start = 8 + length
-        self.entries = {name: Entry(DTYPES[e["dtype"]], tuple(e["shape"]), start + e["data_offsets"][0],
-                                    start + e["data_offsets"][1]) for name, e in header.items()}
+        self.entries = {
+            name: Entry(
+                DTYPES[e["dtype"]], tuple(e["shape"]), start + e["data_offsets"][0], start + e["data_offsets"][1]
+            )
+            for name, e in header.items()
+        }
         self._file = None
 
     def names(self) -> list[str]:
@@ -120,8 +136,7 @@ class SafetensorsWriter:
     ``write`` takes the next piece (whole rows, or any run of the flattened bytes) of the tensor
     being written; the sizes must add up, or ``close`` raises."""
 
-    def __init__(self, path: Path, specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
-                 metadata: dict | None = None):
+    def __init__(self, path: Path, specs: list[tuple[str, torch.dtype, tuple[int, ...]]], metadata: dict | None = None):
         self.path, self.specs = Path(path), list(specs)
         header, offset = {}, 0
         if metadata:
@@ -153,7 +168,7 @@ class SafetensorsWriter:
     def close(self) -> None:
         if self._file is None:
             return
-        written = sum(self._sizes[:self._index]) + self._written
+        written = sum(self._sizes[: self._index]) + self._written
         self._file.close()
         self._file = None
         if written != sum(self._sizes):
@@ -169,8 +184,13 @@ class SafetensorsWriter:
             self._file.close()
 
 
-def copy_tensor(source: SafetensorsFile, name: str, writer: SafetensorsWriter, dtype: torch.dtype | None = None,
-                chunk_bytes: int = CHUNK_BYTES) -> None:
+def copy_tensor(
+    source: SafetensorsFile,
+    name: str,
+    writer: SafetensorsWriter,
+    dtype: torch.dtype | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> None:
     """A tensor from ``source`` into the writer, band by band, cast to ``dtype`` where given."""
     for start, stop in source.bands(name, chunk_bytes):
         piece = source.read(name, start, stop)
@@ -268,13 +288,17 @@ def load_model(directory: Path, dtype: torch.dtype, device: str):
                 out = torch.empty(e.shape, dtype=load_as(e), device=device)
                 flat, per_row = out.view(-1), math.prod(e.shape[1:])
                 for start, stop in source.bands(name):
-                    flat[start * per_row:stop * per_row].copy_(source.read(name, start, stop).reshape(-1))
+                    flat[start * per_row : stop * per_row].copy_(source.read(name, start, stop).reshape(-1))
                 state_dict[name] = out
-    model, info = model_class.from_pretrained(None, config=config, state_dict=state_dict, dtype=dtype,
-                                              device_map=device, output_loading_info=True)
+    model, info = model_class.from_pretrained(
+        None, config=config, state_dict=state_dict, dtype=dtype, device_map=device, output_loading_info=True
+    )
     del state_dict
-    wrong = {k: sorted(map(str, v))[:3] for k, v in info.items()
-             if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    wrong = {
+        k: sorted(map(str, v))[:3]
+        for k, v in info.items()
+        if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v
+    }
     if wrong:
         raise ValueError(f"{directory}: the checkpoint's tensors do not fit {model_class.__name__}: {wrong}")
     if (directory / "generation_config.json").exists():

@@ -6,6 +6,7 @@ A shared cell is found by its tag: ``kit-install`` (the hosted-runtime install c
     .venv/bin/python scripts/notebook_cells.py          # rewrite the copies in notebooks/
     .venv/bin/python scripts/notebook_cells.py --check  # exit 1 if a copy differs (tests run this)
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,7 @@ STAGES = ("prepare", "train", "evaluate", "merge")
 # Extras a notebook's install needs beyond the core (the merge notebook's GGUF export).
 EXTRAS = {"merge": "gguf"}
 
-INSTALL = '''\
+INSTALL = """\
 # Colab / Kaggle: fetch the kit and install it with Unsloth into this runtime (minutes the first
 # time; seconds for the next notebook). Elsewhere (your checkout, papermill) this cell does nothing.
 # Before it, say where the kit comes from: %env KIT_REPO=<its git URL, or a folder holding it>
@@ -42,18 +43,20 @@ if "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
     env = {**os.environ, "KIT_PYTHON": sys.executable}  # into this Python: keeps the runtime's CUDA torch{extras}
     if shown("bash", f"{KIT_DIR}/scripts/setup.sh", env=env):
         sys.exit("The kit's set-up failed (its message is above)")
-    sys.path.insert(0, KIT_DIR)'''
+    sys.path.insert(0, KIT_DIR)"""
 
-EXTRAS_TEXT = {"gguf": '\n    env["KIT_EXTRAS"] = "gguf"  # llama-cpp-python for GGUF export: built once, a few minutes'}
+EXTRAS_TEXT = {
+    "gguf": '\n    env["KIT_EXTRAS"] = "gguf"  # llama-cpp-python for GGUF export: built once, a few minutes'
+}
 
-RUNLOG = '''\
+RUNLOG = """\
 import time
 started = time.time()
 
 from kit import paths, runlog
 runlog.setup()  # library warnings → the run's run.log; the kit's errors as one line; text progress bars
 # runs_dir, else $KIT_RUNS_DIR, else /kaggle/working/runs on Kaggle, else runs/ in the kit; Drive is mounted if named
-print("Runs are kept in", paths.use_runs_root(runs_dir))'''
+print("Runs are kept in", paths.use_runs_root(runs_dir))"""
 
 
 def shared_cells(stage: str) -> dict[str, str]:

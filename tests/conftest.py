@@ -35,10 +35,12 @@ def pytest_report_header(config):
 
     native_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return [f"cpu: {model}; {', '.join(f for f in NUMERIC_FLAGS if f in flags) or 'no AVX2/AVX-512 flags'}",
-            f"native bfloat16: {native_bf16} (Unsloth's default dtype here: "
-            f"{'bfloat16' if native_bf16 or gpu != 'none' else 'float32'}); gpu: {gpu}; "
-            f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}; numeric tests run in {', '.join(DTYPES)}"]
+    return [
+        f"cpu: {model}; {', '.join(f for f in NUMERIC_FLAGS if f in flags) or 'no AVX2/AVX-512 flags'}",
+        f"native bfloat16: {native_bf16} (Unsloth's default dtype here: "
+        f"{'bfloat16' if native_bf16 or gpu != 'none' else 'float32'}); gpu: {gpu}; "
+        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}; numeric tests run in {', '.join(DTYPES)}",
+    ]
 
 
 # The first lines of a training process a test kills: each logged step sleeps a little, so the test
@@ -99,8 +101,14 @@ def records(run) -> list[dict]:
 def pipeline(runs_dir, *args, timeout: int = 900, **env_vars):
     """``python -m kit.pipeline ARGS`` with runs under ``runs_dir`` (and extra environment)."""
     env = {**os.environ, "KIT_RUNS_DIR": str(runs_dir), **env_vars}
-    return subprocess.run([sys.executable, "-m", "kit.pipeline", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "kit.pipeline", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def pipeline_run(runs_dir, recipe: str, *args, timeout: int = 900):
@@ -141,9 +149,12 @@ def trl_only_pieces(tokenizer, family, messages, training_template: str) -> list
     from kit.chat.render import IGNORE_INDEX, tokenize_with_labels
 
     template = (Path(trl.__file__).parent / "chat_templates" / f"{training_template}.jinja").read_text()
-    as_template = [{k if k != "reasoning" else (family.reasoning_field or k): v for k, v in m.items()} for m in messages]
-    ref = tokenizer.apply_chat_template(as_template, chat_template=template, tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
+    as_template = [
+        {k if k != "reasoning" else (family.reasoning_field or k): v for k, v in m.items()} for m in messages
+    ]
+    ref = tokenizer.apply_chat_template(
+        as_template, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     ours = tokenize_with_labels(tokenizer, family, messages)
     assert ours["input_ids"] == ref["input_ids"]
     mask = [label != IGNORE_INDEX for label in ours["labels"]]

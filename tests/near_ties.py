@@ -3,6 +3,7 @@ batching, another summation order): a token may differ from the one-by-one greed
 the one-by-one top two logits are closer than that rounding can move them (a near-tie). The rounding
 is measured, on the device and dtype in use, as the largest logit difference between a padded batch
 and the prompts alone over identical inputs, so the rule holds in float32 and in bfloat16 alike."""
+
 import torch
 
 
@@ -13,16 +14,26 @@ def plain_generate(model, tokenizer, family, convs, max_new_tokens: int, thinkin
 
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        inputs = tokenizer([generation_prompt(tokenizer, family, c, thinking=thinking) for c in convs],
-                           return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        inputs = tokenizer(
+            [generation_prompt(tokenizer, family, c, thinking=thinking) for c in convs],
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+        ).to(model.device)
     finally:
         tokenizer.padding_side = side
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=stop_ids(tokenizer, family), pad_token_id=tokenizer.pad_token_id,
-                             output_logits=True, return_dict_in_generate=True)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=stop_ids(tokenizer, family),
+            pad_token_id=tokenizer.pad_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
     logits = torch.stack(out.logits, dim=1).float()  # batch × step × vocab
-    return out.sequences[:, inputs["input_ids"].shape[1]:].tolist(), logits
+    return out.sequences[:, inputs["input_ids"].shape[1] :].tolist(), logits
 
 
 def one_by_one(model, tokenizer, family, convs, max_new_tokens: int, thinking=None):
@@ -40,7 +51,7 @@ def one_by_one(model, tokenizer, family, convs, max_new_tokens: int, thinking=No
         assert logits[0, :steps].argmax(-1).tolist() == row[:steps]  # the logits are the ones decided on
         same = next((k + 1 for k in range(steps) if batch_rows[i][k] != row[k]), steps)  # identical inputs up to here
         noise = max(noise, (batch_logits[i, :same] - logits[0, :same]).abs().max().item())
-        answers.append((row[:steps - 1] if row[steps - 1] in stops else row[:steps], logits[0, :steps]))
+        answers.append((row[: steps - 1] if row[steps - 1] in stops else row[:steps], logits[0, :steps]))
     return answers, noise
 
 
@@ -52,10 +63,17 @@ def check_against_one_by_one(ids: list[list[int]], reference) -> int:
     for mine, (theirs, logits) in zip(ids, answers):
         top2 = logits.topk(2, dim=-1).values
         margins = (top2[:, 0] - top2[:, 1]).tolist()
-        first = next((k for k in range(min(len(mine), len(theirs)) + 1)
-                      if k == len(theirs) or k == len(mine) or mine[k] != theirs[k]), None)
+        first = next(
+            (
+                k
+                for k in range(min(len(mine), len(theirs)) + 1)
+                if k == len(theirs) or k == len(mine) or mine[k] != theirs[k]
+            ),
+            None,
+        )
         if mine != theirs:
-            assert first < len(margins) and margins[first] <= 2 * noise, \
+            assert first < len(margins) and margins[first] <= 2 * noise, (
                 f"answer differs at token {first} where the one-by-one gap is {margins[first]:.3g} > 2 × noise {noise:.3g}"
-        decided += sum(m > 2 * noise for m in margins[:first if mine != theirs else len(margins)])
+            )
+        decided += sum(m > 2 * noise for m in margins[: first if mine != theirs else len(margins)])
     return decided

@@ -1,5 +1,6 @@
 """A corpus of bad inputs: each is refused before any work, with one line naming the file, key or
 row and what to do, and no run directory is created."""
+
 import json
 
 import pytest
@@ -8,6 +9,7 @@ import yaml
 from kit.data.rows import DataError
 from kit.data.prepare import prepare
 from kit.recipes import RecipeError, load_recipe
+
 
 def contents(directory) -> dict:
     """Every file under ``directory`` with its bytes: equal before and after means unchanged."""
@@ -42,8 +44,14 @@ OUT_OF_RANGE = [
     ({"train.max_steps": -2}, "train.max_steps: -2 is out of range; it must be at least -1"),
     ({"train.learning_rate": 0}, "train.learning_rate: 0.0 is out of range; it must be above 0"),
     ({"train.num_train_epochs": 0}, "train.num_train_epochs: 0.0 is out of range; it must be above 0"),
-    ({"train.per_device_train_batch_size": 0}, "train.per_device_train_batch_size: 0 is out of range; it must be at least 1"),
-    ({"train.gradient_accumulation_steps": 0}, "train.gradient_accumulation_steps: 0 is out of range; it must be at least 1"),
+    (
+        {"train.per_device_train_batch_size": 0},
+        "train.per_device_train_batch_size: 0 is out of range; it must be at least 1",
+    ),
+    (
+        {"train.gradient_accumulation_steps": 0},
+        "train.gradient_accumulation_steps: 0 is out of range; it must be at least 1",
+    ),
     ({"train.warmup_steps": -1}, "train.warmup_steps: -1 is out of range; it must be at least 0"),
     ({"train.weight_decay": -0.01}, "train.weight_decay: -0.01 is out of range; it must be at least 0"),
     ({"train.logging_steps": 0}, "train.logging_steps: 0 is out of range; it must be at least 1"),
@@ -57,8 +65,9 @@ OUT_OF_RANGE = [
 ]
 
 
-@pytest.mark.parametrize("override, message", OUT_OF_RANGE, ids=[next(iter(o)) + "=" + repr(next(iter(o.values())))
-                                                                  for o, _ in OUT_OF_RANGE])
+@pytest.mark.parametrize(
+    "override, message", OUT_OF_RANGE, ids=[next(iter(o)) + "=" + repr(next(iter(o.values()))) for o, _ in OUT_OF_RANGE]
+)
 def test_a_value_out_of_range_is_refused_when_the_recipe_loads(override, message, existing_run):
     from kit.recipes import recipe_path
 
@@ -75,12 +84,15 @@ def test_a_value_out_of_range_is_refused_when_the_recipe_loads(override, message
     assert contents(existing_run.path) == before
 
 
-@pytest.mark.parametrize("text, message", [
-    (b"model:\n  id: a\n  family: qwen3\nmodel:\n  id: b\n", "line 4: key 'model' is given twice; keep one"),
-    (b"train:\n  max_steps: 5\n  max_steps: 6\n", "line 3: key 'max_steps' is given twice; keep one"),
-    (b"description: caf\xe9\n", "not UTF-8 text (byte 16); save it as UTF-8"),
-    (b"model: [unclosed\n", None),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"model:\n  id: a\n  family: qwen3\nmodel:\n  id: b\n", "line 4: key 'model' is given twice; keep one"),
+        (b"train:\n  max_steps: 5\n  max_steps: 6\n", "line 3: key 'max_steps' is given twice; keep one"),
+        (b"description: caf\xe9\n", "not UTF-8 text (byte 16); save it as UTF-8"),
+        (b"model: [unclosed\n", None),
+    ],
+)
 def test_a_broken_recipe_file_is_one_line_naming_it(tmp_path, text, message):
     path = tmp_path / "mine.yaml"
     path.write_bytes(text)
@@ -100,22 +112,42 @@ def test_a_duplicate_key_in_yaml_overrides_is_refused():
 
 def recipe_for(tmp_path, source, **data):
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump({"model": {"id": "builtin:tiny-qwen3", "family": "qwen3"},
-                                    "data": {"source": str(source), **data}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"model": {"id": "builtin:tiny-qwen3", "family": "qwen3"}, "data": {"source": str(source), **data}}
+        )
+    )
     return str(path)
 
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("dup.jsonl", json.dumps(GOOD) + "\n" + '{"messages": [], "messages": []}\n',
-     "{path}: line 2: key 'messages' is given twice in one object; keep one"),
-    ("dup.json", '[{"messages": [], "messages": []}]', "{path}: key 'messages' is given twice in one object; keep one"),
-    ("bad.jsonl", json.dumps(GOOD) + "\n{not json\n", "{path}: line 2: invalid JSON: Expecting property name enclosed in double quotes"),
-    ("cell.csv", 'messages\n"[{""role"": ""user"", ""content"": ""hi""}"\n',
-     "{path}: row 1: messages must be a list, got text that is not valid JSON (Expecting ',' delimiter at character 34)"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "dup.jsonl",
+            json.dumps(GOOD) + "\n" + '{"messages": [], "messages": []}\n',
+            "{path}: line 2: key 'messages' is given twice in one object; keep one",
+        ),
+        (
+            "dup.json",
+            '[{"messages": [], "messages": []}]',
+            "{path}: key 'messages' is given twice in one object; keep one",
+        ),
+        (
+            "bad.jsonl",
+            json.dumps(GOOD) + "\n{not json\n",
+            "{path}: line 2: invalid JSON: Expecting property name enclosed in double quotes",
+        ),
+        (
+            "cell.csv",
+            'messages\n"[{""role"": ""user"", ""content"": ""hi""}"\n',
+            "{path}: row 1: messages must be a list, got text that is not valid JSON (Expecting ',' delimiter at character 34)",
+        ),
+    ],
+)
 def test_a_broken_data_file_is_one_line_naming_file_and_row(tmp_path, runs_dir, name, content, message):
     refused_in_one_line(tmp_path, runs_dir, name, content, message)
 
@@ -136,8 +168,10 @@ def test_a_bad_override_on_the_command_line_is_one_line(tmp_path):
 
     result = pipeline(tmp_path, "tiny-demo", "-o", "train.max_steps=[", "--stages", "prepare")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert ("argument -o/--override: override 'train.max_steps=[': the value is not valid YAML "
-            "(expected the node content, but found '<stream end>')") in result.stderr
+    assert (
+        "argument -o/--override: override 'train.max_steps=[': the value is not valid YAML "
+        "(expected the node content, but found '<stream end>')"
+    ) in result.stderr
     assert not (tmp_path / "tiny-demo").exists()
 
 
@@ -151,8 +185,11 @@ def test_resume_is_checked_before_any_model_loads(runs_dir):
     for value, message in [
         ("true", f"resume: {run.checkpoints_dir} has no complete checkpoint to resume from"),
         (True, f"resume: {run.checkpoints_dir} has no complete checkpoint to resume from"),
-        ("checkpoint-7", f"resume: no complete checkpoint 'checkpoint-7' in {run.checkpoints_dir} (have: none); "
-                         "give auto, true (or latest), false, or a checkpoint name such as checkpoint-100"),
+        (
+            "checkpoint-7",
+            f"resume: no complete checkpoint 'checkpoint-7' in {run.checkpoints_dir} (have: none); "
+            "give auto, true (or latest), false, or a checkpoint name such as checkpoint-100",
+        ),
         (3, "resume: expected auto, true (or latest), false, or a checkpoint name such as checkpoint-100, got int (3)"),
     ]:
         with pytest.raises(RunError) as e:
@@ -172,30 +209,62 @@ def test_a_bad_predict_file_is_refused_before_any_model_loads(tmp_path):
         check_predict_file(str(tmp_path / "p.jsonl"))
 
 
-HERMES_BAD_CALL = {"conversations": [{"from": "human", "value": "Weather in Oslo?"},
-                                     {"from": "gpt", "value": "<tool_call>\nget_weather(city='Oslo')\n</tool_call>"}]}
-WITH_IMAGE = {"messages": [{"role": "user", "content": "<image>What is this?"}, {"role": "assistant", "content": "A cat."}],
-              "images": ["cat.png"]}
+HERMES_BAD_CALL = {
+    "conversations": [
+        {"from": "human", "value": "Weather in Oslo?"},
+        {"from": "gpt", "value": "<tool_call>\nget_weather(city='Oslo')\n</tool_call>"},
+    ]
+}
+WITH_IMAGE = {
+    "messages": [{"role": "user", "content": "<image>What is this?"}, {"role": "assistant", "content": "A cat."}],
+    "images": ["cat.png"],
+}
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("pref.jsonl", json.dumps({"prompt": "Is 7 prime?", "chosen": "Yes.", "rejected": "No."}) + "\n",
-     "{path}: row 1: preference data (fields prompt, chosen, rejected) and train.method sft: set train.method: dpo "
-     "to train on the pairs; or, to fine-tune on the preferred answers alone, data.columns: {{completion: chosen}} "
-     "reads prompt and chosen as prompt_completion"),
-    ("hermes.jsonl", json.dumps(HERMES_BAD_CALL) + "\n",
-     "{path}: row 1: bad tool call: conversations[1].value: <tool_call> block 1 is not valid JSON "
-     "(Expecting value at character 0)"),
-    ("image.jsonl", json.dumps(GOOD) + "\n" + json.dumps(WITH_IMAGE) + "\n",
-     "{path}: row 2: non-text content: images has 1 item; the kit trains text-only models, so a row with images, "
-     "video or audio is not used"),
-    ("xlam.jsonl", json.dumps({"query": "Weather?", "tools": "[]", "answers": "{\"name\": \"get_weather\"}"}) + "\n",
-     "{path}: row 1: bad tool call: answers is dict, expected a list"),
-    ("lf.jsonl", json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "value": "hi"}]},
-                                          {"role": "assistant", "content": [{"type": "text", "value": "hello"}],
-                                           "loss_weight": 2}]}) + "\n",
-     "{path}: row 1: bad loss_weight: messages[1].loss_weight is 2, expected a number from 0 to 1 "
-     "(0: the turn is not trained)"),
-])
-def test_a_layout_the_kit_cannot_train_as_sft_is_one_line_naming_file_and_row(tmp_path, runs_dir, name, content, message):
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "pref.jsonl",
+            json.dumps({"prompt": "Is 7 prime?", "chosen": "Yes.", "rejected": "No."}) + "\n",
+            "{path}: row 1: preference data (fields prompt, chosen, rejected) and train.method sft: set train.method: dpo "
+            "to train on the pairs; or, to fine-tune on the preferred answers alone, data.columns: {{completion: chosen}} "
+            "reads prompt and chosen as prompt_completion",
+        ),
+        (
+            "hermes.jsonl",
+            json.dumps(HERMES_BAD_CALL) + "\n",
+            "{path}: row 1: bad tool call: conversations[1].value: <tool_call> block 1 is not valid JSON "
+            "(Expecting value at character 0)",
+        ),
+        (
+            "image.jsonl",
+            json.dumps(GOOD) + "\n" + json.dumps(WITH_IMAGE) + "\n",
+            "{path}: row 2: non-text content: images has 1 item; the kit trains text-only models, so a row with images, "
+            "video or audio is not used",
+        ),
+        (
+            "xlam.jsonl",
+            json.dumps({"query": "Weather?", "tools": "[]", "answers": '{"name": "get_weather"}'}) + "\n",
+            "{path}: row 1: bad tool call: answers is dict, expected a list",
+        ),
+        (
+            "lf.jsonl",
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": [{"type": "text", "value": "hi"}]},
+                        {"role": "assistant", "content": [{"type": "text", "value": "hello"}], "loss_weight": 2},
+                    ]
+                }
+            )
+            + "\n",
+            "{path}: row 1: bad loss_weight: messages[1].loss_weight is 2, expected a number from 0 to 1 "
+            "(0: the turn is not trained)",
+        ),
+    ],
+)
+def test_a_layout_the_kit_cannot_train_as_sft_is_one_line_naming_file_and_row(
+    tmp_path, runs_dir, name, content, message
+):
     refused_in_one_line(tmp_path, runs_dir, name, content, message)

@@ -1,5 +1,6 @@
 """Launch checks that need no model: too many processes, CPU and GPU processes mixed, a model
 spread over GPUs, and the notebook's fallback to one process."""
+
 import os
 import subprocess
 import sys
@@ -17,8 +18,10 @@ def test_more_processes_than_the_machine_has_is_one_line(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))
     with pytest.raises(LaunchError) as e:
         check_processes(gpus=0)
-    assert str(e.value) == (f"{cores + 1} processes on this machine, but it has {cores} CPU cores: start at most "
-                            f"{cores} (torchrun --nproc_per_node {cores})")
+    assert str(e.value) == (
+        f"{cores + 1} processes on this machine, but it has {cores} CPU cores: start at most "
+        f"{cores} (torchrun --nproc_per_node {cores})"
+    )
     with pytest.raises(LaunchError, match="3 processes on this machine, but it has 2 GPUs"):
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
         check_processes(gpus=2)
@@ -54,11 +57,25 @@ dist.destroy_process_group()
 def test_processes_on_the_cpu_and_on_gpus_at_once_are_refused_by_every_process(tmp_path):
     script = tmp_path / "mixed.py"
     script.write_text(MIXED)
-    result = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2",
-                             str(script), str(tmp_path)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("torchrun")),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(tmp_path),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    message = ("processes [0] run on the CPU and the others on GPUs: give every process a GPU "
-               "(CUDA_VISIBLE_DEVICES), or run all of them on the CPU")
+    message = (
+        "processes [0] run on the CPU and the others on GPUs: give every process a GPU "
+        "(CUDA_VISIBLE_DEVICES), or run all of them on the CPU"
+    )
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == [message, message]
 
 
@@ -71,5 +88,6 @@ def test_the_notebook_falls_back_to_one_process_where_several_cannot_work(runs_d
     have, kind = available_processes()
     assert launch(run, 1) is False and capsys.readouterr().out == ""
     assert launch(run, have + 1) is False
-    assert capsys.readouterr().out.strip() == (f"processes={have + 1}: this machine has {have} {kind}s; "
-                                               "training in this notebook's process instead")
+    assert capsys.readouterr().out.strip() == (
+        f"processes={have + 1}: this machine has {have} {kind}s; training in this notebook's process instead"
+    )

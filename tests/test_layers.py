@@ -1,4 +1,5 @@
 """The package's layers (pyproject.toml's [tool.importlinter] contracts) hold, and a back-edge breaks them."""
+
 from __future__ import annotations
 
 import ast
@@ -14,9 +15,14 @@ LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
 
 def lint_imports(package_root: Path) -> subprocess.CompletedProcess:
     """lint-imports with the project's contracts, on the ``kit`` package found under ``package_root``."""
-    return subprocess.run([LINT_IMPORTS, "--config", str(PROJECT_ROOT / "pyproject.toml"), "--no-cache"],
-                          cwd=package_root, env={"PYTHONPATH": str(package_root), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [LINT_IMPORTS, "--config", str(PROJECT_ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=package_root,
+        env={"PYTHONPATH": str(package_root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_package_keeps_its_layers():
@@ -30,9 +36,11 @@ def test_a_back_edge_breaks_a_contract(tmp_path):
     training stage reaching into evaluation, inside a function as the old ones hid) is refused."""
     shutil.copytree(PROJECT_ROOT / "kit", tmp_path / "kit", ignore=shutil.ignore_patterns("__pycache__"))
     callbacks = tmp_path / "kit" / "training" / "callbacks.py"
-    callbacks.write_text(callbacks.read_text(encoding="utf-8")
-                         + "\n\ndef _back_edge():\n    from kit.evaluation import evaluate  # noqa: F401\n",
-                         encoding="utf-8")
+    callbacks.write_text(
+        callbacks.read_text(encoding="utf-8")
+        + "\n\ndef _back_edge():\n    from kit.evaluation import evaluate  # noqa: F401\n",
+        encoding="utf-8",
+    )
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "kit.training.callbacks -> kit.evaluation.evaluate" in result.stdout, result.stdout
@@ -40,8 +48,11 @@ def test_a_back_edge_breaks_a_contract(tmp_path):
 
 def test_no_module_is_over_400_lines():
     """One responsibility a module: past 400 lines a module is split along its seams."""
-    long = {str(p.relative_to(PROJECT_ROOT)): n for p in sorted((PROJECT_ROOT / "kit").rglob("*.py"))
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    long = {
+        str(p.relative_to(PROJECT_ROOT)): n
+        for p in sorted((PROJECT_ROOT / "kit").rglob("*.py"))
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
+    }
     assert long == {}
 
 
@@ -73,7 +84,7 @@ def kit_imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: from .x import y
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             found |= {module_of(f"{base}.{alias.name}") for alias in node.names}
     return found - {None, name}
@@ -92,7 +103,7 @@ def import_cycle(package_root: Path) -> list[str] | None:
         path.append(name)
         for imported in graph[name]:
             if state.get(imported) == "open":
-                return path[path.index(imported):] + [imported]
+                return path[path.index(imported) :] + [imported]
             if imported not in state and (cycle := visit(imported)):
                 return cycle
         path.pop()
@@ -117,9 +128,11 @@ def test_an_import_under_type_checking_makes_a_cycle(tmp_path):
     kit.chat.render (which imports it) for an annotation, as labels and supervision once did."""
     shutil.copytree(PROJECT_ROOT / "kit", tmp_path / "kit", ignore=shutil.ignore_patterns("__pycache__"))
     rendered = tmp_path / "kit" / "chat" / "rendered.py"
-    rendered.write_text(rendered.read_text(encoding="utf-8")
-                        + "\n\nif TYPE_CHECKING:\n    from kit.chat.render import Rendered  # noqa: F401\n",
-                        encoding="utf-8")
+    rendered.write_text(
+        rendered.read_text(encoding="utf-8")
+        + "\n\nif TYPE_CHECKING:\n    from kit.chat.render import Rendered  # noqa: F401\n",
+        encoding="utf-8",
+    )
     cycle = import_cycle(tmp_path)
     assert cycle and cycle[0] == cycle[-1] and {"kit.chat.rendered", "kit.chat.render"} <= set(cycle), cycle
     assert "kit.chat.rendered -> kit.chat.render" in " -> ".join(cycle), cycle

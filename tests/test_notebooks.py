@@ -1,4 +1,5 @@
 """The notebooks' narrative: library noise to run.log, kit errors as one line, readable plots and tables."""
+
 from __future__ import annotations
 
 import ctypes
@@ -106,17 +107,28 @@ def test_metric_plot_has_labelled_axes_and_visible_zero_bars(tmp_path):
     assert "0.00" in [t.get_text() for t in ax.texts] and (tmp_path / "metrics.png").exists()
     assert "facts stated" not in [t.get_text() for t in ax.get_xticklabels()]
     # a recipe with eval.facts gets a bar for the share of facts stated
-    fig = plot_metrics(run, {"base": {**scores, "facts": {"rows": 20, "stated": 0.0}},
-                             "tuned": {**scores, "facts": {"rows": 20, "stated": 0.85}}})
+    fig = plot_metrics(
+        run,
+        {
+            "base": {**scores, "facts": {"rows": 20, "stated": 0.0}},
+            "tuned": {**scores, "facts": {"rows": 20, "stated": 0.85}},
+        },
+    )
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "facts stated" and "0.85" in [t.get_text() for t in ax.texts]
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "facts stated" and "0.85" in [
+        t.get_text() for t in ax.texts
+    ]
 
 
 def test_tables_cut_long_cells_and_round_numbers(capsys):
     from kit import display
 
-    display.show_table([{"answer": "word " * 100, "loss": 3.3945529460906982, "tokens": 19080.0}],
-                       ["answer", "loss", "tokens"], title="Answers", max_chars=60)
+    display.show_table(
+        [{"answer": "word " * 100, "loss": 3.3945529460906982, "tokens": 19080.0}],
+        ["answer", "loss", "tokens"],
+        title="Answers",
+        max_chars=60,
+    )
     out = capsys.readouterr().out
     assert "…" in out and "3.395" in out and "19,080" in out and "19080.0" not in out
     assert display.readable(4.951546983718872) == "4.952" and display.readable(None) == "—"
@@ -156,4 +168,6 @@ def test_every_notebook_keeps_its_parameters_cell_and_no_outputs():
         notebook = nbformat.read(path, as_version=4)
         tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, path.name
-        assert not any(c.get("outputs") or c.get("execution_count") for c in notebook.cells if c.cell_type == "code"), path.name
+        assert not any(c.get("outputs") or c.get("execution_count") for c in notebook.cells if c.cell_type == "code"), (
+            path.name
+        )

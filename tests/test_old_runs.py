@@ -5,6 +5,7 @@ current kit evaluates and merges it.
 The fixture keeps the run's records, data and adapter. Left out, and put back by the test: the
 adapter's tokenizer.json, byte-identical to the tiny model's (11 MB), and the absolute path of the
 base model, which names the machine that trained it."""
+
 import json
 import shutil
 

@@ -85,8 +85,10 @@ def test_prepare_overrides_are_recorded_like_later_ones(runs_dir, recipe):
     run = create_run("tiny-demo", recipe, "r", overrides={"train.max_steps": 5, "data": {"seed": 1}})
     assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 5}, "data": {"seed": 1}}}
     run.apply_overrides({"eval.num_prompts": 2}, stage="evaluate")
-    assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 5}, "data": {"seed": 1}},
-                                           "evaluate": {"eval": {"num_prompts": 2}}}
+    assert run.manifest()["overrides"] == {
+        "prepare": {"train": {"max_steps": 5}, "data": {"seed": 1}},
+        "evaluate": {"eval": {"num_prompts": 2}},
+    }
     assert "overrides" not in create_run("tiny-demo", recipe, "plain").manifest()
 
 
@@ -104,5 +106,7 @@ def test_a_run_is_found_by_recipe_name_or_path_and_another_recipes_run_is_refuse
     assert find_run(yaml_path, "r").path == run.path
     with pytest.raises(RunError) as e:
         find_run("smollm2-shop-demo", str(run.path))
-    assert str(e.value) == (f"run {run.path} was prepared from recipe 'tiny-demo', not 'smollm2-shop-demo': "
-                            "set recipe to 'tiny-demo', or give a run of 'smollm2-shop-demo'")
+    assert str(e.value) == (
+        f"run {run.path} was prepared from recipe 'tiny-demo', not 'smollm2-shop-demo': "
+        "set recipe to 'tiny-demo', or give a run of 'smollm2-shop-demo'"
+    )

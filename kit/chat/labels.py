@@ -1,6 +1,7 @@
 """Rendered text to token ids and labels: each whole text encoded once, the supervised character
 spans mapped to tokens (from byte lengths, or the tokenizer's offsets), pieces tokenized separately
 where a token crosses a span boundary."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -69,9 +70,11 @@ def encoder(tokenizer, background: bool):
     backend stays unpadded throughout, so nothing changes it while that thread reads it."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not background:
+
         def encode_now(texts: list[str], offsets: bool):
             result = encode_whole(tokenizer, texts, offsets)
             return lambda: result
+
         yield encode_now
         return
     pool = ThreadPoolExecutor(1, thread_name_prefix="kit-encode")
@@ -93,8 +96,9 @@ def byte_offsets_agree(tokenizer, table: ByteTable, rendered: list[Rendered]) ->
     for r, encoding in zip(rendered, encode_whole(tokenizer, [r.text for r in rendered])):
         ids = encoding.ids
         by_bytes = table.token_at(ids, r.text)
-        if by_bytes is None or any(by_bytes(c) != _offsets_token_at(encoding, ids, r.text)(c)
-                                   for span in r.spans for c in span):
+        if by_bytes is None or any(
+            by_bytes(c) != _offsets_token_at(encoding, ids, r.text)(c) for span in r.spans for c in span
+        ):
             return False
     return True
 
@@ -132,11 +136,13 @@ def labelled(tokenizer, table: ByteTable | None, r: Rendered, encoding) -> tuple
 def _offsets_token_at(encoding, ids: list[int], text: str):
     """``token_at(cut)`` from the tokenizer's character offsets (None if a token crosses ``cut``
     or the tokenizer cannot say where a character went)."""
+
     def token_at(cut: int) -> int | None:
         if cut >= len(text):
             return len(ids)
         k = encoding.char_to_token(cut)
         return k if k is not None and encoding.token_to_chars(k)[0] == cut else None
+
     return token_at
 
 

@@ -4,6 +4,7 @@ compiles itself (``locate_in_one_render``), or by rendering again with each fiel
 unique marker and aligning the two renderings (``locate``). A rendering that does not line up
 raises ``MaskError``.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ _WRAPPED = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}([^{_MARK_END}]*){_MARK_E
 
 
 def _call_fields(message: dict) -> list[str]:
-    return [f"tool_calls.{j}.{key}" for j in range(len(message.get("tool_calls") or [])) for key in ("name", "arguments")]
+    return [
+        f"tool_calls.{j}.{key}" for j in range(len(message.get("tool_calls") or [])) for key in ("name", "arguments")
+    ]
 
 
 def _field(message: dict, key: str):
@@ -52,8 +55,13 @@ def _tracked_fields(messages: list[dict], trained: set[int]):
     (name and arguments of each), and every non-assistant turn's content (untrained assistant turns
     are left as they are: templates rewrite history, e.g. R1 strips its reasoning)."""
     for i, m in enumerate(messages):
-        keys = (("reasoning", "content", *_call_fields(m)) if i in trained else
-                ("content",) if m["role"] != "assistant" else ())
+        keys = (
+            ("reasoning", "content", *_call_fields(m))
+            if i in trained
+            else ("content",)
+            if m["role"] != "assistant"
+            else ()
+        )
         for key in keys:
             value = _field(m, key)
             if value is None or value == "":
@@ -130,7 +138,9 @@ def locate_in_one_render(render_text, messages: list[dict], trained: set[int]):
     rendered other than as itself, trimmed or as JSON: then ``locate`` is used. A field written
     twice (gpt-oss names the call again in its result's header) is where it is written first."""
     fields = list(_tracked_fields(messages, trained))
-    marked = render_text(_with_fields(messages, {(i, key): _tracked(value, k) for k, (i, key, value) in enumerate(fields)}))
+    marked = render_text(
+        _with_fields(messages, {(i, key): _tracked(value, k) for k, (i, key, value) in enumerate(fields)})
+    )
     parts = _WRAPPED.split(marked)  # literal, then (field number, field text, literal) per marked field
     numbers = parts[1::3]
     del parts[1::3]  # literal, (field text, literal)*: the text without its markers
@@ -158,16 +168,20 @@ def locate(text: str, render_text, messages: list[dict], trained: set[int]) -> d
     (Untrained assistant turns are left as they are: templates rewrite history, e.g. R1 strips its
     reasoning.)"""
     values = list(_tracked_fields(messages, trained))
-    marked = render_text(_with_fields(messages, {(i, key): f"{_MARK_OPEN}{k}{_MARK_CLOSE}" for k, (i, key, _) in enumerate(values)}))
+    marked = render_text(
+        _with_fields(messages, {(i, key): f"{_MARK_OPEN}{k}{_MARK_CLOSE}" for k, (i, key, _) in enumerate(values)})
+    )
     markers = [_marker_span(marked, match, values[int(match[1])][2]) for match in _MARK.finditer(marked)]
-    head = marked[:markers[0][0]] if markers else marked
+    head = marked[: markers[0][0]] if markers else marked
     if not text.startswith(head):
         raise MaskError("the chat template renders the conversation's start differently when its turns change")
     pos, where = len(head), {}
     for n, (_, end, k) in enumerate(markers):
-        literal = marked[end:markers[n + 1][0] if n + 1 < len(markers) else len(marked)]
+        literal = marked[end : markers[n + 1][0] if n + 1 < len(markers) else len(marked)]
         i, field_name, value = values[k]
-        found = next((c for c in _renderings(value) if text.startswith(c, pos) and text.startswith(literal, pos + len(c))), None)
+        found = next(
+            (c for c in _renderings(value) if text.startswith(c, pos) and text.startswith(literal, pos + len(c))), None
+        )
         if found is None:
             raise MaskError(f"turn {i}: the chat template changes its {field_name} beyond trimming it")
         where.setdefault((i, field_name), (pos, pos + len(found)))
@@ -182,7 +196,7 @@ def _marker_span(marked: str, match, value) -> tuple[int, int, int]:
     standing for tool-call arguments) comes out JSON-quoted where the template writes it with
     ``tojson``: the quotes are the marker's, the object's JSON stands in their place."""
     start, end = match.span()
-    if not isinstance(value, str) and marked[start - 1:start] == '"' and marked[end:end + 1] == '"':
+    if not isinstance(value, str) and marked[start - 1 : start] == '"' and marked[end : end + 1] == '"':
         start, end = start - 1, end + 1
     return start, end, int(match[1])
 
@@ -194,12 +208,24 @@ def _renderings(value):
     if not isinstance(value, str):
         yield from dict.fromkeys((json.dumps(value, ensure_ascii=False), json.dumps(value)))
     else:
-        yield from dict.fromkeys((*_trimmed(value), json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1]))
+        yield from dict.fromkeys(
+            (*_trimmed(value), json.dumps(value, ensure_ascii=False)[1:-1], json.dumps(value)[1:-1])
+        )
 
 
 def _trimmed(value: str):
     """The value as templates render it: as it is, else trimmed as jinja's ``trim`` or Python's
     ``strip`` variants would (as it is first: that is the common case)."""
     yield value
-    yield from dict.fromkeys(v for v in (value.strip(), value.strip("\n"), value.lstrip("\n"), value.rstrip("\n"),
-                                         value.lstrip(), value.rstrip()) if v != value)
+    yield from dict.fromkeys(
+        v
+        for v in (
+            value.strip(),
+            value.strip("\n"),
+            value.lstrip("\n"),
+            value.rstrip("\n"),
+            value.lstrip(),
+            value.rstrip(),
+        )
+        if v != value
+    )

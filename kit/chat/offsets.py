@@ -8,6 +8,7 @@ the text reaches the model unchanged (no normalizer, or NFC on NFC text); each c
 byte total is checked, and ``kit.chat.render.tokenize_many`` compares the labels with those from the
 tokenizer's own offsets on the first rows before relying on it.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,4 +68,5 @@ class ByteTable:
             at = cut if ascii_text else len(text[:cut].encode("utf-8"))
             k = bisect_left(starts, at)
             return k if k < len(starts) and starts[k] == at else None
+
         return token_at

@@ -18,6 +18,7 @@ token after its last call (``<|im_end|>``, ``<|eot_id|>``, gpt-oss's ``<|call|>`
 tool definitions and system turns are never inside a span. Text to token ids and labels:
 ``kit.chat.labels``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,8 +72,13 @@ def render(tokenizer, messages: list[dict], **kwargs) -> str:
 
 def render_prompt(tokenizer, family: Family, messages: list[dict], tools: list[dict] | None = None, **overrides) -> str:
     """The text a model sees at inference when asked to answer ``messages`` (with ``tools``)."""
-    return render(tokenizer, template_messages(family, messages), add_generation_prompt=True, tools=tools,
-                  **{**family.inference_kwargs, **overrides})
+    return render(
+        tokenizer,
+        template_messages(family, messages),
+        add_generation_prompt=True,
+        tools=tools,
+        **{**family.inference_kwargs, **overrides},
+    )
 
 
 def prompt_kwargs(family: Family, thinking: bool | None) -> dict:
@@ -81,8 +87,9 @@ def prompt_kwargs(family: Family, thinking: bool | None) -> dict:
     return {family.thinking_kwarg: thinking}
 
 
-def generation_prompt(tokenizer, family: Family, messages: list[dict], tools: list[dict] | None = None,
-                      thinking: bool | None = None) -> str:
+def generation_prompt(
+    tokenizer, family: Family, messages: list[dict], tools: list[dict] | None = None, thinking: bool | None = None
+) -> str:
     """The text the model continues to answer ``messages``: the family's template with ``tools`` and
     the thinking switch (None: the family's default); what evaluate, the chat and GRPO's samples start from."""
     return render_prompt(tokenizer, family, messages, tools=tools, **prompt_kwargs(family, thinking))
@@ -138,8 +145,13 @@ def trained_turns(messages: list[dict], train_on: str) -> set[int]:
     return {i for i in (turns[-1:] if train_on == "last_assistant" else turns) if messages[i].get("train", True)}
 
 
-def render_training_text(tokenizer, family: Family, messages: list[dict], renderer: TrainingRenderer | None = None,
-                         tools: list[dict] | None = None) -> str:
+def render_training_text(
+    tokenizer,
+    family: Family,
+    messages: list[dict],
+    renderer: TrainingRenderer | None = None,
+    tools: list[dict] | None = None,
+) -> str:
     """The conversation (with its ``tools``) as trained: the chat template's rendering, with the
     family's declared differences (``training_patch``, ``training_suffix``). Without a
     ``renderer``: transformers' ``apply_chat_template``, the reference."""
@@ -147,24 +159,35 @@ def render_training_text(tokenizer, family: Family, messages: list[dict], render
     return renderer(messages, tools=tools) + family.training_suffix
 
 
-def render_with_spans(tokenizer, family: Family, messages: list[dict], train_on: str = "all_assistant",
-                      tools: list[dict] | None = None) -> Rendered:
+def render_with_spans(
+    tokenizer, family: Family, messages: list[dict], train_on: str = "all_assistant", tools: list[dict] | None = None
+) -> Rendered:
     """The exact method: each trained assistant turn starts where the conversation before it,
     rendered with a generation prompt (the longest matching variant), ends."""
-    return _spans(tokenizer, family, messages, train_on, TrainingRenderer(tokenizer, family, fast=False),
-                  partial(_exact_start, tools=tools), tools)
+    return _spans(
+        tokenizer,
+        family,
+        messages,
+        train_on,
+        TrainingRenderer(tokenizer, family, fast=False),
+        partial(_exact_start, tools=tools),
+        tools,
+    )
 
 
 def _exact_start(tokenizer, family, messages, text, i, cursor, turn_start, tools=None) -> int:
-    prompts = [render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools, **kw) for kw in family.prompt_variants]
+    prompts = [
+        render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools, **kw) for kw in family.prompt_variants
+    ]
     matching = [p for p in prompts if cursor <= len(p) <= turn_start and text.startswith(p)]
     if not matching:
         raise MaskError(f"assistant turn {i}: the chat template does not render it after its own generation prompt")
     return len(max(matching, key=len))
 
 
-def _spans(tokenizer, family: Family, canonical: list[dict], train_on: str, renderer, start_of,
-           tools: list[dict] | None = None) -> Rendered:
+def _spans(
+    tokenizer, family: Family, canonical: list[dict], train_on: str, renderer, start_of, tools: list[dict] | None = None
+) -> Rendered:
     """Spans of the trained turns: each from where ``start_of`` says its generation prompt ends
     through the first end token after its last piece (answer or tool call), whose place comes
     from ``locate``. The search for a generation prompt starts after the previous turn's text (so
@@ -183,7 +206,9 @@ def _spans(tokenizer, family: Family, canonical: list[dict], train_on: str, rend
 def _spans_of(tokenizer, family, canonical, train_on, renderer, start_of, tools) -> Rendered:
     messages = template_messages(family, canonical)
     trained = trained_turns(messages, train_on)
-    render_text = lambda marked: render_training_text(tokenizer, family, template_messages(family, marked), renderer, tools)  # noqa: E731
+    render_text = lambda marked: render_training_text(
+        tokenizer, family, template_messages(family, marked), renderer, tools
+    )  # noqa: E731
     located = locate_in_one_render(render_text, canonical, trained) if renderer.fast else None
     if located is not None:
         text, where = located
@@ -198,7 +223,9 @@ def _spans_of(tokenizer, family, canonical, train_on, renderer, start_of, tools)
             cursor = max(cursor, where.get((i, "content"), (0, 0))[1])
             continue
         turn = turns[i]
-        spans.append(_close_span(text, family, turn, start_of(tokenizer, family, messages, text, i, cursor, turn.pieces[0][0])))
+        spans.append(
+            _close_span(text, family, turn, start_of(tokenizer, family, messages, text, i, cursor, turn.pieces[0][0]))
+        )
         cursor = spans[-1][1]
     return Rendered(text, spans, _expected(text, turns))
 
@@ -213,17 +240,24 @@ def generation_prompts(tokenizer, family: Family) -> list[str] | None:
         full = render(tokenizer, probe, add_generation_prompt=True, **kw)
         if not full.startswith(base) or len(full) == len(base):
             return None
-        out.append(full[len(base):])
+        out.append(full[len(base) :])
     return out
 
 
-def spans_from_prompts(tokenizer, family: Family, messages: list[dict], prompts: list[str],
-                       train_on: str = "all_assistant", renderer: TrainingRenderer | None = None,
-                       tools: list[dict] | None = None) -> Rendered:
+def spans_from_prompts(
+    tokenizer,
+    family: Family,
+    messages: list[dict],
+    prompts: list[str],
+    train_on: str = "all_assistant",
+    renderer: TrainingRenderer | None = None,
+    tools: list[dict] | None = None,
+) -> Rendered:
     """The fast method, one render per conversation (by ``renderer``, default: the fast one) plus
     one with markers: each trained assistant turn starts after the first generation prompt that
     follows the previous turn's text and ends before the turn's own text (the longest one at that
     place)."""
+
     def start_of(tokenizer, family, messages, text, i, cursor, turn_start) -> int:
         found = [(text.find(p, cursor, turn_start), -len(p), p) for p in prompts]
         found = [f for f in found if f[0] >= 0]
@@ -232,11 +266,14 @@ def spans_from_prompts(tokenizer, family: Family, messages: list[dict], prompts:
         at, _, prompt = min(found)
         return at + len(prompt)
 
-    return _spans(tokenizer, family, messages, train_on, renderer or TrainingRenderer(tokenizer, family), start_of, tools)
+    return _spans(
+        tokenizer, family, messages, train_on, renderer or TrainingRenderer(tokenizer, family), start_of, tools
+    )
 
 
-def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_on: str | None = None,
-                         tools: list[dict] | None = None) -> dict:
+def tokenize_with_labels(
+    tokenizer, family: Family, messages: list[dict], train_on: str | None = None, tools: list[dict] | None = None
+) -> dict:
     """``input_ids`` of the rendered conversation (with its ``tools``) and ``labels`` with -100
     outside the trained assistant spans: every assistant turn (``all_assistant``) or the last one
     (``last_assistant``); None: the family's default."""
@@ -249,8 +286,14 @@ def tokenize_with_labels(tokenizer, family: Family, messages: list[dict], train_
 VERIFY_ROWS = 32
 
 
-def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str | None = None,
-                  verify: int = VERIFY_ROWS, tools: list[list[dict] | None] | None = None) -> list[dict | MaskError | SupervisionError]:
+def tokenize_many(
+    tokenizer,
+    family: Family,
+    conversations: list[list[dict]],
+    train_on: str | None = None,
+    verify: int = VERIFY_ROWS,
+    tools: list[list[dict] | None] | None = None,
+) -> list[dict | MaskError | SupervisionError]:
     """Tokenize with labels (``tools``: each conversation's tool definitions, None where it has
     none); a conversation that cannot be masked (or whose tools its family cannot express) yields its MaskError instead,
     and one whose labels leave part of a trained turn's answer or rendered reasoning unsupervised
@@ -262,12 +305,19 @@ def tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], tr
     template compiled outside the sandbox when the kit trusts it); ``verify=0`` uses the exact
     method throughout."""
     with gc_paused():
-        return _tokenize_many(tokenizer, family, conversations, train_on or family.default_train_on, verify,
-                              tools or [None] * len(conversations))
+        return _tokenize_many(
+            tokenizer,
+            family,
+            conversations,
+            train_on or family.default_train_on,
+            verify,
+            tools or [None] * len(conversations),
+        )
 
 
-def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], train_on: str,
-                   verify: int, tools: list) -> list[dict | MaskError | SupervisionError]:
+def _tokenize_many(
+    tokenizer, family: Family, conversations: list[list[dict]], train_on: str, verify: int, tools: list
+) -> list[dict | MaskError | SupervisionError]:
     prompts = generation_prompts(tokenizer, family) if verify else None
     renderer = TrainingRenderer(tokenizer, family) if prompts is not None else None
 
@@ -282,17 +332,24 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
         exact = attempt(render_with_spans, messages, train_on, defined)
         fast = attempt(spans_from_prompts, messages, prompts, train_on, renderer, defined)
         agree = (isinstance(exact, MaskError) and isinstance(fast, MaskError)) or (
-            isinstance(exact, Rendered) and isinstance(fast, Rendered) and (fast.text, fast.spans) == (exact.text, exact.spans))
+            isinstance(exact, Rendered)
+            and isinstance(fast, Rendered)
+            and (fast.text, fast.spans) == (exact.text, exact.spans)
+        )
         if not agree:
             prompts, verified = None, []
             break
         verified.append(fast)
 
     def render_rows(start: int, end: int) -> list:
-        return [verified[k] if k < len(verified) else
-                attempt(spans_from_prompts, m, prompts, train_on, renderer, defined) if prompts is not None
-                else attempt(render_with_spans, m, train_on, defined)
-                for k, m, defined in zip(range(start, end), conversations[start:end], tools[start:end])]
+        return [
+            verified[k]
+            if k < len(verified)
+            else attempt(spans_from_prompts, m, prompts, train_on, renderer, defined)
+            if prompts is not None
+            else attempt(render_with_spans, m, train_on, defined)
+            for k, m, defined in zip(range(start, end), conversations[start:end], tools[start:end])
+        ]
 
     # Rendering (Python) and encoding (Rust, which lets go of the GIL) overlap: each chunk is
     # encoded in a second thread while the next ones render; labels and the check follow.
@@ -311,7 +368,9 @@ def _tokenize_many(tokenizer, family: Family, conversations: list[list[dict]], t
             pending = []
         checked = []
         for masked, encoded in batches:
-            pairs = [labelled(tokenizer, table, r, e) for r, e in zip(masked, encoded())]  # (example, token ranges supervised)
+            pairs = [
+                labelled(tokenizer, table, r, e) for r, e in zip(masked, encoded())
+            ]  # (example, token ranges supervised)
             examples = [ex for ex, _ in pairs]
             errors = supervision_errors(tokenizer, masked, examples, [hint for _, hint in pairs])
             checked += [error or ex for error, ex in zip(errors, examples)]

@@ -1,6 +1,7 @@
 """A conversation rendered for training: its text, the supervised character spans and, per trained
 turn, the texts that must lie inside them. Made by ``kit.chat.render``, turned into token labels by
 ``kit.chat.labels`` and checked by ``kit.chat.supervision``; it imports none of them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

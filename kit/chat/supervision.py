@@ -3,6 +3,7 @@ reasoning, answer and tool calls, ``Rendered.expected``) must appear, in order, 
 supervised tokens, read back from the labels and decoded. It does not trust how the spans were
 found, only which tokens the labels supervise.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def supervision_error(tokenizer, rendered: Rendered, example: dict) -> Supervisi
     return supervision_errors(tokenizer, [rendered], [example])[0]
 
 
-def supervision_errors(tokenizer, rendered: list[Rendered], examples: list[dict],
-                       hints: list | None = None) -> list[SupervisionError | None]:
+def supervision_errors(
+    tokenizer, rendered: list[Rendered], examples: list[dict], hints: list | None = None
+) -> list[SupervisionError | None]:
     """``supervision_error`` for many conversations, their supervised runs decoded in one call.
     ``hints``: per example, the token ranges its labels were set from (``kit.chat.labels.labelled``),
     used only where the labels confirm them exactly (``supervised_runs``)."""
@@ -32,10 +34,16 @@ def supervision_errors(tokenizer, rendered: list[Rendered], examples: list[dict]
     runs = [supervised_runs(ex["input_ids"], ex["labels"], hint) for ex, hint in zip(examples, hints)]
     flat = [ex["input_ids"][a:b] for ex, row in zip(examples, runs) for a, b in row]
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    texts = iter(backend.decode_batch(flat, skip_special_tokens=False) if backend is not None else
-                 tokenizer.batch_decode(flat, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+    texts = iter(
+        backend.decode_batch(flat, skip_special_tokens=False)
+        if backend is not None
+        else tokenizer.batch_decode(flat, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    )
     normalize = _normalize(getattr(backend, "normalizer", None))
-    return [_first_unsupervised("\0".join(next(texts) for _ in row), r.expected, normalize) for r, row in zip(rendered, runs)]
+    return [
+        _first_unsupervised("\0".join(next(texts) for _ in row), r.expected, normalize)
+        for r, row in zip(rendered, runs)
+    ]
 
 
 def _normalize(normalizer):
@@ -49,7 +57,9 @@ def _normalize(normalizer):
     return normalizer.normalize_str
 
 
-def supervised_runs(ids: list[int], labels: list[int], hint: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+def supervised_runs(
+    ids: list[int], labels: list[int], hint: list[tuple[int, int]] | None = None
+) -> list[tuple[int, int]]:
     """The maximal runs ``(start, end)`` of tokens whose label is not ignored. A ``hint`` (sorted
     token ranges) is taken when the labels prove it: equal to the ids inside the ranges and
     ignored everywhere else (a count); that costs list slices, not a Python step per token."""
@@ -63,11 +73,12 @@ def supervised_runs(ids: list[int], labels: list[int], hint: list[tuple[int, int
             elif b > a:
                 merged.append([a, b])
         else:
-            if (sum(b - a for a, b in merged) == len(labels) - labels.count(IGNORE_INDEX)
-                    and all(labels[a:b] == ids[a:b] for a, b in merged)):
+            if sum(b - a for a, b in merged) == len(labels) - labels.count(IGNORE_INDEX) and all(
+                labels[a:b] == ids[a:b] for a, b in merged
+            ):
                 return [(a, b) for a, b in merged]
     runs, start = [], None
-    for k, label in enumerate(labels[:len(ids)]):
+    for k, label in enumerate(labels[: len(ids)]):
         if label != IGNORE_INDEX:
             if start is None:
                 start = k

@@ -8,6 +8,7 @@ compiles those once in a plain jinja environment with transformers' settings. An
 goes through ``apply_chat_template``. ``kit.chat.render.tokenize_many`` checks the fast rendering against
 ``apply_chat_template`` on the first rows of every call and falls back to it if they ever differ.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,6 +42,7 @@ def _raise_exception(message):
 class _GenerationBlocks(jinja2.ext.Extension):
     """``{% generation %}…{% endgeneration %}`` (TRL's training templates): the body, as it is.
     transformers' extension also records where such blocks are; rendering text needs only the body."""
+
     tags = {"generation"}
 
     def parse(self, parser):
@@ -105,8 +107,14 @@ class TrainingRenderer:
         kwargs.setdefault("add_generation_prompt", False)
         if self.fast:
             template, environment = self._compiled, self._compiled.environment
-            context = new_context(environment, template.name, template.blocks,
-                                  {**self._context, **kwargs, "messages": messages}, shared=True, globals=self._globals)
+            context = new_context(
+                environment,
+                template.name,
+                template.blocks,
+                {**self._context, **kwargs, "messages": messages},
+                shared=True,
+                globals=self._globals,
+            )
             try:
                 return environment.concat(template.root_render_func(context))
             except Exception:

@@ -19,6 +19,7 @@ markers and glm-4's ``<|assistant|>`` are special tokens (``keeps_special_tokens
 A call that parses is checked like a call in the data (``kit.chat.tool_data.read_call``): a name, and
 arguments that are a JSON object.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,9 @@ def parse_answer(text: str, family: Family) -> ParsedAnswer:
 
 def render_calls_for_display(calls: list[dict]) -> str:
     """One line per call: ``name({"arg":value})``."""
-    return "\n".join(f"{c['name']}({json.dumps(c['arguments'], ensure_ascii=False, separators=(',', ':'))})"
-                     for c in calls)
+    return "\n".join(
+        f"{c['name']}({json.dumps(c['arguments'], ensure_ascii=False, separators=(',', ':'))})" for c in calls
+    )
 
 
 class _Calls:
@@ -106,7 +108,7 @@ def _tool_call_blocks(text: str) -> ParsedAnswer:
     """qwen: every ``<tool_call>`` block is a call; an unclosed one (cut by max_new_tokens) is invalid."""
     found, rest, cursor = _Calls(), [], 0
     for k, block in enumerate(_TOOL_CALL_BLOCK.finditer(text), 1):
-        rest.append(text[cursor:block.start()])
+        rest.append(text[cursor : block.start()])
         found.add_json(block.group(1).strip(), f"<tool_call> block {k}")
         cursor = block.end()
     tail = text[cursor:]
@@ -127,7 +129,7 @@ def _json_answer(text: str) -> ParsedAnswer:
     """llama-3.1: an answer that is one JSON object with a name and parameters is a call. JSON that
     does not parse counts as a broken call when it names one; other text is the answer."""
     body = text.strip()
-    body = body[len(_PYTHON_TAG):].strip() if body.startswith(_PYTHON_TAG) else body
+    body = body[len(_PYTHON_TAG) :].strip() if body.startswith(_PYTHON_TAG) else body
     if not body.startswith("{"):
         return ParsedAnswer(text.strip())
     found = _Calls()
@@ -168,7 +170,7 @@ def _harmony(text: str) -> ParsedAnswer:
         if not name.startswith("functions."):
             found.invalid.append(f"bad tool call: the recipient {name!r} is not a function (functions.NAME)")
             continue
-        found.add({"name": name[len("functions."):], "arguments": body.strip()}, f"call {name}")
+        found.add({"name": name[len("functions.") :], "arguments": body.strip()}, f"call {name}")
     return found.answer(_joined(content))
 
 
@@ -189,16 +191,24 @@ def _glm_messages(text: str) -> ParsedAnswer:
         if k == 0 and (call is None or not call.group(2).lstrip().startswith("{")):
             content.append(message)
         elif call is None:
-            found.invalid.append(f"bad tool call: message {k + 1} is neither an answer (an empty first line) "
-                                 "nor a tool's name, a newline and its arguments")
+            found.invalid.append(
+                f"bad tool call: message {k + 1} is neither an answer (an empty first line) "
+                "nor a tool's name, a newline and its arguments"
+            )
         else:
             found.add({"name": call.group(1), "arguments": call.group(2).strip()}, f"call {call.group(1)}")
     return found.answer(_joined(content))
 
 
 # The parser of each family's call format; families with tools that are not listed have none.
-_PARSERS = {"qwen3": _tool_call_blocks, "qwen2.5": _tool_call_blocks, "smollm2": _tool_call_blocks, "llama-3.1": _json_answer,
-            "gpt-oss": _harmony, "glm-4": _glm_messages}
+_PARSERS = {
+    "qwen3": _tool_call_blocks,
+    "qwen2.5": _tool_call_blocks,
+    "smollm2": _tool_call_blocks,
+    "llama-3.1": _json_answer,
+    "gpt-oss": _harmony,
+    "glm-4": _glm_messages,
+}
 # Families whose call markup is made of special tokens (glm-4's <|assistant|> between messages);
 # gpt-oss's channel markers are kept already, for its answer channel (``Family.answer_marker``).
 _SPECIAL_MARKUP = {"glm-4"}
@@ -223,8 +233,9 @@ def _canonical(value):
     return ("number", value)
 
 
-def tool_call_scores(predicted: list[ParsedAnswer], references: list[list[dict]],
-                     tools: list[list[dict] | None]) -> dict:
+def tool_call_scores(
+    predicted: list[ParsedAnswer], references: list[list[dict]], tools: list[list[dict] | None]
+) -> dict:
     """Over the rows whose reference is a tool call (a non-empty list of canonical calls):
     ``valid_call``: the answer holds at least one call, every call names one of the row's tools,
     and no call-like block failed to parse; ``right_name``: the called names equal the reference's
@@ -238,7 +249,8 @@ def tool_call_scores(predicted: list[ParsedAnswer], references: list[list[dict]]
         known = _tool_names(defined)
         valid += bool(answer.calls) and not answer.invalid and all(c["name"] in known for c in answer.calls)
         names += Counter(c["name"] for c in answer.calls) == Counter(c["name"] for c in reference)
-        exact += (Counter((c["name"], _canonical(c["arguments"])) for c in answer.calls)
-                  == Counter((c["name"], _canonical(c["arguments"])) for c in reference))
+        exact += Counter((c["name"], _canonical(c["arguments"])) for c in answer.calls) == Counter(
+            (c["name"], _canonical(c["arguments"])) for c in reference
+        )
     n = len(rows)
     return {"rows": n, "valid_call": valid / n, "right_name": names / n, "exact_arguments": exact / n}

@@ -10,6 +10,7 @@ Readers raise ``FormatError`` with a ``key: field detail`` reason ("bad argument
 .arguments is not valid JSON ..."); ``answered_call`` finds the call a result answers, for the name of a
 result that has none and for the check that every result answers a call.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,10 @@ def _read_tool(item, where: str) -> dict:
         function = item
     name = function.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise FormatError(f"bad tools: {where}.name is {'missing' if name in (None, '') else _type(name)}, "
-                          "expected the function's name")
+        raise FormatError(
+            f"bad tools: {where}.name is {'missing' if name in (None, '') else _type(name)}, "
+            "expected the function's name"
+        )
     description = function.get("description")
     if description is not None and not isinstance(description, str):
         raise FormatError(f"bad tools: {where}.description is {_type(description)}, expected a string")
@@ -96,15 +99,27 @@ def _read_tool(item, where: str) -> dict:
 
 
 # Python type names (xLAM, glaive) as JSON Schema types.
-SCHEMA_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array",
-                "tuple": "array", "set": "array", "dict": "object", "none": "null"}
+SCHEMA_TYPES = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "list": "array",
+    "tuple": "array",
+    "set": "array",
+    "dict": "object",
+    "none": "null",
+}
 
 
 def _flat(parameters: dict) -> bool:
     """Parameters given flat, ``{"city": {"type": "str", "description": ...}}``, not as a JSON schema."""
-    return (bool(parameters) and not isinstance(parameters.get("type"), str)
-            and not isinstance(parameters.get("properties"), dict)
-            and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in parameters.values()))
+    return (
+        bool(parameters)
+        and not isinstance(parameters.get("type"), str)
+        and not isinstance(parameters.get("properties"), dict)
+        and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in parameters.values())
+    )
 
 
 def _schema(flat: dict) -> dict:
@@ -126,7 +141,9 @@ def _schema_type(name: str, spec: dict) -> str:
     base, _, inner = name.partition("[")
     mapped = SCHEMA_TYPES.get(base.strip().lower(), name)
     if mapped == "array" and inner.rstrip("]").strip():
-        spec.setdefault("items", {"type": SCHEMA_TYPES.get(inner.rstrip("]").strip().lower(), inner.rstrip("]").strip())})
+        spec.setdefault(
+            "items", {"type": SCHEMA_TYPES.get(inner.rstrip("]").strip().lower(), inner.rstrip("]").strip())}
+        )
     return mapped
 
 
@@ -150,8 +167,10 @@ def read_call(call, where: str) -> dict:
         body, at = call, where
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise FormatError(f"bad tool call: {at}.name is {'missing' if name in (None, '') else _type(name)}, "
-                          "expected the called function's name")
+        raise FormatError(
+            f"bad tool call: {at}.name is {'missing' if name in (None, '') else _type(name)}, "
+            "expected the called function's name"
+        )
     arguments = body.get("arguments")
     if isinstance(arguments, str):
         arguments = parse_json(arguments, f"{at}.arguments", "bad arguments")
@@ -183,15 +202,31 @@ def answered_call(messages: list[dict], i: int) -> tuple[dict | None, str | None
     result = messages[i]
     if result.get("tool_call_id") is not None and any("id" in c for c in calls):
         found = next((c for c in calls if c.get("id") == result["tool_call_id"]), None)
-        return (found, None) if found else (None, f"tool result without call: messages[{i}].tool_call_id is "
-                                                  f"{result['tool_call_id']!r}, which no call in messages[{a}] has")
+        return (
+            (found, None)
+            if found
+            else (
+                None,
+                f"tool result without call: messages[{i}].tool_call_id is "
+                f"{result['tool_call_id']!r}, which no call in messages[{a}] has",
+            )
+        )
     if result.get("name") is not None:
         found = next((c for c in calls if c["name"] == result["name"]), None)
-        return (found, None) if found else (None, f"tool result without call: messages[{i}].name is "
-                                                  f"{result['name']!r}, which no call in messages[{a}] calls")
+        return (
+            (found, None)
+            if found
+            else (
+                None,
+                f"tool result without call: messages[{i}].name is "
+                f"{result['name']!r}, which no call in messages[{a}] calls",
+            )
+        )
     if position >= len(calls):
-        return None, (f"tool result without call: messages[{i}] is result {position + 1} after messages[{a}], "
-                      f"which makes {len(calls)} call{'s' if len(calls) > 1 else ''}")
+        return None, (
+            f"tool result without call: messages[{i}] is result {position + 1} after messages[{a}], "
+            f"which makes {len(calls)} call{'s' if len(calls) > 1 else ''}"
+        )
     return calls[position], None
 
 

@@ -6,6 +6,7 @@ read ``{"type": "function", "id"?, "function": {"name", "arguments"}}``, with th
 object (every template the kit renders tools with writes them with ``tojson``). Tool results are
 ``{"role": "tool", "content", "name", "tool_call_id"?}`` turns, which the templates read as they are.
 """
+
 from __future__ import annotations
 
 from kit.families import Family
@@ -27,13 +28,17 @@ def tool_format_problem(family: Family, messages: list[dict], tools: list[dict] 
         if not calls:
             continue
         if rules.calls_per_turn is not None and len(calls) > rules.calls_per_turn:
-            return (f"assistant turn {i} holds {len(calls)} tool calls; {family.name}'s chat template renders "
-                    f"{rules.calls_per_turn} per turn")
+            return (
+                f"assistant turn {i} holds {len(calls)} tool calls; {family.name}'s chat template renders "
+                f"{rules.calls_per_turn} per turn"
+            )
         if not rules.text_with_calls and (m.get("content") or "").strip():
             return f"assistant turn {i}: {family.name}'s chat template renders a tool call without the text beside it"
         if not rules.text_and_reasoning_with_calls and m.get("content") and m.get("reasoning"):
-            return (f"assistant turn {i}: {family.name}'s chat template renders a tool call after its text or "
-                    "its reasoning, not both")
+            return (
+                f"assistant turn {i}: {family.name}'s chat template renders a tool call after its text or "
+                "its reasoning, not both"
+            )
     return None
 
 

@@ -37,6 +37,7 @@ non-text part (image, audio ...) is ``UnsupportedContent``: the row is dropped a
 ``data.columns`` renames source fields to these names (``{"instruction": "question", "tools": "functions"}``).
 Fields a format does not read are listed by ``unused_fields`` for the prepare report.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,31 +50,61 @@ from kit.recipes import FORMATS  # noqa: F401  (the names a recipe may give; eac
 
 # The field(s) whose presence identifies each format, in detection order; a format with a content
 # test (LOOKS) is detected only when its test passes, else the next one with those fields is.
-SIGNATURES = (("llamafactory", ("messages",)), ("openai_functions", ("messages",)), ("messages", ("messages",)),
-              ("hermes", ("conversations",)), ("sharegpt", ("conversations",)),
-              ("conversation_pair", ("conversation_pair",)), ("alpaca", ("instruction", "output")),
-              ("prompt_completion", ("prompt", "completion")), ("xlam", ("query", "answers")))
+SIGNATURES = (
+    ("llamafactory", ("messages",)),
+    ("openai_functions", ("messages",)),
+    ("messages", ("messages",)),
+    ("hermes", ("conversations",)),
+    ("sharegpt", ("conversations",)),
+    ("conversation_pair", ("conversation_pair",)),
+    ("alpaca", ("instruction", "output")),
+    ("prompt_completion", ("prompt", "completion")),
+    ("xlam", ("query", "answers")),
+)
 # The plain layout each content-detected one extends (and whose rows its reader reads as well).
 EXTENDS = {"llamafactory": "messages", "openai_functions": "messages", "hermes": "sharegpt"}
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "function_call": "assistant", "observation": "tool"}
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "function_call": "assistant",
+    "observation": "tool",
+}
 HERMES_ROLES = {**SHAREGPT_ROLES, "tool": "tool", "function_response": "tool"}
 # Canonical fields a missing source column may leave out (data.columns maps them when rows have them).
 OPTIONAL_FIELDS = ("tools", "system", "input", "history", "system_prompt")
 # What each format reads: row fields, the lists of turns in a row, and the fields of a turn.
-ROW_FIELDS = {"messages": ("messages",), "sharegpt": ("conversations", "system"),
-              "alpaca": ("instruction", "input", "output", "system", "history"),
-              "conversation_pair": ("conversation_pair", "system_prompt"), "prompt_completion": ("prompt", "completion"),
-              "hermes": ("conversations", "system"), "openai_functions": ("messages", "functions"),
-              "xlam": ("query", "answers"), "llamafactory": ("messages",)}
-TURN_LISTS = {"messages": ("messages",), "sharegpt": ("conversations",), "conversation_pair": ("conversation_pair",),
-              "prompt_completion": ("prompt", "completion"), "hermes": ("conversations",),
-              "openai_functions": ("messages",), "llamafactory": ("messages",)}
+ROW_FIELDS = {
+    "messages": ("messages",),
+    "sharegpt": ("conversations", "system"),
+    "alpaca": ("instruction", "input", "output", "system", "history"),
+    "conversation_pair": ("conversation_pair", "system_prompt"),
+    "prompt_completion": ("prompt", "completion"),
+    "hermes": ("conversations", "system"),
+    "openai_functions": ("messages", "functions"),
+    "xlam": ("query", "answers"),
+    "llamafactory": ("messages",),
+}
+TURN_LISTS = {
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "conversation_pair": ("conversation_pair",),
+    "prompt_completion": ("prompt", "completion"),
+    "hermes": ("conversations",),
+    "openai_functions": ("messages",),
+    "llamafactory": ("messages",),
+}
 MESSAGE_FIELDS = ("role", "content", *REASONING_FIELDS, "tool_calls")
 TOOL_RESULT_FIELDS = ("name", "tool_call_id")
 SHAREGPT_FIELDS = ("from", "value", "role", "content")
-TURN_FIELDS = {"sharegpt": SHAREGPT_FIELDS, "hermes": SHAREGPT_FIELDS, "llamafactory": ("role", "content", "loss_weight"),
-               "openai_functions": MESSAGE_FIELDS + ("function_call",)}
+TURN_FIELDS = {
+    "sharegpt": SHAREGPT_FIELDS,
+    "hermes": SHAREGPT_FIELDS,
+    "llamafactory": ("role", "content", "loss_weight"),
+    "openai_functions": MESSAGE_FIELDS + ("function_call",),
+}
 
 
 def _turns(record: dict, name: str) -> list[dict]:
@@ -82,13 +113,18 @@ def _turns(record: dict, name: str) -> list[dict]:
 
 
 def _looks_llamafactory(record: dict) -> bool:
-    return any("loss_weight" in m or any(isinstance(p, dict) and "value" in p for p in m["content"])
-               if isinstance(m.get("content"), list) else "loss_weight" in m for m in _turns(record, "messages"))
+    return any(
+        "loss_weight" in m or any(isinstance(p, dict) and "value" in p for p in m["content"])
+        if isinstance(m.get("content"), list)
+        else "loss_weight" in m
+        for m in _turns(record, "messages")
+    )
 
 
 def _looks_openai_functions(record: dict) -> bool:
     return record.get("functions") is not None or any(
-        m.get("function_call") is not None or m.get("role") == "function" for m in _turns(record, "messages"))
+        m.get("function_call") is not None or m.get("role") == "function" for m in _turns(record, "messages")
+    )
 
 
 def _looks_hermes(record: dict) -> bool:
@@ -101,8 +137,11 @@ def _looks_hermes(record: dict) -> bool:
 
     system = [record.get("system")] + [t.get("value", t.get("content")) for t in turns if t.get("from") == "system"]
     model = [t.get("value", t.get("content")) for t in turns if t.get("from") in ("gpt", "assistant")]
-    return (any(t.get("from") in ("tool", "function_response") for t in turns)
-            or tagged(system, "<tools>") or tagged(model, "<tool_call>"))
+    return (
+        any(t.get("from") in ("tool", "function_response") for t in turns)
+        or tagged(system, "<tools>")
+        or tagged(model, "<tool_call>")
+    )
 
 
 LOOKS = {"llamafactory": _looks_llamafactory, "openai_functions": _looks_openai_functions, "hermes": _looks_hermes}
@@ -127,8 +166,10 @@ def apply_columns(record: object, columns: dict) -> object:
         if source in record:
             out[canonical] = record[source]
         elif canonical not in OPTIONAL_FIELDS:
-            raise FormatError(f"data.columns.{canonical} names the field {source!r}, which this row does not have "
-                              f"(its fields: {', '.join(map(str, record))})")
+            raise FormatError(
+                f"data.columns.{canonical} names the field {source!r}, which this row does not have "
+                f"(its fields: {', '.join(map(str, record))})"
+            )
     return out
 
 
@@ -158,8 +199,9 @@ def _from_sharegpt(record, hermes: bool = False):
             raise FormatError(f"conversations[{i}] is not an object")
         speaker = turn.get("from", turn.get("role"))
         if speaker not in roles:
-            raise FormatError(f"unknown role: conversations[{i}].from is {speaker!r} "
-                              f"(expected one of {', '.join(roles)})")
+            raise FormatError(
+                f"unknown role: conversations[{i}].from is {speaker!r} (expected one of {', '.join(roles)})"
+            )
         value, where, role = turn.get("value", turn.get("content")), f"conversations[{i}].value", roles[speaker]
         if speaker == "system" and record.get("system") and i == 0:
             raise FormatError("system twice: conversations[0] is a system turn and the row's system field is given too")
@@ -175,8 +217,10 @@ def _from_sharegpt(record, hermes: bool = False):
             text, calls = tool_layouts.hermes_calls(value, where)
             out.append(_message("assistant", text, where=where, calls=calls))
         elif hermes and (role == "tool" or (role == "user" and tool_layouts.only_results(value))):
-            out += [_message("tool", content, where=where, result_of={"name": name})
-                    for content, name in tool_layouts.hermes_results(value, where)]
+            out += [
+                _message("tool", content, where=where, result_of={"name": name})
+                for content, name in tool_layouts.hermes_results(value, where)
+            ]
         elif speaker != "function_call":
             out.append(_message(role, value, where=where))
         elif out and out[-1]["role"] == "assistant" and "tool_calls" not in out[-1]:
@@ -210,16 +254,23 @@ def _from_conversation_pair(record) -> list[dict]:
 
 def _from_prompt_completion(record) -> list[dict]:
     prompt, completion = record["prompt"], record["completion"]
-    messages = ([_message("user", prompt)] if isinstance(prompt, str) else _from_messages(prompt, "prompt"))
-    return messages + ([_message("assistant", completion)] if isinstance(completion, str)
-                       else _from_messages(completion, "completion"))
+    messages = [_message("user", prompt)] if isinstance(prompt, str) else _from_messages(prompt, "prompt")
+    return messages + (
+        [_message("assistant", completion)] if isinstance(completion, str) else _from_messages(completion, "completion")
+    )
 
 
-CONVERTERS = {"messages": lambda r: _from_messages(r["messages"], "messages"), "sharegpt": _from_sharegpt,
-              "alpaca": _from_alpaca, "conversation_pair": _from_conversation_pair,
-              "prompt_completion": _from_prompt_completion, "hermes": lambda r: _from_sharegpt(r, hermes=True),
-              "openai_functions": tool_layouts.openai_functions, "xlam": tool_layouts.xlam,
-              "llamafactory": tool_layouts.llamafactory}
+CONVERTERS = {
+    "messages": lambda r: _from_messages(r["messages"], "messages"),
+    "sharegpt": _from_sharegpt,
+    "alpaca": _from_alpaca,
+    "conversation_pair": _from_conversation_pair,
+    "prompt_completion": _from_prompt_completion,
+    "hermes": lambda r: _from_sharegpt(r, hermes=True),
+    "openai_functions": tool_layouts.openai_functions,
+    "xlam": tool_layouts.xlam,
+    "llamafactory": tool_layouts.llamafactory,
+}
 
 
 def _check_layout(record: object, fmt: str, explicit: bool) -> None:
@@ -230,8 +281,10 @@ def _check_layout(record: object, fmt: str, explicit: bool) -> None:
     if seen is not None and (seen == fmt or seen == EXTENDS.get(fmt) or (explicit and EXTENDS.get(seen) == fmt)):
         return
     if seen is None:
-        raise FormatError(f"not {fmt}: expected the field(s) {', '.join(dict(SIGNATURES)[fmt])}"
-                          + (f"; got {', '.join(map(str, record))}" if isinstance(record, dict) else ""))
+        raise FormatError(
+            f"not {fmt}: expected the field(s) {', '.join(dict(SIGNATURES)[fmt])}"
+            + (f"; got {', '.join(map(str, record))}" if isinstance(record, dict) else "")
+        )
     hint = f"; set data.format: {seen} to read the source as {seen}" if EXTENDS.get(seen) == fmt else ""
     raise FormatError(f"mixed formats: this row looks like {seen}, the rest of the source is {fmt}{hint}")
 
@@ -266,7 +319,9 @@ def unused_fields(record: object, fmt: str) -> list[str]:
         for turn in turns if isinstance(turns, list) else ():
             if isinstance(turn, dict):
                 known = TURN_FIELDS.get(fmt, MESSAGE_FIELDS) + (
-                    TOOL_RESULT_FIELDS if turn.get("role") in ("tool", "function") and fmt not in ("sharegpt", "hermes")
-                    else ())
+                    TOOL_RESULT_FIELDS
+                    if turn.get("role") in ("tool", "function") and fmt not in ("sharegpt", "hermes")
+                    else ()
+                )
                 unused += [f"{name}[].{k}" for k, v in turn.items() if k not in known and v is not None]
     return list(dict.fromkeys(unused))

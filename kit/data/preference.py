@@ -27,6 +27,7 @@ completion ``{"prompt": [messages], "completion": message, "label": bool, "tools
   messages, as ``chosen_rejected``'s prompt and answers), or with ``messages`` ending on the labelled
   assistant turn.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,16 +37,22 @@ from kit.data import formats
 from kit.data.turns import UnsupportedContent, from_messages, kind, message
 
 # The fields each layout is told apart by, in detection order (chosen_rejected's are a subset of others').
-SIGNATURES = (("openai_preference", ("input", "preferred_output", "non_preferred_output")),
-              ("paired_responses", ("question", "response_j", "response_k")),
-              ("sharegpt_preference", ("conversations", "chosen", "rejected")),
-              ("hh_text", ("chosen", "rejected")), ("chosen_rejected", ("chosen", "rejected")),
-              ("unpaired", ("label",)))
-ROW_FIELDS = {"openai_preference": ("input", "preferred_output", "non_preferred_output"),
-              "paired_responses": ("question", "response_j", "response_k"),
-              "sharegpt_preference": ("conversations", "system", "chosen", "rejected"),
-              "hh_text": ("chosen", "rejected"), "chosen_rejected": ("prompt", "chosen", "rejected"),
-              "unpaired": ("prompt", "completion", "messages", "label")}
+SIGNATURES = (
+    ("openai_preference", ("input", "preferred_output", "non_preferred_output")),
+    ("paired_responses", ("question", "response_j", "response_k")),
+    ("sharegpt_preference", ("conversations", "chosen", "rejected")),
+    ("hh_text", ("chosen", "rejected")),
+    ("chosen_rejected", ("chosen", "rejected")),
+    ("unpaired", ("label",)),
+)
+ROW_FIELDS = {
+    "openai_preference": ("input", "preferred_output", "non_preferred_output"),
+    "paired_responses": ("question", "response_j", "response_k"),
+    "sharegpt_preference": ("conversations", "system", "chosen", "rejected"),
+    "hh_text": ("chosen", "rejected"),
+    "chosen_rejected": ("prompt", "chosen", "rejected"),
+    "unpaired": ("prompt", "completion", "messages", "label"),
+}
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 
 
@@ -54,8 +61,9 @@ class Tie(UnsupportedContent):
 
 
 def _looks_hh(record: dict) -> bool:
-    return "prompt" not in record and all(isinstance(record[k], str) and HH_TURN.search(record[k])
-                                          for k in ("chosen", "rejected"))
+    return "prompt" not in record and all(
+        isinstance(record[k], str) and HH_TURN.search(record[k]) for k in ("chosen", "rejected")
+    )
 
 
 def detect(record: object) -> str | None:
@@ -63,8 +71,11 @@ def detect(record: object) -> str | None:
     if not isinstance(record, dict):
         return None
     for name, fields in SIGNATURES:
-        if all(f in record for f in fields) and (name != "hh_text" or _looks_hh(record)) and (
-                name != "unpaired" or "completion" in record or "messages" in record):
+        if (
+            all(f in record for f in fields)
+            and (name != "hh_text" or _looks_hh(record))
+            and (name != "unpaired" or "completion" in record or "messages" in record)
+        ):
             return name
     return None
 
@@ -75,16 +86,20 @@ def _answer(turns: list[dict], side: str) -> dict:
         raise FormatError(f"missing answer: {side} is empty, a pair needs an answer on both sides")
     last = turns[-1]
     if last["role"] != "assistant":
-        raise FormatError(f"not an assistant turn: {side} ends with a {last['role']} turn; a pair compares two "
-                          "answers of the assistant")
+        raise FormatError(
+            f"not an assistant turn: {side} ends with a {last['role']} turn; a pair compares two "
+            "answers of the assistant"
+        )
     return last
 
 
 def _side(record: dict, field: str) -> object:
     value = record.get(field)
     if value in (None, "", [], {}):
-        raise FormatError(f"missing answer: {field} is {'missing' if field not in record else 'empty'}; a pair needs "
-                          "an answer on both sides")
+        raise FormatError(
+            f"missing answer: {field} is {'missing' if field not in record else 'empty'}; a pair needs "
+            "an answer on both sides"
+        )
     return value
 
 
@@ -96,8 +111,13 @@ def _as_turns(value: object, where: str) -> list[dict]:
     if isinstance(value, dict) and "messages" in value:
         return from_messages(value["messages"], f"{where}.messages")
     if isinstance(value, dict):
-        return from_messages([value], where)[:1] if "role" in value else _raise(
-            f"bad answer: {where} is an object without role or messages (its fields: {', '.join(map(str, value))})")
+        return (
+            from_messages([value], where)[:1]
+            if "role" in value
+            else _raise(
+                f"bad answer: {where} is an object without role or messages (its fields: {', '.join(map(str, value))})"
+            )
+        )
     if isinstance(value, list):
         return from_messages(value, where)
     raise FormatError(f"bad answer: {where} is {kind(value)}, expected text or messages")
@@ -110,10 +130,14 @@ def _raise(reason: str):
 def _shared_prompt(chosen: list[dict], rejected: list[dict]) -> list[dict]:
     """The turns both sides share before their answers; different ones are not a pair."""
     if chosen[:-1] != rejected[:-1]:
-        at = next((i for i, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1])) if a != b),
-                  min(len(chosen), len(rejected)) - 1)
-        raise FormatError(f"different prompts: chosen[{at}] and rejected[{at}] differ; the two sides of a pair must "
-                          "answer the same conversation")
+        at = next(
+            (i for i, (a, b) in enumerate(zip(chosen[:-1], rejected[:-1])) if a != b),
+            min(len(chosen), len(rejected)) - 1,
+        )
+        raise FormatError(
+            f"different prompts: chosen[{at}] and rejected[{at}] differ; the two sides of a pair must "
+            "answer the same conversation"
+        )
     return chosen[:-1]
 
 
@@ -128,9 +152,11 @@ def _chosen_rejected(record: dict) -> tuple[list[dict], dict, dict]:
     for turns, side in ((chosen, "chosen"), (rejected, "rejected")):
         # UltraFeedback writes the prompt again at the start of each side; TRL's files do not.
         before = turns[:-1]
-        if before and before != prompt[-len(before):]:
-            raise FormatError(f"different prompts: {side} repeats turns that are not the prompt's; give the answer "
-                              "alone, or the whole conversation")
+        if before and before != prompt[-len(before) :]:
+            raise FormatError(
+                f"different prompts: {side} repeats turns that are not the prompt's; give the answer "
+                "alone, or the whole conversation"
+            )
     return prompt, *answers
 
 
@@ -154,21 +180,28 @@ def _sharegpt_turn(value: object, where: str) -> dict:
         raise FormatError(f"bad answer: {where} is {kind(value)}, expected a turn {{from, value}}")
     speaker = value.get("from", value.get("role"))
     if formats.SHAREGPT_ROLES.get(speaker) != "assistant":
-        raise FormatError(f"not an assistant turn: {where}.from is {speaker!r}; a pair compares two answers of the "
-                          "assistant (from: gpt)")
+        raise FormatError(
+            f"not an assistant turn: {where}.from is {speaker!r}; a pair compares two answers of the "
+            "assistant (from: gpt)"
+        )
     return message("assistant", value.get("value", value.get("content")), where=f"{where}.value")
 
 
 def _sharegpt_preference(record: dict) -> tuple[list[dict], dict, dict]:
     prompt = formats.CONVERTERS["sharegpt"]({"conversations": record["conversations"], "system": record.get("system")})
-    return (prompt, _sharegpt_turn(_side(record, "chosen"), "chosen"),
-            _sharegpt_turn(_side(record, "rejected"), "rejected"))
+    return (
+        prompt,
+        _sharegpt_turn(_side(record, "chosen"), "chosen"),
+        _sharegpt_turn(_side(record, "rejected"), "rejected"),
+    )
 
 
 def _paired_responses(record: dict) -> tuple[list[dict], dict, dict]:
-    return ([message("user", record["question"], where="question")],
-            _answer(_as_turns(_side(record, "response_j"), "response_j"), "response_j"),
-            _answer(_as_turns(_side(record, "response_k"), "response_k"), "response_k"))
+    return (
+        [message("user", record["question"], where="question")],
+        _answer(_as_turns(_side(record, "response_j"), "response_j"), "response_j"),
+        _answer(_as_turns(_side(record, "response_k"), "response_k"), "response_k"),
+    )
 
 
 def _openai_preference(record: dict) -> tuple[list[dict], dict, dict, list | None]:
@@ -183,22 +216,31 @@ def _openai_preference(record: dict) -> tuple[list[dict], dict, dict, list | Non
 def _unpaired(record: dict) -> tuple[list[dict], dict, bool]:
     label = record["label"]
     if not isinstance(label, bool):
-        raise FormatError(f"bad label: label is {kind(label)} ({label!r}), expected true (a desirable completion) or "
-                          "false (an undesirable one)")
+        raise FormatError(
+            f"bad label: label is {kind(label)} ({label!r}), expected true (a desirable completion) or "
+            "false (an undesirable one)"
+        )
     if "completion" in record:
         turns = _as_turns(_side(record, "completion"), "completion")
         prompt = record.get("prompt")
         if prompt in (None, "", []):
             raise FormatError("no prompt: prompt is missing or empty; a labelled completion answers a prompt")
-        prompt = ([message("user", prompt, where="prompt")] if isinstance(prompt, str)
-                  else from_messages(prompt, "prompt"))
+        prompt = (
+            [message("user", prompt, where="prompt")] if isinstance(prompt, str) else from_messages(prompt, "prompt")
+        )
         return prompt + turns[:-1], _answer(turns, "completion"), label
     turns = from_messages(record["messages"], "messages")
     return turns[:-1], _answer(turns, "messages"), label
 
 
-READERS = {"chosen_rejected": _chosen_rejected, "hh_text": _hh_text, "sharegpt_preference": _sharegpt_preference,
-           "paired_responses": _paired_responses, "openai_preference": _openai_preference, "unpaired": _unpaired}
+READERS = {
+    "chosen_rejected": _chosen_rejected,
+    "hh_text": _hh_text,
+    "sharegpt_preference": _sharegpt_preference,
+    "paired_responses": _paired_responses,
+    "openai_preference": _openai_preference,
+    "unpaired": _unpaired,
+}
 
 
 def to_pair(record: object, fmt: str) -> dict:
@@ -206,9 +248,11 @@ def to_pair(record: object, fmt: str) -> dict:
     FormatError names the field, Tie a tie."""
     seen = detect(record)
     if seen != fmt:
-        raise FormatError(f"not {fmt}: expected the field(s) {', '.join(dict(SIGNATURES)[fmt])}"
-                          + (" and completion or messages" if fmt == "unpaired" else "")
-                          + (f"; got {', '.join(map(str, record))}" if isinstance(record, dict) else ""))
+        raise FormatError(
+            f"not {fmt}: expected the field(s) {', '.join(dict(SIGNATURES)[fmt])}"
+            + (" and completion or messages" if fmt == "unpaired" else "")
+            + (f"; got {', '.join(map(str, record))}" if isinstance(record, dict) else "")
+        )
     if fmt == "unpaired":
         prompt, completion, label = _unpaired(record)
         if not prompt:

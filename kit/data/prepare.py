@@ -1,4 +1,5 @@
 """prepare: recipe + dataset → a new run directory with train/eval splits and a report."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,15 +22,20 @@ def _stats(values: list[int]) -> dict:
     if not values:
         return {}
     ordered = sorted(values)
-    return {"min": ordered[0], "mean": round(statistics.fmean(ordered), 1),
-            "p50": ordered[len(ordered) // 2], "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
-            "max": ordered[-1]}
+    return {
+        "min": ordered[0],
+        "mean": round(statistics.fmean(ordered), 1),
+        "p50": ordered[len(ordered) // 2],
+        "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
+        "max": ordered[-1],
+    }
 
 
 @dataclass
 class PrepareReport:
     """What prepare read, kept, dropped and why; written once, as prepare_report.json (its keys are
     these fields, so runs prepared by earlier versions read back with ``from_dict``)."""
+
     method: str  # train.method
     sources: list[dict]  # per source: its layout, weight, counts, unused fields, sha256
     rows_total: int  # records read
@@ -74,8 +80,9 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     pairs = method.reads_pairs  # preference rows: pairs, or (kto) labelled completions
     if method.rewards:  # a reward that cannot run fails here, before any data or model is read
         reward_functions(resolved.train.grpo.rewards, family_for(resolved))
-    loaded = load_conversations(data_cfg.source, data_cfg.format, data_cfg.columns,
-                                data_cfg.invalid_rows, data_cfg.seed, method=method.name)
+    loaded = load_conversations(
+        data_cfg.source, data_cfg.format, data_cfg.columns, data_cfg.invalid_rows, data_cfg.seed, method=method.name
+    )
     family = family_for(resolved)
     tokenizer = load_tokenizer(model_cfg.id, family)
 
@@ -95,8 +102,9 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
         answers = [[e[k] for k in ("chosen_ids", "rejected_ids", "completion_ids") if k in e] for e in examples]
         lengths = [len(e["prompt_ids"]) + max(map(len, ids)) for e, ids in zip(examples, answers)]
         supervised = [sum(map(len, ids)) for ids in answers]
-        as_conversations = [{"messages": c, **({"tools": r["tools"]} if r.get("tools") else {})}
-                            for r in rows for c in conversations(r)]
+        as_conversations = [
+            {"messages": c, **({"tools": r["tools"]} if r.get("tools") else {})} for r in rows for c in conversations(r)
+        ]
     else:
         lengths = [len(e["input_ids"]) for e in examples]
         supervised = [sum(1 for label in e["labels"] if label != IGNORE_INDEX) for e in examples]
@@ -124,15 +132,25 @@ def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     )
     if pairs:  # tokens_per_row: the prompt and its longer answer; trained tokens: both answers
         by_reason = report.dropped_by_reason
-        report.pairs = {"kept": sum("chosen" in r for r in rows), "ties_dropped": by_reason.get("tie", 0),
-                        "over_length_dropped": by_reason.get("over max_seq_length", 0),
-                        "over_length_truncated": truncated}
+        report.pairs = {
+            "kept": sum("chosen" in r for r in rows),
+            "ties_dropped": by_reason.get("tie", 0),
+            "over_length_dropped": by_reason.get("over max_seq_length", 0),
+            "over_length_truncated": truncated,
+        }
     if method.labelled:  # what KTO trains on (a pair is two: its chosen desirable, its rejected not)
         labels = [e["label"] for e in examples]
         report.completions = {"desirable": sum(labels), "undesirable": len(labels) - sum(labels)}
     write_json(run.path / "prepare_report.json", report.to_dict())
-    run.update_manifest({"data": {"sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
-                                  "train_rows": len(train_rows), "eval_rows": len(eval_rows)}})
+    run.update_manifest(
+        {
+            "data": {
+                "sources": [{k: s[k] for k in ("source", "sha256", "format", "used")} for s in loaded.sources],
+                "train_rows": len(train_rows),
+                "eval_rows": len(eval_rows),
+            }
+        }
+    )
     return Prepared(run, report, examples, tokenizer)
 
 
@@ -144,6 +162,7 @@ def example_to_show(prepared: Prepared, first: int = 50) -> dict:
         config = prepared.run.config()
         rows = read_jsonl(prepared.run.data_dir / "train.jsonl")[:1]
         return grpo_rows(prepared.tokenizer, family_for(config), rows, config)[0]
+
     def trained(e: dict) -> int:
         if "chosen_ids" in e:
             return len(e["chosen_ids"]) + len(e["rejected_ids"])
@@ -175,7 +194,7 @@ def reasoning_stats(tokenizer, family, rows: list[dict], config: Recipe) -> dict
         messages = row["messages"]
         for i, m in enumerate(messages):
             if m["role"] == "assistant" and m.get("reasoning"):
-                conversation = template_messages(family, messages[:i + 1] if every_turn else messages)
+                conversation = template_messages(family, messages[: i + 1] if every_turn else messages)
                 text = render_training_text(tokenizer, family, conversation, renderer, row.get("tools"))
                 total += 1
                 rendered += m["reasoning"].strip() in text
@@ -191,37 +210,55 @@ def summary(report: PrepareReport) -> str:
     sources = ", ".join(f"{s['source']} ({s['format']}, {s['used']} used)" for s in report.sources)
     by_reason = ", ".join(f"{n} {reason}" for reason, n in report.dropped_by_reason.items())
     pairs = report.pairs
-    lines = [f"{report.rows_total} rows read from {sources}",
-             *([f"  preference pairs ({report.method}): {pairs['kept']} kept; ties dropped {pairs['ties_dropped']}; "
+    lines = [
+        f"{report.rows_total} rows read from {sources}",
+        *(
+            [
+                f"  preference pairs ({report.method}): {pairs['kept']} kept; ties dropped {pairs['ties_dropped']}; "
                 f"over {report.max_seq_length} tokens: {pairs['over_length_dropped']} dropped, "
-                f"{pairs['over_length_truncated']} truncated"] if pairs else []),
-             *([f"  completions for kto: {report.completions['desirable']} desirable, "
-                f"{report.completions['undesirable']} undesirable (a pair gives one of each)"]
-               if report.completions else []),
-             f"  kept {report.rows_kept}, dropped {report.rows_dropped}" + (f" ({by_reason})" if by_reason else ""),
-             f"  unused fields (not read, not trained on): {_readable(report.unused_fields)}",
-             f"  truncated {report.rows_truncated} (policy for rows over {report.max_seq_length} tokens: {report.overlength_policy})",
-             f"  split: {report.split['train']} train / {report.split['eval']} eval (seed {report.split['seed']})",
-             f"  tokens per row: {_readable(report.tokens_per_row)}",
-             f"  trained tokens per row{' (its answers)' if pairs else ''}: "
-             f"{_readable(report.trained_tokens_per_row)}",
-             f"  {report.fully_supervised_turns} trained assistant turns, each checked: answer (and rendered reasoning) "
-             "fully inside the trained tokens"]
+                f"{pairs['over_length_truncated']} truncated"
+            ]
+            if pairs
+            else []
+        ),
+        *(
+            [
+                f"  completions for kto: {report.completions['desirable']} desirable, "
+                f"{report.completions['undesirable']} undesirable (a pair gives one of each)"
+            ]
+            if report.completions
+            else []
+        ),
+        f"  kept {report.rows_kept}, dropped {report.rows_dropped}" + (f" ({by_reason})" if by_reason else ""),
+        f"  unused fields (not read, not trained on): {_readable(report.unused_fields)}",
+        f"  truncated {report.rows_truncated} (policy for rows over {report.max_seq_length} tokens: {report.overlength_policy})",
+        f"  split: {report.split['train']} train / {report.split['eval']} eval (seed {report.split['seed']})",
+        f"  tokens per row: {_readable(report.tokens_per_row)}",
+        f"  trained tokens per row{' (its answers)' if pairs else ''}: {_readable(report.trained_tokens_per_row)}",
+        f"  {report.fully_supervised_turns} trained assistant turns, each checked: answer (and rendered reasoning) "
+        "fully inside the trained tokens",
+    ]
     r = report.reasoning
     if r["assistant_turns_with_reasoning"]:
-        lines.append(f"  reasoning: {r['assistant_turns_with_reasoning']} assistant turns have it; the chat template "
-                     f"renders {r['rendered']}, leaves out {r['not_rendered']}")
+        lines.append(
+            f"  reasoning: {r['assistant_turns_with_reasoning']} assistant turns have it; the chat template "
+            f"renders {r['rendered']}, leaves out {r['not_rendered']}"
+        )
         if r["not_rendered"]:
-            lines.append("  WARNING: reasoning left out of training; data.reasoning: every_turn trains each turn's "
-                         "reasoning (one example per turn), inline writes it into answers for families without a channel")
+            lines.append(
+                "  WARNING: reasoning left out of training; data.reasoning: every_turn trains each turn's "
+                "reasoning (one example per turn), inline writes it into answers for families without a channel"
+            )
     for d in report.dropped[:10]:
         lines.append(f"  dropped {d['source']}: row {d['row']}: {d['reason']}")
     return "\n".join(lines)
 
 
 # The answer occurs inside its reasoning: both must be trained (a label view for the notebook).
-REASONING_EXAMPLE = [{"role": "user", "content": "What is 17 * 23?"},
-                     {"role": "assistant", "content": "391", "reasoning": "17*23=391."}]
+REASONING_EXAMPLE = [
+    {"role": "user", "content": "What is 17 * 23?"},
+    {"role": "assistant", "content": "391", "reasoning": "17*23=391."},
+]
 
 
 def reasoning_example(family_name: str) -> tuple:
@@ -231,4 +268,3 @@ def reasoning_example(family_name: str) -> tuple:
 
     tokenizer = stand_in_tokenizer(family_name)
     return tokenizer, tokenize_with_labels(tokenizer, get_family(family_name), REASONING_EXAMPLE)
-

@@ -6,6 +6,7 @@ default) or a counted drop with the same reason in the prepare report (``invalid
 A reason reads ``key: field detail`` ("empty content: messages[1].content is empty"): drops are
 counted by key, and an error about dropped rows shows the counts and the first few rows.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,9 +29,9 @@ ROLES = ("system", "user", "assistant", "tool")
 
 @dataclass
 class LoadResult:
-    rows: list[dict]                     # canonical conversations: {"messages", "tools"?}
-    origins: list[tuple[str, int]]       # (source, row) of each kept row
-    total: int                           # records read
+    rows: list[dict]  # canonical conversations: {"messages", "tools"?}
+    origins: list[tuple[str, int]]  # (source, row) of each kept row
+    total: int  # records read
     sources: list[dict] = field(default_factory=list)  # per source: format, weight, counts, sha256
     dropped: list[dict] = field(default_factory=list)  # {"source", "row", "reason"}
     unused_fields: dict = field(default_factory=dict)  # field the kit does not read -> rows that have it
@@ -40,6 +41,7 @@ class LoadResult:
 class Prompt:
     """A held-out conversation cut before its first trained answer: what evaluate, the merge checks,
     the live samples and GRPO ask a model, with the answer it is compared against."""
+
     messages: list[dict]  # the conversation up to that answer
     reference: str | None  # that answer's content (None: a prompt file's row without one)
     tools: list[dict] | None = None  # the conversation's tool definitions
@@ -62,14 +64,18 @@ def check_messages(messages: object, training: bool = True, tools: list[dict] | 
         if reason:
             return reason
     if not training:
-        return None if any(m["role"] == "user" for m in messages) else "no user turn: messages has none, nothing to answer"
+        return (
+            None if any(m["role"] == "user" for m in messages) else "no user turn: messages has none, nothing to answer"
+        )
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn: messages has none, nothing to train on"
     if not any(m["role"] == "assistant" and m.get("train", True) for m in messages):
         return "nothing to train: messages has no assistant turn to train (each has loss_weight 0)"
     if messages[-1]["role"] != "assistant":
-        return (f"ends with {messages[-1]['role']}: messages[{len(messages) - 1}] is the last message and "
-                f"must be the assistant's")
+        return (
+            f"ends with {messages[-1]['role']}: messages[{len(messages) - 1}] is the last message and "
+            f"must be the assistant's"
+        )
     return None
 
 
@@ -95,8 +101,10 @@ def _check_message(messages: list, i: int, tools: list[dict] | None) -> str | No
         names = [t["function"]["name"] for t in tools]
         for j, call in enumerate(m.get("tool_calls") or ()):
             if call["name"] not in names:
-                return (f"unknown tool: {where}.tool_calls[{j}].name is {call['name']!r}, which is not in tools "
-                        f"({', '.join(names)})")
+                return (
+                    f"unknown tool: {where}.tool_calls[{j}].name is {call['name']!r}, which is not in tools "
+                    f"({', '.join(names)})"
+                )
     return None
 
 
@@ -122,7 +130,7 @@ def reason_key(reason: str) -> str:
 def reason_field(reason: str) -> str | None:
     """The field a reason is about (its detail starts with it), or None (a whole-row reason)."""
     key = _REASON_KEY.match(reason)
-    found = _REASON_FIELD.match(reason[key.end():] if key else reason)
+    found = _REASON_FIELD.match(reason[key.end() :] if key else reason)
     return found.group(1) if found else None
 
 
@@ -137,8 +145,10 @@ def count_reasons(dropped: list[dict]) -> dict:
 
 def drop_examples(dropped: list[dict], n: int = 3) -> list[dict]:
     """The first ``n`` drops with their file, row, field and reason."""
-    return [{"source": d["source"], "row": d["row"], "field": reason_field(d["reason"]), "reason": d["reason"]}
-            for d in dropped[:n]]
+    return [
+        {"source": d["source"], "row": d["row"], "field": reason_field(d["reason"]), "reason": d["reason"]}
+        for d in dropped[:n]
+    ]
 
 
 def describe_drops(dropped: list[dict], n: int = 3) -> str:
@@ -157,16 +167,23 @@ def _source_format(records: list[Record], fmt: str, columns: dict, method: Metho
     if method.reads_pairs:
         return _pair_format(first, mapped, fmt, method)
     if fmt == "unpaired":
-        raise DataError(f"{first.where}: data.format unpaired holds completions labelled desirable or not: set "
-                        "train.method: kto to train on them")
+        raise DataError(
+            f"{first.where}: data.format unpaired holds completions labelled desirable or not: set "
+            "train.method: kto to train on them"
+        )
     if fmt in preference.READERS:
-        raise DataError(f"{first.where}: data.format {fmt} is a preference layout: set train.method: dpo (or kto, "
-                        "orpo) to train on the pairs")
+        raise DataError(
+            f"{first.where}: data.format {fmt} is a preference layout: set train.method: dpo (or kto, "
+            "orpo) to train on the pairs"
+        )
     # A record the SFT readers can read (messages beside chosen/rejected, as in UltraFeedback's SFT
     # split) is SFT data; only one they cannot, or LLaMA-Factory's pair (its conversations end on the
     # user's turn), is refused as preference data.
-    readable = formats.detect(mapped) is not None if fmt == "auto" else (
-        isinstance(mapped, dict) and all(f in mapped for f in dict(formats.SIGNATURES)[fmt]))
+    readable = (
+        formats.detect(mapped) is not None
+        if fmt == "auto"
+        else (isinstance(mapped, dict) and all(f in mapped for f in dict(formats.SIGNATURES)[fmt]))
+    )
     pair = preference.detect(mapped) == "sharegpt_preference"
     why = None if readable and not pair else preference_data(mapped)
     if why:
@@ -176,8 +193,10 @@ def _source_format(records: list[Record], fmt: str, columns: dict, method: Metho
     detected = formats.detect(mapped)
     if detected is None:
         fields = ", ".join(map(str, mapped)) if isinstance(mapped, dict) else type(mapped).__name__
-        raise DataError(f"{first.where}: cannot tell the data format from the fields ({fields}); set data.format to "
-                        f"one of {', '.join(formats.FORMATS)} and map field names with data.columns")
+        raise DataError(
+            f"{first.where}: cannot tell the data format from the fields ({fields}); set data.format to "
+            f"one of {', '.join(formats.FORMATS)} and map field names with data.columns"
+        )
     return detected
 
 
@@ -187,26 +206,40 @@ def _pair_format(first: Record, mapped: object, fmt: str, method: Method) -> str
     layouts = [name for name in preference.READERS if method.labelled or name != "unpaired"]
     wanted = method.wants
     if fmt != "auto" and fmt not in layouts:
-        what = "labelled completions (KTO data: set train.method: kto)" if fmt == "unpaired" else "a conversation layout"
-        raise DataError(f"{first.where}: data.format {fmt} is {what}, and train.method {method.name} trains on "
-                        f"{wanted} ({', '.join(layouts)})")
+        what = (
+            "labelled completions (KTO data: set train.method: kto)" if fmt == "unpaired" else "a conversation layout"
+        )
+        raise DataError(
+            f"{first.where}: data.format {fmt} is {what}, and train.method {method.name} trains on "
+            f"{wanted} ({', '.join(layouts)})"
+        )
     detected = preference.detect(mapped)
     fields = ", ".join(map(str, mapped)) if isinstance(mapped, dict) else type(mapped).__name__
     if detected == "unpaired" and not method.labelled:
-        raise DataError(f"{first.where}: train.method {method.name} needs {wanted}, but the rows hold single "
-                        f"completions labelled desirable or not (fields: {fields}): set train.method: kto to train "
-                        "on them")
+        raise DataError(
+            f"{first.where}: train.method {method.name} needs {wanted}, but the rows hold single "
+            f"completions labelled desirable or not (fields: {fields}): set train.method: kto to train "
+            "on them"
+        )
     if detected is not None:
         return detected if fmt == "auto" else fmt
     sft = formats.detect(mapped)
     what = f"conversations ({sft}), SFT data" if sft else "no preference layout"
-    raise DataError(f"{first.where}: train.method {method.name} needs {wanted}, but the rows hold {what} (fields: "
-                    f"{fields}); see docs/data-formats.md#preference-pairs for the layouts, and data.columns to name "
-                    "your fields")
+    raise DataError(
+        f"{first.where}: train.method {method.name} needs {wanted}, but the rows hold {what} (fields: "
+        f"{fields}); see docs/data-formats.md#preference-pairs for the layouts, and data.columns to name "
+        "your fields"
+    )
 
 
-def load_conversations(source, fmt: str = "auto", columns: dict | None = None, invalid_rows: str = "error",
-                       seed: int = 0, method: str = "sft") -> LoadResult:
+def load_conversations(
+    source,
+    fmt: str = "auto",
+    columns: dict | None = None,
+    invalid_rows: str = "error",
+    seed: int = 0,
+    method: str = "sft",
+) -> LoadResult:
     """Read every source, convert each record to canonical messages and check it. A bad row is an
     error naming source, row and field, or (``invalid_rows="drop"``) a counted, reported drop.
     ``method`` is ``train.method``: for dpo, kto and orpo the rows are preference pairs (kto: or labelled
@@ -227,8 +260,10 @@ def _read_row(record: object, source_fmt: str, explicit: bool, method: Method) -
     pair = preference.to_pair(record, source_fmt)
     reason = check_messages(pair["prompt"], training=False, tools=pair.get("tools"))
     if reason is None and pair["prompt"][-1]["role"] == "assistant":
-        reason = (f"prompt ends with assistant: prompt[{len(pair['prompt']) - 1}] is the assistant's; the answers "
-                  "follow a user turn or a tool result")
+        reason = (
+            f"prompt ends with assistant: prompt[{len(pair['prompt']) - 1}] is the assistant's; the answers "
+            "follow a user turn or a tool result"
+        )
     for side, conversation in zip(preference.sides(pair), preference.conversations(pair)):
         if reason is None:
             found = check_messages(conversation, tools=pair.get("tools"))
@@ -269,9 +304,18 @@ def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed
         for name, count in unused.items():
             result.unused_fields[name] = result.unused_fields.get(name, 0) + count
         result.unused_fields = dict(sorted(result.unused_fields.items(), key=lambda kv: -kv[1]))
-        result.sources.append({"source": spec, "format": source_fmt, "weight": weight, "rows": len(records),
-                               "valid": len(kept), "used": len(sampled), "unused_fields": unused,
-                               "sha256": fingerprint(spec)})
+        result.sources.append(
+            {
+                "source": spec,
+                "format": source_fmt,
+                "weight": weight,
+                "rows": len(records),
+                "valid": len(kept),
+                "used": len(sampled),
+                "unused_fields": unused,
+                "sha256": fingerprint(spec),
+            }
+        )
     if not result.rows:
         why = f": {describe_drops(result.dropped)}" if result.dropped else " (the source weights sampled none)"
         raise DataError(f"data.source: no usable conversations among {result.total} rows{why}")
@@ -283,8 +327,10 @@ def _check_optional_columns(spec: str, columns: dict, mapped: set) -> None:
     matches is a typo, not a choice."""
     for canonical in columns:
         if canonical in formats.OPTIONAL_FIELDS and canonical not in mapped:
-            raise DataError(f"data.source: {spec}: data.columns.{canonical} names the field {columns[canonical]!r}, "
-                            "which no row of this source has")
+            raise DataError(
+                f"data.source: {spec}: data.columns.{canonical} names the field {columns[canonical]!r}, "
+                "which no row of this source has"
+            )
 
 
 def fingerprint(spec: str) -> str | None:
@@ -322,8 +368,14 @@ def load_prompts(path: Path) -> list[Prompt]:
         if reason:
             raise DataError(f"{rec.where}: {reason}")
         reference = messages[-1]["content"] if messages[-1]["role"] == "assistant" else None
-        prompts.append(Prompt(messages[:-1] if reference is not None else messages, reference,
-                              tools=conversation.get("tools"), row=rec.row))
+        prompts.append(
+            Prompt(
+                messages[:-1] if reference is not None else messages,
+                reference,
+                tools=conversation.get("tools"),
+                row=rec.row,
+            )
+        )
     return prompts
 
 
@@ -336,7 +388,9 @@ def as_conversations(rows: list[dict]) -> list[dict]:
         if "prompt" not in r:
             out.append(r)
         elif preferred_answer(r) is not None:
-            out.append({"messages": r["prompt"] + [preferred_answer(r)], **({"tools": r["tools"]} if r.get("tools") else {})})
+            out.append(
+                {"messages": r["prompt"] + [preferred_answer(r)], **({"tools": r["tools"]} if r.get("tools") else {})}
+            )
     return out
 
 
@@ -365,9 +419,14 @@ def held_out_prompts(rows: list[dict], n: int | None = None) -> list[Prompt]:
         # the first trained turn: a context-only one (``train: false``) is history, not a reference
         first = next(i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True))
         calls = messages[first].get("tool_calls")  # the reference answer is (also) a tool call
-        prompts.append(Prompt(messages[:first], messages[first]["content"], tools=row.get("tools") or None,
-                              reference_calls=[{"name": c["name"], "arguments": c["arguments"]} for c in calls]
-                              if calls else None))
+        prompts.append(
+            Prompt(
+                messages[:first],
+                messages[first]["content"],
+                tools=row.get("tools") or None,
+                reference_calls=[{"name": c["name"], "arguments": c["arguments"]} for c in calls] if calls else None,
+            )
+        )
     return prompts
 
 
@@ -382,4 +441,3 @@ def split(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict]
     n_eval = min(len(rows) - 1, max(1, round(len(rows) * eval_fraction)))
     eval_idx = set(order[:n_eval])
     return [r for i, r in enumerate(rows) if i not in eval_idx], [r for i, r in enumerate(rows) if i in eval_idx]
-

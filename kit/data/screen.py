@@ -10,6 +10,7 @@
 - preference data (``chosen``/``rejected`` ...) under ``train.method: sft``: the whole source is refused,
   in one line that names ``train.method: dpo`` and the mapping that trains SFT on the preferred answers.
 """
+
 from __future__ import annotations
 
 from kit.chat.tool_data import FormatError
@@ -18,14 +19,24 @@ from kit.data.turns import UnsupportedContent
 MEDIA_FIELDS = ("images", "videos", "audios", "image", "video", "audio")
 # The preference layouts (their fields), each with how to train SFT on its preferred answers instead.
 PREFERENCE_LAYOUTS = (
-    (("conversations", "chosen", "rejected"), "data.columns: {completion: chosen} is no help here: write each row's "
-                                             "conversations followed by its chosen turn"),
-    (("prompt", "chosen", "rejected"), "data.columns: {completion: chosen} reads prompt and chosen as prompt_completion"),
+    (
+        ("conversations", "chosen", "rejected"),
+        "data.columns: {completion: chosen} is no help here: write each row's "
+        "conversations followed by its chosen turn",
+    ),
+    (
+        ("prompt", "chosen", "rejected"),
+        "data.columns: {completion: chosen} reads prompt and chosen as prompt_completion",
+    ),
     (("chosen", "rejected"), "data.columns: {messages: chosen} reads each chosen conversation as messages"),
-    (("question", "response_j", "response_k"),
-     "data.columns: {instruction: question, output: response_j} reads the question and the preferred answer as alpaca"),
-    (("input", "preferred_output", "non_preferred_output"),
-     "write each row as messages: input's messages followed by preferred_output"),
+    (
+        ("question", "response_j", "response_k"),
+        "data.columns: {instruction: question, output: response_j} reads the question and the preferred answer as alpaca",
+    ),
+    (
+        ("input", "preferred_output", "non_preferred_output"),
+        "write each row as messages: input's messages followed by preferred_output",
+    ),
 )
 
 
@@ -39,8 +50,10 @@ def preference_data(record: object) -> str | None:
         return None
     for fields, instead in PREFERENCE_LAYOUTS:
         if all(f in record for f in fields):
-            return (f"preference data (fields {', '.join(fields)}) and train.method sft: set train.method: dpo to "
-                    f"train on the pairs; or, to fine-tune on the preferred answers alone, {instead}")
+            return (
+                f"preference data (fields {', '.join(fields)}) and train.method sft: set train.method: dpo to "
+                f"train on the pairs; or, to fine-tune on the preferred answers alone, {instead}"
+            )
     return None
 
 
@@ -53,8 +66,12 @@ def check_record(record: object, labels: bool = False) -> None:
         media = record.get(name)
         if media not in (None, "", [], {}):
             count = f"{len(media)} item{'s' if len(media) != 1 else ''}" if isinstance(media, list) else "one"
-            raise FormatError(f"non-text content: {name} has {count}; the kit trains text-only models, "
-                              "so a row with images, video or audio is not used")
+            raise FormatError(
+                f"non-text content: {name} has {count}; the kit trains text-only models, "
+                "so a row with images, video or audio is not used"
+            )
     if record.get("label") is False and not labels:  # a boolean: a class-id column (0, 1, ...) is not a KTO label
-        raise UndesirableAnswer("kto label false: label is false: an undesirable answer, which SFT would teach as a "
-                                "good one; train.method: kto trains on both labels")
+        raise UndesirableAnswer(
+            "kto label false: label is false: an undesirable answer, which SFT would teach as a "
+            "good one; train.method: kto trains on both labels"
+        )

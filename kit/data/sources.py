@@ -2,6 +2,7 @@
 ``datasets.save_to_disk`` folder, globs of those, several sources with sampling weights, or a
 Hugging Face Hub dataset id. Each record keeps its origin (file, 1-based row) for error messages.
 """
+
 from __future__ import annotations
 
 import glob
@@ -21,8 +22,8 @@ class DataError(ValueError):
 
 @dataclass
 class Record:
-    source: str   # file (or dataset id) it came from
-    row: int      # 1-based: the line in JSONL, the record's position elsewhere
+    source: str  # file (or dataset id) it came from
+    row: int  # 1-based: the line in JSONL, the record's position elsewhere
     data: object
 
     @property
@@ -84,6 +85,7 @@ def _read_jsonl(path: Path, text: str) -> list[Record]:
 class UndecodedJson(str):
     """A CSV cell that starts like JSON but does not parse: kept as text (it may be text), with the
     parse error, so a layout that needed a list can say why it got a string."""
+
     json_error: str
 
 
@@ -131,8 +133,10 @@ def read_file(path: Path) -> list[Record]:
     if path.is_dir():
         return _read_saved_dataset(path)
     if path.suffix not in FILE_TYPES:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r} (use {', '.join(FILE_TYPES)} "
-                        "or a datasets.save_to_disk folder)")
+        raise DataError(
+            f"{path}: unsupported file type {path.suffix!r} (use {', '.join(FILE_TYPES)} "
+            "or a datasets.save_to_disk folder)"
+        )
     if path.suffix in (".csv", ".parquet"):
         return _read_table(path)
     try:
@@ -162,8 +166,10 @@ def _read_hub(dataset_id: str) -> list[Record]:
     try:
         ds = datasets.load_dataset(dataset_id, split="train")
     except Exception as e:  # offline: ConnectionError, OfflineModeIsEnabled, DatasetNotFoundError ...
-        raise DataError(f"data.source: {dataset_id!r} is not a local file, so it was tried as a Hugging Face Hub "
-                        f"dataset, which could not be loaded (offline?): {type(e).__name__}: {str(e)[:300]}") from None
+        raise DataError(
+            f"data.source: {dataset_id!r} is not a local file, so it was tried as a Hugging Face Hub "
+            f"dataset, which could not be loaded (offline?): {type(e).__name__}: {str(e)[:300]}"
+        ) from None
     return [Record(dataset_id, i + 1, _without_nulls(r)) for i, r in enumerate(ds)]
 
 

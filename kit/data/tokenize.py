@@ -2,6 +2,7 @@
 rows tokenized with assistant-only labels under the recipe's over-length policy (preference pairs: as
 prompt, chosen and rejected token ids; GRPO: rendered prompts). Used alike by prepare (which counts and
 reports) and training (which must see exactly the examples prepare counted)."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ from kit.recipes import Recipe
 class Tokenized:
     """Rows tokenized for training, and what became of each row (what prepare counts and reports, and
     training must see again unchanged)."""
+
     examples: list[dict]  # the trainer's examples: input_ids and labels, or a pair's / completion's ids
     kept: list[int] = field(default_factory=list)  # indices of the rows kept (whole: every example of a row)
     dropped: list[dict] = field(default_factory=list)  # {"source", "row", "reason"}, named by the origins given
@@ -45,15 +47,17 @@ def load_tokenizer(model_id: str, family):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as e:
-        raise OSError(f"model.id: could not load the tokenizer of {model_id!r} "
-                      f"(no local copy and the Hugging Face Hub is unreachable?): {e}") from None
+        raise OSError(
+            f"model.id: could not load the tokenizer of {model_id!r} "
+            f"(no local copy and the Hugging Face Hub is unreachable?): {e}"
+        ) from None
     return ensure_chat_template(tokenizer, family)
 
 
 def expand_turns(messages: list[dict]) -> list[list[dict]]:
     """One conversation per trained assistant turn, each ending at that turn (history as at
     inference); a turn marked ``train: false`` (LLaMA-Factory's loss_weight 0) is history only."""
-    return [messages[:i + 1] for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True)]
+    return [messages[: i + 1] for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True)]
 
 
 def tokenize_rows(tokenizer, family, rows: list[dict], config: Recipe, origins=None) -> Tokenized:
@@ -78,8 +82,10 @@ def _tokenize_rows(tokenizer, family, rows: list[dict], config: Recipe, origins)
     for (i, _), ex in zip(pairs, tokenize_many(tokenizer, family, [c for _, c in pairs], train_on, tools=tools)):
         reason = None
         if isinstance(ex, SupervisionError):  # the kit's bug, not the row's: fail rather than drop
-            raise DataError(f"{origins[i][0]}: row {origins[i][1]}: {ex}; this is a masking bug in the kit, "
-                            "not in your data: please report it")
+            raise DataError(
+                f"{origins[i][0]}: row {origins[i][1]}: {ex}; this is a masking bug in the kit, "
+                "not in your data: please report it"
+            )
         if isinstance(ex, MaskError):
             reason = f"mask: {ex}"
         elif all(label == IGNORE_INDEX for label in ex["labels"]):  # data.train_on picked only loss_weight-0 turns
@@ -116,19 +122,23 @@ def _split_pair(chosen: dict, rejected: dict) -> tuple[list[int], list[int], lis
     start = min(first)
     if chosen["input_ids"][:start] != rejected["input_ids"][:start]:
         return None
-    return (chosen["input_ids"][:start], chosen["input_ids"][start:last[0] + 1],
-            rejected["input_ids"][start:last[1] + 1])
+    return (
+        chosen["input_ids"][:start],
+        chosen["input_ids"][start : last[0] + 1],
+        rejected["input_ids"][start : last[1] + 1],
+    )
 
 
 def _split_one(ex: dict) -> tuple[list[int], list[int]]:
     """One tokenized labelled completion split into (prompt, completion): the completion runs from its
     first trained token to its last, as each side of a pair (``_split_pair``)."""
     trained = [k for k, label in enumerate(ex["labels"]) if label != IGNORE_INDEX]
-    return ex["input_ids"][:trained[0]], ex["input_ids"][trained[0]:trained[-1] + 1]
+    return ex["input_ids"][: trained[0]], ex["input_ids"][trained[0] : trained[-1] + 1]
 
 
-def tokenize_pairs(tokenizer, family, pairs: list[dict], config: Recipe, origins=None,
-                   unpair: bool = False) -> Tokenized:
+def tokenize_pairs(
+    tokenizer, family, pairs: list[dict], config: Recipe, origins=None, unpair: bool = False
+) -> Tokenized:
     """Preference rows (``kit.data.preference``) as TRL's preference trainers take them tokenized: a pair
     as ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` (DPOTrainer; ORPO's columns are made from these);
     a labelled completion as ``prompt_ids``, ``completion_ids``, ``label`` (KTOTrainer), and with
@@ -139,8 +149,9 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], config: Recipe, origins
     dropped or, under ``data.overlength: truncate``, its answers cut."""
     convs = [(i, c) for i, row in enumerate(pairs) for c in conversations(row)]
     with gc_paused():
-        tokenized = tokenize_many(tokenizer, family, [c for _, c in convs], "last_assistant",
-                                  tools=[pairs[i].get("tools") for i, _ in convs])
+        tokenized = tokenize_many(
+            tokenizer, family, [c for _, c in convs], "last_assistant", tools=[pairs[i].get("tools") for i, _ in convs]
+        )
     by_row = [[] for _ in pairs]
     for (i, _), ex in zip(convs, tokenized):
         by_row[i].append(ex)
@@ -151,8 +162,10 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], config: Recipe, origins
         reason = None
         for side, ex in zip(sides(row), answers):
             if isinstance(ex, SupervisionError):
-                raise DataError(f"{origins[i][0]}: row {origins[i][1]}: {side}: {ex}; this is a masking bug in the "
-                                "kit, not in your data: please report it")
+                raise DataError(
+                    f"{origins[i][0]}: row {origins[i][1]}: {side}: {ex}; this is a masking bug in the "
+                    "kit, not in your data: please report it"
+                )
             if isinstance(ex, MaskError):
                 reason = reason or f"mask: {side}: {ex}"
         if reason is None:
@@ -160,21 +173,25 @@ def tokenize_pairs(tokenizer, family, pairs: list[dict], config: Recipe, origins
             prompt, ids = (split[0], list(split[1:])) if split else ([], [])
             length = len(prompt) + max(map(len, ids), default=0)
             if split is None:
-                reason = ("different prompts: the template renders the prompt differently before chosen and before "
-                          "rejected")
+                reason = (
+                    "different prompts: the template renders the prompt differently before chosen and before rejected"
+                )
             elif length > max_len and (overlength == "drop" or len(prompt) >= max_len):
-                reason = (f"over max_seq_length: {length} > {max_len} tokens"
-                          + (" (the prompt alone fills it)" if overlength == "truncate" else ""))
+                reason = f"over max_seq_length: {length} > {max_len} tokens" + (
+                    " (the prompt alone fills it)" if overlength == "truncate" else ""
+                )
             elif length > max_len:
-                ids, truncated = [answer[:max_len - len(prompt)] for answer in ids], truncated + 1
+                ids, truncated = [answer[: max_len - len(prompt)] for answer in ids], truncated + 1
         if reason:
             dropped.append({"source": origins[i][0], "row": origins[i][1], "reason": reason})
             continue
         if len(ids) == 1:
             examples.append({"prompt_ids": prompt, "completion_ids": ids[0], "label": row["label"]})
         elif unpair:
-            examples += [{"prompt_ids": prompt, "completion_ids": answer, "label": label}
-                         for answer, label in zip(ids, (True, False))]
+            examples += [
+                {"prompt_ids": prompt, "completion_ids": answer, "label": label}
+                for answer, label in zip(ids, (True, False))
+            ]
         else:
             examples.append({"prompt_ids": prompt, "chosen_ids": ids[0], "rejected_ids": ids[1]})
         kept.append(i)
@@ -186,6 +203,11 @@ def grpo_rows(tokenizer, family, rows: list[dict], config: Recipe) -> list[dict]
     sees it at inference (the family's template, the row's tools, ``eval.thinking``), with that answer
     as ``answer`` (what ``exact_answer`` compares with) and the row's ``tools`` as JSON text (Arrow
     holds one schema per column; ``kit.rewards`` gives reward functions lists)."""
-    return [{"prompt": generation_prompt(tokenizer, family, p.messages, p.tools, config.eval.thinking),
-             "answer": p.reference, "tools": json.dumps(p.tools) if p.tools else None}
-            for p in held_out_prompts(rows)]
+    return [
+        {
+            "prompt": generation_prompt(tokenizer, family, p.messages, p.tools, config.eval.thinking),
+            "answer": p.reference,
+            "tools": json.dumps(p.tools) if p.tools else None,
+        }
+        for p in held_out_prompts(rows)
+    ]

@@ -12,6 +12,7 @@ Each reader returns ``(messages, tools)``; a bad row raises ``FormatError`` nami
 Hermes data writes its JSON as Python literals at times (``{'name': 'f', 'arguments': {...}}``):
 a block that is not JSON is read as a Python literal before it is refused.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,6 +47,7 @@ def _parse(text: str, where: str, key: str):
 
 # -- Hermes -----------------------------------------------------------------------------------
 
+
 def hermes_calls(value: str, where: str) -> tuple[str, list[dict]]:
     """A gpt turn's text and its ``<tool_call>`` blocks (several: parallel calls)."""
     blocks = list(TOOL_CALL.finditer(value))
@@ -56,11 +58,13 @@ def hermes_calls(value: str, where: str) -> tuple[str, list[dict]]:
         at = f"{where}: <tool_call> block {k}"
         call = _parse(block.group(1).strip(), at, "bad tool call")
         if not isinstance(call, dict):
-            raise FormatError(f"bad tool call: {at} is {type(call).__name__}, expected an object with name and arguments")
+            raise FormatError(
+                f"bad tool call: {at} is {type(call).__name__}, expected an object with name and arguments"
+            )
         if "arguments" not in call and "parameters" in call:  # Llama's spelling
             call = {**call, "arguments": call["parameters"]}
         calls.append(read_call(call, at))
-        pieces.append(value[start:block.start()])
+        pieces.append(value[start : block.start()])
         start = block.end()
     pieces.append(value[start:])
     return "\n".join(p.strip() for p in pieces if p.strip()), calls
@@ -112,7 +116,7 @@ def hermes_tools(text, where: str) -> tuple[object, list | None]:
                 raise
             found = [_parse(line, f"{where}: <tools> block, line {n}", "bad tools") for n, line in enumerate(lines, 1)]
         items += found if isinstance(found, list) else [found]
-        kept.append(text[start:block.start()])
+        kept.append(text[start : block.start()])
         start = block.end()
     kept.append(text[start:])
     return "\n".join(p.strip() for p in kept if p.strip()), read_tools(items, f"{where}: <tools>") or None
@@ -127,6 +131,7 @@ def one_tools(found: list | None, record: dict, where: str) -> list | None:
 
 # -- OpenAI legacy functions ------------------------------------------------------------------
 
+
 def openai_functions(record: dict) -> tuple[list[dict], list | None]:
     messages = from_messages(record["messages"], "messages", legacy_functions=True)
     functions = record.get("functions")
@@ -139,6 +144,7 @@ def openai_functions(record: dict) -> tuple[list[dict], list | None]:
 
 # -- xLAM -------------------------------------------------------------------------------------
 
+
 def xlam(record: dict) -> tuple[list[dict], list | None]:
     query = record["query"]
     if not isinstance(query, str):
@@ -147,16 +153,23 @@ def xlam(record: dict) -> tuple[list[dict], list | None]:
     if not answers:
         raise FormatError("bad tool call: answers is empty, expected the calls that answer the query")
     calls = [read_call(answer, f"answers[{j}]") for j, answer in enumerate(answers)]
-    return [message("user", query, where="query"), message("assistant", "", calls=calls)], read_tools(record.get("tools"))
+    return [message("user", query, where="query"), message("assistant", "", calls=calls)], read_tools(
+        record.get("tools")
+    )
 
 
 # -- LLaMA-Factory ----------------------------------------------------------------------------
 
+
 def _weight(m: dict, where: str):
     weight = m.get("loss_weight")
-    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1):
-        raise FormatError(f"bad loss_weight: {where}.loss_weight is {weight!r}, expected a number from 0 to 1 "
-                          "(0: the turn is not trained)")
+    if weight is not None and (
+        isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1
+    ):
+        raise FormatError(
+            f"bad loss_weight: {where}.loss_weight is {weight!r}, expected a number from 0 to 1 "
+            "(0: the turn is not trained)"
+        )
     return weight
 
 
@@ -176,8 +189,10 @@ def _parts(content, where: str) -> tuple[object, list[str], list[dict], object]:
         if part_type in MEDIA_PARTS:
             raise UnsupportedContent(f"non-text content: {at} is {part_type}")
         if part_type not in PART_TYPES:
-            raise FormatError(f"bad content: {at}.type is {part_type!r}, a part type the kit does not know "
-                              f"(expected one of {', '.join(PART_TYPES)})")
+            raise FormatError(
+                f"bad content: {at}.type is {part_type!r}, a part type the kit does not know "
+                f"(expected one of {', '.join(PART_TYPES)})"
+            )
         if part_type in ("text", "reasoning"):
             if not isinstance(value, str):
                 raise FormatError(f"bad content: {at}.value is {kind(value)}, expected a string")
@@ -204,10 +219,14 @@ def llamafactory(record: dict) -> tuple[list[dict], list | None]:
         role, weight = m.get("role"), _weight(m, where)
         text, reasoning, calls, tools = _parts(m.get("content"), f"{where}.content")
         if calls and role != "assistant":
-            raise FormatError(f"bad tool call: {where}.content has a tool call on a {role} turn; only assistant turns call tools")
+            raise FormatError(
+                f"bad tool call: {where}.content has a tool call on a {role} turn; only assistant turns call tools"
+            )
         if tools is not None:
             if part_tools is not None or not _empty(record.get("tools")):
-                raise FormatError(f"bad tools: {where}.content has a tools part and the row's tools are given too; keep one")
+                raise FormatError(
+                    f"bad tools: {where}.content has a tools part and the row's tools are given too; keep one"
+                )
             part_tools = read_tools(tools, f"{where}.content tools") or []
         out.append(message(role, text, "".join(reasoning), f"{where}.content", calls, m))
         if role == "assistant" and weight == 0:

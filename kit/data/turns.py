@@ -5,6 +5,7 @@ A message is ``{"role", "content": str}``; an assistant turn may carry ``reasoni
 and ``train: false`` (context only: never trained, e.g. LLaMA-Factory's ``loss_weight: 0``); a tool
 result carries ``name`` and ``tool_call_id``? (shapes in ``kit.chat.tool_data``).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ def split_inline_reasoning(content):
     """A leading <think>…</think> in an assistant's content becomes its reasoning."""
     if isinstance(content, str) and content.lstrip().startswith(THINK_OPEN) and THINK_CLOSE in content:
         head, _, answer = content.partition(THINK_CLOSE)
-        return head.lstrip()[len(THINK_OPEN):].strip(), answer.lstrip("\n")
+        return head.lstrip()[len(THINK_OPEN) :].strip(), answer.lstrip("\n")
     return None, content
 
 
@@ -91,7 +92,9 @@ def from_messages(items, where: str, legacy_functions: bool = False) -> list[dic
             if m.get("function_call") is not None:
                 calls.append(read_call(m["function_call"], f"{where}[{i}].function_call"))
         if calls and role != "assistant":
-            raise FormatError(f"bad tool call: {where}[{i}].{'tool_calls' if m.get('tool_calls') else 'function_call'} "
-                              f"is on a {role} turn; only assistant turns call tools")
+            raise FormatError(
+                f"bad tool call: {where}[{i}].{'tool_calls' if m.get('tool_calls') else 'function_call'} "
+                f"is on a {role} turn; only assistant turns call tools"
+            )
         out.append(message(role, m.get("content"), reasoning, f"{where}[{i}].content", calls, m))
     return out

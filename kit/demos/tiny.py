@@ -5,6 +5,7 @@ llama-cpp-python sdist), plus ``<think>``/``</think>`` as Qwen3 adds them and Qw
 template as TRL ships it. The model is randomly initialised: small enough to train on a CPU in
 seconds, real enough that Unsloth, TRL and llama.cpp treat it like a Qwen3 checkpoint.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,13 +42,26 @@ def vocab_tokenizer(vocab: str):
 _FAMILY_STAND_INS = {
     "qwen2.5": ("qwen2", [], {"eos_token": "<|im_end|>"}),
     "llama-3.1": ("llama-bpe", [], {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}),
-    "gemma-3": ("qwen2", ["<bos>", "<start_of_turn>", "<end_of_turn>"], {"bos_token": "<bos>", "eos_token": "<end_of_turn>"}),
-    "gpt-oss": ("qwen2", ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>"],
-                {"eos_token": "<|return|>"}),
-    "deepseek-r1-distill": ("qwen2", ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"],
-                            {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}),
-    "glm-4": ("qwen2", ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"],
-              {"eos_token": "<|endoftext|>"}),
+    "gemma-3": (
+        "qwen2",
+        ["<bos>", "<start_of_turn>", "<end_of_turn>"],
+        {"bos_token": "<bos>", "eos_token": "<end_of_turn>"},
+    ),
+    "gpt-oss": (
+        "qwen2",
+        ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>"],
+        {"eos_token": "<|return|>"},
+    ),
+    "deepseek-r1-distill": (
+        "qwen2",
+        ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"],
+        {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"},
+    ),
+    "glm-4": (
+        "qwen2",
+        ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"],
+        {"eos_token": "<|endoftext|>"},
+    ),
 }
 
 
@@ -69,8 +83,9 @@ def family_tokenizer(family: str):
     vocab, special, attributes = _FAMILY_STAND_INS[family]
     tokenizer = vocab_tokenizer(vocab)
     if special:
-        tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(t, special=True, normalized=False)
-                                                                    for t in special]})
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": [AddedToken(t, special=True, normalized=False) for t in special]}
+        )
     for key, value in attributes.items():
         setattr(tokenizer, key, value)
     tokenizer.chat_template = official_template(FAMILIES[family])
@@ -84,8 +99,12 @@ def build_tokenizer(out_dir: Path):
 
     tok = vocab_tokenizer("qwen2")
     # Qwen3 has <think>/</think> as added, non-special tokens (they survive skip_special_tokens).
-    tok.add_tokens([AddedToken("<think>", special=False, normalized=False),
-                    AddedToken("</think>", special=False, normalized=False)])
+    tok.add_tokens(
+        [
+            AddedToken("<think>", special=False, normalized=False),
+            AddedToken("</think>", special=False, normalized=False),
+        ]
+    )
     tok.chat_template = official_template(FAMILIES["qwen3"])
     tok.eos_token = "<|im_end|>"
     tok.pad_token = "<|endoftext|>"
@@ -130,4 +149,3 @@ def ensure_tiny_model(rebuild: bool = False) -> Path:
     build_cached_dir(final, lambda tmp: build_model(tmp, build_tokenizer(tmp)))
     print(f"Tiny model ready: {final}", flush=True)
     return final
-

@@ -4,6 +4,7 @@ preference run also the reward accuracy and margin on held-out pairs, and (kto) 
 log-probabilities of held-out completions labelled desirable and undesirable (the SFT metrics then read
 the chosen, or desirable, answer as the reference); for a GRPO run the mean reward of the answers to
 the held-out prompts (``train.grpo.rewards``)."""
+
 from __future__ import annotations
 
 import json
@@ -36,6 +37,7 @@ MANIFEST_SCORES = ("eval_loss", "behavior", "rouge_l", "facts", "tool_calls", "p
 class EvalReport:
     """Base vs tuned on the held-out split; written once, as report.json, whose keys are these fields
     (a run evaluated by an earlier version reads back with ``from_dict``)."""
+
     method: str  # train.method
     base: dict  # the base model's scores: eval_loss, perplexity, answer metrics, generation speed, and
     tuned: dict  # (where they apply) facts, tool_calls, preference, labelled, rewards
@@ -65,6 +67,7 @@ class EvalReport:
     def manifest_summary(self) -> dict:
         """What manifest.json records of the evaluation: each model's headline scores (a preference
         result without its per-pair margins)."""
+
         def headline(scores: dict) -> dict:
             out = {k: scores[k] for k in MANIFEST_SCORES if k in scores}
             if "preference" in out:
@@ -86,16 +89,19 @@ def load(run: Run, config: Recipe, checkpoint: str = "final"):
 
 def score(answers, references: list[str], behavior, family, thinking: bool = False, facts: list[str] = ()) -> dict:
     texts = [a.text for a in answers]
-    out = {"exact_match": metrics.exact_match(texts, references),
-           "bleu": metrics.bleu(texts, references),
-           "rouge_l": metrics.rouge_l(texts, references),
-           "mean_answer_tokens": sum(a.tokens for a in answers) / len(answers),
-           "behavior": sum(metrics.shows_behavior(t, behavior) for t in texts) / len(texts)}
+    out = {
+        "exact_match": metrics.exact_match(texts, references),
+        "bleu": metrics.bleu(texts, references),
+        "rouge_l": metrics.rouge_l(texts, references),
+        "mean_answer_tokens": sum(a.tokens for a in answers) / len(answers),
+        "behavior": sum(metrics.shows_behavior(t, behavior) for t in texts) / len(texts),
+    }
     if facts:
         out["facts"] = metrics.facts_stated(texts, references, list(facts))
     if thinking:
-        out["reasoning_well_formed"] = sum(metrics.reasoning_well_formed(a.raw, *family.reasoning_tags)
-                                           for a in answers) / len(answers)
+        out["reasoning_well_formed"] = sum(
+            metrics.reasoning_well_formed(a.raw, *family.reasoning_tags) for a in answers
+        ) / len(answers)
     return out
 
 
@@ -111,9 +117,14 @@ def thinking_on(family, thinking: bool | None) -> bool:
 def _generation_options(config: Recipe, progress) -> dict:
     ev = config.eval
     # batch_size None: generate() sizes batches from free memory (inference.batch_size_for)
-    return {"max_new_tokens": ev.max_new_tokens, "batch_size": ev.batch_size,
-            "sampling": ev.decoding == "recommended", "thinking": ev.thinking,
-            "seed": config.train.seed, "progress": progress}
+    return {
+        "max_new_tokens": ev.max_new_tokens,
+        "batch_size": ev.batch_size,
+        "sampling": ev.decoding == "recommended",
+        "thinking": ev.thinking,
+        "seed": config.train.seed,
+        "progress": progress,
+    }
 
 
 def evaluate(run: Run, config: Recipe, model, tokenizer, checkpoint: Checkpoint, progress=None) -> EvalReport:
@@ -133,11 +144,16 @@ def evaluate(run: Run, config: Recipe, model, tokenizer, checkpoint: Checkpoint,
 
     def measure(label: str) -> tuple[dict, list]:
         loss = token_loss(model, tokenizer, family, rows, config.data.train_on)
-        answers, speed = generate(model, tokenizer, family, [p.messages for p in prompts], **options,
-                                  tools=[p.tools for p in prompts])
-        result = {"checkpoint": label, "eval_loss": loss, "perplexity": math.exp(loss),
-                  **score(answers, references, ev.behavior, family, thinking_on(family, ev.thinking), ev.facts),
-                  "generation": speed}
+        answers, speed = generate(
+            model, tokenizer, family, [p.messages for p in prompts], **options, tools=[p.tools for p in prompts]
+        )
+        result = {
+            "checkpoint": label,
+            "eval_loss": loss,
+            "perplexity": math.exp(loss),
+            **score(answers, references, ev.behavior, family, thinking_on(family, ev.thinking), ev.facts),
+            "generation": speed,
+        }
         calls = tool_scores(answers, prompts)
         if calls["rows"]:
             result["tool_calls"] = calls
@@ -161,17 +177,30 @@ def evaluate(run: Run, config: Recipe, model, tokenizer, checkpoint: Checkpoint,
         decoding=ev.decoding,
         behavior_description=ev.behavior.description,
         eval_rows=len(rows),
-        examples=[{"prompt": p.messages[-1]["content"], "reference": p.reference, "base": b.text,
-                   "tuned": t.text, "base_reasoning": b.reasoning, "tuned_reasoning": t.reasoning,
-                   **({"reference_calls": p.reference_calls, "base_calls": b.calls, "tuned_calls": t.calls}
-                      if p.reference_calls else {})}
-                  for p, b, t in zip(prompts, base_answers, tuned_answers)],
+        examples=[
+            {
+                "prompt": p.messages[-1]["content"],
+                "reference": p.reference,
+                "base": b.text,
+                "tuned": t.text,
+                "base_reasoning": b.reasoning,
+                "tuned_reasoning": t.reasoning,
+                **(
+                    {"reference_calls": p.reference_calls, "base_calls": b.calls, "tuned_calls": t.calls}
+                    if p.reference_calls
+                    else {}
+                ),
+            }
+            for p, b, t in zip(prompts, base_answers, tuned_answers)
+        ],
     )
     import matplotlib.pyplot as plt
 
     # Everything is computed before anything is written; an earlier report is kept, not overwritten.
     markdown = report_markdown(run, report)
-    figures = [plot_losses(run), plot_metrics(run, report.results)] + ([plot_margins(run, report.results)] if pairs else [])
+    figures = [plot_losses(run), plot_metrics(run, report.results)] + (
+        [plot_margins(run, report.results)] if pairs else []
+    )
     for figure in figures:  # saved as PNG for report.md
         plt.close(figure)  # the notebook shows them where it wants them
     for name in ("report.json", "report.md"):
@@ -227,8 +256,9 @@ def check_predict_file(source: str | None) -> None:
         load_prompts(Path(source))
 
 
-def predict(run: Run, config: Recipe, model, tokenizer, checkpoint: Checkpoint, source: str | None = None,
-            progress=None) -> Path:
+def predict(
+    run: Run, config: Recipe, model, tokenizer, checkpoint: Checkpoint, source: str | None = None, progress=None
+) -> Path:
     """Answers to every conversation of ``source`` (JSONL/JSON of messages; default: the eval split)
     → ``predictions/<source>.<checkpoint>.jsonl`` in the run, answer and reasoning separated."""
     family = family_for(config)
@@ -238,21 +268,42 @@ def predict(run: Run, config: Recipe, model, tokenizer, checkpoint: Checkpoint, 
         rows = read_jsonl(run.data_dir / "eval.jsonl")  # a row gives one prompt, or none (undesirable completions)
         prompts = [replace(p, row=i + 1) for i, row in enumerate(rows) for p in held_out_prompts([row])]
         stem = "eval"
-    answers, speed = generate(model, tokenizer, family, [p.messages for p in prompts],
-                              **_generation_options(config, progress), tools=[p.tools for p in prompts])
+    answers, speed = generate(
+        model,
+        tokenizer,
+        family,
+        [p.messages for p in prompts],
+        **_generation_options(config, progress),
+        tools=[p.tools for p in prompts],
+    )
     out = run.path / "predictions" / f"{stem}.{checkpoint.name}.jsonl"
     out.parent.mkdir(exist_ok=True)
     kept = keep_replaced(out)
     if kept:
         print(f"{out} existed (same input and checkpoint); kept as {kept.name}")
-    write_text_atomic(out, "".join(
-        json.dumps({"row": p.row, "messages": p.messages, "answer": a.text, "reasoning": a.reasoning,
-                    "reference": p.reference, "tokens": a.tokens,
-                    **({"calls": a.calls, "invalid_calls": a.invalid_calls} if a.calls or a.invalid_calls else {})},
-                   ensure_ascii=False) + "\n"
-        for p, a in zip(prompts, answers)))
-    print(f"{len(answers)} predictions → {out} ({speed['tokens']} tokens in {speed['seconds']} s: "
-          f"{speed['tokens_per_s']} tokens/s, batches of {speed['batch_size']})")
+    write_text_atomic(
+        out,
+        "".join(
+            json.dumps(
+                {
+                    "row": p.row,
+                    "messages": p.messages,
+                    "answer": a.text,
+                    "reasoning": a.reasoning,
+                    "reference": p.reference,
+                    "tokens": a.tokens,
+                    **({"calls": a.calls, "invalid_calls": a.invalid_calls} if a.calls or a.invalid_calls else {}),
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for p, a in zip(prompts, answers)
+        ),
+    )
+    print(
+        f"{len(answers)} predictions → {out} ({speed['tokens']} tokens in {speed['seconds']} s: "
+        f"{speed['tokens_per_s']} tokens/s, batches of {speed['batch_size']})"
+    )
     return out
 
 
@@ -266,44 +317,82 @@ def _number(value: float | None) -> str:
 
 def report_markdown(run: Run, report: EvalReport) -> str:
     b, t = report.base, report.tuned
-    rows = [("eval loss (assistant tokens)", "eval_loss", "{:.4f}"), ("perplexity", "perplexity", "{:.2f}"),
-            ("behaviour", "behavior", "{:.0%}"), ("exact match", "exact_match", "{:.0%}"), ("BLEU", "bleu", "{:.1f}"),
-            ("ROUGE-L", "rouge_l", "{:.3f}"), ("mean answer tokens", "mean_answer_tokens", "{:.1f}")]
+    rows = [
+        ("eval loss (assistant tokens)", "eval_loss", "{:.4f}"),
+        ("perplexity", "perplexity", "{:.2f}"),
+        ("behaviour", "behavior", "{:.0%}"),
+        ("exact match", "exact_match", "{:.0%}"),
+        ("BLEU", "bleu", "{:.1f}"),
+        ("ROUGE-L", "rouge_l", "{:.3f}"),
+        ("mean answer tokens", "mean_answer_tokens", "{:.1f}"),
+    ]
     if "reasoning_well_formed" in t:
         rows.append(("well-formed reasoning", "reasoning_well_formed", "{:.0%}"))
     ck = report.checkpoint
-    lines = [f"# Evaluation: {run.recipe_name} / {run.path.name}", "",
-             f"Tuned model: `{ck['name']}` (step {ck['step']}). Held-out conversations: {report.eval_rows}; "
-             f"answers decoded {report.decoding}. Behaviour: {report.behavior_description}.", "",
-             "| | base | tuned |", "|---|---|---|"]
+    lines = [
+        f"# Evaluation: {run.recipe_name} / {run.path.name}",
+        "",
+        f"Tuned model: `{ck['name']}` (step {ck['step']}). Held-out conversations: {report.eval_rows}; "
+        f"answers decoded {report.decoding}. Behaviour: {report.behavior_description}.",
+        "",
+        "| | base | tuned |",
+        "|---|---|---|",
+    ]
     note = model_note(report.model_id)
     if note:
         lines[4:4] = [f"> **Note.** {note}", ""]
     if "preference" in t:  # before the SFT metrics: what preference training is judged by
-        lines += [f"| reward accuracy ({t['preference']['pairs']} held-out pairs) | {b['preference']['accuracy']:.0%} | "
-                  f"{t['preference']['accuracy']:.0%} |",
-                  f"| mean margin, log p(chosen) - log p(rejected) | {b['preference']['margin']:.2f} | "
-                  f"{t['preference']['margin']:.2f} |"]
+        lines += [
+            f"| reward accuracy ({t['preference']['pairs']} held-out pairs) | {b['preference']['accuracy']:.0%} | "
+            f"{t['preference']['accuracy']:.0%} |",
+            f"| mean margin, log p(chosen) - log p(rejected) | {b['preference']['margin']:.2f} | "
+            f"{t['preference']['margin']:.2f} |",
+        ]
     if "rewards" in t:  # GRPO: what it trained for, on held-out prompts
-        lines.append(f"| mean reward ({t['rewards']['prompts']} held-out prompts) | {b['rewards']['mean']:.3f} | "
-                     f"{t['rewards']['mean']:.3f} |")
-        lines += [f"| reward: {fb['function']} (weight {fb['weight']:g}) | {_number(fb['mean'])} | {_number(ft['mean'])} |"
-                  for fb, ft in zip(b["rewards"]["by_function"], t["rewards"]["by_function"])]
+        lines.append(
+            f"| mean reward ({t['rewards']['prompts']} held-out prompts) | {b['rewards']['mean']:.3f} | "
+            f"{t['rewards']['mean']:.3f} |"
+        )
+        lines += [
+            f"| reward: {fb['function']} (weight {fb['weight']:g}) | {_number(fb['mean'])} | {_number(ft['mean'])} |"
+            for fb, ft in zip(b["rewards"]["by_function"], t["rewards"]["by_function"])
+        ]
     if "labelled" in t and t["labelled"]["margin"] is not None:
-        lines.append(f"| mean log p(desirable) - log p(undesirable) ({t['labelled']['completions']} held-out completions) | "
-                     f"{b['labelled']['margin']:.2f} | {t['labelled']['margin']:.2f} |")
+        lines.append(
+            f"| mean log p(desirable) - log p(undesirable) ({t['labelled']['completions']} held-out completions) | "
+            f"{b['labelled']['margin']:.2f} | {t['labelled']['margin']:.2f} |"
+        )
     lines += [f"| {label} | {fmt.format(b[key])} | {fmt.format(t[key])} |" for label, key, fmt in rows]
     if t.get("facts", {}).get("rows"):
-        lines.append(f"| facts stated ({t['facts']['rows']} prompts) | {b['facts']['stated']:.0%} | {t['facts']['stated']:.0%} |")
+        lines.append(
+            f"| facts stated ({t['facts']['rows']} prompts) | {b['facts']['stated']:.0%} | {t['facts']['stated']:.0%} |"
+        )
     if "tool_calls" in t:
-        lines += [f"| tool calls: {label} ({t['tool_calls']['rows']} prompts) | {b['tool_calls'][key]:.0%} | "
-                  f"{t['tool_calls'][key]:.0%} |" for label, key in
-                  (("valid call", "valid_call"), ("right function", "right_name"), ("exact arguments", "exact_arguments"))]
-    lines += [f"| generation tokens/s | {b['generation']['tokens_per_s']} | {t['generation']['tokens_per_s']} |", "",
-              "![base vs tuned](metrics.png)", "", "![loss curves](loss.png)", "",
-              *(["![preference margins](margins.png)", ""] if "preference" in t else []),
-              "## Answers to held-out prompts", "", "| prompt | base | tuned | reference |", "|---|---|---|---|"]
-    lines += [f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['tuned'])} | "
-              f"{_cell(' '.join(filter(None, [e['reference'], render_calls_for_display(e.get('reference_calls', []))])))} |"
-              for e in report.examples]
+        lines += [
+            f"| tool calls: {label} ({t['tool_calls']['rows']} prompts) | {b['tool_calls'][key]:.0%} | "
+            f"{t['tool_calls'][key]:.0%} |"
+            for label, key in (
+                ("valid call", "valid_call"),
+                ("right function", "right_name"),
+                ("exact arguments", "exact_arguments"),
+            )
+        ]
+    lines += [
+        f"| generation tokens/s | {b['generation']['tokens_per_s']} | {t['generation']['tokens_per_s']} |",
+        "",
+        "![base vs tuned](metrics.png)",
+        "",
+        "![loss curves](loss.png)",
+        "",
+        *(["![preference margins](margins.png)", ""] if "preference" in t else []),
+        "## Answers to held-out prompts",
+        "",
+        "| prompt | base | tuned | reference |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {_cell(e['prompt'])} | {_cell(e['base'])} | {_cell(e['tuned'])} | "
+        f"{_cell(' '.join(filter(None, [e['reference'], render_calls_for_display(e.get('reference_calls', []))])))} |"
+        for e in report.examples
+    ]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """The merge's base model: where the recipe's base checkpoint is, its config, whether the run's
 adapter was trained on it, and base + adapter loaded through Unsloth."""
+
 from __future__ import annotations
 
 import json

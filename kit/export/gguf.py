@@ -4,6 +4,7 @@ sdist, its quantizer and runtime from the llama-cpp-python package (``pip instal
 f16 / bf16 / q8_0 come straight from the converter; q4_k_m / q5_k_m are quantized from the f16 file
 with llama.cpp's own ``llama_model_quantize``. Files are written under a temporary name and renamed.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -46,8 +47,15 @@ def convert(merged_dir: Path, out: Path, outtype: str) -> Path:
     from kit.llama_cpp_source import converter_tree
 
     tmp = _tmp(out)
-    cmd = [sys.executable, str(converter_tree() / "convert_hf_to_gguf.py"), str(merged_dir),
-           "--outfile", str(tmp), "--outtype", outtype]
+    cmd = [
+        sys.executable,
+        str(converter_tree() / "convert_hf_to_gguf.py"),
+        str(merged_dir),
+        "--outfile",
+        str(tmp),
+        "--outtype",
+        outtype,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         tmp.unlink(missing_ok=True)
@@ -98,8 +106,9 @@ def describe(path: Path) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def verify(path: Path, tokenizer, family, prompts: list[str], reference_ids: list[list[int]] | None, behavior_fn,
-           n_tokens: int) -> dict:
+def verify(
+    path: Path, tokenizer, family, prompts: list[str], reference_ids: list[list[int]] | None, behavior_fn, n_tokens: int
+) -> dict:
     """Load the GGUF in llama.cpp: does it tokenize the prompts like ``tokenizer``, and do its first
     ``n_tokens`` greedy tokens equal ``reference_ids`` (the HF model's, ending where it stopped;
     None: not compared, when the merged model did not fit in memory)? Also the share of answers
@@ -156,11 +165,13 @@ def why_answers_differ(kind: str, g: dict, prompts: int, model_id: str) -> str:
     the teacher-forced check measured (``_decision_gaps``)."""
     from kit.models import PROVENANCE
 
-    text = (f"{prompts - g['greedy_equal_prompts']} of {prompts} greedy answers differ from the merged model's. "
-            f"{kind} keeps about {BITS_PER_WEIGHT.get(kind, 'fewer')} bits a weight, so where the merged model's "
-            f"best two tokens nearly tie, llama.cpp may take the other and continue differently from there: "
-            f"{g['greedy_decisions_equal']} of its {g['greedy_decisions']} tokens are the merged model's own greedy "
-            f"choice, and every other one is within {g['max_logit_gap']} of the merged model's best logit.")
+    text = (
+        f"{prompts - g['greedy_equal_prompts']} of {prompts} greedy answers differ from the merged model's. "
+        f"{kind} keeps about {BITS_PER_WEIGHT.get(kind, 'fewer')} bits a weight, so where the merged model's "
+        f"best two tokens nearly tie, llama.cpp may take the other and continue differently from there: "
+        f"{g['greedy_decisions_equal']} of its {g['greedy_decisions']} tokens are the merged model's own greedy "
+        f"choice, and every other one is within {g['max_logit_gap']} of the merged model's best logit."
+    )
     if model_id in PROVENANCE:
         text += f" The base model ({model_id}): {PROVENANCE[model_id]}."
     return text

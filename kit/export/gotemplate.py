@@ -13,6 +13,7 @@ Values are Python data: dicts are Go maps (a missing key is the zero value, as w
 ``missingkey=zero``), ``Struct`` instances are Go structs (an unknown field is an error), and an
 object with ``go_string()`` prints as that (Go's ``String()`` method).
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,13 @@ class Struct:
 def go_json(value) -> str:
     """Go's ``json.Marshal``: compact, ``<``, ``>`` and ``&`` escaped (HTML-safe), as Ollama's ``json``."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escape in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escape)
     return text
 
@@ -91,10 +98,18 @@ def _slice(value, start=0, stop=None):
 
 
 FUNCTIONS = {
-    "eq": _eq, "ne": lambda a, b: a != b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "not": lambda a: not truthy(a),
-    "len": len, "index": lambda v, *keys: _index(v, keys), "slice": _slice,
-    "print": lambda *args: "".join(printed(a) for a in args), "json": lambda v: go_json(_plain(v)),
+    "eq": _eq,
+    "ne": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+    "not": lambda a: not truthy(a),
+    "len": len,
+    "index": lambda v, *keys: _index(v, keys),
+    "slice": _slice,
+    "print": lambda *args: "".join(printed(a) for a in args),
+    "json": lambda v: go_json(_plain(v)),
 }
 
 
@@ -113,7 +128,7 @@ def _pieces(template: str) -> list[tuple[str, str]]:
     """[("text", …) | ("action", …)], with the ``-`` trim markers applied to the text around them."""
     out, pos = [], 0
     for m in _ACTION.finditer(template):
-        text = template[pos:m.start()]
+        text = template[pos : m.start()]
         if m.group(1):
             text = text.rstrip(" \t\r\n")
         out.append(["text", text])
@@ -135,9 +150,11 @@ def _pieces(template: str) -> list[tuple[str, str]]:
     return [p for p in pieces if p != ("text", "")]
 
 
-_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<raw>`[^`]*`)|(?P<num>-?\d+)|(?P<open>\()|(?P<close>\))'
-                    r'|(?P<pipe>\|)|(?P<assign>:?=)|(?P<comma>,)|(?P<field>(?:\$\w*)?(?:\.\w+)+|\.|\$\w*)'
-                    r'|(?P<word>\w+))')
+_TOKEN = re.compile(
+    r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<raw>`[^`]*`)|(?P<num>-?\d+)|(?P<open>\()|(?P<close>\))'
+    r"|(?P<pipe>\|)|(?P<assign>:?=)|(?P<comma>,)|(?P<field>(?:\$\w*)?(?:\.\w+)+|\.|\$\w*)"
+    r"|(?P<word>\w+))"
+)
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -152,6 +169,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 
 # ---- parsing: a tree of nodes -------------------------------------------------------------------
+
 
 class _Parser:
     def __init__(self, template: str):
@@ -176,7 +194,7 @@ class _Parser:
             if word in ("end", "else"):
                 return nodes, value
             if word in ("if", "with", "range"):
-                nodes.append(self.branch(word, value[len(word):]))
+                nodes.append(self.branch(word, value[len(word) :]))
             else:
                 nodes.append(("action", _pipeline(_tokens(value))))
         return nodes, None
@@ -187,7 +205,7 @@ class _Parser:
         if word == "range" and any(t == "assign" for t, _ in tokens):
             split = next(i for i, (t, _) in enumerate(tokens) if t == "assign")
             declare = [v for t, v in tokens[:split] if t == "field"]
-            tokens = tokens[split + 1:]
+            tokens = tokens[split + 1 :]
         body, stop = self.block()
         otherwise = None
         if stop is None:
@@ -196,7 +214,7 @@ class _Parser:
             chained = stop[4:].strip()
             if chained.startswith("if ") or chained.startswith("with "):  # else if: a nested branch, sharing the end
                 inner = chained.split(None, 1)[0]
-                otherwise = [self.branch(inner, chained[len(inner):])]
+                otherwise = [self.branch(inner, chained[len(inner) :])]
             else:
                 otherwise, stop = self.block()
                 if stop != "end":
@@ -237,6 +255,7 @@ def _pipeline(tokens):
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
+
 
 def _get(value, name):
     if isinstance(value, Struct):

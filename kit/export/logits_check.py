@@ -1,6 +1,7 @@
 """The merge's logits check and QLoRA gap: base + adapter (the reference) against the merged files,
 next-token logits on held-out prompts, judged against a noise floor measured in the same run,
 device and dtype (``kit.export.merge_check.judge_logits``); and the memory the check needs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -79,13 +80,19 @@ def reference_from(load, tokenizer, prompts: list[str], stored: torch.dtype, dty
     model = model.merge_and_unload()
     for p in model.parameters():  # float32 ones a 16-bit checkpoint keeps too: the floor errs high, not low
         if p.dtype != stored:  # in place, 4096 rows at a time: no second copy of the embedding
-            for rows in (p.data.split(4096) if p.dim() else [p.data]):
+            for rows in p.data.split(4096) if p.dim() else [p.data]:
                 rows.copy_(rows.to(stored))
     floor = compare_logits(reference, _logits(model, tokenizer, prompts))
     del model
     release_memory()
-    return {"logits": reference, "dtype": dtype, "stored_dtype": stored, "noise_floor": floor,
-            "adapter_max_abs_logit_effect": effect, "loaded_by": loaded_by}
+    return {
+        "logits": reference,
+        "dtype": dtype,
+        "stored_dtype": stored,
+        "noise_floor": floor,
+        "adapter_max_abs_logit_effect": effect,
+        "loaded_by": loaded_by,
+    }
 
 
 def release_memory() -> None:
@@ -117,13 +124,17 @@ def check_logits(reference: dict, merged, tokenizer, prompts: list[str]) -> dict
     stored = dtype_name(reference["stored_dtype"])
     return {
         "compared": f"merged files loaded with transformers vs base + adapter ({reference['loaded_by']}): "
-                    f"next-token logits at {result['positions']} positions (each prompt's last {LOGIT_POSITIONS}) of "
-                    f"{len(prompts)} held-out prompts, "
-                    "whole vocabulary",
+        f"next-token logits at {result['positions']} positions (each prompt's last {LOGIT_POSITIONS}) of "
+        f"{len(prompts)} held-out prompts, "
+        "whole vocabulary",
         "noise_floor_from": f"base + adapter merged in memory by PEFT, weights rounded to {stored}, vs base + adapter",
-        "device": backend.device_name(), "compute_dtype": dtype_name(dtype), "stored_dtype": stored,
-        "merged": result, "noise_floor": reference["noise_floor"],
-        "adapter_max_abs_logit_effect": reference["adapter_max_abs_logit_effect"], "resolution": resolution,
+        "device": backend.device_name(),
+        "compute_dtype": dtype_name(dtype),
+        "stored_dtype": stored,
+        "merged": result,
+        "noise_floor": reference["noise_floor"],
+        "adapter_max_abs_logit_effect": reference["adapter_max_abs_logit_effect"],
+        "resolution": resolution,
         **judge_logits(result, reference["noise_floor"], top1_margins(logits), resolution),
     }
 
@@ -137,12 +148,17 @@ def qlora_gap(run: Run, config: Recipe, tokenizer, rows: list[dict], merged_loss
     the 16-bit one. Loads that model (smaller than the 16-bit one) once the merged one is gone."""
     from kit.inference import token_loss
 
-    model, _ = backend.load_model(str(run.adapter_dir), config.model.max_seq_length, load_in_4bit=True,
-                                  dtype=config.model.dtype)
+    model, _ = backend.load_model(
+        str(run.adapter_dir), config.model.max_seq_length, load_in_4bit=True, dtype=config.model.dtype
+    )
     qlora_loss = token_loss(model, tokenizer, family_for(config), rows, config.data.train_on)
     del model
-    return {"rows": len(rows), "merged_16bit_eval_loss": merged_loss, "qlora_eval_loss": qlora_loss,
-            "gap": merged_loss - qlora_loss}
+    return {
+        "rows": len(rows),
+        "merged_16bit_eval_loss": merged_loss,
+        "qlora_eval_loss": qlora_loss,
+        "gap": merged_loss - qlora_loss,
+    }
 
 
 def logits_check_bytes(parameters: int) -> int:
@@ -166,12 +182,16 @@ def logits_check_room(parameters: int, direct: bool) -> str | None:
         needed += mapped
     if needed > free:
         where = "GPU memory" if backend.HAS_GPU else "RAM"
-        return (f"needs about {needed / 1e9:.1f} GB of {where} for one model at a time"
-                + ("" if backend.HAS_GPU or direct else " and the base's files that transformers' loader maps")
-                + f", {free / 1e9:.1f} GB free")
+        return (
+            f"needs about {needed / 1e9:.1f} GB of {where} for one model at a time"
+            + ("" if backend.HAS_GPU or direct else " and the base's files that transformers' loader maps")
+            + f", {free / 1e9:.1f} GB free"
+        )
     available = psutil.virtual_memory().available
     if backend.HAS_GPU and mapped > available:
-        return (f"the reference model goes through transformers' loader (the base is not a local 16-bit "
-                f"checkpoint with a plain LoRA adapter), which maps its {mapped / 1e9:.1f} GB of files into RAM; "
-                f"{available / 1e9:.1f} GB available")
+        return (
+            f"the reference model goes through transformers' loader (the base is not a local 16-bit "
+            f"checkpoint with a plain LoRA adapter), which maps its {mapped / 1e9:.1f} GB of files into RAM; "
+            f"{available / 1e9:.1f} GB available"
+        )
     return None

@@ -9,6 +9,7 @@ the arithmetic PEFT's ``merge_and_unload`` does for plain LoRA; adapters it does
 fully trained ``modules_to_save``, a quantized base checkpoint) raise ``NotStreamable`` and the
 caller merges through Unsloth with the model loaded instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,17 @@ from pathlib import Path
 
 import torch
 
-from kit.safetensors_io import (CHUNK_BYTES, SafetensorsFile, SafetensorsWriter, converted_dtype, copy_tensor, dtype_name,
-                                names_by_file, stated_dtype, tensor_files)
+from kit.safetensors_io import (
+    CHUNK_BYTES,
+    SafetensorsFile,
+    SafetensorsWriter,
+    converted_dtype,
+    copy_tensor,
+    dtype_name,
+    names_by_file,
+    stated_dtype,
+    tensor_files,
+)
 
 ADAPTER_PREFIX = "base_model.model."
 COPIED_FILES = ("config.json", "generation_config.json")
@@ -49,8 +59,10 @@ def cast_checkpoint(directory: Path, dtype: torch.dtype) -> None:
         with SafetensorsFile(file) as source:
             wanted = set(names)
             names = [n for n in source.names() if n in wanted]
-            to = {n: dtype if source.entries[n].dtype in (torch.float16, torch.bfloat16) else source.entries[n].dtype
-                  for n in names}
+            to = {
+                n: dtype if source.entries[n].dtype in (torch.float16, torch.bfloat16) else source.entries[n].dtype
+                for n in names
+            }
             with SafetensorsWriter(tmp, [(n, to[n], source.entries[n].shape) for n in names], {"format": "pt"}) as out:
                 for name in names:
                     copy_tensor(source, name, out, to[name])
@@ -76,7 +88,7 @@ def lora_scales(config: dict, lora: dict[str, torch.Tensor]) -> dict[str, float]
         if r != rank:
             raise ValueError(f"adapter_config.json gives {module} rank {r}, its lora_A has rank {rank}")
         alpha = resolve(config.get("alpha_pattern") or {}, module, config["lora_alpha"])
-        out[module] = alpha / (r ** 0.5 if config.get("use_rslora") else r)
+        out[module] = alpha / (r**0.5 if config.get("use_rslora") else r)
     return out
 
 
@@ -105,8 +117,11 @@ def read_adapter(adapter_dir: Path) -> tuple[dict, LazyTensors, dict[str, float]
     """(adapter config, its LoRA tensors keyed ``<module>.lora_A/B.weight``, read when asked for,
     {module: scale})."""
     config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    for option, what in (("use_dora", "DoRA adapters"), ("fan_in_fan_out", "fan_in_fan_out (transposed) weights"),
-                         ("target_parameters", "adapters on parameters (target_parameters)")):
+    for option, what in (
+        ("use_dora", "DoRA adapters"),
+        ("fan_in_fan_out", "fan_in_fan_out (transposed) weights"),
+        ("target_parameters", "adapters on parameters (target_parameters)"),
+    ):
         if config.get(option):
             raise NotStreamable(what)
     lora = LazyTensors(adapter_dir / "adapter_model.safetensors", ADAPTER_PREFIX)
@@ -127,7 +142,9 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path, out_dir: Path, progress:
     targets = {f"{module}.weight": module for module in scales}
     missing = sorted(set(targets) - set(files))
     if missing:  # e.g. lm_head tied to the embeddings
-        raise NotStreamable(f"the adapter targets weights the base checkpoint does not store ({', '.join(missing[:3])})")
+        raise NotStreamable(
+            f"the adapter targets weights the base checkpoint does not store ({', '.join(missing[:3])})"
+        )
     by_file = names_by_file(files)
 
     from tqdm.auto import tqdm

@@ -1,5 +1,6 @@
 """Wall time and peak resident memory of each step of the merge stage (merge_report.json's
 ``stages``): the host RSS a check costs is what decides whether it fits a Colab runtime."""
+
 from __future__ import annotations
 
 import resource
@@ -19,8 +20,12 @@ def measured(stages: dict, name: str):
     before, started = _rss_mb("VmRSS"), time.perf_counter()
     yield
     peak = _rss_mb("VmHWM")
-    stages[name] = {"seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": peak,
-                    "rss_at_start_mb": before, "peak_rss_added_mb": round(peak - before, 1) if before else None}
+    stages[name] = {
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_mb": peak,
+        "rss_at_start_mb": before,
+        "peak_rss_added_mb": round(peak - before, 1) if before else None,
+    }
 
 
 def _rss_mb(field: str) -> float | None:

@@ -22,6 +22,7 @@ The stage runs in steps, each a method of ``Merge`` that the merge notebook call
 
 ``merge`` runs exactly these steps. ``config`` is the run's resolved recipe.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -39,16 +40,29 @@ from kit.runs import Run, RunError
 from kit.files import read_jsonl, write_json
 from kit.recipes import Recipe
 from kit.export.base_model import base_config, check_adapter_base, direct_base, load_adapter_model, local_checkpoint
-from kit.export.logits_check import (QLORA_GAP_ROWS, check_logits, logits_check_room, qlora_gap, reference_logits,
-                                     release_memory)
+from kit.export.logits_check import (
+    QLORA_GAP_ROWS,
+    check_logits,
+    logits_check_room,
+    qlora_gap,
+    reference_logits,
+    release_memory,
+)
 from kit.export.lora_merge import NotStreamable, merge_checkpoint, merged_dtype
 from kit.export.measure import measured
 from kit.export.merge_check import check_merged_tensors
 from kit.safetensors_io import dtype_name, parameter_count, stated_dtype
 
 
-def export_gguf(run: Run, config: Recipe, tokenizer, prompts: list[str], reference_ids: list[list[int]] | None,
-                dtype: torch.dtype, overwrite: bool = False) -> dict:
+def export_gguf(
+    run: Run,
+    config: Recipe,
+    tokenizer,
+    prompts: list[str],
+    reference_ids: list[list[int]] | None,
+    dtype: torch.dtype,
+    overwrite: bool = False,
+) -> dict:
     """GGUF files of the merged model, each loaded back in llama.cpp and compared with it (the merged
     model loaded in ``dtype``)."""
     from kit.export import gguf
@@ -59,8 +73,18 @@ def export_gguf(run: Run, config: Recipe, tokenizer, prompts: list[str], referen
         raise RunError("GGUF export needs llama-cpp-python: pip install '.[gguf]' (or set export.gguf: [])")
     paths = gguf.export(run.merged_dir, run.path / "gguf", f"{run.recipe_name}-{run.path.name}", types, overwrite)
     behavior = config.eval.behavior
-    out = {t: gguf.verify(p, tokenizer, family, prompts, reference_ids, lambda text: shows_behavior(text, behavior),
-                          config.export.verify_tokens) for t, p in paths.items()}
+    out = {
+        t: gguf.verify(
+            p,
+            tokenizer,
+            family,
+            prompts,
+            reference_ids,
+            lambda text: shows_behavior(text, behavior),
+            config.export.verify_tokens,
+        )
+        for t, p in paths.items()
+    }
     generated = {t: g.pop("decided") for t, g in out.items()}
     if reference_ids is not None:  # the merged model fits in memory: judge each llama.cpp token by it
         for t, gaps in _decision_gaps(run.merged_dir, dtype, tokenizer, prompts, generated).items():
@@ -71,8 +95,9 @@ def export_gguf(run: Run, config: Recipe, tokenizer, prompts: list[str], referen
 
 
 @torch.no_grad()
-def _decision_gaps(merged_dir: Path, dtype: torch.dtype, tokenizer, prompts: list[str],
-                   generated: dict[str, list[list[int]]]) -> dict:
+def _decision_gaps(
+    merged_dir: Path, dtype: torch.dtype, tokenizer, prompts: list[str], generated: dict[str, list[list[int]]]
+) -> dict:
     """Teacher-forced: llama.cpp's tokens fed to the merged HF model; at each step, how far below
     HF's best logit is the token llama.cpp chose (0: HF's own greedy choice). Separates a real
     difference from a near-tie that rounding flipped and that then changes everything after it."""
@@ -85,7 +110,7 @@ def _decision_gaps(merged_dir: Path, dtype: torch.dtype, tokenizer, prompts: lis
             ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             if not tokens:
                 continue
-            logits = model(torch.tensor([ids + tokens], device=model.device)).logits[0, len(ids) - 1:-1].float()
+            logits = model(torch.tensor([ids + tokens], device=model.device)).logits[0, len(ids) - 1 : -1].float()
             gaps = logits.max(dim=-1).values - logits[torch.arange(len(tokens)), torch.tensor(tokens)]
             decisions += len(tokens)
             equal += int((gaps == 0).sum())
@@ -123,8 +148,9 @@ def export_modelfile(run: Run, config: Recipe, tokenizer, exported: dict, conver
     system = config.export.system
     if system is None:
         system = shared_system_prompt(as_conversations(read_jsonl(run.data_dir / "train.jsonl")))
-    path = modelfile.write_modelfile(run.path / "gguf" / "Modelfile", Path(exported[kind]["path"]), tokenizer,
-                                     family_for(config), system=system)
+    path = modelfile.write_modelfile(
+        run.path / "gguf" / "Modelfile", Path(exported[kind]["path"]), tokenizer, family_for(config), system=system
+    )
     return {**modelfile.check(path, tokenizer, family_for(config), conversations), "system": system}
 
 
@@ -134,15 +160,19 @@ BYTES_PER_PARAMETER = {"merged": 2.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.07, "q5
 
 def estimate_bytes(parameters: int, gguf_types: list[str]) -> int:
     """Merged 16-bit weights, every GGUF asked for, and the f16 file quantization starts from."""
-    kinds = ["merged", *gguf_types] + (["f16"] if {"q4_k_m", "q5_k_m"} & set(gguf_types) and "f16" not in gguf_types else [])
+    kinds = ["merged", *gguf_types] + (
+        ["f16"] if {"q4_k_m", "q5_k_m"} & set(gguf_types) and "f16" not in gguf_types else []
+    )
     return int(parameters * sum(BYTES_PER_PARAMETER[k] for k in kinds) * 1.05)
 
 
 def check_disk(path: Path, needed: int) -> None:
     free = shutil.disk_usage(path).free
     if free < needed:
-        raise RunError(f"not enough disk space in {path}: the merge and exports need about {needed / 1e9:.1f} GB, "
-                       f"{free / 1e9:.1f} GB are free; nothing was written")
+        raise RunError(
+            f"not enough disk space in {path}: the merge and exports need about {needed / 1e9:.1f} GB, "
+            f"{free / 1e9:.1f} GB are free; nothing was written"
+        )
 
 
 def merge_with_unsloth(run: Run, config: Recipe, out: Path, stored: torch.dtype) -> tuple[int, object]:
@@ -164,6 +194,7 @@ def merge_with_unsloth(run: Run, config: Recipe, out: Path, stored: torch.dtype)
 @dataclass
 class MergeReport:
     """What the merge stage did and found; written once, as merge_report.json, by ``Merge.finish``."""
+
     method: str = ""
     why: str | None = None  # why the Unsloth route was taken, where it was
     shards: int | None = None  # safetensors files written by the streaming merge
@@ -216,9 +247,11 @@ class Merge:
         self.prompts: list[str] = []
         self.greedy = None  # the merged model's greedy tokens per prompt, for the GGUF comparison
         self.merged_loss = None
-        self.report = MergeReport(stored_dtype=dtype_name(self.stored),
-                                  stored_dtype_from=f"the base checkpoint's config (dtype {stated_dtype(self.base_config)})",
-                                  merged_dir=str(run.merged_dir))
+        self.report = MergeReport(
+            stored_dtype=dtype_name(self.stored),
+            stored_dtype_from=f"the base checkpoint's config (dtype {stated_dtype(self.base_config)})",
+            merged_dir=str(run.merged_dir),
+        )
 
     def merge_weights(self):
         """Base + adapter → 16-bit safetensors in the temporary folder: streamed tensor by tensor where
@@ -281,12 +314,22 @@ class Merge:
             self.report.logits_check = check_logits(reference, merged, tokenizer, self.prompts)
             del reference
             # One prompt at a time: no padding, so these are the merged model's plain greedy tokens.
-            self.greedy = [a.ids for a in generate(merged, tokenizer, self.family, [p.messages for p in self.held_out],
-                                                   max_new_tokens=config.export.verify_tokens, batch_size=1,
-                                                   tools=[p.tools for p in self.held_out])[0]]
+            self.greedy = [
+                a.ids
+                for a in generate(
+                    merged,
+                    tokenizer,
+                    self.family,
+                    [p.messages for p in self.held_out],
+                    max_new_tokens=config.export.verify_tokens,
+                    batch_size=1,
+                    tools=[p.tools for p in self.held_out],
+                )[0]
+            ]
             if config.model.load_in_4bit:
-                self.merged_loss = token_loss(merged, tokenizer, self.family, self.eval_rows[:QLORA_GAP_ROWS],
-                                              config.data.train_on)
+                self.merged_loss = token_loss(
+                    merged, tokenizer, self.family, self.eval_rows[:QLORA_GAP_ROWS], config.data.train_on
+                )
             del merged
             release_memory()
         return self.report.logits_check
@@ -299,15 +342,19 @@ class Merge:
             gap = {"skipped": self._room() or "the logits check has not run"}
         else:
             with measured(self.report.stages, "qlora_gap"):
-                gap = qlora_gap(self.run, self.config, self.tokenizer, self.eval_rows[:QLORA_GAP_ROWS], self.merged_loss)
+                gap = qlora_gap(
+                    self.run, self.config, self.tokenizer, self.eval_rows[:QLORA_GAP_ROWS], self.merged_loss
+                )
         self.report.qlora_gap = gap
         return gap
 
     def publish(self) -> Path:
         """The checked weights become ``merged/`` (replacing the old one only with overwrite=True)."""
         if not self.tmp.exists():  # a cell run twice, or before merge_weights(): keep what merged/ holds
-            raise RunError(f"nothing to publish: {self.tmp} does not exist (merge_weights() not run, or already "
-                           f"published to {self.run.merged_dir})")
+            raise RunError(
+                f"nothing to publish: {self.tmp} does not exist (merge_weights() not run, or already "
+                f"published to {self.run.merged_dir})"
+            )
         if self.run.merged_dir.exists():  # overwrite=True, checked at the start
             shutil.rmtree(self.run.merged_dir)
         self.tmp.rename(self.run.merged_dir)
@@ -318,30 +365,54 @@ class Merge:
         """The GGUF files of ``export.gguf``, each loaded in llama.cpp and compared with the merged model."""
         if self.config.export.gguf:
             with measured(self.report.stages, "gguf"):
-                self.report.gguf = export_gguf(self.run, self.config, self.tokenizer, self.prompts, self.greedy,
-                                               backend.merge_dtype(self.stored), self.overwrite)
+                self.report.gguf = export_gguf(
+                    self.run,
+                    self.config,
+                    self.tokenizer,
+                    self.prompts,
+                    self.greedy,
+                    backend.merge_dtype(self.stored),
+                    self.overwrite,
+                )
         return self.report.gguf
 
     def export_modelfile(self) -> dict:
         """An Ollama Modelfile beside the GGUF files, its TEMPLATE checked against the chat template."""
         if self.report.gguf:
-            self.report.modelfile = export_modelfile(self.run, self.config, self.tokenizer, self.report.gguf,
-                                                     modelfile_conversations(self.held_out, self.family))
+            self.report.modelfile = export_modelfile(
+                self.run,
+                self.config,
+                self.tokenizer,
+                self.report.gguf,
+                modelfile_conversations(self.held_out, self.family),
+            )
         return self.report.modelfile
 
     def finish(self) -> MergeReport:
         """merge_report.json and the manifest, written once; then a failed check raises."""
         run, report = self.run, self.report
         write_json(run.path / "merge_report.json", report.to_dict())
-        run.update_manifest({"merge": {"method": report.method, "ok": report.ok, "stored_dtype": report.stored_dtype,
-                                       "logits_check": report.logits_check.get("why") or report.logits_check.get("skipped")},
-                             "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")} for t, g in report.gguf.items()}})
+        run.update_manifest(
+            {
+                "merge": {
+                    "method": report.method,
+                    "ok": report.ok,
+                    "stored_dtype": report.stored_dtype,
+                    "logits_check": report.logits_check.get("why") or report.logits_check.get("skipped"),
+                },
+                "exports": {t: {k: g[k] for k in ("path", "bytes", "sha256")} for t, g in report.gguf.items()},
+            }
+        )
         if report.tensor_check.get("ok") is False:
-            raise RunError(f"merged tensors differ from base + adapter: {report.tensor_check}; "
-                           f"see {run.path / 'merge_report.json'}")
+            raise RunError(
+                f"merged tensors differ from base + adapter: {report.tensor_check}; "
+                f"see {run.path / 'merge_report.json'}"
+            )
         if report.logits_check.get("ok") is False:
-            raise RunError(f"merged logits are further from base + adapter than a correct merge's rounding: "
-                           f"{report.logits_check['why']}; see {run.path / 'merge_report.json'}")
+            raise RunError(
+                f"merged logits are further from base + adapter than a correct merge's rounding: "
+                f"{report.logits_check['why']}; see {run.path / 'merge_report.json'}"
+            )
         return report
 
 
@@ -360,32 +431,58 @@ def merge(run: Run, config: Recipe, overwrite: bool = False) -> MergeReport:
 
 def summary(report: MergeReport | dict) -> str:
     report = report.to_dict() if isinstance(report, MergeReport) else report
-    lines = [f"merged by {report['method']}" + (f" ({report['why']})" if report.get("why") else "")
-             + f": {report['parameters'] / 1e6:.1f} M parameters, stored as {report['stored_dtype']}"]
+    lines = [
+        f"merged by {report['method']}"
+        + (f" ({report['why']})" if report.get("why") else "")
+        + f": {report['parameters'] / 1e6:.1f} M parameters, stored as {report['stored_dtype']}"
+    ]
     t = report["tensor_check"]
-    lines.append("tensor check: " + (t["skipped"] if t.get("skipped") else
-                 f"{t['lora_modules_merged']}/{t['lora_modules']} LoRA weights = base + scale·B·A within rounding "
-                 f"(max |error| {t['max_abs_error']:.3g}), {t['tensors_unchanged']} other tensors identical: "
-                 + ("ok" if t["ok"] else "FAILED")))
+    lines.append(
+        "tensor check: "
+        + (
+            t["skipped"]
+            if t.get("skipped")
+            else f"{t['lora_modules_merged']}/{t['lora_modules']} LoRA weights = base + scale·B·A within rounding "
+            f"(max |error| {t['max_abs_error']:.3g}), {t['tensors_unchanged']} other tensors identical: "
+            + ("ok" if t["ok"] else "FAILED")
+        )
+    )
     c = report["logits_check"]
-    lines.append("logits check: " + (c["skipped"] if c.get("skipped") else
-                 f"merged files vs base + adapter in {c['compute_dtype']} on {c['device']}: {c['why']} "
-                 f"(noise floor {c['noise_floor']['max_abs_diff']:.3g}; adapter effect "
-                 f"{c['adapter_max_abs_logit_effect']:.3g}): " + ("ok" if c["ok"] else "FAILED")))
+    lines.append(
+        "logits check: "
+        + (
+            c["skipped"]
+            if c.get("skipped")
+            else f"merged files vs base + adapter in {c['compute_dtype']} on {c['device']}: {c['why']} "
+            f"(noise floor {c['noise_floor']['max_abs_diff']:.3g}; adapter effect "
+            f"{c['adapter_max_abs_logit_effect']:.3g}): " + ("ok" if c["ok"] else "FAILED")
+        )
+    )
     g = report["qlora_gap"]
     if not g.get("skipped"):
-        lines.append(f"QLoRA gap: eval loss {g['merged_16bit_eval_loss']:.4f} merged 16-bit vs "
-                     f"{g['qlora_eval_loss']:.4f} 4-bit base + adapter ({g['gap']:+.4f}, {g['rows']} held-out rows)")
-    lines += [f"  {name}: {s['seconds']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MB"
-              + (f" ({s['peak_rss_added_mb']:+.0f} MB over its start)" if s["peak_rss_added_mb"] is not None else "")
-              for name, s in report["stages"].items()]
+        lines.append(
+            f"QLoRA gap: eval loss {g['merged_16bit_eval_loss']:.4f} merged 16-bit vs "
+            f"{g['qlora_eval_loss']:.4f} 4-bit base + adapter ({g['gap']:+.4f}, {g['rows']} held-out rows)"
+        )
+    lines += [
+        f"  {name}: {s['seconds']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MB"
+        + (f" ({s['peak_rss_added_mb']:+.0f} MB over its start)" if s["peak_rss_added_mb"] is not None else "")
+        for name, s in report["stages"].items()
+    ]
     return "\n".join(lines)
 
 
 def gguf_rows(report: MergeReport) -> list[dict]:
     """One row per GGUF file for the notebook's table."""
-    return [{"type": t, "MB": round(g["bytes"] / 1e6, 1), "tokens match": g["tokens_match"],
-             "prompts equal (greedy)": f"{g.get('greedy_equal_prompts')}/{report.prompts}",
-             "tokens = HF's greedy choice": f"{g.get('greedy_decisions_equal')}/{g.get('greedy_decisions')}",
-             "max logit gap": g.get("max_logit_gap"), "behavior": g["behavior"]}
-            for t, g in report.gguf.items()]
+    return [
+        {
+            "type": t,
+            "MB": round(g["bytes"] / 1e6, 1),
+            "tokens match": g["tokens_match"],
+            "prompts equal (greedy)": f"{g.get('greedy_equal_prompts')}/{report.prompts}",
+            "tokens = HF's greedy choice": f"{g.get('greedy_decisions_equal')}/{g.get('greedy_decisions')}",
+            "max logit gap": g.get("max_logit_gap"),
+            "behavior": g["behavior"],
+        }
+        for t, g in report.gguf.items()
+    ]

@@ -8,6 +8,7 @@ Unlike the logits check, this needs memory for a band of one tensor's rows (tens
 whole models, so it runs for any model size. The logits check's comparison and its rule
 (``judge_logits``) are here too; the models it compares are loaded by ``kit.export.merge``.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,13 +52,17 @@ def check_merged_tensors(base_dir: Path, adapter_dir: Path, merged_dir: Path) ->
     base, merged = _Reader(Path(base_dir)), _Reader(Path(merged_dir))
     unstored = sorted(set(targets) - set(base.files))
     if unstored:  # e.g. lm_head tied to the embeddings: merged into a weight stored under another name
-        return {"ok": None, "skipped": f"the adapter targets weights the base does not store ({', '.join(unstored[:3])})"}
+        return {
+            "ok": None,
+            "skipped": f"the adapter targets weights the base does not store ({', '.join(unstored[:3])})",
+        }
     missing = sorted(set(base.files) - set(merged.files))
     extra = sorted(set(merged.files) - set(base.files))
     merged_modules, unchanged, changed, worst = 0, 0, [], (0.0, None)
     # In file order, so each shard is read front to back.
-    in_order = sorted(set(base.files) & set(merged.files),
-                      key=lambda n: (str(merged.files[n]), merged.file(n).entries[n].begin))
+    in_order = sorted(
+        set(base.files) & set(merged.files), key=lambda n: (str(merged.files[n]), merged.file(n).entries[n].begin)
+    )
     for name in in_order:
         new_file, base_file = merged.file(name), base.file(name)
         if new_file.entries[name].shape != base_file.entries[name].shape:
@@ -82,8 +87,10 @@ def check_merged_tensors(base_dir: Path, adapter_dir: Path, merged_dir: Path) ->
             if excess > 0:
                 changed.append(name)
             merged_modules += 1
-        elif all(torch.equal(new_file.read(name, start, stop), base_file.read(name, start, stop).to(dtype))
-                 for start, stop in new_file.bands(name)):
+        elif all(
+            torch.equal(new_file.read(name, start, stop), base_file.read(name, start, stop).to(dtype))
+            for start, stop in new_file.bands(name)
+        ):
             unchanged += 1
         else:
             changed.append(name)
@@ -134,8 +141,13 @@ def compare_logits(reference: list[torch.Tensor], other) -> dict:
         agree += len(mine) - len(differ)
         log_p, log_q = ref.log_softmax(-1), new.log_softmax(-1)
         kl += float((log_p.exp() * (log_p - log_q)).sum())
-    return {"max_abs_diff": worst, "top1_agreement": agree / positions, "top1_disagreement_max_margin": margin,
-            "kl_mean": kl / positions, "positions": positions}
+    return {
+        "max_abs_diff": worst,
+        "top1_agreement": agree / positions,
+        "top1_disagreement_max_margin": margin,
+        "kl_mean": kl / positions,
+        "positions": positions,
+    }
 
 
 def top1_margins(reference: list[torch.Tensor]) -> torch.Tensor:
@@ -154,15 +166,27 @@ def judge_logits(merged: dict, floor: dict, margins: torch.Tensor, resolution: f
     positions whose top two reference logits are within 2 × the allowed difference (the most such a
     change can overturn): top-1 agreement is at least the share of positions that are not near-ties."""
     allowed = NOISE_MULTIPLE * floor["max_abs_diff"] + resolution
-    allowed_kl = NOISE_MULTIPLE ** 2 * floor["kl_mean"] + resolution ** 2 / 12
+    allowed_kl = NOISE_MULTIPLE**2 * floor["kl_mean"] + resolution**2 / 12
     near_tie = 2 * allowed
-    limits = {"max |diff|": (merged["max_abs_diff"], allowed), "mean KL": (merged["kl_mean"], allowed_kl),
-              "margin of a top-1 disagreement": (merged["top1_disagreement_max_margin"], near_tie)}
+    limits = {
+        "max |diff|": (merged["max_abs_diff"], allowed),
+        "mean KL": (merged["kl_mean"], allowed_kl),
+        "margin of a top-1 disagreement": (merged["top1_disagreement_max_margin"], near_tie),
+    }
     failed = [f"{name} {value:.3g} > {limit:.3g}" for name, (value, limit) in limits.items() if value > limit]
     min_top1 = float((margins > near_tie).float().mean())
-    why = ("; ".join(failed) + ": further from base + adapter than the floor allows" if failed else
-           f"max |diff| {merged['max_abs_diff']:.3g} ≤ {allowed:.3g}, mean KL {merged['kl_mean']:.3g} ≤ "
-           f"{allowed_kl:.3g}, top-1 agreement {merged['top1_agreement']:.4f} (≥ {min_top1:.4f}: every "
-           f"disagreement a near-tie, margin ≤ {near_tie:.3g})")
-    return {"ok": not failed, "allowed_max_abs_diff": allowed, "allowed_kl_mean": allowed_kl,
-            "near_tie_margin": near_tie, "min_top1_agreement": min_top1, "why": why}
+    why = (
+        "; ".join(failed) + ": further from base + adapter than the floor allows"
+        if failed
+        else f"max |diff| {merged['max_abs_diff']:.3g} ≤ {allowed:.3g}, mean KL {merged['kl_mean']:.3g} ≤ "
+        f"{allowed_kl:.3g}, top-1 agreement {merged['top1_agreement']:.4f} (≥ {min_top1:.4f}: every "
+        f"disagreement a near-tie, margin ≤ {near_tie:.3g})"
+    )
+    return {
+        "ok": not failed,
+        "allowed_max_abs_diff": allowed,
+        "allowed_kl_mean": allowed_kl,
+        "near_tie_margin": near_tie,
+        "min_top1_agreement": min_top1,
+        "why": why,
+    }

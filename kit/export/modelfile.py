@@ -10,6 +10,7 @@ where the placeholders landed.
 put first where the conversation has none, messages collated, the TEMPLATE executed by
 ``kit.export.gotemplate``), so ``check`` can compare it with the chat template's prompt.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def runner_bos(tokenizer, rendered: str) -> str:
 
 def derived_template(tokenizer, family: Family) -> str:
     """A single-turn TEMPLATE (``.System``, ``.Prompt``, ``.Response``) from placeholder renderings."""
-    with_system = render_prompt(tokenizer, family, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}])
+    with_system = render_prompt(
+        tokenizer, family, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
+    )
     without = render_prompt(tokenizer, family, [{"role": "user", "content": PROMPT}])
     shared = 0  # the common tail, from where the two renderings agree to the end
     while shared < min(len(with_system), len(without)) and with_system[-1 - shared] == without[-1 - shared]:
@@ -61,7 +64,7 @@ def derived_template(tokenizer, family: Family) -> str:
         raise ModelfileError(f"{family.name}: cannot place the system and user text in an Ollama template")
     bos = runner_bos(tokenizer, with_system)
     if bos and head_plain.startswith(bos):
-        head_sys, head_plain = head_sys[len(bos):], head_plain[len(bos):]
+        head_sys, head_plain = head_sys[len(bos) :], head_plain[len(bos) :]
     system_part = head_sys.replace(SYSTEM, "{{ .System }}")
     otherwise = f"{{{{ else }}}}{head_plain}" if head_plain else ""
     template = f"{{{{ if .System }}}}{system_part}{otherwise}{{{{ end }}}}"
@@ -75,17 +78,32 @@ def render_template(template: str, values: dict) -> str:
 
 def ollama_messages(messages: list[dict]) -> list[Struct]:
     """Canonical messages as Ollama's API hands them to a template (``api.Message``)."""
+
     def call(j, c):
         arguments = Struct("ToolCallFunctionArguments", {}, json_value=c["arguments"], stringer=True)
-        function = Struct("ToolCallFunction", {"Index": j, "Name": c["name"], "Arguments": arguments},
-                          json_value={"index": j, "name": c["name"], "arguments": c["arguments"]})
-        return Struct("ToolCall", {"ID": c.get("id") or "", "Function": function},
-                      json_value={**({"id": c["id"]} if c.get("id") else {}), "function": function.json_value})
+        function = Struct(
+            "ToolCallFunction",
+            {"Index": j, "Name": c["name"], "Arguments": arguments},
+            json_value={"index": j, "name": c["name"], "arguments": c["arguments"]},
+        )
+        return Struct(
+            "ToolCall",
+            {"ID": c.get("id") or "", "Function": function},
+            json_value={**({"id": c["id"]} if c.get("id") else {}), "function": function.json_value},
+        )
+
     out = []
     for m in messages:
         calls = [call(j, c) for j, c in enumerate(m.get("tool_calls") or [])]
-        fields = {"Role": m["role"], "Content": m.get("content") or "", "Thinking": m.get("reasoning") or "",
-                  "Images": [], "ToolCalls": calls, "ToolName": m.get("name") or "", "ToolCallID": m.get("tool_call_id") or ""}
+        fields = {
+            "Role": m["role"],
+            "Content": m.get("content") or "",
+            "Thinking": m.get("reasoning") or "",
+            "Images": [],
+            "ToolCalls": calls,
+            "ToolName": m.get("name") or "",
+            "ToolCallID": m.get("tool_call_id") or "",
+        }
         out.append(Struct("Message", fields, json_value={"role": m["role"], "content": fields["Content"]}))
     return out
 
@@ -96,13 +114,34 @@ def ollama_tools(tools: list[dict] | None) -> list[Struct]:
     for tool in tools or []:
         function = tool.get("function", {})
         schema = function.get("parameters") or {}
-        parameters = Struct("ToolFunctionParameters", {
-            "Type": schema.get("type", ""), "Defs": schema.get("$defs"), "Items": schema.get("items"),
-            "Required": schema.get("required", []), "Properties": schema.get("properties", {})}, json_value=schema)
-        fields = {"Name": function.get("name", ""), "Description": function.get("description", ""), "Parameters": parameters}
-        out.append(Struct("Tool", {"Type": tool.get("type", ""), "Items": tool.get("items"),
-                                   "Function": Struct("ToolFunction", fields, json_value=function, stringer=True)},
-                          json_value=tool, stringer=True))
+        parameters = Struct(
+            "ToolFunctionParameters",
+            {
+                "Type": schema.get("type", ""),
+                "Defs": schema.get("$defs"),
+                "Items": schema.get("items"),
+                "Required": schema.get("required", []),
+                "Properties": schema.get("properties", {}),
+            },
+            json_value=schema,
+        )
+        fields = {
+            "Name": function.get("name", ""),
+            "Description": function.get("description", ""),
+            "Parameters": parameters,
+        }
+        out.append(
+            Struct(
+                "Tool",
+                {
+                    "Type": tool.get("type", ""),
+                    "Items": tool.get("items"),
+                    "Function": Struct("ToolFunction", fields, json_value=function, stringer=True),
+                },
+                json_value=tool,
+                stringer=True,
+            )
+        )
     return out
 
 
@@ -114,22 +153,35 @@ def _collate(messages: list[Struct]) -> tuple[str, list[Struct]]:
     for m in messages:
         if collated and collated[-1].fields["Role"] == m.fields["Role"] and m.fields["Role"] != "tool":
             last = collated[-1]
-            collated[-1] = Struct("Message", {**last.fields, "Content": last.fields["Content"] + "\n\n" + m.fields["Content"]},
-                                  json_value=last.json_value)
+            collated[-1] = Struct(
+                "Message",
+                {**last.fields, "Content": last.fields["Content"] + "\n\n" + m.fields["Content"]},
+                json_value=last.json_value,
+            )
         else:
             collated.append(m)
     return "\n\n".join(systems), collated
 
 
-def ollama_prompt(template: str, messages: list[dict], tools: list[dict] | None = None,
-                  modelfile_system: str | None = None) -> str:
+def ollama_prompt(
+    template: str, messages: list[dict], tools: list[dict] | None = None, modelfile_system: str | None = None
+) -> str:
     """The prompt Ollama's chat endpoint builds from ``messages`` (and ``tools``) with ``template``."""
     if modelfile_system and (not messages or messages[0]["role"] != "system"):
         messages = [{"role": "system", "content": modelfile_system}, *messages]
     system, collated = _collate(ollama_messages(messages))
     if uses(template, "Messages"):
-        return execute(template, {"System": system, "Messages": collated, "Tools": ollama_tools(tools), "Response": "",
-                                  "Think": False, "IsThinkSet": False})
+        return execute(
+            template,
+            {
+                "System": system,
+                "Messages": collated,
+                "Tools": ollama_tools(tools),
+                "Response": "",
+                "Think": False,
+                "IsThinkSet": False,
+            },
+        )
     # A single-turn template runs once per exchange; the last ends where the response would start.
     out, values = [], {"System": "", "Prompt": "", "Response": ""}
     for m in collated:
@@ -185,9 +237,12 @@ def read_modelfile(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
     template = re.search(r'^TEMPLATE """(.*?)"""$', text, re.S | re.M)
     system = re.search(r'^SYSTEM """(.*?)"""$', text, re.S | re.M)
-    return {"from": re.search(r"^FROM (.+)$", text, re.M).group(1),
-            "template": template.group(1) if template else None, "system": system.group(1) if system else None,
-            "stop": re.findall(r'^PARAMETER stop "(.*)"$', text, re.M)}
+    return {
+        "from": re.search(r"^FROM (.+)$", text, re.M).group(1),
+        "template": template.group(1) if template else None,
+        "system": system.group(1) if system else None,
+        "stop": re.findall(r'^PARAMETER stop "(.*)"$', text, re.M),
+    }
 
 
 def check(path: Path, tokenizer, family: Family, conversations: list) -> dict:
@@ -214,11 +269,17 @@ def check(path: Path, tokenizer, family: Family, conversations: list) -> dict:
         if not equal and first_difference is None:
             first_difference = _first_difference(ollama, expected)
     stops_ok = parsed["stop"] == list(family.stops)
-    return {"path": str(path), "prompts_checked": len(conversations), "prompts_equal": same,
-            "prompts_identical": identical, "first_difference": first_difference,
-            "stops_ok": stops_ok, "ok": stops_ok and same == len(conversations)}
+    return {
+        "path": str(path),
+        "prompts_checked": len(conversations),
+        "prompts_equal": same,
+        "prompts_identical": identical,
+        "first_difference": first_difference,
+        "stops_ok": stops_ok,
+        "ok": stops_ok and same == len(conversations),
+    }
 
 
 def _first_difference(ollama: str, expected: str) -> dict:
     at = next((i for i, (a, b) in enumerate(zip(ollama, expected)) if a != b), min(len(ollama), len(expected)))
-    return {"at": at, "ollama": ollama[max(0, at - 40):at + 80], "chat_template": expected[max(0, at - 40):at + 80]}
+    return {"at": at, "ollama": ollama[max(0, at - 40) : at + 80], "chat_template": expected[max(0, at - 40) : at + 80]}

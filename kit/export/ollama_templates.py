@@ -16,6 +16,7 @@ holds for every family here:
 Leading BOS is left to Ollama's runner, as for the other families' templates. A last message from
 the assistant is rendered closed, followed by a new generation prompt (no prefill).
 """
+
 from __future__ import annotations
 
 from kit.families import SMOLLM2_DEFAULT_SYSTEM, SMOLLM2_TOOLS_HEAD, SMOLLM2_TOOLS_TAIL
@@ -29,7 +30,7 @@ _QWEN_TOOLS = (
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
     "{{ range .Tools }}\n{{ json . }}{{ end }}"
     "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
-    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
     "</tool_call><|im_end|>\n"
 )
 # The first message, if it is a system message, goes to the system turn ($system, $hasSystem).
@@ -57,15 +58,20 @@ QWEN3 = (
     # steps); Qwen3's template leaves it out of earlier turns.
     + "{{ $lastUser := len .Messages }}"
     + '{{ range $i, $m := .Messages }}{{ if eq .Role "user" }}{{ $lastUser = $i }}{{ end }}{{ end }}'
-    + "{{ if .Tools }}<|im_start|>system\n{{ if $hasSystem }}{{ $system }}\n\n{{ end }}" + _QWEN_TOOLS
+    + "{{ if .Tools }}<|im_start|>system\n{{ if $hasSystem }}{{ $system }}\n\n{{ end }}"
+    + _QWEN_TOOLS
     + "{{ else if $hasSystem }}<|im_start|>system\n{{ $system }}<|im_end|>\n{{ end }}"
-    + '{{ $previous := "" }}{{ range $i, $m := .Messages }}' + _CLOSE_RESULTS
+    + '{{ $previous := "" }}{{ range $i, $m := .Messages }}'
+    + _CLOSE_RESULTS
     + '{{ if and (eq $i 0) (eq .Role "system") }}'
     + '{{ else if or (eq .Role "user") (eq .Role "system") }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
     + '{{ else if eq .Role "assistant" }}<|im_start|>assistant\n'
     + "{{ if and (gt $i $lastUser) .Thinking }}<think>\n{{ .Thinking }}\n</think>\n\n{{ end }}"
-    + "{{ .Content }}" + _QWEN_CALLS + "<|im_end|>\n"
-    + _QWEN_RESULTS + "{{ end }}{{ $previous = .Role }}{{ end }}"
+    + "{{ .Content }}"
+    + _QWEN_CALLS
+    + "<|im_end|>\n"
+    + _QWEN_RESULTS
+    + "{{ end }}{{ $previous = .Role }}{{ end }}"
     + '{{ if eq $previous "tool" }}<|im_end|>\n{{ end }}'
     # The generation prompt as the kit prompts at inference (thinking off: an empty think block).
     + "<|im_start|>assistant\n<think>\n\n</think>\n\n"
@@ -75,8 +81,11 @@ _QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a help
 QWEN25 = (
     _FIRST_SYSTEM
     + f'{{{{ if not $hasSystem }}}}{{{{ $system = "{_QWEN25_DEFAULT_SYSTEM}" }}}}{{{{ end }}}}'
-    + "<|im_start|>system\n{{ $system }}{{ if .Tools }}\n\n" + _QWEN_TOOLS + "{{ else }}<|im_end|>\n{{ end }}"
-    + '{{ $previous := "" }}{{ range $i, $m := .Messages }}' + _CLOSE_RESULTS
+    + "<|im_start|>system\n{{ $system }}{{ if .Tools }}\n\n"
+    + _QWEN_TOOLS
+    + "{{ else }}<|im_end|>\n{{ end }}"
+    + '{{ $previous := "" }}{{ range $i, $m := .Messages }}'
+    + _CLOSE_RESULTS
     + '{{ if and (eq $i 0) (eq .Role "system") }}'
     + '{{ else if and (eq .Role "assistant") .ToolCalls }}<|im_start|>assistant'
     + "{{ if .Content }}\n{{ .Content }}{{ end }}"
@@ -104,7 +113,8 @@ LLAMA31 = (
     + "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{{ $system }}<|eot_id|>"
     + "{{ $toolsShown := not .Tools }}{{ range $i, $m := .Messages }}"
     + '{{ if and (eq $i 0) (eq .Role "system") }}'
-    + "{{ else if not $toolsShown }}{{ $toolsShown = true }}" + _LLAMA_TOOLS
+    + "{{ else if not $toolsShown }}{{ $toolsShown = true }}"
+    + _LLAMA_TOOLS
     + "{{ else if .ToolCalls }}<|start_header_id|>assistant<|end_header_id|>\n\n"
     + '{{ range .ToolCalls }}{"name": "{{ .Function.Name }}", "parameters": {{ json .Function.Arguments }}}{{ end }}'
     + "<|eot_id|>"
@@ -119,7 +129,7 @@ GLM4 = (
     "[gMASK]<sop>{{ if .Tools }}<|system|>\n# Available tools"
     "{{ range .Tools }}\n\n## {{ .Function.Name }}\n\n{{ json .Function }}{{ end }}"
     "\n\nTo call a tool, write its name, a newline and its arguments as one JSON object.{{ end }}"
-    "{{ range .Messages }}{{ if and (eq .Role \"assistant\") .ToolCalls }}"
+    '{{ range .Messages }}{{ if and (eq .Role "assistant") .ToolCalls }}'
     "{{ if .Content }}<|assistant|>\n{{ .Content }}{{ end }}"
     "{{ range .ToolCalls }}<|assistant|>{{ .Function.Name }}\n{{ json .Function.Arguments }}{{ end }}"
     '{{ else if eq .Role "tool" }}<|observation|>\n{{ .Content }}'
@@ -132,7 +142,10 @@ SMOLLM2 = (
     _FIRST_SYSTEM
     + f'{{{{ if not $hasSystem }}}}{{{{ $system = "{SMOLLM2_DEFAULT_SYSTEM}" }}}}{{{{ end }}}}'
     + "<|im_start|>system\n{{ $system }}{{ if .Tools }}"
-    + SMOLLM2_TOOLS_HEAD + "{{ range .Tools }}\n{{ json .Function }}{{ end }}" + SMOLLM2_TOOLS_TAIL + "{{ end }}<|im_end|>\n"
+    + SMOLLM2_TOOLS_HEAD
+    + "{{ range .Tools }}\n{{ json .Function }}{{ end }}"
+    + SMOLLM2_TOOLS_TAIL
+    + "{{ end }}<|im_end|>\n"
     + '{{ range $i, $m := .Messages }}{{ if and (eq $i 0) (eq .Role "system") }}'
     + '{{ else if and (eq .Role "assistant") .ToolCalls }}<|im_start|>assistant\n{{ .Content }}'
     + "{{ range $j, $call := .ToolCalls }}{{ if or $j $m.Content }}\n{{ end }}"
@@ -144,12 +157,16 @@ SMOLLM2 = (
 TEMPLATES = {"qwen3": QWEN3, "qwen2.5": QWEN25, "llama-3.1": LLAMA31, "glm-4": GLM4, "smollm2": SMOLLM2}
 
 DIFFERENCES = {
-    "qwen3": [JSON_LAYOUT,
-              "the chat template strips newlines around reasoning and the answer after it; Go templates cannot"],
+    "qwen3": [
+        JSON_LAYOUT,
+        "the chat template strips newlines around reasoning and the answer after it; Go templates cannot",
+    ],
     "qwen2.5": [JSON_LAYOUT],
-    "llama-3.1": [JSON_LAYOUT,
-                  "the chat template trims whitespace around the system and message text; Go templates cannot",
-                  "Today Date is the chat template's default (26 Jul 2024), as in training"],
+    "llama-3.1": [
+        JSON_LAYOUT,
+        "the chat template trims whitespace around the system and message text; Go templates cannot",
+        "Today Date is the chat template's default (26 Jul 2024), as in training",
+    ],
     "glm-4": [JSON_LAYOUT],
     "smollm2": [JSON_LAYOUT],
 }

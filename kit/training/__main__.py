@@ -7,6 +7,7 @@
 The same steps as the train notebook (``kit.training.train.train``) on a run prepare made. Every
 process trains on its share of each batch; rank 0 alone writes the run's records and the adapter.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", help="recipe name or YAML path (as given to prepare)")
     # The run is positional: torchrun reads "--run" as an abbreviation of its own --run-path.
     parser.add_argument("run", nargs="?", default="", help="run id or directory (default: the recipe's newest run)")
-    parser.add_argument("-o", "--override", action="append", type=override_argument, default=[], metavar="KEY=VALUE",
-                        help="override of the train / lora / eval / export sections; repeatable")
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        type=override_argument,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the train / lora / eval / export sections; repeatable",
+    )
     parser.add_argument("--resume", default="auto", help="auto (default), true, false or a checkpoint name")
     args = parser.parse_args(argv)
     from kit.training import train  # imports Unsloth: after argument errors, which need none of it
@@ -38,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[train] rank {distributed.rank()}: {runlog.one_line(type(e), e)}", file=sys.stderr)
         return 1
     if distributed.is_main():
-        print(f"[train] {run.path}: step {summary['global_step']}, eval loss {summary['eval_loss']:.4f}, "
-              f"{summary['world_size']} process(es), global batch {summary['global_batch']}")
+        print(
+            f"[train] {run.path}: step {summary['global_step']}, eval loss {summary['eval_loss']:.4f}, "
+            f"{summary['world_size']} process(es), global batch {summary['global_batch']}"
+        )
     return 0
 
 

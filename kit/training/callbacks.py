@@ -1,5 +1,6 @@
 """Trainer callbacks: every log record to metrics.jsonl, and answers to fixed held-out prompts at
 each evaluation (metrics.jsonl and TensorBoard text), so a run shows answers changing over steps."""
+
 from __future__ import annotations
 
 import time
@@ -21,11 +22,12 @@ def readable_progress_tables() -> None:
     def text_to_html_table(items):
         head = "".join(f"<th>{h}</th>" for h in items[0])
         rows = "".join("<tr>" + "".join(f"<td>{readable(v)}</td>" for v in line) + "</tr>" for line in items[1:])
-        return f'<table border="1" class="dataframe"><thead><tr style="text-align: left;">{head}</tr></thead>' \
-               f"<tbody>{rows}</tbody></table><p>"
+        return (
+            f'<table border="1" class="dataframe"><thead><tr style="text-align: left;">{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table><p>"
+        )
 
     notebook.text_to_html_table = text_to_html_table
-
 
 
 class MetricsJsonl(TrainerCallback):
@@ -34,7 +36,9 @@ class MetricsJsonl(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:
-            append_jsonl(self.path, {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs})
+            append_jsonl(
+                self.path, {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
+            )
 
 
 class CheckpointTimes(TrainerCallback):
@@ -57,16 +61,26 @@ class CheckpointTimes(TrainerCallback):
         seconds = time.perf_counter() - self.mark
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
-        append_jsonl(self.path, {"step": state.global_step, "checkpoint_save_s": round(seconds, 3),
-                                 "checkpoint_mb": round(size / 1e6, 1)})
+        append_jsonl(
+            self.path,
+            {"step": state.global_step, "checkpoint_save_s": round(seconds, 3), "checkpoint_mb": round(size / 1e6, 1)},
+        )
         self.mark = time.perf_counter()
 
 
 class LiveSamples(TrainerCallback):
     """Greedy answers to ``prompts`` (message lists) after every evaluation."""
 
-    def __init__(self, path: Path, tensorboard_dir: Path, tokenizer, family: Family, prompts: list[list[dict]],
-                 max_new_tokens: int, tools: list[list[dict] | None] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        tensorboard_dir: Path,
+        tokenizer,
+        family: Family,
+        prompts: list[list[dict]],
+        max_new_tokens: int,
+        tools: list[list[dict] | None] | None = None,
+    ):
         self.path, self.tensorboard_dir = path, tensorboard_dir
         self.tokenizer, self.family, self.prompts, self.max_new_tokens = tokenizer, family, prompts, max_new_tokens
         self.tools = tools
@@ -80,8 +94,9 @@ class LiveSamples(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            answers, _ = generate(model, self.tokenizer, self.family, self.prompts, max_new_tokens=self.max_new_tokens,
-                                  tools=self.tools)
+            answers, _ = generate(
+                model, self.tokenizer, self.family, self.prompts, max_new_tokens=self.max_new_tokens, tools=self.tools
+            )
         finally:
             model.train(was_training)
         samples = [{"prompt": p[-1]["content"], "answer": a.text} for p, a in zip(self.prompts, answers)]
@@ -91,12 +106,18 @@ class LiveSamples(TrainerCallback):
 
             self.writer = SummaryWriter(str(self.tensorboard_dir))
         table = "| prompt | answer |\n|---|---|\n" + "\n".join(
-            f"| {s['prompt']} | {s['answer']} |".replace("\n", " ") for s in samples)
+            f"| {s['prompt']} | {s['answer']} |".replace("\n", " ") for s in samples
+        )
         self.writer.add_text("samples", table, state.global_step)
         self.writer.flush()
         # Shown as display output, not printed: a notebook can send library prints to run.log
-        show_table([{"prompt": s["prompt"], "answer": s["answer"]} for s in samples], ["prompt", "answer"],
-                   title=f"Answers at step {state.global_step}", max_chars=120, widths={"prompt": "35%"})
+        show_table(
+            [{"prompt": s["prompt"], "answer": s["answer"]} for s in samples],
+            ["prompt", "answer"],
+            title=f"Answers at step {state.global_step}",
+            max_chars=120,
+            widths={"prompt": "35%"},
+        )
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.writer is not None:

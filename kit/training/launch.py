@@ -5,6 +5,7 @@ Accelerate's ``notebook_launcher`` would fork the notebook's own process, but it
 bitsandbytes is imported (Unsloth imports it), and forked processes cannot show the notebook's
 tables. torchrun runs ``python -m kit.training``, the documented command line, instead; the
 notebook's later cells then find the run trained and show it."""
+
 from __future__ import annotations
 
 import subprocess
@@ -30,12 +31,27 @@ def launch(run: Run, processes: int | str, resume: bool | str = "auto") -> bool:
     if wanted <= 1 or run.adapter_dir.exists():  # a trained run: the notebook's cells show it as it is
         return False
     if wanted > have:
-        print(f"processes={processes}: this machine has {have} {kind}{'s' if have > 1 else ''}; "
-              f"training in this notebook's process instead")
+        print(
+            f"processes={processes}: this machine has {have} {kind}{'s' if have > 1 else ''}; "
+            f"training in this notebook's process instead"
+        )
         return False
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(wanted),
-               "--local-ranks-filter", "0",  # rank 0's output: the progress, the losses, the live answers
-               "-m", "kit.training", run.recipe_name, str(run.path), "--resume", str(resume)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(wanted),
+        "--local-ranks-filter",
+        "0",  # rank 0's output: the progress, the losses, the live answers
+        "-m",
+        "kit.training",
+        run.recipe_name,
+        str(run.path),
+        "--resume",
+        str(resume),
+    ]
     print(f"Training on {wanted} processes: {' '.join(command[2:])}", flush=True)
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
         for chunk in iter(lambda: process.stdout.read1(4096), b""):

@@ -4,6 +4,7 @@ A run may be new, killed mid-training (its newest complete checkpoint is resumed
 already (left as it is). ``start`` decides, in one line a notebook prints, takes the run's lock
 (one trainer per run) and sets a killed process's later records aside, so the run's records hold
 each step once after a resume."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ from kit.runs import Run, RunError, find_adapter
 def refuse_trained(run: Run) -> None:
     """Runs are never overwritten: a run with an adapter is trained."""
     if run.adapter_dir.exists():
-        raise RunError(f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
-                       "the prepare notebook (runs are never overwritten).")
+        raise RunError(
+            f"{run.adapter_dir} already exists: this run is trained. Start a new run with "
+            "the prepare notebook (runs are never overwritten)."
+        )
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Plan:
     """What ``start`` found in the run and what the train stage does: "start" (from step 0),
     "resume" (from ``checkpoint``) or "trained" (the run has its adapter: nothing is trained or
     written; its last checkpoint is loaded so the notebook's cells show the tuned model)."""
+
     run: Run
     action: str
     checkpoint: Checkpoint | None = None
@@ -43,8 +47,10 @@ class Plan:
     def __str__(self) -> str:
         skipped = f" ({', '.join(self.skipped)} cut off mid-write: skipped)" if self.skipped else ""
         if self.action == "trained":
-            return (f"Already trained ({self.run.adapter_dir}): left as it is. The cells below load "
-                    f"{self.checkpoint.name}, its last step, and train nothing.")
+            return (
+                f"Already trained ({self.run.adapter_dir}): left as it is. The cells below load "
+                f"{self.checkpoint.name}, its last step, and train nothing."
+            )
         if self.action == "resume":
             return f"Resuming from {self.checkpoint.name} (step {self.checkpoint.step}){skipped}."
         return f"Starting at step 0: no checkpoint to resume from{skipped}."
@@ -71,19 +77,25 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
         step = manifest.get("train", {}).get("global_step")
         last = next((c for c in saved if c.step == step), None)
         if last is None:
-            raise RunError(f"{run.path} is already trained, and its last checkpoint (step {step}) is gone, "
-                           "so there is nothing to load here: evaluate it with the evaluate notebook")
+            raise RunError(
+                f"{run.path} is already trained, and its last checkpoint (step {step}) is gone, "
+                "so there is nothing to load here: evaluate it with the evaluate notebook"
+            )
         limit = run.config().train.max_steps
         if limit and limit > 0 and limit != step:  # loading step N with a new limit would train on
-            raise RunError(f"{run.path} is already trained ({step} steps); train.max_steps is now {limit}, and "
-                           "runs are never overwritten: start a new run with prepare")
+            raise RunError(
+                f"{run.path} is already trained ({step} steps); train.max_steps is now {limit}, and "
+                "runs are never overwritten: start a new run with prepare"
+            )
         return Plan(run, "trained", last)
     refuse_trained(run)
     if resume == "auto":
         checkpoint = saved[-1] if saved else None
     elif resume is False and saved:
-        raise RunError(f"resume: false, but {run.checkpoints_dir} has checkpoints ({', '.join(c.name for c in saved)}) "
-                       "that a fresh start would overwrite: resume (auto, the default) or start a new run with prepare")
+        raise RunError(
+            f"resume: false, but {run.checkpoints_dir} has checkpoints ({', '.join(c.name for c in saved)}) "
+            "that a fresh start would overwrite: resume (auto, the default) or start a new run with prepare"
+        )
     else:
         checkpoint = resume_checkpoint(run, resume, listed)
     if checkpoint is not None:
@@ -93,18 +105,31 @@ def start(run: Run, resume: bool | str = "auto") -> Plan:
     if train.init_adapter:  # refused here, before any model loads
         _, init = find_adapter(config)
         began = manifest.get("init_adapter")
-        if checkpoint is not None and began and (began["adapter"], began["sha256"]) != (init["adapter"], init["sha256"]):
-            raise RunError(f"train.init_adapter: {train.init_adapter} now names {init['adapter']} (sha256 "
-                           f"{init['sha256'][:12]}), and this run started from {began['adapter']} (sha256 "
-                           f"{began['sha256'][:12]}): resume from the same adapter (recipe/run-id names one run)")
+        if (
+            checkpoint is not None
+            and began
+            and (began["adapter"], began["sha256"]) != (init["adapter"], init["sha256"])
+        ):
+            raise RunError(
+                f"train.init_adapter: {train.init_adapter} now names {init['adapter']} (sha256 "
+                f"{init['sha256'][:12]}), and this run started from {began['adapter']} (sha256 "
+                f"{began['sha256'][:12]}): resume from the same adapter (recipe/run-id names one run)"
+            )
     lock = None
     if distributed.is_main():  # with several processes, rank 0 alone writes the run's records
         lock = RunLock(run.path).acquire()
         if train.init_adapter:
             run.update_manifest({"init_adapter": init})
-        run.update_manifest({"launch": {"world_size": distributed.world_size(), "global_batch":
-                                        train.per_device_train_batch_size * train.gradient_accumulation_steps
-                                        * distributed.world_size()}})
+        run.update_manifest(
+            {
+                "launch": {
+                    "world_size": distributed.world_size(),
+                    "global_batch": train.per_device_train_batch_size
+                    * train.gradient_accumulation_steps
+                    * distributed.world_size(),
+                }
+            }
+        )
         step = checkpoint.step if checkpoint else 0
         set_aside_steps_after(run.metrics_path, step)
         if checkpoint or (run.path / "tensorboard").exists():
@@ -135,15 +160,20 @@ def resume_checkpoint(run: Run, resume, saved: list[Checkpoint] | None = None) -
     if "/" in resume and (Path(resume) / "trainer_state.json").exists():
         state = json.loads((Path(resume) / "trainer_state.json").read_text(encoding="utf-8"))
         return Checkpoint(Path(resume).name, Path(resume), state["global_step"], None)
-    raise RunError(f"resume: no complete checkpoint {resume!r} in {run.checkpoints_dir} "
-                   f"(have: {', '.join(c.name for c in saved) or 'none'}); give {RESUME_VALUES}")
+    raise RunError(
+        f"resume: no complete checkpoint {resume!r} in {run.checkpoints_dir} "
+        f"(have: {', '.join(c.name for c in saved) or 'none'}); give {RESUME_VALUES}"
+    )
 
 
 def every_rank_saved(checkpoint: Checkpoint, world_size: int | None) -> bool:
     """Whether each of the ``world_size`` processes that wrote the checkpoint saved its RNG state
     (rng_state_<rank>.pth): rank 0 writes trainer_state.json without waiting for the others."""
-    return not world_size or world_size == 1 or all(
-        (checkpoint.path / f"rng_state_{rank}.pth").exists() for rank in range(world_size))
+    return (
+        not world_size
+        or world_size == 1
+        or all((checkpoint.path / f"rng_state_{rank}.pth").exists() for rank in range(world_size))
+    )
 
 
 def check_world_size(checkpoint: Checkpoint, launched: int | None) -> None:
@@ -154,13 +184,17 @@ def check_world_size(checkpoint: Checkpoint, launched: int | None) -> None:
     wrote = launched or len(list(checkpoint.path.glob("rng_state_*.pth"))) or 1
     now = distributed.world_size()
     if not every_rank_saved(checkpoint, wrote):
-        raise RunError(f"{checkpoint.name} was cut off mid-save (a process's RNG state is missing): "
-                       "resume from an earlier checkpoint")
+        raise RunError(
+            f"{checkpoint.name} was cut off mid-save (a process's RNG state is missing): "
+            "resume from an earlier checkpoint"
+        )
     if wrote != now:
-        raise RunError(f"{checkpoint.name} was written by {wrote} process{'es' if wrote > 1 else ''}, and this "
-                       f"train stage runs on {now}: resume it on {wrote} "
-                       + (f"(torchrun --nproc_per_node {wrote} -m kit.training RECIPE RUN)" if wrote > 1 else "(no torchrun)")
-                       + ", or start a new run with prepare")
+        raise RunError(
+            f"{checkpoint.name} was written by {wrote} process{'es' if wrote > 1 else ''}, and this "
+            f"train stage runs on {now}: resume it on {wrote} "
+            + (f"(torchrun --nproc_per_node {wrote} -m kit.training RECIPE RUN)" if wrote > 1 else "(no torchrun)")
+            + ", or start a new run with prepare"
+        )
 
 
 def parse_resume(resume) -> bool | str:

@@ -8,6 +8,7 @@ another host (a Colab runtime that died with Drive mounted), when it has not bee
 ``STALE_AFTER_S``. A folder-level lock (mkdir/O_EXCL) rather than flock: flock does not reach
 across the machines that share a Drive folder.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -35,8 +36,11 @@ class RunLock:
     def acquire(self) -> "RunLock":
         """Hold the lock, or raise RunError naming the live holder. Taking it again in the process
         that holds it (a notebook cell run twice) is allowed."""
-        me = {"host": socket.gethostname(), "pid": os.getpid(),
-              "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -45,10 +49,12 @@ class RunLock:
                 if holder and (holder.get("host"), holder.get("pid")) == (me["host"], me["pid"]):
                     break
                 if not _stale(holder, age):
-                    raise RunError(f"{self.path.parent} is being trained by process {holder.get('pid')} on "
-                                   f"{holder.get('host')} since {holder.get('since')} (alive {age:.0f} s ago): "
-                                   f"wait for it or stop that notebook; a killed one's lock is taken over "
-                                   f"at once on this machine, after {STALE_AFTER_S} s from another") from None
+                    raise RunError(
+                        f"{self.path.parent} is being trained by process {holder.get('pid')} on "
+                        f"{holder.get('host')} since {holder.get('since')} (alive {age:.0f} s ago): "
+                        f"wait for it or stop that notebook; a killed one's lock is taken over "
+                        f"at once on this machine, after {STALE_AFTER_S} s from another"
+                    ) from None
                 self._remove_if(holder)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as f:

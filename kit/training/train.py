@@ -12,6 +12,7 @@ calls in its own cell (so ``model``, ``tokenizer`` and ``trainer`` are the user'
 The same steps train every ``train.method`` (``kit.training.trainers``: sft, dpo, kto, orpo, grpo).
 ``train`` runs exactly these steps (papermill's pipeline, tests, benchmarks). ``config`` is the run's
 resolved recipe (``kit.recipes.Recipe``); ``recipe`` elsewhere is its name."""
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,10 @@ def init_adapter(model, config: Recipe) -> Path:
     loaded = set_peft_model_state_dict(model, weights)
     expected = [name for name, _ in model.named_parameters() if "lora_" in name]
     if loaded.unexpected_keys or len(weights) != len(expected):
-        raise RunError(f"train.init_adapter: {adapter} does not fit this model: {len(weights)} LoRA tensors for "
-                       f"{len(expected)} (unexpected: {list(loaded.unexpected_keys)[:3]})")
+        raise RunError(
+            f"train.init_adapter: {adapter} does not fit this model: {len(weights)} LoRA tensors for "
+            f"{len(expected)} (unexpected: {list(loaded.unexpected_keys)[:3]})"
+        )
     print(f"LoRA adapters start from {adapter} ({len(weights)} tensors).")
     return adapter
 
@@ -93,8 +96,10 @@ def tokenized_split(run: Run, name: str, tokenizer, config: Recipe) -> Dataset:
         return Dataset.from_list(grpo_rows(tokenizer, family, rows, config))
     tokenized = tokenize_for(method, tokenizer, family, rows, config)
     if tokenized.dropped:  # prepare already applied the same rules; a difference means the data changed
-        raise RunError(f"{run.data_dir / (name + '.jsonl')}: {len(tokenized.dropped)} rows no longer tokenize as in "
-                       f"prepare: {tokenized.dropped[:3]}")
+        raise RunError(
+            f"{run.data_dir / (name + '.jsonl')}: {len(tokenized.dropped)} rows no longer tokenize as in "
+            f"prepare: {tokenized.dropped[:3]}"
+        )
     return Dataset.from_list(tokenized.examples)
 
 
@@ -113,9 +118,15 @@ def held_out_prompt(run: Run) -> Prompt:
 def live_samples(run: Run, tokenizer, config: Recipe) -> LiveSamples:
     """Answers to the first ``eval.live_samples`` held-out prompts at every evaluation."""
     held_out = held_out_prompts(read_jsonl(run.data_dir / "eval.jsonl"), config.eval.live_samples)
-    return LiveSamples(run.metrics_path, run.path / "tensorboard", tokenizer, family_for(config),
-                       [p.messages for p in held_out], config.eval.max_new_tokens,
-                       tools=[p.tools for p in held_out])
+    return LiveSamples(
+        run.metrics_path,
+        run.path / "tensorboard",
+        tokenizer,
+        family_for(config),
+        [p.messages for p in held_out],
+        config.eval.max_new_tokens,
+        tools=[p.tools for p in held_out],
+    )
 
 
 def trainer_config(run: Run, config: Recipe, **extra):
@@ -153,7 +164,7 @@ def mean_train_loss(metrics_path: Path) -> float | None:
     over the steps since the previous log) weighted by its steps. transformers' own figure covers
     only the steps of the last process, divided by all steps, when a run was resumed."""
     losses = {}
-    for line in (metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []):
+    for line in metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []:
         record = json.loads(line)
         if "loss" in record:
             losses[record["step"]] = record["loss"]  # a step logged twice: the later record
@@ -179,9 +190,14 @@ def telemetry(trainer, model, result, tokens: int) -> dict:
     tokens_per_s = tokens / seconds if seconds else None
     trainable, total = model.get_nb_trainable_parameters()  # PEFT counts 4-bit weights unpacked
     per_device = tokens_per_s / trainer.args.world_size if tokens_per_s else None
-    return {"tokens_seen": tokens, "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
-            "trainable_parameters": trainable, "parameters": total,
-            "mfu": backend.mfu(total, per_device) if per_device else None, **backend.peak_memory()}
+    return {
+        "tokens_seen": tokens,
+        "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
+        "trainable_parameters": trainable,
+        "parameters": total,
+        "mfu": backend.mfu(total, per_device) if per_device else None,
+        **backend.peak_memory(),
+    }
 
 
 def real_tokens_of_all_processes(trainer) -> int:
@@ -195,8 +211,10 @@ def real_tokens_of_all_processes(trainer) -> int:
 def launch(trainer) -> dict:
     """How many processes trained and the global batch: per-device batch × accumulation × processes."""
     args = trainer.args
-    return {"world_size": args.world_size,
-            "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size}
+    return {
+        "world_size": args.world_size,
+        "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+    }
 
 
 def method_arguments(config: Recipe, tokenizer) -> dict:
@@ -205,12 +223,21 @@ def method_arguments(config: Recipe, tokenizer) -> dict:
     if not method_of(config).rewards:
         return {}
     family = family_for(config)
-    return {"reward_funcs": reward_functions(config.train.grpo.rewards, family)[0],
-            "stop_ids": stop_ids(tokenizer, family)}
+    return {
+        "reward_funcs": reward_functions(config.train.grpo.rewards, family)[0],
+        "stop_ids": stop_ids(tokenizer, family),
+    }
 
 
-def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dataset | None = None,
-                  eval_dataset: Dataset | None = None, trainer_class: type | None = None) -> KitTrainer:
+def build_trainer(
+    run: Run,
+    config: Recipe,
+    model,
+    tokenizer,
+    train_dataset: Dataset | None = None,
+    eval_dataset: Dataset | None = None,
+    trainer_class: type | None = None,
+) -> KitTrainer:
     """The kit's trainer for ``run`` and its ``train.method`` (TRL's SFTTrainer, DPOTrainer, KTOTrainer,
     ORPOTrainer or GRPOTrainer; for DPO and KTO the reference model is the base, as the adapter starts:
     TRL keeps a frozen copy of it; GRPO's rewards: ``method_arguments``): the tokenized
@@ -228,7 +255,11 @@ def build_trainer(run: Run, config: Recipe, model, tokenizer, train_dataset: Dat
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         args=trainer_config(run, config),
-        callbacks=[MetricsJsonl(run.metrics_path), live_samples(run, tokenizer, config), CheckpointTimes(run.metrics_path)],
+        callbacks=[
+            MetricsJsonl(run.metrics_path),
+            live_samples(run, tokenizer, config),
+            CheckpointTimes(run.metrics_path),
+        ],
         **method_arguments(config, tokenizer),
     )
     distributed.check_same_devices(backend.HAS_GPU)  # the process group exists once the trainer does
@@ -254,10 +285,16 @@ def finish(run: Run, trainer: KitTrainer, result, plan: Plan | None = None) -> d
     model.save_pretrained(str(tmp), selected_adapters=[model.active_adapter])  # not DPO's frozen "ref" copy
     tokenizer.save_pretrained(str(tmp))
     tmp.rename(run.adapter_dir)
-    summary = {"global_step": result.global_step, "train_loss": mean_train_loss(run.metrics_path),
-               "eval_loss": final_eval.get("eval_loss"), "train_runtime_s": result.metrics.get("train_runtime"),
-               "resumed_from": trainer.resumed_from, "checkpoint_save_s": checkpoint_save_seconds(run.metrics_path),
-               **launch(trainer), **telemetry(trainer, model, result, tokens)}
+    summary = {
+        "global_step": result.global_step,
+        "train_loss": mean_train_loss(run.metrics_path),
+        "eval_loss": final_eval.get("eval_loss"),
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "resumed_from": trainer.resumed_from,
+        "checkpoint_save_s": checkpoint_save_seconds(run.metrics_path),
+        **launch(trainer),
+        **telemetry(trainer, model, result, tokens),
+    }
     run.update_manifest({"device": backend.device_name(), "train": summary})
     if plan is not None and plan.lock is not None:
         plan.lock.release()

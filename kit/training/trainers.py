@@ -2,6 +2,7 @@
 ``trl.experimental``) ORPOTrainer and GRPOTrainer, with what the kit adds to each (``KitTrainer``). The
 preference trainers take the pairs the kit tokenized (each family's template and masks, as for SFT);
 GRPO takes prompts the kit rendered (each family's template, as at inference)."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,18 @@ from kit.methods import Method
 import torch  # noqa: E402
 from transformers import TrainerState  # noqa: E402
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint  # noqa: E402
+
 # The configs are named by the method table (kit.methods) and looked up here by config_class.
-from trl import (DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, SFTConfig,  # noqa: E402, F401
-                 SFTTrainer)
+from trl import (
+    DPOConfig,
+    DPOTrainer,
+    GRPOConfig,
+    GRPOTrainer,
+    KTOConfig,
+    KTOTrainer,
+    SFTConfig,  # noqa: E402, F401
+    SFTTrainer,
+)
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402, F401
 
 IGNORE_INDEX = -100  # transformers' label of a token without loss
@@ -145,8 +155,11 @@ class KitORPOTrainer(KitTrainer, ORPOTrainer):
         row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
         for side in ("chosen", "rejected"):
             answer = feature[f"{side}_ids"]
-            row |= {f"{side}_input_ids": prompt + answer, f"{side}_attention_mask": [1] * (len(prompt) + len(answer)),
-                    f"{side}_labels": [IGNORE_INDEX] * len(prompt) + answer}
+            row |= {
+                f"{side}_input_ids": prompt + answer,
+                f"{side}_attention_mask": [1] * (len(prompt) + len(answer)),
+                f"{side}_labels": [IGNORE_INDEX] * len(prompt) + answer,
+            }
         return row
 
     def concatenated_forward(self, model, batch):
@@ -157,7 +170,9 @@ class KitORPOTrainer(KitTrainer, ORPOTrainer):
         labels = batch["chosen_labels"][:, 1:].to(chosen_logits.device)
         width = chosen_logits.shape[1]
         labels = torch.nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)[:, :width]
-        nll = torch.nn.functional.cross_entropy(chosen_logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        nll = torch.nn.functional.cross_entropy(
+            chosen_logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+        )
         return (*out[:4], nll, *out[5:])
 
 

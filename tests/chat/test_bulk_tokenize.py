@@ -1,6 +1,7 @@
 """tokenize_many on many rows (the fast method, encoding in a second thread while rows render,
 labels from byte lengths, the supervision check from the labels' runs) gives exactly what the
 exact method gives row by row, for every family, with and without tools."""
+
 import random
 
 import pytest
@@ -32,7 +33,11 @@ def conversations(n: int, seed: int = 0) -> list[list[dict]]:
             if k % 3 == 1:
                 messages[-1]["reasoning"] = "Think: " + answer[:30]
         rows.append(messages)
-    fixed = [*test_families.CONVERSATIONS.values(), *test_families.REASONING.values(), *test_masks.CONVERSATIONS.values()]
+    fixed = [
+        *test_families.CONVERSATIONS.values(),
+        *test_families.REASONING.values(),
+        *test_masks.CONVERSATIONS.values(),
+    ]
     return rows + fixed
 
 

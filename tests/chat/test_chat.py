@@ -1,4 +1,5 @@
 """Assistant-only labels on the real Qwen tokenizer with Qwen3's official chat template."""
+
 import pytest
 
 from kit.chat.render import MaskError, render, render_prompt, tokenize_with_labels
@@ -16,17 +17,21 @@ def trained_segments(tokenizer, messages, family=QWEN3):
 
 
 def test_single_turn_trains_answer_and_end_of_turn_only(tokenizer):
-    messages = [{"role": "user", "content": "Where is my order?"},
-                {"role": "assistant", "content": "Dear customer, it ships today."}]
+    messages = [
+        {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "content": "Dear customer, it ships today."},
+    ]
     assert trained_segments(tokenizer, messages) == ["Dear customer, it ships today.<|im_end|>"]
 
 
 def test_every_assistant_turn_is_trained_and_nothing_else(tokenizer):
-    messages = [{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "你好 👋"},
-                {"role": "assistant", "content": "你好！有什么可以帮您？"},
-                {"role": "user", "content": "Return policy?"},
-                {"role": "assistant", "content": "Thirty days."}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "你好 👋"},
+        {"role": "assistant", "content": "你好！有什么可以帮您？"},
+        {"role": "user", "content": "Return policy?"},
+        {"role": "assistant", "content": "Thirty days."},
+    ]
     assert trained_segments(tokenizer, messages) == ["你好！有什么可以帮您？<|im_end|>", "Thirty days.<|im_end|>"]
     ex = tokenize_with_labels(tokenizer, QWEN3, messages)
     text = "".join(t for t, sup in label_segments(tokenizer, ex["input_ids"], ex["labels"]) if not sup)
@@ -34,8 +39,10 @@ def test_every_assistant_turn_is_trained_and_nothing_else(tokenizer):
 
 
 def test_reasoning_is_trained_when_rendered(tokenizer):
-    messages = [{"role": "user", "content": "2+2?"},
-                {"role": "assistant", "content": "4", "reasoning_content": "Add two and two."}]
+    messages = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "Add two and two."},
+    ]
     assert trained_segments(tokenizer, messages) == ["<think>\nAdd two and two.\n</think>\n\n4<|im_end|>"]
 
 
@@ -59,8 +66,11 @@ def test_matches_trl_training_template_except_declared_differences(tokenizer):
     block in every turn, so only single-turn conversations compare). Ours differ in two declared
     places: the empty think block is prompt (it is in the enable_thinking=False generation prompt)
     and the newline after <|im_end|> is not trained (generation stops at <|im_end|>)."""
-    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Can I return it?"},
-                {"role": "assistant", "content": "Dear customer, yes within 30 days."}]
+    messages = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Can I return it?"},
+        {"role": "assistant", "content": "Dear customer, yes within 30 days."},
+    ]
     assert trl_only_pieces(tokenizer, QWEN3, messages, "qwen3_training") == ["<think>\n\n</think>\n\n", "\n"]
 
 
@@ -68,9 +78,11 @@ def test_misaligned_templates_raise_instead_of_training_the_wrong_tokens(tokeniz
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     with pytest.raises(MaskError, match="end-of-turn token '<\\|eot_id\\|>' not found"):
         tokenize_with_labels(tokenizer, Family(name="x", end_of_turn="<|eot_id|>", official_template="x"), messages)
-    hides_content = ("{% for m in messages %}<|im_start|>{{ m.role }}\n"
-                     "{% if m.role == 'assistant' %}[answer]{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
-                     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    hides_content = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{% if m.role == 'assistant' %}[answer]{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     original = tokenizer.chat_template
     try:
         tokenizer.chat_template = hides_content
@@ -81,8 +93,12 @@ def test_misaligned_templates_raise_instead_of_training_the_wrong_tokens(tokeniz
 
 
 def test_last_assistant_strategy_trains_only_the_final_turn(tokenizer):
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "first"},
-                {"role": "user", "content": "b"}, {"role": "assistant", "content": "second"}]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "first"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "second"},
+    ]
     ex = tokenize_with_labels(tokenizer, QWEN3, messages, train_on="last_assistant")
     assert [t for t, s in label_segments(tokenizer, ex["input_ids"], ex["labels"]) if s] == ["second<|im_end|>"]
     assert ex["input_ids"] == tokenize_with_labels(tokenizer, QWEN3, messages)["input_ids"]
@@ -108,8 +124,10 @@ def test_a_tokenizer_left_padding_from_generation_does_not_pad_training_examples
     tok(["short", "a much longer text than the first one"], padding=True)
     padding = tok.backend_tokenizer.padding
     assert padding is not None  # the state this test is about
-    conversations = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-                     [{"role": "user", "content": "a longer question " * 5}, {"role": "assistant", "content": "ok"}]]
+    conversations = [
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        [{"role": "user", "content": "a longer question " * 5}, {"role": "assistant", "content": "ok"}],
+    ]
     assert tokenize_many(tok, QWEN3, conversations) == [tokenize_with_labels(tok, QWEN3, c) for c in conversations]
     assert tok.backend_tokenizer.padding == padding  # restored for the caller
 
@@ -125,5 +143,6 @@ def test_rows_the_byte_table_refuses_fall_back_to_the_tokenizers_offsets(tokeniz
     decomposed = [{"role": "user", "content": "Cafe\u0301?"}, {"role": "assistant", "content": "Un cafe\u0301."}]
     conversations = [*plain, decomposed]
     assert tokenize_many(tokenizer, QWEN3, conversations, verify=2) == [
-        tokenize_with_labels(tokenizer, QWEN3, c) for c in conversations]
+        tokenize_with_labels(tokenizer, QWEN3, c) for c in conversations
+    ]
     assert gc.isenabled()

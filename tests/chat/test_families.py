@@ -1,5 +1,6 @@
 """Every family: rendering is the official template's, no doubled BOS, and TRL's generation-marked
 training templates agree where they exist (what exactly is trained: tests/chat/test_masks.py)."""
+
 import pytest
 
 from kit.chat.render import render_prompt, tokenize_with_labels
@@ -9,27 +10,37 @@ from kit.families import FAMILIES, get_family
 from tests.conftest import trl_only_pieces
 
 CONVERSATIONS = {
-    "single": [{"role": "user", "content": "Where is my order?"},
-               {"role": "assistant", "content": "It ships today."}],
-    "system": [{"role": "system", "content": "You are a support agent."},
-               {"role": "user", "content": "Can I return it?"},
-               {"role": "assistant", "content": "Yes, within 30 days."}],
-    "multi_turn_cjk_emoji": [{"role": "user", "content": "你好 👋"},
-                             {"role": "assistant", "content": "你好！有什么可以帮您？😊"},
-                             {"role": "user", "content": "退货政策？"},
-                             {"role": "assistant", "content": "三十天内可以退货。"}],
-    "empty_system": [{"role": "system", "content": ""},
-                     {"role": "user", "content": "Hi"},
-                     {"role": "assistant", "content": "Hello!"}],
+    "single": [{"role": "user", "content": "Where is my order?"}, {"role": "assistant", "content": "It ships today."}],
+    "system": [
+        {"role": "system", "content": "You are a support agent."},
+        {"role": "user", "content": "Can I return it?"},
+        {"role": "assistant", "content": "Yes, within 30 days."},
+    ],
+    "multi_turn_cjk_emoji": [
+        {"role": "user", "content": "你好 👋"},
+        {"role": "assistant", "content": "你好！有什么可以帮您？😊"},
+        {"role": "user", "content": "退货政策？"},
+        {"role": "assistant", "content": "三十天内可以退货。"},
+    ],
+    "empty_system": [
+        {"role": "system", "content": ""},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ],
 }
 # Reasoning in canonical form; each family renders it by its own convention (or drops it).
 REASONING = {
-    "reasoning": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add two and two."}],
-    "reasoning_multi_turn": [{"role": "system", "content": "Be brief."},
-                             {"role": "user", "content": "2+2?"},
-                             {"role": "assistant", "content": "4", "reasoning": "Add."},
-                             {"role": "user", "content": "再乘以 3？🤔"},
-                             {"role": "assistant", "content": "12", "reasoning": "4 × 3 = 12."}],
+    "reasoning": [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning": "Add two and two."},
+    ],
+    "reasoning_multi_turn": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning": "Add."},
+        {"role": "user", "content": "再乘以 3？🤔"},
+        {"role": "assistant", "content": "12", "reasoning": "4 × 3 = 12."},
+    ],
 }
 
 
@@ -84,11 +95,14 @@ def test_text_is_the_official_templates_and_bos_is_not_doubled(family_tokenizers
     assert declared.startswith(prompt)
 
 
-@pytest.mark.parametrize("name, training_template, trl_only", [
-    ("qwen2.5", "qwen2_5_training", ["\n", "\n"]),           # the prompt's last newline, the one after <|im_end|>
-    ("gemma-3", "gemma3_training", ["\n"]),                 # the newline after <end_of_turn>
-    ("gpt-oss", "gptoss_training", ["<|start|>assistant"]),  # the generation prompt itself
-])
+@pytest.mark.parametrize(
+    "name, training_template, trl_only",
+    [
+        ("qwen2.5", "qwen2_5_training", ["\n", "\n"]),  # the prompt's last newline, the one after <|im_end|>
+        ("gemma-3", "gemma3_training", ["\n"]),  # the newline after <end_of_turn>
+        ("gpt-oss", "gptoss_training", ["<|start|>assistant"]),  # the generation prompt itself
+    ],
+)
 def test_masks_match_trls_training_templates(family_tokenizers, name, training_template, trl_only):
     """TRL's {% generation %} masks cover ours; what only TRL trains is declared, per turn."""
     family, tokenizer = get_family(name), family_tokenizers[name]
@@ -116,13 +130,16 @@ def test_fast_spans_equal_the_exact_method(family_tokenizers, family):
     tokenizer = family_tokenizers[family.name]
     prompts = generation_prompts(tokenizer, family)
     assert prompts
-    tricky = [{"role": "user", "content": "What does " + prompts[0].strip() + " mean?"},
-              {"role": "assistant", "content": "A turn header."}]
+    tricky = [
+        {"role": "user", "content": "What does " + prompts[0].strip() + " mean?"},
+        {"role": "assistant", "content": "A turn header."},
+    ]
     reasoning = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]
     conversations = list(CONVERSATIONS.values()) + [tricky, reasoning]
     for messages in conversations:
         exact = render_with_spans(tokenizer, family, messages, family.default_train_on)
         fast = spans_from_prompts(tokenizer, family, messages, prompts, family.default_train_on)
         assert (fast.text, fast.spans) == (exact.text, exact.spans)
-    assert tokenize_many(tokenizer, family, conversations) == [tokenize_with_labels(tokenizer, family, m)
-                                                                for m in conversations]
+    assert tokenize_many(tokenizer, family, conversations) == [
+        tokenize_with_labels(tokenizer, family, m) for m in conversations
+    ]

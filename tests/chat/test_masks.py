@@ -6,6 +6,7 @@ for an assistant turn (not from the kit's code): its rendered reasoning where th
 it, its answer, and the token that ends it. What the model writes after the generation prompt is
 trained; the generation prompt itself is not.
 """
+
 import pytest
 
 from kit.chat.render import tokenize_with_labels
@@ -27,7 +28,9 @@ def expected_piece(family: str, mode: str, answer: str, reasoning: str | None, l
     if family == "qwen3":  # reasoning after the last user turn; the empty block there is prompt
         return (think(reasoning) if reasoning and last else "") + answer + "<|im_end|>"
     if family in ("qwen2.5", "smollm2", "llama-3.1", "gemma-3"):  # no reasoning channel: dropped, or inline
-        end = {"qwen2.5": "<|im_end|>", "smollm2": "<|im_end|>", "llama-3.1": "<|eot_id|>", "gemma-3": "<end_of_turn>"}[family]
+        end = {"qwen2.5": "<|im_end|>", "smollm2": "<|im_end|>", "llama-3.1": "<|eot_id|>", "gemma-3": "<end_of_turn>"}[
+            family
+        ]
         return inline + answer + end
     if family == "gpt-oss":  # analysis only in the last turn, then the model opens the final message
         if not last:
@@ -49,25 +52,43 @@ def trained_turns(family: str, n_turns: int) -> list[int]:
 U1, U2 = "What is 17 * 23?", "And 391 + 9?"
 CONVERSATIONS = {
     "single": [{"role": "user", "content": U1}, {"role": "assistant", "content": "391"}],
-    "system": [{"role": "system", "content": "Answer with a number."},
-               {"role": "user", "content": U1}, {"role": "assistant", "content": "391"}],
-    "multi_turn": [{"role": "user", "content": U1}, {"role": "assistant", "content": "391"},
-                   {"role": "user", "content": U2}, {"role": "assistant", "content": "400"}],
+    "system": [
+        {"role": "system", "content": "Answer with a number."},
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": "391"},
+    ],
+    "multi_turn": [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": "391"},
+        {"role": "user", "content": U2},
+        {"role": "assistant", "content": "400"},
+    ],
     # The answer repeats an earlier turn's answer and the user's words.
-    "repeated_answer": [{"role": "system", "content": "Say yes."},
-                        {"role": "user", "content": "Say yes"}, {"role": "assistant", "content": "yes"},
-                        {"role": "user", "content": "yes again"}, {"role": "assistant", "content": "yes"}],
+    "repeated_answer": [
+        {"role": "system", "content": "Say yes."},
+        {"role": "user", "content": "Say yes"},
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": "yes again"},
+        {"role": "assistant", "content": "yes"},
+    ],
     # The answer occurs word for word inside its own reasoning (the gpt-oss bug of issue 13).
-    "reasoning_last_turn": [{"role": "user", "content": U1},
-                            {"role": "assistant", "content": "391", "reasoning": "17*23=391."}],
-    "reasoning_last_of_two": [{"role": "system", "content": "Think first."},
-                              {"role": "user", "content": U1}, {"role": "assistant", "content": "391"},
-                              {"role": "user", "content": U2},
-                              {"role": "assistant", "content": "400", "reasoning": "391 + 9 = 400, so the answer is 400"}],
-    "reasoning_every_turn": [{"role": "user", "content": U1},
-                             {"role": "assistant", "content": "391", "reasoning": "17*23 is 391"},
-                             {"role": "user", "content": U2},
-                             {"role": "assistant", "content": "400", "reasoning": "391+9=400"}],
+    "reasoning_last_turn": [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": "391", "reasoning": "17*23=391."},
+    ],
+    "reasoning_last_of_two": [
+        {"role": "system", "content": "Think first."},
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": "391"},
+        {"role": "user", "content": U2},
+        {"role": "assistant", "content": "400", "reasoning": "391 + 9 = 400, so the answer is 400"},
+    ],
+    "reasoning_every_turn": [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": "391", "reasoning": "17*23 is 391"},
+        {"role": "user", "content": U2},
+        {"role": "assistant", "content": "400", "reasoning": "391+9=400"},
+    ],
 }
 MODES = ("as_template", "every_turn", "inline")
 
@@ -82,15 +103,19 @@ def examples(messages, mode):
 def expected_pieces(family: str, mode: str, messages: list[dict], train_on: str | None) -> list[str]:
     answers = [m for m in messages if m["role"] == "assistant"]
     turns = [len(answers) - 1] if train_on == "last_assistant" else trained_turns(family, len(answers))
-    return [expected_piece(family, mode, answers[k]["content"], answers[k].get("reasoning"), k == len(answers) - 1)
-            for k in turns]
+    return [
+        expected_piece(family, mode, answers[k]["content"], answers[k].get("reasoning"), k == len(answers) - 1)
+        for k in turns
+    ]
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))
 @pytest.mark.parametrize("family_name", sorted(FAMILIES))
 def test_supervised_text_is_exactly_the_expected_pieces(family_tokenizers, family_name, name, mode):
-    family = family_for(resolve({"model": {"id": "any", "family": family_name}, "data": {"source": "any", "reasoning": mode}}))
+    family = family_for(
+        resolve({"model": {"id": "any", "family": family_name}, "data": {"source": "any", "reasoning": mode}})
+    )
     tokenizer = family_tokenizers[family_name]
     for messages, train_on in examples(CONVERSATIONS[name], mode):
         ex = tokenize_with_labels(tokenizer, family, messages, train_on)
@@ -102,8 +127,10 @@ def test_the_issue_13_conversation_trains_analysis_and_final(family_tokenizers):
     tokenizer, family = family_tokenizers["gpt-oss"], FAMILIES["gpt-oss"]
     ex = tokenize_with_labels(tokenizer, family, CONVERSATIONS["reasoning_last_turn"])
     plain = "".join(f"[{t}]" if sup else t for t, sup in label_segments(tokenizer, ex["input_ids"], ex["labels"]))
-    assert plain.endswith("<|start|>assistant[<|channel|>analysis<|message|>17*23=391.<|end|><|start|>assistant"
-                          "<|channel|>final<|message|>391<|return|>]")
+    assert plain.endswith(
+        "<|start|>assistant[<|channel|>analysis<|message|>17*23=391.<|end|><|start|>assistant"
+        "<|channel|>final<|message|>391<|return|>]"
+    )
 
 
 def test_the_supervision_check_catches_a_turn_left_out(family_tokenizers):
@@ -129,14 +156,24 @@ def test_the_fast_method_finds_the_same_spans(family_tokenizers, family_name):
     exact method (transformers' apply_chat_template, a second render with markers) agree on
     every conversation and mode above; where the fast path can locate in one render, it does so
     for every trained turn, and its positions equal the two-render alignment's."""
-    from kit.chat.render import (generation_prompts, locate, locate_in_one_render, render_training_text, render_with_spans,
-                          spans_from_prompts, template_messages, trained_turns)
+    from kit.chat.render import (
+        generation_prompts,
+        locate,
+        locate_in_one_render,
+        render_training_text,
+        render_with_spans,
+        spans_from_prompts,
+        template_messages,
+        trained_turns,
+    )
     from kit.chat.templates import TrainingRenderer
 
     tokenizer = family_tokenizers[family_name]
     one_render = 0
     for mode in MODES:
-        family = family_for(resolve({"model": {"id": "any", "family": family_name}, "data": {"source": "any", "reasoning": mode}}))
+        family = family_for(
+            resolve({"model": {"id": "any", "family": family_name}, "data": {"source": "any", "reasoning": mode}})
+        )
         prompts, renderer = generation_prompts(tokenizer, family), TrainingRenderer(tokenizer, family)
         assert renderer.fast  # the official templates are trusted
         for conversation in CONVERSATIONS.values():

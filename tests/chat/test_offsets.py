@@ -1,13 +1,16 @@
 """Token starts from byte lengths (byte-level BPE) equal the tokenizer's own offsets, and the table
 refuses texts whose bytes the tokenizer would change."""
+
 import pytest
 
 from kit.chat.labels import encode_whole
 from kit.chat.offsets import byte_length_table
 
-TEXTS = ["<|im_start|>user\nWhere is my order?<|im_end|>\n<|im_start|>assistant\nIt ships today.<|im_end|>\n",
-         "你好！有什么可以帮您？😊 Ünïcödé  double  spaces\n\n\ttabs",
-         "<think>\n\n</think>\n\nDear customer,"]
+TEXTS = [
+    "<|im_start|>user\nWhere is my order?<|im_end|>\n<|im_start|>assistant\nIt ships today.<|im_end|>\n",
+    "你好！有什么可以帮您？😊 Ünïcödé  double  spaces\n\n\ttabs",
+    "<think>\n\n</think>\n\nDear customer,",
+]
 
 
 @pytest.mark.parametrize("name", ["qwen3", "llama-3.1"])

@@ -1,14 +1,19 @@
 """The fast renderer: trusted templates (the kit's and TRL's copies of the official ones) render
 outside jinja's sandbox, exactly as transformers renders them; any other template stays sandboxed."""
+
 import jinja2
 import pytest
 
 from kit.families import FAMILIES, get_family
 from kit.chat.templates import TrainingRenderer
 
-CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好 👋"},
-                {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"},
-                {"role": "assistant", "content": "Bye."}]
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "你好 👋"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Bye"},
+    {"role": "assistant", "content": "Bye."},
+]
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

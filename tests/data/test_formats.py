@@ -1,4 +1,5 @@
 """Every supported layout and container → the same canonical conversation, with clear errors."""
+
 import csv
 import json
 
@@ -6,18 +7,31 @@ import pytest
 
 from kit.data.rows import DataError, load_conversations
 
-CANONICAL = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
-             {"role": "assistant", "content": "Hello!"}]
+CANONICAL = [
+    {"role": "system", "content": "Be kind."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+]
 
 SAME_CONVERSATION = {
     "messages": {"messages": CANONICAL},
-    "sharegpt": {"conversations": [{"from": "system", "value": "Be kind."}, {"from": "human", "value": "Hi"},
-                                   {"from": "gpt", "value": "Hello!"}]},
+    "sharegpt": {
+        "conversations": [
+            {"from": "system", "value": "Be kind."},
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Hello!"},
+        ]
+    },
     "alpaca": {"system": "Be kind.", "instruction": "Hi", "input": "", "output": "Hello!"},
-    "conversation_pair": {"conversation_id": "c1", "system_prompt": "Be kind.",
-                          "conversation_pair": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]},
-    "prompt_completion": {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}],
-                          "completion": [{"role": "assistant", "content": "Hello!"}]},
+    "conversation_pair": {
+        "conversation_id": "c1",
+        "system_prompt": "Be kind.",
+        "conversation_pair": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+    },
+    "prompt_completion": {
+        "prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}],
+        "completion": [{"role": "assistant", "content": "Hello!"}],
+    },
 }
 
 
@@ -36,8 +50,12 @@ def test_each_format_is_detected_and_converted(tmp_path, fmt):
 def test_alpaca_input_and_history(tmp_path):
     row = {"instruction": "Translate", "input": "chat", "output": "cat", "history": [["Hi", "Hello"]]}
     [conv] = load_conversations(write(tmp_path / "a.jsonl", [row])).rows
-    assert conv["messages"] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
-                                {"role": "user", "content": "Translate\n\nchat"}, {"role": "assistant", "content": "cat"}]
+    assert conv["messages"] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Translate\n\nchat"},
+        {"role": "assistant", "content": "cat"},
+    ]
 
 
 def test_prompt_completion_strings(tmp_path):
@@ -45,11 +63,14 @@ def test_prompt_completion_strings(tmp_path):
     assert conv["messages"] == [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
 
 
-@pytest.mark.parametrize("assistant", [
-    {"role": "assistant", "content": "4", "reasoning_content": "Two and two."},
-    {"role": "assistant", "content": "4", "thinking": "Two and two."},
-    {"role": "assistant", "content": "<think>\nTwo and two.\n</think>\n\n4"},
-])
+@pytest.mark.parametrize(
+    "assistant",
+    [
+        {"role": "assistant", "content": "4", "reasoning_content": "Two and two."},
+        {"role": "assistant", "content": "4", "thinking": "Two and two."},
+        {"role": "assistant", "content": "<think>\nTwo and two.\n</think>\n\n4"},
+    ],
+)
 def test_reasoning_variants_become_one_field(tmp_path, assistant):
     rows = [{"messages": [{"role": "user", "content": "2+2?"}, assistant]}]
     [conv] = load_conversations(write(tmp_path / "r.jsonl", rows)).rows
@@ -57,11 +78,19 @@ def test_reasoning_variants_become_one_field(tmp_path, assistant):
 
 
 def test_conversation_pair_thinking(tmp_path):
-    row = {"conversation_id": 7, "system_prompt": "", "conversation_pair": [
-        {"role": "user", "content": "Refund?"}, {"role": "assistant", "content": "Yes.", "thinking": "Policy allows."}]}
+    row = {
+        "conversation_id": 7,
+        "system_prompt": "",
+        "conversation_pair": [
+            {"role": "user", "content": "Refund?"},
+            {"role": "assistant", "content": "Yes.", "thinking": "Policy allows."},
+        ],
+    }
     [conv] = load_conversations(write(tmp_path / "c.jsonl", [row])).rows
-    assert conv["messages"] == [{"role": "user", "content": "Refund?"},
-                                {"role": "assistant", "content": "Yes.", "reasoning": "Policy allows."}]
+    assert conv["messages"] == [
+        {"role": "user", "content": "Refund?"},
+        {"role": "assistant", "content": "Yes.", "reasoning": "Policy allows."},
+    ]
 
 
 def test_column_mapping_and_a_missing_column(tmp_path):
@@ -69,8 +98,11 @@ def test_column_mapping_and_a_missing_column(tmp_path):
     path = write(tmp_path / "m.jsonl", rows)
     result = load_conversations(path, columns={"instruction": "question", "output": "answer", "system": "sys"})
     assert result.rows == [{"messages": CANONICAL}]
-    with pytest.raises(DataError, match=r"m\.jsonl: row 1: data\.columns\.output names the field 'reply', which "
-                                        r"this row does not have \(its fields: question, answer, sys\)"):
+    with pytest.raises(
+        DataError,
+        match=r"m\.jsonl: row 1: data\.columns\.output names the field 'reply', which "
+        r"this row does not have \(its fields: question, answer, sys\)",
+    ):
         load_conversations(path, columns={"instruction": "question", "output": "reply"})
 
 
@@ -112,12 +144,16 @@ def test_several_sources_globs_and_weights(tmp_path):
     for part in range(2):
         write(tmp_path / f"part{part}.jsonl", [{"prompt": f"p{part}-{i}", "completion": "c"} for i in range(10)])
     write(tmp_path / "extra.jsonl", [SAME_CONVERSATION["sharegpt"]] * 4)
-    result = load_conversations([{"path": str(tmp_path / "part*.jsonl"), "weight": 0.5},
-                                 {"path": str(tmp_path / "extra.jsonl"), "weight": 2}], seed=1)
+    result = load_conversations(
+        [{"path": str(tmp_path / "part*.jsonl"), "weight": 0.5}, {"path": str(tmp_path / "extra.jsonl"), "weight": 2}],
+        seed=1,
+    )
     assert [s["used"] for s in result.sources] == [10, 8]
     assert [s["format"] for s in result.sources] == ["prompt_completion", "sharegpt"]
-    again = load_conversations([{"path": str(tmp_path / "part*.jsonl"), "weight": 0.5},
-                                {"path": str(tmp_path / "extra.jsonl"), "weight": 2}], seed=1)
+    again = load_conversations(
+        [{"path": str(tmp_path / "part*.jsonl"), "weight": 0.5}, {"path": str(tmp_path / "extra.jsonl"), "weight": 2}],
+        seed=1,
+    )
     assert again.rows == result.rows  # deterministic for a seed
     with pytest.raises(DataError, match=r"data\.source\[0\]\.weight: expected a positive number, got -1"):
         load_conversations([{"path": "x.jsonl", "weight": -1}])
@@ -130,8 +166,11 @@ def test_hub_dataset_id_fails_offline_with_a_clear_message(monkeypatch):
 
     # datasets reads HF_HUB_OFFLINE at import; set its switch so the test does not wait for retries.
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    with pytest.raises(DataError, match=r"'someone/chat-data' is not a local file, so it was tried as a Hugging Face "
-                                        r"Hub dataset, which could not be loaded \(offline\?\)"):
+    with pytest.raises(
+        DataError,
+        match=r"'someone/chat-data' is not a local file, so it was tried as a Hugging Face "
+        r"Hub dataset, which could not be loaded \(offline\?\)",
+    ):
         load_conversations("someone/chat-data")
 
 
@@ -139,16 +178,24 @@ def test_drops_are_reported_with_source_and_row(tmp_path):
     good, bad = SAME_CONVERSATION["alpaca"], {"instruction": "Hi", "output": 5}
     result = load_conversations(write(tmp_path / "d.jsonl", [good, bad, good]), invalid_rows="drop")
     assert len(result.rows) == 2
-    assert result.dropped == [{"source": str(tmp_path / "d.jsonl"), "row": 2,
-                               "reason": "bad content: messages[1].content is int, expected a string"}]
+    assert result.dropped == [
+        {
+            "source": str(tmp_path / "d.jsonl"),
+            "row": 2,
+            "reason": "bad content: messages[1].content is int, expected a string",
+        }
+    ]
 
 
 def test_sharegpt_system_field_and_system_given_twice(tmp_path):
     row = {"system": "Be kind.", "conversations": SAME_CONVERSATION["sharegpt"]["conversations"][1:]}
     assert load_conversations(write(tmp_path / "s.jsonl", [row])).rows == [{"messages": CANONICAL}]
     twice = {**SAME_CONVERSATION["sharegpt"], "system": "Be brief."}
-    with pytest.raises(DataError, match=r"row 1: system twice: conversations\[0\] is a system turn and the row's "
-                                        r"system field is given too"):
+    with pytest.raises(
+        DataError,
+        match=r"row 1: system twice: conversations\[0\] is a system turn and the row's "
+        r"system field is given too",
+    ):
         load_conversations(write(tmp_path / "t.jsonl", [twice]))
 
 
@@ -157,8 +204,10 @@ def test_parquet_nulls_read_as_absent_fields(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"instruction": "Hi", "output": "Hello!", "system": "Be kind.", "note": "x"},
-            {"instruction": "Hi", "output": "Hello!"}]
+    rows = [
+        {"instruction": "Hi", "output": "Hello!", "system": "Be kind.", "note": "x"},
+        {"instruction": "Hi", "output": "Hello!"},
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
     result = load_conversations(str(tmp_path / "a.parquet"))
     assert result.rows[1] == {"messages": CANONICAL[1:]}

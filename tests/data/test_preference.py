@@ -2,6 +2,7 @@
 the canonical pair, and every family's template renders and masks it: the prompt is context, each
 answer (with the reasoning its template renders) is what DPO scores. Bad pairs fail in one line.
 KTO's labelled completions (unpaired, or pairs unpaired) likewise."""
+
 import pytest
 
 from kit.data.rows import DataError, count_reasons, load_conversations
@@ -27,28 +28,68 @@ LAYOUTS = {
     "message-lists": ({"chosen": PROMPT + [assistant(CHOSEN)], "rejected": PROMPT + [assistant(REJECTED)]}, PAIR),
     "prompt-and-answers": ({"prompt": PROMPT, "chosen": [assistant(CHOSEN)], "rejected": [assistant(REJECTED)]}, PAIR),
     "text-prompt": ({"prompt": QUESTION, "chosen": CHOSEN, "rejected": REJECTED}, NO_SYSTEM),
-    "ultrafeedback": ({"prompt": QUESTION, "chosen": PROMPT[1:] + [assistant(CHOSEN)],
-                       "rejected": PROMPT[1:] + [assistant(REJECTED)], "score_chosen": 9.0}, NO_SYSTEM),
-    "hh-rlhf-text": ({"chosen": f"\n\nHuman: {QUESTION}\n\nAssistant: {CHOSEN}",
-                      "rejected": f"\n\nHuman: {QUESTION}\n\nAssistant: {REJECTED}"}, NO_SYSTEM),
-    "llamafactory-sharegpt": ({"conversations": [{"from": "human", "value": QUESTION}], "system": SYSTEM,
-                               "chosen": {"from": "gpt", "value": CHOSEN},
-                               "rejected": {"from": "gpt", "value": REJECTED}}, PAIR),
+    "ultrafeedback": (
+        {
+            "prompt": QUESTION,
+            "chosen": PROMPT[1:] + [assistant(CHOSEN)],
+            "rejected": PROMPT[1:] + [assistant(REJECTED)],
+            "score_chosen": 9.0,
+        },
+        NO_SYSTEM,
+    ),
+    "hh-rlhf-text": (
+        {
+            "chosen": f"\n\nHuman: {QUESTION}\n\nAssistant: {CHOSEN}",
+            "rejected": f"\n\nHuman: {QUESTION}\n\nAssistant: {REJECTED}",
+        },
+        NO_SYSTEM,
+    ),
+    "llamafactory-sharegpt": (
+        {
+            "conversations": [{"from": "human", "value": QUESTION}],
+            "system": SYSTEM,
+            "chosen": {"from": "gpt", "value": CHOSEN},
+            "rejected": {"from": "gpt", "value": REJECTED},
+        },
+        PAIR,
+    ),
     "stack-exchange": ({"question": QUESTION, "response_j": CHOSEN, "response_k": REJECTED}, NO_SYSTEM),
-    "openai-dpo": ({"input": {"messages": PROMPT}, "preferred_output": [assistant(CHOSEN)],
-                    "non_preferred_output": [assistant(REJECTED)]}, PAIR),
+    "openai-dpo": (
+        {
+            "input": {"messages": PROMPT},
+            "preferred_output": [assistant(CHOSEN)],
+            "non_preferred_output": [assistant(REJECTED)],
+        },
+        PAIR,
+    ),
     "messages-with-think": (
-        {"chosen": {"messages": PROMPT + [assistant(f"<think>\nOnly 1 and 7 divide 7.\n</think>\n\n{CHOSEN}")]},
-         "rejected": {"messages": PROMPT + [assistant(f"<think>\n7 is odd.\n</think>\n\n{REJECTED}")]}},
-        {"prompt": PROMPT, "chosen": {**assistant(CHOSEN), "reasoning": "Only 1 and 7 divide 7."},
-         "rejected": {**assistant(REJECTED), "reasoning": "7 is odd."}}),
+        {
+            "chosen": {"messages": PROMPT + [assistant(f"<think>\nOnly 1 and 7 divide 7.\n</think>\n\n{CHOSEN}")]},
+            "rejected": {"messages": PROMPT + [assistant(f"<think>\n7 is odd.\n</think>\n\n{REJECTED}")]},
+        },
+        {
+            "prompt": PROMPT,
+            "chosen": {**assistant(CHOSEN), "reasoning": "Only 1 and 7 divide 7."},
+            "rejected": {**assistant(REJECTED), "reasoning": "7 is odd."},
+        },
+    ),
 }
-FORMAT_OF = {"message-lists": "chosen_rejected", "prompt-and-answers": "chosen_rejected",
-             "text-prompt": "chosen_rejected", "ultrafeedback": "chosen_rejected", "hh-rlhf-text": "hh_text",
-             "llamafactory-sharegpt": "sharegpt_preference", "stack-exchange": "paired_responses",
-             "openai-dpo": "openai_preference", "messages-with-think": "chosen_rejected"}
-RECIPE = {"model": {"id": "builtin:tiny-qwen3", "family": "qwen3", "max_seq_length": 512}, "data": {"source": "x"},
-          "train": {"method": "dpo"}}
+FORMAT_OF = {
+    "message-lists": "chosen_rejected",
+    "prompt-and-answers": "chosen_rejected",
+    "text-prompt": "chosen_rejected",
+    "ultrafeedback": "chosen_rejected",
+    "hh-rlhf-text": "hh_text",
+    "llamafactory-sharegpt": "sharegpt_preference",
+    "stack-exchange": "paired_responses",
+    "openai-dpo": "openai_preference",
+    "messages-with-think": "chosen_rejected",
+}
+RECIPE = {
+    "model": {"id": "builtin:tiny-qwen3", "family": "qwen3", "max_seq_length": 512},
+    "data": {"source": "x"},
+    "train": {"method": "dpo"},
+}
 
 
 def load_pairs(tmp_path, rows, method="dpo", **kwargs):
@@ -88,7 +129,7 @@ def test_every_family_masks_the_prompt_and_scores_each_answer(tmp_path, family_t
     prompt = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True)
     chosen, rejected = decode(example["chosen_ids"]), decode(example["rejected_ids"])
     assert decode(example["prompt_ids"]).startswith(prompt)
-    assert decode(example["prompt_ids"])[len(prompt):] in ("", "<think>\n\n</think>\n\n")
+    assert decode(example["prompt_ids"])[len(prompt) :] in ("", "<think>\n\n</think>\n\n")
     assert chosen == expected_piece(family, "as_template", CHOSEN, pair["chosen"].get("reasoning"), last=True)
     assert rejected == expected_piece(family, "as_template", REJECTED, pair["rejected"].get("reasoning"), last=True)
 
@@ -97,8 +138,11 @@ def test_a_side_without_reasoning_keeps_the_shared_prompt(tmp_path, tokenizer):
     """Qwen3 writes an empty <think> block before an answer without reasoning, as prompt; beside a
     chosen answer with reasoning, that block becomes part of the rejected answer (the model's choice
     not to think), and the prompt stays the same tokens on both sides."""
-    row = {"prompt": PROMPT, "chosen": [{**assistant(CHOSEN), "reasoning": "Only 1 and 7 divide 7."}],
-           "rejected": [assistant(REJECTED)]}
+    row = {
+        "prompt": PROMPT,
+        "chosen": [{**assistant(CHOSEN), "reasoning": "Only 1 and 7 divide 7."}],
+        "rejected": [assistant(REJECTED)],
+    }
     tokenized = tokenize_pairs(tokenizer, get_family("qwen3"), load_pairs(tmp_path, [row]).rows, resolve(RECIPE))
     [example] = tokenized.examples
     assert tokenized.dropped == []
@@ -113,7 +157,13 @@ def test_over_length_pairs_are_dropped_or_cut_and_counted(tmp_path, tokenizer):
     dropping = tokenize_pairs(tokenizer, get_family("qwen3"), rows, short)
     assert dropping.kept == [0] and dropping.truncated == 0 and dropping.dropped[0]["row"] == 2
     assert dropping.dropped[0]["reason"].startswith("over max_seq_length: ")
-    cut = resolve({**RECIPE, "model": {**RECIPE["model"], "max_seq_length": 64}, "data": {"source": "x", "overlength": "truncate"}})
+    cut = resolve(
+        {
+            **RECIPE,
+            "model": {**RECIPE["model"], "max_seq_length": 64},
+            "data": {"source": "x", "overlength": "truncate"},
+        }
+    )
     cutting = tokenize_pairs(tokenizer, get_family("qwen3"), rows, cut)
     assert cutting.kept == [0, 1] and cutting.truncated == 1 and cutting.dropped == []
     examples = cutting.examples
@@ -121,26 +171,52 @@ def test_over_length_pairs_are_dropped_or_cut_and_counted(tmp_path, tokenizer):
 
 
 BAD_PAIRS = [
-    ({"prompt": QUESTION, "chosen": "", "rejected": REJECTED},
-     "missing answer: chosen is empty; a pair needs an answer on both sides"),
-    ({"prompt": QUESTION, "chosen": CHOSEN},
-     "not chosen_rejected: expected the field(s) chosen, rejected; got prompt, chosen"),
-    ({"chosen": PROMPT + [assistant(CHOSEN)], "rejected": [PROMPT[0], {"role": "user", "content": "Is 9 prime?"},
-                                                           assistant(REJECTED)]},
-     "different prompts: chosen[1] and rejected[1] differ; the two sides of a pair must answer the same conversation"),
-    ({"conversations": [{"from": "human", "value": QUESTION}], "chosen": {"from": "gpt", "value": CHOSEN},
-      "rejected": {"from": "human", "value": REJECTED}},
-     "not an assistant turn: rejected.from is 'human'; a pair compares two answers of the assistant (from: gpt)"),
-    ({"chosen": PROMPT + [assistant(CHOSEN)], "rejected": PROMPT + [{"role": "user", "content": REJECTED}]},
-     "not an assistant turn: rejected ends with a user turn; a pair compares two answers of the assistant"),
-    ({"prompt": PROMPT, "chosen": [assistant(CHOSEN)], "rejected": [{"role": "user", "content": REJECTED}]},
-     "not an assistant turn: rejected ends with a user turn; a pair compares two answers of the assistant"),
+    (
+        {"prompt": QUESTION, "chosen": "", "rejected": REJECTED},
+        "missing answer: chosen is empty; a pair needs an answer on both sides",
+    ),
+    (
+        {"prompt": QUESTION, "chosen": CHOSEN},
+        "not chosen_rejected: expected the field(s) chosen, rejected; got prompt, chosen",
+    ),
+    (
+        {
+            "chosen": PROMPT + [assistant(CHOSEN)],
+            "rejected": [PROMPT[0], {"role": "user", "content": "Is 9 prime?"}, assistant(REJECTED)],
+        },
+        "different prompts: chosen[1] and rejected[1] differ; the two sides of a pair must answer the same conversation",
+    ),
+    (
+        {
+            "conversations": [{"from": "human", "value": QUESTION}],
+            "chosen": {"from": "gpt", "value": CHOSEN},
+            "rejected": {"from": "human", "value": REJECTED},
+        },
+        "not an assistant turn: rejected.from is 'human'; a pair compares two answers of the assistant (from: gpt)",
+    ),
+    (
+        {"chosen": PROMPT + [assistant(CHOSEN)], "rejected": PROMPT + [{"role": "user", "content": REJECTED}]},
+        "not an assistant turn: rejected ends with a user turn; a pair compares two answers of the assistant",
+    ),
+    (
+        {"prompt": PROMPT, "chosen": [assistant(CHOSEN)], "rejected": [{"role": "user", "content": REJECTED}]},
+        "not an assistant turn: rejected ends with a user turn; a pair compares two answers of the assistant",
+    ),
 ]
 
 
-@pytest.mark.parametrize("row, reason", BAD_PAIRS, ids=["empty-side", "missing-side", "different-prompts",
-                                                        "rejected-from-human", "rejected-turn-is-user",
-                                                        "rejected-role-user"])
+@pytest.mark.parametrize(
+    "row, reason",
+    BAD_PAIRS,
+    ids=[
+        "empty-side",
+        "missing-side",
+        "different-prompts",
+        "rejected-from-human",
+        "rejected-turn-is-user",
+        "rejected-role-user",
+    ],
+)
 def test_a_bad_pair_is_one_line_naming_file_row_and_field(tmp_path, row, reason):
     good = LAYOUTS["prompt-and-answers"][0] if "conversations" not in row else LAYOUTS["llamafactory-sharegpt"][0]
     path = write(tmp_path / "pairs.jsonl", [good, row])
@@ -164,7 +240,8 @@ def test_dpo_with_sft_data_and_sft_with_a_preference_format_are_refused_in_one_l
     assert str(e.value) == (
         f"{path}: row 1: train.method dpo needs preference pairs, a chosen and a rejected answer per prompt, but the "
         "rows hold conversations (messages), SFT data (fields: messages); see docs/data-formats.md#preference-pairs "
-        "for the layouts, and data.columns to name your fields")
+        "for the layouts, and data.columns to name your fields"
+    )
     pairs = write(tmp_path / "pairs.jsonl", [LAYOUTS["openai-dpo"][0]])
     with pytest.raises(DataError, match="data.format openai_preference is a preference layout: set train.method: dpo"):
         load_conversations(pairs, fmt="openai_preference")
@@ -185,10 +262,14 @@ def labelled(answer, label, prompt=NO_SYSTEM["prompt"]):
 
 UNPAIRED = {
     "text": ({"prompt": QUESTION, "completion": CHOSEN, "label": True}, labelled(CHOSEN, True)),
-    "conversational": ({"prompt": PROMPT, "completion": [assistant(REJECTED)], "label": False},
-                       labelled(REJECTED, False, PROMPT)),
-    "messages-and-label": ({"messages": PROMPT + [assistant(REJECTED)], "label": False},
-                           labelled(REJECTED, False, PROMPT)),
+    "conversational": (
+        {"prompt": PROMPT, "completion": [assistant(REJECTED)], "label": False},
+        labelled(REJECTED, False, PROMPT),
+    ),
+    "messages-and-label": (
+        {"messages": PROMPT + [assistant(REJECTED)], "label": False},
+        labelled(REJECTED, False, PROMPT),
+    ),
 }
 
 
@@ -206,8 +287,10 @@ def test_kto_masks_each_completion_as_sft_and_unpairs_pairs(tmp_path, family_tok
     desirable and rejected not (TRL's unpairing), over the same prompt."""
     tokenizer, fam = family_tokenizers[family], get_family(family)
     recipe = resolve({**RECIPE, "model": {**RECIPE["model"], "family": family}, "train": {"method": "kto"}})
-    sources = [write(tmp_path / "kto.jsonl", [UNPAIRED["conversational"][0]]),
-               write(tmp_path / "pairs.jsonl", [LAYOUTS["openai-dpo"][0]])]  # a layout per source
+    sources = [
+        write(tmp_path / "kto.jsonl", [UNPAIRED["conversational"][0]]),
+        write(tmp_path / "pairs.jsonl", [LAYOUTS["openai-dpo"][0]]),
+    ]  # a layout per source
     rows = load_conversations(sources, method="kto").rows
     tokenized = tokenize_pairs(tokenizer, fam, rows, recipe, unpair=True)
     examples = tokenized.examples
@@ -217,7 +300,7 @@ def test_kto_masks_each_completion_as_sft_and_unpairs_pairs(tmp_path, family_tok
     assert [e["label"] for e in examples] == [False, True, False]
     for example, answer in zip(examples, (REJECTED, CHOSEN, REJECTED)):
         assert decode(example["prompt_ids"]).startswith(prompt)
-        assert decode(example["prompt_ids"])[len(prompt):] in ("", "<think>\n\n</think>\n\n")
+        assert decode(example["prompt_ids"])[len(prompt) :] in ("", "<think>\n\n</think>\n\n")
         assert decode(example["completion_ids"]) == expected_piece(family, "as_template", answer, None, last=True)
     assert examples[1]["prompt_ids"] == examples[2]["prompt_ids"]
 
@@ -228,8 +311,10 @@ def test_a_kto_label_that_is_not_a_boolean_is_one_line(tmp_path, label):
     with pytest.raises(DataError) as e:
         load_conversations(path, method="kto")
     kind = {1: "int", "true": "str", None: "NoneType"}[label]
-    assert str(e.value) == (f"{path}: row 2: bad label: label is {kind} ({label!r}), expected true (a desirable "
-                            "completion) or false (an undesirable one)")
+    assert str(e.value) == (
+        f"{path}: row 2: bad label: label is {kind} ({label!r}), expected true (a desirable "
+        "completion) or false (an undesirable one)"
+    )
 
 
 def test_labelled_completions_are_refused_for_methods_that_compare_pairs(tmp_path):
@@ -240,9 +325,11 @@ def test_labelled_completions_are_refused_for_methods_that_compare_pairs(tmp_pat
         assert str(e.value) == (
             f"{path}: row 1: train.method {method} needs preference pairs, a chosen and a rejected answer per "
             "prompt, but the rows hold single completions labelled desirable or not (fields: messages, label): set "
-            "train.method: kto to train on them")
-    with pytest.raises(DataError, match="data.format unpaired holds completions labelled desirable or not: set "
-                                        "train.method: kto"):
+            "train.method: kto to train on them"
+        )
+    with pytest.raises(
+        DataError, match="data.format unpaired holds completions labelled desirable or not: set train.method: kto"
+    ):
         load_conversations(path, fmt="unpaired")
 
 
@@ -254,5 +341,7 @@ def test_a_desirable_completion_is_a_reference_and_an_undesirable_one_is_passed_
     rows = [labelled(REJECTED, False), labelled(CHOSEN, True), PAIR]
     assert held_out_prompts(rows, 1) == [Prompt(NO_SYSTEM["prompt"], CHOSEN)]
     assert [p.reference for p in held_out_prompts(rows)] == [CHOSEN, CHOSEN]
-    assert as_conversations(rows) == [{"messages": NO_SYSTEM["prompt"] + [assistant(CHOSEN)]},
-                                      {"messages": PROMPT + [assistant(CHOSEN)]}]
+    assert as_conversations(rows) == [
+        {"messages": NO_SYSTEM["prompt"] + [assistant(CHOSEN)]},
+        {"messages": PROMPT + [assistant(CHOSEN)]},
+    ]

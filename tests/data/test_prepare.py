@@ -1,4 +1,5 @@
 """prepare on user data in another layout: report, reasoning accounting, rows over the limit."""
+
 import json
 
 import pytest
@@ -11,16 +12,26 @@ from kit.data.prepare import prepare, summary
 
 def recipe_file(tmp_path, data: dict, max_seq_length=256):
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump({"model": {"id": "builtin:tiny-qwen3", "family": "qwen3",
-                                              "max_seq_length": max_seq_length}, "data": data}))
+    path.write_text(
+        yaml.safe_dump(
+            {"model": {"id": "builtin:tiny-qwen3", "family": "qwen3", "max_seq_length": max_seq_length}, "data": data}
+        )
+    )
     return str(path)
 
 
 def test_sharegpt_with_reasoning_is_prepared_and_reported(tmp_path, runs_dir, tiny_model_dir):
-    rows = [{"conversations": [{"from": "human", "value": f"Q{i}"},
-                               {"from": "gpt", "value": f"<think>step {i}</think>A{i}"},
-                               {"from": "human", "value": "More?"}, {"from": "gpt", "value": "No."}]}
-            for i in range(6)]
+    rows = [
+        {
+            "conversations": [
+                {"from": "human", "value": f"Q{i}"},
+                {"from": "gpt", "value": f"<think>step {i}</think>A{i}"},
+                {"from": "human", "value": "More?"},
+                {"from": "gpt", "value": "No."},
+            ]
+        }
+        for i in range(6)
+    ]
     (tmp_path / "chats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prepared = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "chats.jsonl"), "eval_fraction": 0.34}))
     report = prepared.report
@@ -41,8 +52,9 @@ def test_overlength_rows_are_dropped_or_truncated_with_counts(tmp_path, runs_dir
     dropped = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}, max_seq_length=64)).report
     assert dropped.rows_kept == 3 and dropped.dropped[0]["row"] == 4
     assert dropped.dropped[0]["reason"].startswith("over max_seq_length:")
-    truncated = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl"), "overlength": "truncate"},
-                                    max_seq_length=64)).report
+    truncated = prepare(
+        recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl"), "overlength": "truncate"}, max_seq_length=64)
+    ).report
     assert truncated.rows_kept == 4 and truncated.rows_truncated == 1
     assert truncated.tokens_per_row["max"] == 64
 
@@ -55,13 +67,22 @@ def test_bad_data_creates_no_run(tmp_path, runs_dir):
 
 
 @pytest.mark.parametrize("mode, rendered, examples", [("as_template", 0, 6), ("every_turn", 6, 12)])
-def test_reasoning_every_turn_renders_each_turns_reasoning(tmp_path, runs_dir, tiny_model_dir, mode, rendered, examples):
+def test_reasoning_every_turn_renders_each_turns_reasoning(
+    tmp_path, runs_dir, tiny_model_dir, mode, rendered, examples
+):
     from kit.chat.render import IGNORE_INDEX
 
-    rows = [{"messages": [{"role": "user", "content": f"Q{i}"},
-                          {"role": "assistant", "content": f"A{i}", "reasoning": f"step {i}"},
-                          {"role": "user", "content": "More?"}, {"role": "assistant", "content": "No."}]}
-            for i in range(6)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Q{i}"},
+                {"role": "assistant", "content": f"A{i}", "reasoning": f"step {i}"},
+                {"role": "user", "content": "More?"},
+                {"role": "assistant", "content": "No."},
+            ]
+        }
+        for i in range(6)
+    ]
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     prepared = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "r.jsonl"), "reasoning": mode}))
     assert prepared.report.reasoning["rendered"] == rendered
@@ -77,7 +98,9 @@ def test_reasoning_inline_for_a_family_without_a_channel(tmp_path, runs_dir, fam
     from kit.recipes import load_recipe
 
     recipe = load_recipe("llama-3.1-8b", {"data.reasoning": "inline"})[1]
-    rows = [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]}]
+    rows = [
+        {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add."}]}
+    ]
     tokenizer = family_tokenizers["llama-3.1"]
     examples = tokenize_rows(tokenizer, family_for(recipe), rows, recipe).examples
     trained = tokenizer.decode([t for t in examples[0]["labels"] if t != IGNORE_INDEX])
@@ -89,20 +112,41 @@ def test_reasoning_inline_for_a_family_without_a_channel(tmp_path, runs_dir, fam
 
 def test_drops_are_counted_by_reason_with_examples_in_the_report(tmp_path, runs_dir, tiny_model_dir):
     good = {"prompt": "short", "completion": "ok"}
-    rows = [good, {"prompt": "q", "completion": 5}, good, {"prompt": "long", "completion": "word " * 300},
-            {"prompt": "q", "completion": " "}, good, {"prompt": "q", "completion": []}]
+    rows = [
+        good,
+        {"prompt": "q", "completion": 5},
+        good,
+        {"prompt": "long", "completion": "word " * 300},
+        {"prompt": "q", "completion": " "},
+        good,
+        {"prompt": "q", "completion": []},
+    ]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     source = str(tmp_path / "d.jsonl")
     prepared = prepare(recipe_file(tmp_path, {"source": source, "invalid_rows": "drop"}, max_seq_length=64))
     report = prepared.report
     assert report.rows_kept == 3 and report.rows_dropped == 4
-    assert report.dropped_by_reason == {"bad structure": 1, "empty content": 1, "no assistant turn": 1,
-                                           "over max_seq_length": 1}
+    assert report.dropped_by_reason == {
+        "bad structure": 1,
+        "empty content": 1,
+        "no assistant turn": 1,
+        "over max_seq_length": 1,
+    }
     assert report.dropped_examples == [
         {"source": source, "row": 2, "field": "completion", "reason": "completion must be a list, got int"},
-        {"source": source, "row": 5, "field": "messages[1].content",
-         "reason": "empty content: messages[1].content is whitespace only"},
-        {"source": source, "row": 7, "field": "messages", "reason": "no assistant turn: messages has none, nothing to train on"}]
+        {
+            "source": source,
+            "row": 5,
+            "field": "messages[1].content",
+            "reason": "empty content: messages[1].content is whitespace only",
+        },
+        {
+            "source": source,
+            "row": 7,
+            "field": "messages",
+            "reason": "no assistant turn: messages has none, nothing to train on",
+        },
+    ]
     assert [d["row"] for d in report.dropped] == [2, 5, 7, 4]  # every drop is still listed
     saved = json.loads((prepared.run.path / "prepare_report.json").read_text())
     assert saved["dropped_examples"] == report.dropped_examples
@@ -118,16 +162,19 @@ def test_all_rows_dropped_by_tokenization_explains_why(tmp_path, runs_dir, tiny_
     with pytest.raises(DataError) as e:
         prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}, max_seq_length=64))
     message = str(e.value)
-    assert message.startswith("data.source: no conversation left after tokenization: 5 dropped (5 over max_seq_length); "
-                              f"first: {tmp_path / 'd.jsonl'}: row 1: over max_seq_length: ")
+    assert message.startswith(
+        "data.source: no conversation left after tokenization: 5 dropped (5 over max_seq_length); "
+        f"first: {tmp_path / 'd.jsonl'}: row 1: over max_seq_length: "
+    )
     assert "row 3: over max_seq_length" in message and "row 4" not in message
 
 
 def test_prepare_records_its_overrides_in_the_manifest(tmp_path, runs_dir, tiny_model_dir):
     rows = [{"prompt": "q1", "completion": "a1"}, {"prompt": "q2", "completion": "a2"}]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}),
-                  {"train.max_steps": 7, "data.eval_fraction": 0.5}).run
+    run = prepare(
+        recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")}), {"train.max_steps": 7, "data.eval_fraction": 0.5}
+    ).run
     assert run.manifest()["overrides"] == {"prepare": {"train": {"max_steps": 7}, "data": {"eval_fraction": 0.5}}}
     assert run.config().train.max_steps == 7
     assert "overrides" not in prepare(recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl")})).run.manifest()
@@ -138,13 +185,25 @@ def test_a_gpt_oss_reasoning_dataset_is_fully_supervised(tmp_path, runs_dir, fam
     from kit.chat.render import IGNORE_INDEX
 
     family_tokenizers["gpt-oss"].save_pretrained(tmp_path / "gpt-oss-tokenizer")
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} * 3?"},
-                          {"role": "assistant", "content": str(3 * i), "reasoning": f"{i}*3={3 * i}, so the answer is {3 * i}"}]}
-            for i in range(1, 9)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} * 3?"},
+                {"role": "assistant", "content": str(3 * i), "reasoning": f"{i}*3={3 * i}, so the answer is {3 * i}"},
+            ]
+        }
+        for i in range(1, 9)
+    ]
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = tmp_path / "oss.yaml"
-    recipe.write_text(yaml.safe_dump({"model": {"id": str(tmp_path / "gpt-oss-tokenizer"), "family": "gpt-oss",
-                                                "max_seq_length": 512}, "data": {"source": str(tmp_path / "r.jsonl")}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"id": str(tmp_path / "gpt-oss-tokenizer"), "family": "gpt-oss", "max_seq_length": 512},
+                "data": {"source": str(tmp_path / "r.jsonl")},
+            }
+        )
+    )
     prepared = prepare(str(recipe))
     assert prepared.report.rows_kept == 8 and prepared.report.fully_supervised_turns == 8
     assert "8 trained assistant turns, each checked" in summary(prepared.report)
@@ -171,7 +230,10 @@ def test_a_turn_left_unsupervised_stops_prepare_with_row_and_turn(tmp_path, runs
         return [*out[:1], SupervisionError("assistant turn 1: 'hello' is not inside its supervised tokens"), *out[2:]]
 
     monkeypatch.setattr(tokenize, "tokenize_many", one_bad_row)
-    with pytest.raises(DataError, match=r"r\.jsonl: row 2: assistant turn 1: 'hello' is not inside its supervised "
-                                        r"tokens; this is a masking bug in the kit"):
+    with pytest.raises(
+        DataError,
+        match=r"r\.jsonl: row 2: assistant turn 1: 'hello' is not inside its supervised "
+        r"tokens; this is a masking bug in the kit",
+    ):
         prepare(recipe_file(tmp_path, {"source": str(tmp_path / "r.jsonl")}))
     assert not (runs_dir / "mine").exists() or not any((runs_dir / "mine").iterdir())

@@ -1,5 +1,6 @@
 """``python -m kit.pipeline`` as a newcomer types it: which run the stages work on, where the
 overrides go, and one-line errors before any notebook runs."""
+
 import json
 
 import pytest
@@ -11,8 +12,18 @@ from kit.runs import create_run
 from tests.conftest import pipeline
 
 # A train stage of seconds: 2 steps, one evaluation and one checkpoint, no live samples.
-QUICK_TRAIN = ["-o", "train.max_steps=2", "-o", "train.eval_steps=2", "-o", "train.save_steps=2",
-               "-o", "train.logging_steps=1", "-o", "eval.live_samples=0"]
+QUICK_TRAIN = [
+    "-o",
+    "train.max_steps=2",
+    "-o",
+    "train.eval_steps=2",
+    "-o",
+    "train.save_steps=2",
+    "-o",
+    "train.logging_steps=1",
+    "-o",
+    "eval.live_samples=0",
+]
 
 
 def manifest(run):
@@ -45,8 +56,11 @@ def test_later_stages_continue_the_newest_run_with_their_overrides(runs_dir):
     assert recipe["train"]["max_steps"] == 2 and recipe["eval"]["num_prompts"] == 2
     assert manifest(run)["overrides"] == {
         "prepare": {"eval": {"num_prompts": 2}},
-        "train": {"train": {"max_steps": 2, "eval_steps": 2, "save_steps": 2, "logging_steps": 1},
-                  "eval": {"live_samples": 0}}}
+        "train": {
+            "train": {"max_steps": 2, "eval_steps": 2, "save_steps": 2, "logging_steps": 1},
+            "eval": {"live_samples": 0},
+        },
+    }
     assert set(manifest(run)["stages"]) == {"prepare", "train"} and manifest(run)["train"]["global_step"] == 2
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(steps) == 2  # trained 2 steps, not the recipe's 200
@@ -73,8 +87,18 @@ def test_later_stages_continue_the_newest_run_with_their_overrides(runs_dir):
 def test_overrides_that_a_later_stage_cannot_take_fail_before_any_notebook(runs_dir):
     run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "bench")
     recipe_before = run.recipe_path.read_text()
-    result = pipeline(runs_dir, "tiny-demo", "--stages", "train,evaluate", "--run", "bench",
-                      "-o", "train.max_steps=2", "-o", "model.max_seq_length=128")
+    result = pipeline(
+        runs_dir,
+        "tiny-demo",
+        "--stages",
+        "train,evaluate",
+        "--run",
+        "bench",
+        "-o",
+        "train.max_steps=2",
+        "-o",
+        "model.max_seq_length=128",
+    )
     assert failure_line(result).startswith("[pipeline] failed: RunError: overrides of model must be given to prepare")
     assert run.recipe_path.read_text() == recipe_before and "overrides" not in run.manifest()
     assert not run.notebooks_dir.exists()

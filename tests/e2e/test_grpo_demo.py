@@ -3,6 +3,7 @@ prompts, a format reward) prepared, trained by TRL's GRPOTrainer on answers it s
 rewards logged at every step, evaluated by the mean reward of base and tuned answers to held-out
 prompts, and merged and exported unchanged. The real-model demo (smollm2-grpo-demo) is measured in
 docs/training.md; it takes minutes a run on this CPU."""
+
 import json
 
 import pytest
@@ -14,8 +15,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_grpo(tmp_path_factory):
-    return pipeline_run(tmp_path_factory.mktemp("runs"), "tiny-grpo-demo", "-o", "eval.num_prompts=8",
-                        "-o", "export.verify_tokens=8")
+    return pipeline_run(
+        tmp_path_factory.mktemp("runs"), "tiny-grpo-demo", "-o", "eval.num_prompts=8", "-o", "export.verify_tokens=8"
+    )
 
 
 def test_prepare_keeps_the_conversations_whose_prompts_grpo_answers(tiny_grpo):
@@ -42,7 +44,9 @@ def test_grpo_samples_scores_and_logs_its_rewards_at_every_step(tiny_grpo):
     summary = read(tiny_grpo, "manifest.json")["train"]
     assert summary["global_step"] == 12 and summary["tokens_seen"] > 0
     weights = load_file(str(tiny_grpo / "adapter" / "adapter_model.safetensors"))
-    assert any(name.endswith("lora_B.weight") and t.abs().max() > 0 for name, t in weights.items()), "the adapter never moved"
+    assert any(name.endswith("lora_B.weight") and t.abs().max() > 0 for name, t in weights.items()), (
+        "the adapter never moved"
+    )
     assert (tiny_grpo / "loss.png").exists()
 
 

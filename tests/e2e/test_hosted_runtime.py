@@ -3,6 +3,7 @@ the heavy stack (as Colab and Kaggle have torch) but not the kit. The first cell
 a git URL and installs it into that Python; runs go to a runs root elsewhere (the persistent
 folder). The train notebook's kernel is killed with SIGKILL after a checkpoint, and the same
 papermill command, run again unchanged, finishes the run where the uninterrupted run ends."""
+
 import json
 import os
 import shutil
@@ -22,15 +23,25 @@ from kit.paths import PROJECT_ROOT, cache_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-OVERRIDES = {"train.max_steps": 12, "train.save_steps": 4, "train.eval_steps": 4, "train.logging_steps": 1,
-             "train.save_total_limit": 2}
+OVERRIDES = {
+    "train.max_steps": 12,
+    "train.save_steps": 4,
+    "train.eval_steps": 4,
+    "train.logging_steps": 1,
+    "train.save_total_limit": 2,
+}
 
 
 def kit_repository(tmp: Path) -> str:
     """A git repository of this working tree (committed or not), as a clone URL."""
     source = tmp / "kit-source"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=PROJECT_ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         if (PROJECT_ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +58,12 @@ def hosted_python(tmp: Path) -> Path:
     runtime = tmp / "runtime"
     venv.create(runtime, with_pip=True)
     python = runtime / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(purelib) / "preinstalled-stack.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     assert subprocess.run([str(python), "-c", "import kit"], cwd=tmp, capture_output=True).returncode != 0
     return python
@@ -63,31 +78,57 @@ def kaggle(tmp_path_factory):
         shutil.copy(PROJECT_ROOT / "notebooks" / f"{stage}.ipynb", working)
     python = hosted_python(tmp)
     env = {k: v for k, v in os.environ.items() if k not in ("KIT_RUNS_DIR", "VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(KAGGLE_KERNEL_RUN_TYPE="Interactive", KIT_REPO=kit_repository(tmp),
-               KIT_CACHE_DIR=str(cache_root()),  # the demo's tiny model, built by set-up
-               XDG_CACHE_HOME=str(tmp / "xdg"),  # the runtime's own install stamp
-               PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip"),
-               PATH=f"{python.parent}:{os.environ['PATH']}")
+    env.update(
+        KAGGLE_KERNEL_RUN_TYPE="Interactive",
+        KIT_REPO=kit_repository(tmp),
+        KIT_CACHE_DIR=str(cache_root()),  # the demo's tiny model, built by set-up
+        XDG_CACHE_HOME=str(tmp / "xdg"),  # the runtime's own install stamp
+        PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip"),
+        PATH=f"{python.parent}:{os.environ['PATH']}",
+    )
     return {"tmp": tmp, "working": working, "python": python, "env": env, "runs": tmp / "persistent" / "runs"}
 
 
 def papermill(kaggle, stage: str) -> list[str]:
-    return [str(kaggle["python"]), "-m", "papermill", f"{stage}.ipynb", f"out/{stage}.ipynb", "--log-level", "ERROR",
-            "-p", "recipe", "tiny-demo", "-p", "run", "hosted", "-p", "runs_dir", str(kaggle["runs"]),
-            "-y", json.dumps({"overrides": OVERRIDES})]
+    return [
+        str(kaggle["python"]),
+        "-m",
+        "papermill",
+        f"{stage}.ipynb",
+        f"out/{stage}.ipynb",
+        "--log-level",
+        "ERROR",
+        "-p",
+        "recipe",
+        "tiny-demo",
+        "-p",
+        "run",
+        "hosted",
+        "-p",
+        "runs_dir",
+        str(kaggle["runs"]),
+        "-y",
+        json.dumps({"overrides": OVERRIDES}),
+    ]
 
 
 def outputs(path: Path, tag: str | None = None) -> str:
     cells = nbformat.read(path, as_version=4).cells
-    return "\n".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
-                     for c in cells if c.cell_type == "code" and (tag is None or tag in c.metadata.get("tags", []))
-                     for o in c.get("outputs", []))
+    return "\n".join(
+        o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
+        for c in cells
+        if c.cell_type == "code" and (tag is None or tag in c.metadata.get("tags", []))
+        for o in c.get("outputs", [])
+    )
 
 
 def cell_seconds(path: Path, tag: str) -> float:
     """How long papermill ran the cell tagged ``tag``."""
-    return next(c.metadata["papermill"]["duration"] for c in nbformat.read(path, as_version=4).cells
-                if tag in c.metadata.get("tags", []))
+    return next(
+        c.metadata["papermill"]["duration"]
+        for c in nbformat.read(path, as_version=4).cells
+        if tag in c.metadata.get("tags", [])
+    )
 
 
 def logged_steps(run: Path, key: str = "loss") -> list[int]:
@@ -98,8 +139,9 @@ def test_the_notebooks_install_themselves_keep_runs_elsewhere_and_resume_after_a
     working, run = kaggle["working"], kaggle["runs"] / "tiny-demo" / "hosted"
     (working / "out").mkdir()
     started = time.time()
-    prepared = subprocess.run(papermill(kaggle, "prepare"), cwd=working, env=kaggle["env"], capture_output=True,
-                              text=True, timeout=900)
+    prepared = subprocess.run(
+        papermill(kaggle, "prepare"), cwd=working, env=kaggle["env"], capture_output=True, text=True, timeout=900
+    )
     prepare_s = time.time() - started
     assert prepared.returncode == 0, prepared.stdout[-3000:] + prepared.stderr[-3000:]
     install = outputs(working / "out" / "prepare.ipynb", "kit-install")
@@ -107,23 +149,32 @@ def test_the_notebooks_install_themselves_keep_runs_elsewhere_and_resume_after_a
     assert (working / "unsloth-notebook-kit" / "kit" / "training" / "train.py").exists()  # cloned beside the notebook
     assert json.loads((run / "manifest.json").read_text())["location"] == str(run)
     assert not (working / "unsloth-notebook-kit" / "runs").exists()  # nothing in the runtime's copy of the kit
-    print(f"\nhosted install: {cell_seconds(working / 'out' / 'prepare.ipynb', 'kit-install'):.1f} s; "
-          f"the prepare notebook with it: {prepare_s:.0f} s")
+    print(
+        f"\nhosted install: {cell_seconds(working / 'out' / 'prepare.ipynb', 'kit-install'):.1f} s; "
+        f"the prepare notebook with it: {prepare_s:.0f} s"
+    )
 
     # The uninterrupted run, for comparison: the same prepared run trained in one go.
     reference = kaggle["tmp"] / "reference" / "tiny-demo" / "hosted"
     shutil.copytree(run, reference)
 
     # Train; the runtime dies (SIGKILL to the kernel) right after a checkpoint is complete.
-    trainer = subprocess.Popen(papermill(kaggle, "train"), cwd=working, env=kaggle["env"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trainer = subprocess.Popen(
+        papermill(kaggle, "train"),
+        cwd=working,
+        env=kaggle["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 600
     while not any(is_complete(p) for p in (run / "checkpoints").glob("checkpoint-*")):
         assert trainer.poll() is None, f"train ended before a checkpoint: {trainer.stdout.read()[-3000:]}"
         assert time.time() < deadline, "no checkpoint within 10 minutes"
         time.sleep(0.02)
-    kernels = [p for p in psutil.Process(trainer.pid).children(recursive=True)
-               if "ipykernel_launcher" in " ".join(p.cmdline())]
+    kernels = [
+        p for p in psutil.Process(trainer.pid).children(recursive=True) if "ipykernel_launcher" in " ".join(p.cmdline())
+    ]
     assert len(kernels) == 1
     kernels[0].send_signal(signal.SIGKILL)
     trainer.communicate(timeout=300)
@@ -134,8 +185,9 @@ def test_the_notebooks_install_themselves_keep_runs_elsewhere_and_resume_after_a
     assert killed_at < OVERRIDES["train.max_steps"]
 
     # The same command again, unchanged: it continues from the newest complete checkpoint.
-    rerun = subprocess.run(papermill(kaggle, "train"), cwd=working, env=kaggle["env"], capture_output=True,
-                           text=True, timeout=900)
+    rerun = subprocess.run(
+        papermill(kaggle, "train"), cwd=working, env=kaggle["env"], capture_output=True, text=True, timeout=900
+    )
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     executed = working / "out" / "train.ipynb"
     assert "Resuming from checkpoint-" in outputs(executed)
@@ -157,8 +209,9 @@ def test_the_notebooks_install_themselves_keep_runs_elsewhere_and_resume_after_a
 
     # Once more: the trained run is reported and left as it is.
     before = (run / "manifest.json").read_text()
-    again = subprocess.run(papermill(kaggle, "train"), cwd=working, env=kaggle["env"], capture_output=True,
-                           text=True, timeout=900)
+    again = subprocess.run(
+        papermill(kaggle, "train"), cwd=working, env=kaggle["env"], capture_output=True, text=True, timeout=900
+    )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Already trained" in outputs(executed)
     assert (run / "manifest.json").read_text() == before

@@ -1,5 +1,6 @@
 """End to end: the four notebooks executed by papermill on tiny-demo, through real Unsloth, TRL,
 transformers and PEFT, judged from the files the run writes."""
+
 import json
 
 import nbformat
@@ -51,8 +52,17 @@ def test_merged_weights_reproduce_the_adapter_model(demo_run):
 
 def test_run_directory_holds_everything(demo_run):
     run, _ = demo_run
-    for name in ("recipe.yaml", "prepare_report.json", "data/train.jsonl", "data/eval.jsonl",
-                 "adapter/adapter_config.json", "metrics.jsonl", "loss.png", "report.json", "merge_report.json"):
+    for name in (
+        "recipe.yaml",
+        "prepare_report.json",
+        "data/train.jsonl",
+        "data/eval.jsonl",
+        "adapter/adapter_config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "report.json",
+        "merge_report.json",
+    ):
         assert (run / name).exists(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert list((run / "checkpoints").glob("checkpoint-*"))
@@ -64,8 +74,12 @@ def test_run_directory_holds_everything(demo_run):
     assert "git_commit" in manifest and manifest["seed"]["train"] == 3407
     # Training telemetry: real tokens per second, peak memory (RSS on CPU), parameters.
     train = manifest["train"]
-    assert train["tokens_seen"] > 0 and train["tokens_per_s"] == pytest.approx(train["tokens_seen"] / train["train_runtime_s"], rel=0.01)
-    assert train["peak_rss_gb"] > 0.3 and 0 < train["trainable_parameters"] < train["parameters"] and train["mfu"] is None
+    assert train["tokens_seen"] > 0 and train["tokens_per_s"] == pytest.approx(
+        train["tokens_seen"] / train["train_runtime_s"], rel=0.01
+    )
+    assert (
+        train["peak_rss_gb"] > 0.3 and 0 < train["trainable_parameters"] < train["parameters"] and train["mfu"] is None
+    )
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "eval_loss" in m] == [50, 100, 150, 200]  # the final eval once
 
@@ -93,8 +107,10 @@ def test_bad_input_gives_one_clear_line(tmp_path):
 def test_a_hub_model_offline_fails_with_the_model_id(tmp_path):
     result = pipeline(tmp_path, "qwen3-8b", "--stages", "prepare", HF_HUB_OFFLINE="1")
     assert result.returncode == 1
-    assert ("model.id: 'unsloth/Qwen3-8B-unsloth-bnb-4bit' is not a local folder or in the Hugging Face cache, "
-            "and the Hugging Face Hub is unreachable") in result.stderr
+    assert (
+        "model.id: 'unsloth/Qwen3-8B-unsloth-bnb-4bit' is not a local folder or in the Hugging Face cache, "
+        "and the Hugging Face Hub is unreachable"
+    ) in result.stderr
     assert "builtin:smollm2-135m-instruct" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -151,13 +167,26 @@ def test_train_notebook_leaves_model_tokenizer_and_trainer_to_explore(demo_run):
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     sources = [c.source for c in code]
-    for assignment in ("model, tokenizer = train.load_model(", "model = train.add_lora(",
-                       "train_dataset, eval_dataset = train.datasets(", "trainer = train.build_trainer(",
-                       "result = trainer.train(", "summary = train.finish("):
+    for assignment in (
+        "model, tokenizer = train.load_model(",
+        "model = train.add_lora(",
+        "train_dataset, eval_dataset = train.datasets(",
+        "trainer = train.build_trainer(",
+        "result = trainer.train(",
+        "summary = train.finish(",
+    ):
         assert sum(assignment in s for s in sources) == 1, assignment
-    order = [next(i for i, s in enumerate(sources) if key in s)
-             for key in ("train.load_model(", "train.add_lora(", "train.datasets(", "train.build_trainer(",
-                         "trainer.train(", "train.finish(")]
+    order = [
+        next(i for i, s in enumerate(sources) if key in s)
+        for key in (
+            "train.load_model(",
+            "train.add_lora(",
+            "train.datasets(",
+            "train.build_trainer(",
+            "trainer.train(",
+            "train.finish(",
+        )
+    ]
     assert order == sorted(order) and len(set(order)) == len(order)  # each step in a cell of its own, in order
     manifest = read(run, "manifest.json")
     step = manifest["train"]["global_step"]
@@ -176,8 +205,16 @@ def test_merge_notebook_shows_each_step(demo_run):
     run, _ = demo_run
     notebook = nbformat.read(run / "notebooks" / "merge.ipynb", as_version=4)
     code = [c for c in notebook.cells if c.cell_type == "code"]
-    steps = ("merging.merge_weights()", "merging.check_tensors()", "merging.check_logits()", "merging.qlora_gap()",
-             "merging.publish()", "merging.export_gguf()", "merging.export_modelfile()", "merging.finish()")
+    steps = (
+        "merging.merge_weights()",
+        "merging.check_tensors()",
+        "merging.check_logits()",
+        "merging.qlora_gap()",
+        "merging.publish()",
+        "merging.export_gguf()",
+        "merging.export_modelfile()",
+        "merging.finish()",
+    )
     cells = [next(i for i, c in enumerate(code) if step in c.source) for step in steps]
     assert cells == sorted(cells) and len(set(cells)) == len(cells)
     shown = {step: cell_text(code[i]) for step, i in zip(steps, cells)}

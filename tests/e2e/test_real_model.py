@@ -2,6 +2,7 @@
 steps on the shop demo, the streaming merge of a Llama-architecture checkpoint with both checks,
 an f16 GGUF loaded back in llama.cpp, and the Modelfile. (What the demo learns in full is measured
 by ``make demo`` and recorded in the README; this test checks the machinery on the real model.)"""
+
 import json
 
 import pytest
@@ -10,8 +11,16 @@ from tests.conftest import pipeline, read
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = ["train.max_steps=4", "train.eval_steps=4", "train.save_steps=4", "train.logging_steps=1",
-             "eval.num_prompts=6", "eval.live_samples=0", "export.gguf=[f16]", "export.verify_tokens=24"]
+OVERRIDES = [
+    "train.max_steps=4",
+    "train.eval_steps=4",
+    "train.save_steps=4",
+    "train.logging_steps=1",
+    "eval.num_prompts=6",
+    "eval.live_samples=0",
+    "export.gguf=[f16]",
+    "export.verify_tokens=24",
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The tool-calling demo end to end: the four notebooks on ``tiny-tools-demo`` (real Unsloth, TRL,
 transformers, PEFT, llama.cpp); evaluate answers held-out requests with the tools in the prompt, with
 the tuned model and with the base (the adapter disabled), and scores the calls they write."""
+
 import json
 
 import pytest

@@ -1,5 +1,6 @@
 """Evaluation on the demo run that the notebooks produced, re-checked in this process with the
 real model: perplexity, batch generation, live samples, checkpoints, the chat loop."""
+
 import json
 import math
 
@@ -67,13 +68,22 @@ def test_batch_predictions_equal_one_by_one_greedy(loaded):
 
     run, recipe, model, tokenizer, _ = loaded
     family = get_family("qwen3")
-    predictions = [json.loads(line) for line in (run.path / "predictions" / "eval.final.jsonl").read_text().splitlines()]
+    predictions = [
+        json.loads(line) for line in (run.path / "predictions" / "eval.final.jsonl").read_text().splitlines()
+    ]
     assert len(predictions) == 20 and all(p["answer"] and p["reference"] for p in predictions)
     report = json.loads((run.path / "report.json").read_text())
-    assert [e["tuned"] for e in report["examples"]] == [p["answer"] for p in predictions][:len(report["examples"])]
+    assert [e["tuned"] for e in report["examples"]] == [p["answer"] for p in predictions][: len(report["examples"])]
     convs, max_new = [p["messages"] for p in predictions], recipe.eval.max_new_tokens
-    batched, _ = generate(model, tokenizer, family, convs, max_new_tokens=max_new, thinking=recipe.eval.thinking,
-                          batch_size=report["tuned"]["generation"]["batch_size"])
+    batched, _ = generate(
+        model,
+        tokenizer,
+        family,
+        convs,
+        max_new_tokens=max_new,
+        thinking=recipe.eval.thinking,
+        batch_size=report["tuned"]["generation"]["batch_size"],
+    )
     assert [p["answer"] for p in predictions] == [a.text for a in batched]
     reference = one_by_one(model, tokenizer, family, convs, max_new, recipe.eval.thinking)
     ids = [a.ids for a in batched]
@@ -135,16 +145,19 @@ def test_chat_streams_answers_and_skips_without_input(loaded, capsys):
     family = get_family("qwen3")
     questions = iter(["Can I return my drone?", "quit"])
     conversation = chat(model, tokenizer, family, max_new_tokens=24, input_fn=lambda _: next(questions))
-    expected, _ = generate(model, tokenizer, family, [[{"role": "user", "content": "Can I return my drone?"}]],
-                           max_new_tokens=24)
+    expected, _ = generate(
+        model, tokenizer, family, [[{"role": "user", "content": "Can I return my drone?"}]], max_new_tokens=24
+    )
     assert conversation[-1] == {"role": "assistant", "content": expected[0].text}
     assert "tuned> " + expected[0].text in capsys.readouterr().out
 
     def no_stdin(_):
         raise EOFError
+
     assert chat(model, tokenizer, family, input_fn=no_stdin) == []
     assert "Chat skipped" in capsys.readouterr().out
     import nbformat
+
     nb = nbformat.read(run.notebooks_dir / "evaluate.ipynb", as_version=4)
     assert "Chat skipped" in "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 

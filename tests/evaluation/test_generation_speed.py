@@ -6,6 +6,7 @@ tokens/s is recorded.
 Padding and batching change logits by rounding only, so a batched greedy token may differ from the
 one-by-one token only where the one-by-one top two logits are closer than that rounding can move
 them (a near-tie; the rule and its measured noise floor: tests/near_ties.py)."""
+
 import pytest
 import torch
 
@@ -55,7 +56,9 @@ def test_batched_answers_equal_one_by_one_greedy(loaded, prompts, reference, bat
     from kit.inference import generate
 
     model, tokenizer = loaded
-    answers, speed = generate(model, tokenizer, get_family("qwen3"), prompts, max_new_tokens=MAX_NEW, batch_size=batch_size)
+    answers, speed = generate(
+        model, tokenizer, get_family("qwen3"), prompts, max_new_tokens=MAX_NEW, batch_size=batch_size
+    )
     assert speed["batch_size"] == (batch_size or N_PROMPTS)  # auto: memory is ample for 8 tiny sequences
     decided = check_against_one_by_one([a.ids for a in answers], reference)
     assert decided >= N_PROMPTS  # the comparison decided something (on CPU float32: every token)
@@ -105,8 +108,15 @@ def qwen3_8b_config():
     from transformers import Qwen3Config
 
     # Qwen3-8B's published shapes
-    return Qwen3Config(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-                       num_attention_heads=32, num_key_value_heads=8, head_dim=128)
+    return Qwen3Config(
+        vocab_size=151936,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+    )
 
 
 def test_batch_size_rule_for_an_8b_model():
@@ -136,8 +146,14 @@ def training_model(tiny_model_dir, request):
     from kit.backend import FastLanguageModel
 
     model, tokenizer = backend.load_model(str(tiny_model_dir), 512, load_in_4bit=True)
-    model = FastLanguageModel.get_peft_model(model, r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                             use_gradient_checkpointing=request.param, random_state=0)
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=8,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj"],
+        use_gradient_checkpointing=request.param,
+        random_state=0,
+    )
     FastLanguageModel.for_training(model)
     return model, tokenizer, request.param
 
@@ -150,7 +166,8 @@ def test_generation_runs_in_inference_mode_and_gives_training_back(training_mode
     seen = []
     hook = model.get_base_model().register_forward_pre_hook(
         lambda module, args, kwargs: seen.append((module.training, kwargs.get("past_key_values") is not None)),
-        with_kwargs=True)
+        with_kwargs=True,
+    )
     use_cache = model.config.use_cache  # training's setting (for_inference turns the cache on)
     try:
         assert model.training and model.is_gradient_checkpointing == checkpointing

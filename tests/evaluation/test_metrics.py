@@ -41,15 +41,18 @@ def test_behavior_prefix_and_regex():
     assert metrics.shows_behavior("Order #123", SimpleNamespace(prefix=None, regex=r"#\d+"))
 
 
-@pytest.mark.parametrize("text, ok", [
-    ("no reasoning here", True),
-    ("<think>plan</think>answer", True),
-    ("plan</think>answer", True),          # opening tag prefilled by the prompt
-    ("<think>plan", False),                 # never closed
-    ("<think>plan</think>", False),         # no answer after it
-    ("</think>x<think>y", False),
-    ("<think>a</think><think>b</think>c", False),
-])
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ("no reasoning here", True),
+        ("<think>plan</think>answer", True),
+        ("plan</think>answer", True),  # opening tag prefilled by the prompt
+        ("<think>plan", False),  # never closed
+        ("<think>plan</think>", False),  # no answer after it
+        ("</think>x<think>y", False),
+        ("<think>a</think><think>b</think>c", False),
+    ],
+)
 def test_reasoning_well_formed(text, ok):
     assert metrics.reasoning_well_formed(text, "<think>", "</think>") is ok
 
@@ -81,8 +84,12 @@ def test_facts_stated_scores_the_facts_each_reference_states():
     from kit.metrics import facts_stated
 
     facts = ["$24", "9 am to 1 pm", "Mara Quill"]
-    references = ["A city bike is $24 a day.", "Saturdays 9 am to 1 pm.", "Mara  quill owns it; a bike is $24.",
-                  "We love bikes."]
+    references = [
+        "A city bike is $24 a day.",
+        "Saturdays 9 am to 1 pm.",
+        "Mara  quill owns it; a bike is $24.",
+        "We love bikes.",
+    ]
     predictions = ["It costs $24.", "We open 9 am to 5 pm.", "MARA QUILL runs it.", "Anything."]
     # the third answer names the owner but not the price its reference also states; the fourth is not scored
     assert facts_stated(predictions, references, facts) == {"rows": 3, "stated": 1 / 3}

@@ -1,4 +1,5 @@
 """GGUF export's refusals: before any file is written, with the reason."""
+
 import json
 
 import pytest
@@ -22,7 +23,9 @@ def test_existing_files_are_not_overwritten(tmp_path):
 def test_an_architecture_llama_cpp_cannot_convert_is_a_short_error(tmp_path):
     model = tmp_path / "odd"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"architectures": ["NoSuchModelForCausalLM"], "model_type": "nosuch"}))
+    (model / "config.json").write_text(
+        json.dumps({"architectures": ["NoSuchModelForCausalLM"], "model_type": "nosuch"})
+    )
     with pytest.raises(ExportError, match="llama.cpp could not convert .*odd to GGUF"):
         convert(model, tmp_path / "out.gguf", "f16")
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*part"))

@@ -1,5 +1,6 @@
 """The streaming merge: bit-identical to Unsloth's merge of the same adapter, sharded like its base,
 and its tensor check catches a wrong or missing tensor."""
+
 import json
 import shutil
 
@@ -80,8 +81,10 @@ def test_adapters_it_cannot_stream_are_named(demo_run, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     weights = load_file(adapter / "adapter_model.safetensors")
     name = next(k for k in weights if k.endswith("lora_B.weight"))
-    save_file({**weights, name.replace(".weight", ".bias"): torch.zeros(weights[name].shape[0])},
-              str(adapter / "adapter_model.safetensors"))
+    save_file(
+        {**weights, name.replace(".weight", ".bias"): torch.zeros(weights[name].shape[0])},
+        str(adapter / "adapter_model.safetensors"),
+    )
     with pytest.raises(NotStreamable, match=r"other than LoRA A/B weights \(.*lora_B\.bias"):
         read_adapter(adapter)
     base = tmp_path / "base"
@@ -129,9 +132,18 @@ def test_rank_and_alpha_patterns_are_resolved_as_peft_does(tmp_path):
     """PEFT matches pattern keys as regular expressions on the module name's dotted suffix."""
     from kit.export.lora_merge import lora_scales
 
-    lora = {"model.layers.0.q_proj.lora_A.weight": torch.zeros(2, 8), "model.layers.0.q_proj.lora_B.weight": torch.zeros(8, 2),
-            "model.layers.1.q_proj.lora_A.weight": torch.zeros(4, 8), "model.layers.1.q_proj.lora_B.weight": torch.zeros(8, 4)}
-    config = {"r": 4, "lora_alpha": 8, "rank_pattern": {r"layers\.0\.q_proj": 2}, "alpha_pattern": {r"layers\.\d\.q_proj": 4}}
+    lora = {
+        "model.layers.0.q_proj.lora_A.weight": torch.zeros(2, 8),
+        "model.layers.0.q_proj.lora_B.weight": torch.zeros(8, 2),
+        "model.layers.1.q_proj.lora_A.weight": torch.zeros(4, 8),
+        "model.layers.1.q_proj.lora_B.weight": torch.zeros(8, 4),
+    }
+    config = {
+        "r": 4,
+        "lora_alpha": 8,
+        "rank_pattern": {r"layers\.0\.q_proj": 2},
+        "alpha_pattern": {r"layers\.\d\.q_proj": 4},
+    }
     assert lora_scales(config, lora) == {"model.layers.0.q_proj": 2.0, "model.layers.1.q_proj": 1.0}
     with pytest.raises(ValueError, match="rank 4, its lora_A has rank 2"):
         lora_scales({**config, "rank_pattern": {}}, lora)
@@ -152,15 +164,16 @@ def test_the_merged_dtype_is_the_bases_16_bit_dtype_and_float32_becomes_bfloat16
     out = tensors(tmp_path / "out1")
     assert out["q.weight"].dtype == torch.bfloat16 and out["router.bias"].dtype == torch.float32
     expected = weight.bfloat16().float() + 2.0 * b @ a  # alpha 8 / r 4
-    torch.testing.assert_close(out["q.weight"].float(), expected, rtol=2 ** -8, atol=0)
+    torch.testing.assert_close(out["q.weight"].float(), expected, rtol=2**-8, atol=0)
     assert check_merged_tensors(mixed, adapter, tmp_path / "out1")["ok"]
     full = synthetic_checkpoint(tmp_path / "full", {"q.weight": weight, "router.bias": torch.randn(8)}, dtype="float32")
     merge_checkpoint(full, adapter, tmp_path / "out2", progress=False)
     assert {t.dtype for t in tensors(tmp_path / "out2").values()} == {torch.bfloat16}
     assert json.loads((tmp_path / "out2" / "config.json").read_text())["dtype"] == "bfloat16"
     # A writer that chose another 16-bit dtype is converted (float32 tensors stay as they are).
-    half = synthetic_checkpoint(tmp_path / "half", {"q.weight": weight.half(), "router.bias": torch.randn(8)},
-                                dtype="float16")
+    half = synthetic_checkpoint(
+        tmp_path / "half", {"q.weight": weight.half(), "router.bias": torch.randn(8)}, dtype="float16"
+    )
     cast_checkpoint(half, torch.bfloat16)
     assert {k: t.dtype for k, t in tensors(half).items()} == {"q.weight": torch.bfloat16, "router.bias": torch.float32}
     assert json.loads((half / "config.json").read_text())["dtype"] == "bfloat16"
@@ -168,8 +181,9 @@ def test_the_merged_dtype_is_the_bases_16_bit_dtype_and_float32_becomes_bfloat16
 
 def test_targets_the_base_does_not_store_go_to_unsloth_and_are_not_checked(tmp_path):
     """lm_head tied to the embeddings is stored as embed_tokens only."""
-    adapter = synthetic_adapter(tmp_path / "adapter", {"lm_head.lora_A.weight": torch.randn(4, 8),
-                                                       "lm_head.lora_B.weight": torch.randn(16, 4)})
+    adapter = synthetic_adapter(
+        tmp_path / "adapter", {"lm_head.lora_A.weight": torch.randn(4, 8), "lm_head.lora_B.weight": torch.randn(16, 4)}
+    )
     base = synthetic_checkpoint(tmp_path / "base", {"model.embed_tokens.weight": torch.randn(16, 8).bfloat16()})
     with pytest.raises(NotStreamable, match="does not store.*lm_head.weight"):
         merge_checkpoint(base, adapter, tmp_path / "out")

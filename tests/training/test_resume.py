@@ -3,6 +3,7 @@ the uninterrupted run ends, and its records hold each step once; for SFT (tiny-d
 (tiny-dpo-demo: TRL's DPOTrainer, the reference model the adapter disabled) and for GRPO
 (tiny-grpo-demo: TRL's GRPOTrainer, which samples its answers: the resumed run must draw the same
 samples, so every step's reward equals the uninterrupted run's)."""
+
 import json
 import os
 import shutil
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.slow
 SETTINGS = {"train": {"max_steps": 12, "save_steps": 4, "eval_steps": 4, "logging_steps": 1, "save_total_limit": 3}}
 
 # The training process, as the train notebook runs it, its steps slowed (SLOW_STEPS).
-TRAIN = SLOW_STEPS + r"""
+TRAIN = (
+    SLOW_STEPS
+    + r"""
 import sys
 from pathlib import Path
 from kit.training import train as T
@@ -29,6 +32,7 @@ from kit.runs import Run
 run = Run(Path(sys.argv[1]))
 T.train(run, run.config())
 """
+)
 
 
 def logged_steps(run, key: str = "loss") -> list[int]:
@@ -42,8 +46,13 @@ def logged(run, key: str) -> dict[int, float]:
 
 def kill_when(run, ready, timeout: float = 300) -> None:
     """Start training in a subprocess and SIGKILL it as soon as ``ready(run)`` holds."""
-    process = subprocess.Popen([sys.executable, "-c", TRAIN, str(run.path)], cwd=PROJECT_ROOT,
-                               env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", TRAIN, str(run.path)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + timeout
     try:
         while not ready(run):
@@ -114,8 +123,9 @@ def test_killed_between_checkpoints_resumes_to_the_same_eval_loss(reference):
     assert tensorboard_steps(run, "train/loss") == list(range(1, 13))
     aside = list(run.path.glob("metrics.before-resume-*.jsonl"))
     assert len(aside) == 1
-    assert [json.loads(line)["step"] for line in aside[0].read_text().splitlines()
-            if "loss" in json.loads(line)] == [s for s in killed_steps if s > 4]
+    assert [json.loads(line)["step"] for line in aside[0].read_text().splitlines() if "loss" in json.loads(line)] == [
+        s for s in killed_steps if s > 4
+    ]
     # Same precision as the uninterrupted run: the adapter is saved in the same dtype.
     assert adapter_dtypes(run) == adapter_dtypes(whole)
 
