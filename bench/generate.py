@@ -84,7 +84,7 @@ def load(shape: str):
 
 def prompts(n: int) -> list[list[dict]]:
     """``n`` demo conversations up to their last user turn (1-3 turns, with or without system)."""
-    from kit.data.rows import held_out_prompts
+    from kit.data.prompts import held_out_prompts
     from kit.demos.data import conversations
 
     pool = [p.messages for p in held_out_prompts(conversations())]

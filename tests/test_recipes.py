@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kit import recipes
+from kit import recipe_docs, recipes
 from kit.recipes import RecipeError, load_recipe
 
 
@@ -91,14 +91,14 @@ def _leaf_keys(cls=recipes.Recipe, prefix=""):
 def test_reference_page_is_current():
     page = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
     text = page.read_text(encoding="utf-8") if page.exists() else ""
-    assert text == recipes.reference_markdown(), (
-        f"docs/recipes.md is out of date; regenerate it: {recipes.DOCS_COMMAND}"
+    assert text == recipe_docs.reference_markdown(), (
+        f"docs/recipes.md is out of date; regenerate it: {recipe_docs.DOCS_COMMAND}"
     )
-    assert recipes.DOCS_COMMAND in text
+    assert recipe_docs.DOCS_COMMAND in text
 
 
 def test_every_key_is_on_the_page_with_help():
-    page = recipes.reference_markdown()
+    page = recipe_docs.reference_markdown()
     paths = [path for path, _ in _leaf_keys()]
     assert {"train.max_steps", "eval.behavior.prefix", "export.system", "description"} <= set(paths)
     for path, key in _leaf_keys():
@@ -109,8 +109,8 @@ def test_every_key_is_on_the_page_with_help():
 
 
 def test_docs_command_prints_the_page(capsys):
-    assert recipes.main(["--docs"]) == 0
-    assert capsys.readouterr().out == recipes.reference_markdown()
+    assert recipe_docs.main([]) == 0
+    assert capsys.readouterr().out == recipe_docs.reference_markdown()
 
 
 def test_sections_are_statically_typed():

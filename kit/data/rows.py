@@ -9,18 +9,16 @@ counted by key, and an error about dropped rows shows the counts and the first f
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kit.data import formats, preference
 from kit.data.screen import check_record, preference_data
 from kit.bulk import gc_paused
 from kit.files import sha256_file
-from kit.data.sources import DataError, Record, expand, read_file, read_source, resolve, sample, sources_of
+from kit.data.sources import DataError, Record, expand, read_source, sample, sources_of
 from kit.chat.tool_data import answered_call
 from kit.methods import Method, get_method
 
@@ -35,22 +33,6 @@ class LoadResult:
     sources: list[dict] = field(default_factory=list)  # per source: format, weight, counts, sha256
     dropped: list[dict] = field(default_factory=list)  # {"source", "row", "reason"}
     unused_fields: dict = field(default_factory=dict)  # field the kit does not read -> rows that have it
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A held-out conversation cut before its first trained answer: what evaluate, the merge checks,
-    the live samples and GRPO ask a model, with the answer it is compared against."""
-
-    messages: list[dict]  # the conversation up to that answer
-    reference: str | None  # that answer's content (None: a prompt file's row without one)
-    tools: list[dict] | None = None  # the conversation's tool definitions
-    reference_calls: list[dict] | None = None  # that answer's tool calls ({"name", "arguments"}), if any
-    row: int | None = None  # its row in the eval split (1-based), where a caller numbers them
-
-    def to_dict(self) -> dict:
-        """As plain data, the fields that are set."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 def check_messages(messages: object, training: bool = True, tools: list[dict] | None = None) -> str | None:
@@ -345,89 +327,6 @@ def fingerprint(spec: str) -> str | None:
     for f in files:
         digest.update(f"{f.name}:{sha256_file(f)}\n".encode())
     return digest.hexdigest()
-
-
-def load_prompts(path: Path) -> list[Prompt]:
-    """Conversations to answer (batch inference): ``{"messages": [...], "tools"?}`` per row, ending
-    with the user's turn (or a tool result), or with an assistant turn kept as the reference. Any bad
-    row is an error."""
-    path = resolve(str(path))
-    if not path.exists():
-        raise DataError(f"{path} does not exist")
-    records = read_file(path)
-    if not records:
-        raise DataError(f"{path}: no prompts")
-    prompts = []
-    for rec in records:
-        try:
-            conversation = formats.to_conversation(rec.data, "messages", explicit=True)
-            messages = conversation["messages"]
-            reason = check_messages(messages, training=False, tools=conversation.get("tools"))
-        except formats.FormatError as e:
-            reason = str(e)
-        if reason:
-            raise DataError(f"{rec.where}: {reason}")
-        reference = messages[-1]["content"] if messages[-1]["role"] == "assistant" else None
-        prompts.append(
-            Prompt(
-                messages[:-1] if reference is not None else messages,
-                reference,
-                tools=conversation.get("tools"),
-                row=rec.row,
-            )
-        )
-    return prompts
-
-
-def as_conversations(rows: list[dict]) -> list[dict]:
-    """Rows as conversations: a preference pair as its prompt and chosen answer, a labelled completion
-    as its prompt and completion where it is desirable (what SFT on them would train; the loss and logits
-    checks, the Modelfile's system prompt read these; undesirable ones are left out), others as they are."""
-    out = []
-    for r in rows:
-        if "prompt" not in r:
-            out.append(r)
-        elif preferred_answer(r) is not None:
-            out.append(
-                {"messages": r["prompt"] + [preferred_answer(r)], **({"tools": r["tools"]} if r.get("tools") else {})}
-            )
-    return out
-
-
-def preferred_answer(row: dict) -> dict | None:
-    """A preference row's answer to learn from: a pair's chosen answer, a desirable completion (an
-    undesirable one: None)."""
-    return row.get("chosen") or (row["completion"] if row.get("label") is True else None)
-
-
-def held_out_prompts(rows: list[dict], n: int | None = None) -> list[Prompt]:
-    """The first ``n`` (default all) conversations cut before their first assistant turn (a preference
-    pair: its prompt and chosen answer; a labelled completion: its prompt and completion where it is
-    desirable, else it is passed over): the prompt, that turn's content as the reference answer, its
-    tool calls as ``reference_calls`` and the conversation's ``tools``, where it has them."""
-    prompts = []
-    for row in rows:
-        if n is not None and len(prompts) >= n:
-            break
-        if "prompt" in row:  # a preference pair: its prompt, and the chosen answer as the reference
-            answer = preferred_answer(row)
-            if answer is None:  # an undesirable completion is no reference
-                continue
-            prompts.append(Prompt(row["prompt"], answer["content"], tools=row.get("tools") or None))
-            continue
-        messages = row["messages"]
-        # the first trained turn: a context-only one (``train: false``) is history, not a reference
-        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True))
-        calls = messages[first].get("tool_calls")  # the reference answer is (also) a tool call
-        prompts.append(
-            Prompt(
-                messages[:first],
-                messages[first]["content"],
-                tools=row.get("tools") or None,
-                reference_calls=[{"name": c["name"], "arguments": c["arguments"]} for c in calls] if calls else None,
-            )
-        )
-    return prompts
 
 
 def split(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

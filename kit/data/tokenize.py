@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from kit.bulk import gc_paused
 from kit.chat.render import IGNORE_INDEX, MaskError, SupervisionError, generation_prompt, tokenize_many
 from kit.data.preference import conversations, sides
-from kit.data.rows import DataError, held_out_prompts
+from kit.data.rows import DataError
+from kit.data.prompts import held_out_prompts
 from kit.families import ensure_chat_template
 from kit.methods import Method
 from kit.recipes import Recipe

@@ -16,7 +16,7 @@ from kit import backend  # first: Unsloth patches transformers/peft on import
 from kit import metrics
 from kit.backend import FastLanguageModel
 from kit.checkpoints import Checkpoint, find_checkpoint
-from kit.data.rows import as_conversations, held_out_prompts, load_prompts
+from kit.data.prompts import as_conversations, held_out_prompts, load_prompts
 from kit.data.tokenize import tokenize_pairs
 from kit.families import family_for
 from kit.models import model_note

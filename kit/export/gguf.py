@@ -162,7 +162,7 @@ BITS_PER_WEIGHT = {"q8_0": 8.5, "q5_k_m": 5.7, "q4_k_m": 4.9}
 
 def why_answers_differ(kind: str, g: dict, prompts: int, model_id: str) -> str:
     """Why a quantized file's greedy answers differ from the merged model's on some prompts, from what
-    the teacher-forced check measured (``_decision_gaps``)."""
+    the teacher-forced check measured (``kit.export.packaging._decision_gaps``)."""
     from kit.models import PROVENANCE
 
     text = (

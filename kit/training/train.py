@@ -25,7 +25,7 @@ from kit import distributed
 from kit.backend import FastLanguageModel
 from kit.training.callbacks import CheckpointTimes, LiveSamples, MetricsJsonl, readable_progress_tables
 from kit.training.plan import Plan, refuse_trained, start  # start: the notebook's first step
-from kit.data.rows import Prompt, held_out_prompts
+from kit.data.prompts import Prompt, held_out_prompts
 from kit.files import read_jsonl
 from kit.families import ensure_chat_template, family_for
 from kit.data.tokenize import grpo_rows, tokenize_for

@@ -17,14 +17,14 @@ from transformers import TrainerState  # noqa: E402
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint  # noqa: E402
 
 # The configs are named by the method table (kit.methods) and looked up here by config_class.
-from trl import (
+from trl import (  # noqa: E402, F401
     DPOConfig,
     DPOTrainer,
     GRPOConfig,
     GRPOTrainer,
     KTOConfig,
     KTOTrainer,
-    SFTConfig,  # noqa: E402, F401
+    SFTConfig,
     SFTTrainer,
 )
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402, F401

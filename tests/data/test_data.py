@@ -3,6 +3,7 @@ import json
 import pytest
 
 from kit.demos import data as demo_data
+from kit.demos.shop import shop_fact_prompts
 from kit.data.rows import DataError, load_conversations, split
 from kit.paths import PROJECT_ROOT
 
@@ -15,7 +16,7 @@ def write_jsonl(path, rows):
 
 
 @pytest.mark.parametrize(
-    "name, generator", [("tiny-demo", demo_data.conversations), ("smollm2-grpo-demo", demo_data.shop_fact_prompts)]
+    "name, generator", [("tiny-demo", demo_data.conversations), ("smollm2-grpo-demo", shop_fact_prompts)]
 )
 def test_committed_demo_data_matches_its_generator(name, generator):
     committed = (PROJECT_ROOT / "data" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
@@ -139,7 +140,7 @@ def test_split_is_deterministic_disjoint_and_complete():
 
 
 def test_prompts_file_rows_and_errors(tmp_path):
-    from kit.data.rows import load_prompts
+    from kit.data.prompts import load_prompts
 
     good = write_jsonl(
         tmp_path / "p.jsonl",

@@ -336,7 +336,7 @@ def test_labelled_completions_are_refused_for_methods_that_compare_pairs(tmp_pat
 def test_a_desirable_completion_is_a_reference_and_an_undesirable_one_is_passed_over():
     """Evaluate's prompts, the train notebook's live answers and the merge checks read labelled rows
     as conversations: a desirable completion is the reference answer, an undesirable one none."""
-    from kit.data.rows import Prompt, as_conversations, held_out_prompts
+    from kit.data.prompts import Prompt, as_conversations, held_out_prompts
 
     rows = [labelled(REJECTED, False), labelled(CHOSEN, True), PAIR]
     assert held_out_prompts(rows, 1) == [Prompt(NO_SYSTEM["prompt"], CHOSEN)]

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from kit.data.rows import DataError, load_conversations, load_prompts
+from kit.data.rows import DataError, load_conversations
+
+from kit.data.prompts import load_prompts
 
 WEATHER = {
     "type": "function",
@@ -470,7 +472,7 @@ def test_prepare_reports_unused_fields(tmp_path, runs_dir, tiny_model_dir):
 
 
 def test_held_out_prompts_carry_their_tools(tmp_path):
-    from kit.data.rows import held_out_prompts
+    from kit.data.prompts import held_out_prompts
 
     rows = load_conversations(
         write(

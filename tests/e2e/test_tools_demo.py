@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kit.data.rows import held_out_prompts
+from kit.data.prompts import held_out_prompts
 from kit.files import read_jsonl
 from kit.demos.data import TOOL_REQUESTS, TOOLS, tool_conversations
 from kit.paths import PROJECT_ROOT

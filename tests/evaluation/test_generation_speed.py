@@ -33,7 +33,7 @@ def loaded(request, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def prompts():
-    from kit.data.rows import held_out_prompts
+    from kit.data.prompts import held_out_prompts
     from kit.demos.data import conversations
 
     convs = [p.messages for p in held_out_prompts(conversations())][:N_PROMPTS]

@@ -28,7 +28,7 @@ def reference_for(run):
 
     from kit.export import base_model, logits_check
     from kit.chat.render import render_prompt
-    from kit.data.rows import held_out_prompts
+    from kit.data.prompts import held_out_prompts
     from kit.files import read_jsonl
     from kit.families import family_for
     from kit.export.lora_merge import merged_dtype

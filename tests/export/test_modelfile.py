@@ -193,7 +193,7 @@ def test_modelfile_file(tmp_path, family_tokenizers):
 def test_the_modelfile_system_is_what_the_model_was_trained_with(tmp_path, family_tokenizers, name):
     """SYSTEM: the training data's system prompt when every row shares one; the check renders
     prompts without one as Ollama does, with SYSTEM filled in."""
-    from kit.export.merge import shared_system_prompt
+    from kit.export.packaging import shared_system_prompt
     from kit.export.modelfile import ModelfileError
 
     def row(system):

@@ -156,7 +156,7 @@ def test_committed_shop_data_matches_its_generator_and_holds_out_only_unseen_wor
     import json
 
     from kit.data.rows import split
-    from kit.demos.data import shop_conversations
+    from kit.demos.shop import shop_conversations
     from kit.paths import PROJECT_ROOT
     from kit.recipes import load_recipe
 
