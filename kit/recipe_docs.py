@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from kit.recipes import _BOUNDS, Key, Recipe, _type_name, keys
+from kit.recipes import _BOUNDS, Key, Recipe, _type_name, bound_text, keys
 
 DOCS_COMMAND = "python -m kit.recipe_docs > docs/recipes.md"
 
@@ -38,7 +38,7 @@ def _key_row(path: str, key: Key) -> str:
     kind += " or null" if key.nullable else ""
     default = "*required*" if key.required else f"`{_yaml_text(key.default())}`"
     allowed = [", ".join(f"`{c}`" for c in key.meta("choices"))] if key.meta("choices") else []
-    allowed += [f"{says} {key.meta(bound):g}" for bound, _, says in _BOUNDS if key.meta(bound) is not None]
+    allowed += [f"{says} {bound_text(key.meta(bound))}" for bound, _, says in _BOUNDS if key.meta(bound) is not None]
     allowed += [f"not {_yaml_text(bad)}" for bad in key.meta("forbid") or {}]
     return f"| `{path}` | {kind} | {default} | {'; '.join(allowed)} | {_cell(key.meta('help') or '')} |"
 

@@ -52,6 +52,69 @@ KTO_LOSSES = ("kto", "apo_zero_unpaired")
 # GRPO losses of TRL's GRPOTrainer that need no more than a group's rewards.
 GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo")
 
+# transformers' SchedulerType values (train.lr_scheduler_type), as of transformers 5.17; written out so
+# kit.recipes need not import transformers. tests/test_recipes.py checks they equal transformers' enum.
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+)
+# transformers.training_args.OptimizerNames values (train.optim), checked by the same test.
+OPTIMIZERS = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adamw_torch_xla",
+    "adamw_torch_npu_fused",
+    "adafactor",
+    "adamw_anyprecision",
+    "adamw_torch_4bit",
+    "adamw_torch_8bit",
+    "ademamix",
+    "sgd",
+    "adagrad",
+    "adamw_bnb_8bit",
+    "adamw_8bit",
+    "ademamix_8bit",
+    "lion_8bit",
+    "lion_32bit",
+    "paged_adamw_32bit",
+    "paged_adamw_8bit",
+    "paged_ademamix_32bit",
+    "paged_ademamix_8bit",
+    "paged_lion_32bit",
+    "paged_lion_8bit",
+    "rmsprop",
+    "rmsprop_bnb",
+    "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit",
+    "galore_adamw",
+    "galore_adamw_8bit",
+    "galore_adafactor",
+    "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise",
+    "galore_adafactor_layerwise",
+    "lomo",
+    "adalomo",
+    "grokadamw",
+    "schedule_free_radam",
+    "schedule_free_adamw",
+    "schedule_free_sgd",
+    "apollo_adamw",
+    "apollo_adamw_layerwise",
+    "stable_adamw",
+)
+# Seeds feed transformers' set_seed and numpy's, which take 0 .. 2**32 - 1.
+SEED_MAX = 2**32 - 1
+
 REQUIRED: Any = dataclasses.MISSING  # a field without a default: the recipe must give the key
 
 
@@ -131,7 +194,9 @@ class DataSection(RecipeSection):
         forbid={0: "holds out no rows; evaluate and the merge checks need some"},
         help="share of rows held out for evaluation",
     )
-    seed: int = setting(3407, min=0, help="seed of the train/eval split and of weighted sources' sampling")
+    seed: int = setting(
+        3407, min=0, max=SEED_MAX, help="seed of the train/eval split and of weighted sources' sampling"
+    )
     invalid_rows: str = setting(
         "error",
         choices=["error", "drop"],
@@ -265,14 +330,16 @@ class TrainSection(RecipeSection):
     gradient_accumulation_steps: int = setting(4, min=1, help="batches per optimizer step")
     learning_rate: float = setting(2e-4, above=0, help="peak learning rate, reached after warmup")
     warmup_steps: int = setting(5, min=0, help="steps of linear warmup from 0")
-    lr_scheduler_type: str = setting("linear", help="a transformers scheduler name: linear, cosine, constant, ...")
+    lr_scheduler_type: str = setting("linear", choices=LR_SCHEDULERS, help="a transformers scheduler name")
     weight_decay: float = setting(0.01, min=0, help="the optimizer's weight decay")
-    optim: str | None = setting(None, help="null: adamw_8bit on GPU, adamw_torch on CPU")
+    optim: str | None = setting(
+        None, choices=OPTIMIZERS, help="a transformers optimizer name; null: adamw_8bit on GPU, adamw_torch on CPU"
+    )
     logging_steps: int = setting(1, min=1, help="steps between training-loss logs")
     eval_steps: int = setting(50, min=1, help="steps between evaluations (eval loss, live samples)")
     save_steps: int = setting(100, min=1, help="steps between checkpoints")
     save_total_limit: int = setting(2, min=1, help="checkpoints kept; older ones are deleted")
-    seed: int = setting(3407, min=0, help="seed of training and of the LoRA weights' initialization")
+    seed: int = setting(3407, min=0, max=SEED_MAX, help="seed of training and of the LoRA weights' initialization")
     init_adapter: str | None = setting(
         None,
         help="train on top of an earlier run's adapter (SFT, then DPO): its "

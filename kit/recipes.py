@@ -117,6 +117,9 @@ def _check_value(path: str, key: Key, value: Any, where: str) -> Any:
         value, ok = float(value), True
     if not ok:
         raise RecipeError(f"{where}: {path}: expected {_type_name(key.types)}, got {type(value).__name__} ({value!r})")
+    bad = _non_finite(value, path)
+    if bad:
+        raise RecipeError(f"{where}: {bad[0]}: {bad[1]!r} is not a finite number; give a number")
     if key.items is not None and isinstance(value, list):
         wrong = next((v for v in value if not isinstance(v, key.items)), None)
         if wrong is not None:
@@ -125,15 +128,36 @@ def _check_value(path: str, key: Key, value: Any, where: str) -> Any:
             )
     choices = key.meta("choices")
     if choices and value not in choices:
-        raise RecipeError(f"{where}: {path}: {value!r} is not one of {', '.join(map(str, choices))}")
+        near = difflib.get_close_matches(str(value), list(map(str, choices)), n=1) if isinstance(value, str) else []
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise RecipeError(f"{where}: {path}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
     for bound, fails, says in _BOUNDS:
         limit = key.meta(bound)
         if limit is not None and fails(value, limit):
-            raise RecipeError(f"{where}: {path}: {value!r} is out of range; it must be {says} {limit:g}")
+            raise RecipeError(f"{where}: {path}: {value!r} is out of range; it must be {says} {bound_text(limit)}")
     for bad, why in (key.meta("forbid") or {}).items():
         if value == bad:
             raise RecipeError(f"{where}: {path}: {value!r} {why}")
     return value
+
+
+def _non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """The first NaN or infinity anywhere in ``value`` (a list's or mapping's too), with its key path:
+    YAML reads ``.nan`` and ``.inf`` as floats, which every bound lets through (NaN compares false)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    elif isinstance(value, dict):
+        items = ((f"{path}.{k}", v) for k, v in value.items())
+    else:
+        return None
+    return next((bad for p, v in items if (bad := _non_finite(v, p))), None)
+
+
+def bound_text(limit: float) -> str:
+    """A bound as errors and the page write it: an int in full (a seed's 4294967295), a float short."""
+    return str(limit) if isinstance(limit, int) else f"{limit:g}"
 
 
 # (metadata name, test that the value breaks it, the words errors and the page use)

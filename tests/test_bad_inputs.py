@@ -61,7 +61,10 @@ OUT_OF_RANGE = [
     ({"export.verify_tokens": 0}, "export.verify_tokens: 0 is out of range; it must be at least 1"),
     ({"train.max_steps": "10"}, "train.max_steps: expected int, got str ('10')"),
     ({"train.max_stepz": 10}, "unknown key train.max_stepz; did you mean train.max_steps?"),
-    ({"data.reasoning": "every"}, "data.reasoning: 'every' is not one of as_template, every_turn, inline"),
+    (
+        {"data.reasoning": "every"},
+        "data.reasoning: 'every' is not one of as_template, every_turn, inline (did you mean every_turn?)",
+    ),
 ]
 
 
@@ -268,3 +271,66 @@ def test_a_layout_the_kit_cannot_train_as_sft_is_one_line_naming_file_and_row(
     tmp_path, runs_dir, name, content, message
 ):
     refused_in_one_line(tmp_path, runs_dir, name, content, message)
+
+
+# Hostile values as a recipe file writes them (YAML's .nan and .inf are floats every bound lets
+# through), each refused in one line naming the file and the key, when the recipe loads.
+MODEL = "model:\n  id: builtin:tiny-qwen3\n  family: qwen3\n"
+DATA = "data:\n  source: data/tiny.jsonl\n"
+HOSTILE_VALUES = [
+    (DATA + "lora:\n  dropout: .nan\n", "lora.dropout: nan is not a finite number; give a number"),
+    (DATA + "train:\n  learning_rate: .nan\n", "train.learning_rate: nan is not a finite number; give a number"),
+    (DATA + "train:\n  num_train_epochs: .inf\n", "train.num_train_epochs: inf is not a finite number; give a number"),
+    (DATA + "  eval_fraction: .nan\n", "data.eval_fraction: nan is not a finite number; give a number"),
+    (DATA + "lora:\n  dropout: -.inf\n", "lora.dropout: -inf is not a finite number; give a number"),
+    (
+        DATA + "train:\n  grpo:\n    rewards: [{function: format, weight: .nan}]\n",
+        "train.grpo.rewards[0].weight: nan is not a finite number; give a number",
+    ),
+    (
+        "data:\n  source: [{path: a.jsonl, weight: .inf}]\n",
+        "data.source[0].weight: inf is not a finite number; give a number",
+    ),
+    (
+        DATA + "train:\n  seed: 9223372036854775809\n",
+        "train.seed: 9223372036854775809 is out of range; it must be at most 4294967295",
+    ),
+    (DATA + "  seed: 4294967296\n", "data.seed: 4294967296 is out of range; it must be at most 4294967295"),
+    (
+        DATA + "train:\n  lr_scheduler_type: cosin\n",
+        "train.lr_scheduler_type: 'cosin' is not one of linear, cosine, cosine_with_restarts, polynomial, constant, "
+        "constant_with_warmup, inverse_sqrt, reduce_lr_on_plateau, cosine_with_min_lr, cosine_warmup_with_min_lr, "
+        "warmup_stable_decay, greedy (did you mean cosine?)",
+    ),
+]
+
+
+@pytest.mark.parametrize("text, message", HOSTILE_VALUES, ids=[m.split(":")[0] for _, m in HOSTILE_VALUES])
+def test_a_hostile_value_in_a_recipe_file_is_one_line_naming_file_and_key(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(MODEL + text)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(path))
+    assert str(e.value) == f"{path}: {message}"
+
+
+def test_an_unknown_optimizer_is_refused_and_null_is_allowed():
+    from kit.recipes import recipe_path
+
+    assert load_recipe("tiny-demo", {"train.optim": None})[1].train.optim is None
+    assert load_recipe("tiny-demo", {"train.optim": "adamw_torch"})[1].train.optim == "adamw_torch"
+    with pytest.raises(RecipeError) as e:
+        load_recipe("tiny-demo", {"train.optim": "adam_w"})
+    assert str(e.value).startswith(
+        f"{recipe_path('tiny-demo')} with overrides: train.optim: 'adam_w' is not one of adamw_torch, "
+    )
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), 10**400])
+def test_a_non_finite_source_weight_is_one_line_naming_the_source(weight):
+    from kit.data.sources import sources_of
+
+    with pytest.raises(DataError) as e:
+        sources_of([{"path": "a.jsonl"}, {"path": "b.jsonl", "weight": weight}])
+    assert str(e.value) == f"data.source[1].weight: expected a positive finite number, got {weight!r}"

@@ -1,10 +1,13 @@
 import dataclasses
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
 import pytest
 
 from kit import recipe_docs, recipes
+from kit.paths import PROJECT_ROOT
 from kit.recipes import RecipeError, load_recipe
 
 
@@ -227,3 +230,24 @@ def test_grpo_settings_go_to_trls_config_and_its_rewards_do_not():
     assert (
         load_recipe("tiny-demo", {**GRPO, "train.method": "sft"})[1].train.trainer_args().get("num_generations") is None
     )
+
+
+def test_the_scheduler_and_optimizer_choices_are_transformers_own():
+    """train.lr_scheduler_type and train.optim are checked at recipe time against lists written out in
+    kit/recipe_schema.py (kit.recipes never imports transformers): they must not drift from its enums."""
+    from transformers import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from kit.recipe_schema import LR_SCHEDULERS, OPTIMIZERS
+
+    assert list(LR_SCHEDULERS) == [s.value for s in SchedulerType]
+    assert list(OPTIMIZERS) == [o.value for o in OptimizerNames]
+    train = recipes.keys(recipes.TrainSection)
+    assert train["lr_scheduler_type"].meta("choices") == LR_SCHEDULERS
+    assert train["optim"].meta("choices") == OPTIMIZERS and train["optim"].nullable
+
+
+def test_kit_recipes_imports_no_transformers():
+    code = "import sys, kit.recipes, kit.recipe_docs; print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    assert out.stdout.strip() == "[]"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,14 +209,24 @@ def sources_of(source) -> list[tuple[str, float]]:
             out.append((item, 1.0))
         elif isinstance(item, dict) and isinstance(item.get("path"), str) and set(item) <= {"path", "weight"}:
             weight = item.get("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-                raise DataError(f"data.source[{i}].weight: expected a positive number, got {weight!r}")
-            out.append((item["path"], float(weight)))
+            number = _finite(weight) if isinstance(weight, (int, float)) and not isinstance(weight, bool) else None
+            if number is None or number <= 0:  # NaN, inf, and an int past a float's range too: not sampled
+                raise DataError(f"data.source[{i}].weight: expected a positive finite number, got {weight!r}")
+            out.append((item["path"], number))
         else:
             raise DataError(f"data.source[{i}]: expected a path or {{path: ..., weight: ...}}, got {item!r}")
     if not out:
         raise DataError("data.source: no source given")
     return out
+
+
+def _finite(number: float) -> float | None:
+    """``number`` as a finite float, or None (NaN, an infinity, an int too large for a float)."""
+    try:
+        value = float(number)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def sample(records: list[Record], weight: float, seed: int) -> list[Record]:

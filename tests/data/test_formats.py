@@ -155,7 +155,7 @@ def test_several_sources_globs_and_weights(tmp_path):
         seed=1,
     )
     assert again.rows == result.rows  # deterministic for a seed
-    with pytest.raises(DataError, match=r"data\.source\[0\]\.weight: expected a positive number, got -1"):
+    with pytest.raises(DataError, match=r"data\.source\[0\]\.weight: expected a positive finite number, got -1"):
         load_conversations([{"path": "x.jsonl", "weight": -1}])
     with pytest.raises(DataError, match="matches no file"):
         load_conversations(str(tmp_path / "nothing*.jsonl"))
