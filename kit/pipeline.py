@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 from kit.paths import NOTEBOOKS_DIR
-from kit.recipes import load_recipe, override_argument
+from kit.recipes import RecipeError, load_recipe, override_argument, override_arguments
 from kit.runs import check_later_overrides, find_run, is_path
 from kit.files import keep_replaced, new_run_id
 
@@ -118,13 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     args = parser.parse_args(argv)
+    try:
+        overrides = override_arguments(args.override)
+    except RecipeError as e:
+        parser.error(f"argument -o/--override: {e}")  # one line, exit status 2, as argparse's own errors
     requested = [s for s in args.stages.split(",") if s]
     unknown = [s for s in requested if s not in STAGES]
     if unknown or not requested:
         parser.error(f"--stages {args.stages!r}: choose from {', '.join(STAGES)}")
     stages = tuple(s for s in STAGES if s in requested)  # always in pipeline order
     try:
-        path = run_pipeline(args.recipe, dict(args.override), args.run, stages)
+        path = run_pipeline(args.recipe, overrides, args.run, stages)
     except Exception as e:
         # A notebook's error arrives as PapermillExecutionError carrying the cell's exception;
         # show that one line (the executed notebook in the run has the full traceback).

@@ -264,7 +264,12 @@ def parse_overrides(overrides: dict | str | None) -> dict:
     if not isinstance(overrides, dict):
         raise RecipeError(f"overrides: expected a mapping, got {type(overrides).__name__}")
     nested: dict = {}
+    given: set = set()
     for key, value in overrides.items():
+        for leaf in _leaves(tuple(str(key).split(".")), value):  # {"train.max_steps": 3, "train": {"max_steps": 4}}
+            if leaf in given:
+                raise RecipeError(f"overrides: {'.'.join(leaf)} is given twice; keep one")
+            given.add(leaf)
         node = nested
         parts = str(key).split(".")
         for i, part in enumerate(parts[:-1]):
@@ -283,6 +288,15 @@ def parse_overrides(overrides: dict | str | None) -> dict:
         else:
             node[parts[-1]] = value
     return nested
+
+
+def _leaves(parts: tuple, value: Any):
+    """The key paths an override sets: a mapping's own keys (not split at dots), a value's path."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _leaves((*parts, str(k)), v)
+    else:
+        yield parts
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -343,6 +357,17 @@ def override_argument(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(
             f"override {text!r}: the value is not valid YAML ({problem}); quote strings, e.g. key='[1, 2]'"
         ) from None
+
+
+def override_arguments(pairs: list[tuple[str, object]]) -> dict:
+    """A command line's ``-o`` arguments (``override_argument``'s pairs) as overrides; a key given twice
+    is refused, as YAML refuses one (a dict would keep the last silently)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise RecipeError(f"override {key} is given twice ({out[key]!r}, then {value!r}); keep one")
+        out[key] = value
+    return out
 
 
 def apply_overrides(config: Recipe, overrides: dict | str | None, where: str = "recipe") -> Recipe:

@@ -334,3 +334,33 @@ def test_a_non_finite_source_weight_is_one_line_naming_the_source(weight):
     with pytest.raises(DataError) as e:
         sources_of([{"path": "a.jsonl"}, {"path": "b.jsonl", "weight": weight}])
     assert str(e.value) == f"data.source[1].weight: expected a positive finite number, got {weight!r}"
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"train.max_steps": 3, "train": {"max_steps": 4}}, "train.max_steps"),
+        ({"train": {"max_steps": 3}, "train.max_steps": 4}, "train.max_steps"),
+        ({"lora": {"r": 4}, "lora.r": 8}, "lora.r"),
+        ("train.max_steps: 3\ntrain: {max_steps: 4}", "train.max_steps"),
+        ("data.columns: {instruction: q}\ndata.columns.instruction: question", "data.columns.instruction"),
+    ],
+)
+def test_a_key_given_twice_in_overrides_is_refused_naming_it(overrides, key):
+    with pytest.raises(RecipeError) as e:
+        load_recipe("tiny-demo", overrides)
+    assert str(e.value) == f"overrides: {key} is given twice; keep one"
+
+
+@pytest.mark.parametrize("module", ["kit.pipeline", "kit.training.__main__"])
+def test_an_override_given_twice_on_the_command_line_is_one_line(module, capsys, tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setenv("KIT_RUNS_DIR", str(tmp_path))
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as e:
+        main(["tiny-demo", "-o", "train.max_steps=3", "-o", "train.max_steps=4"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("error: argument -o/--override: override train.max_steps is given twice (3, then 4); keep one")
+    assert not any(tmp_path.iterdir())  # nothing run, no run directory

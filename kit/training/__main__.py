@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from kit import distributed, runlog
-from kit.recipes import override_argument
+from kit.recipes import RecipeError, override_argument, override_arguments
 from kit.runs import find_run
 
 
@@ -34,11 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--resume", default="auto", help="auto (default), true, false or a checkpoint name")
     args = parser.parse_args(argv)
+    try:
+        overrides = override_arguments(args.override)
+    except RecipeError as e:
+        parser.error(f"argument -o/--override: {e}")  # one line, exit status 2, as argparse's own errors
     from kit.training import train  # imports Unsloth: after argument errors, which need none of it
 
     try:
         run = find_run(args.recipe, args.run or None)
-        config = run.apply_overrides(dict(args.override) or None, stage="train")
+        config = run.apply_overrides(overrides or None, stage="train")
         summary = train.train(run, config, resume=args.resume)
     except Exception as e:  # the kit's errors as one line, as in the notebooks; others with their traceback
         if not runlog.is_kit_error(type(e)):
