@@ -310,8 +310,44 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+# Aliases may expand a document to at most this many times its nodes (or _ALIAS_FLOOR nodes, for a small
+# one): a few lines of nested aliases ("billion laughs") otherwise expand to billions of values, which
+# load as shared objects but run out of memory when copied or dumped (recipe.yaml).
+_ALIAS_FACTOR = 100
+_ALIAS_FLOOR = 10_000
+
+
+def _expanded_size(node: yaml.Node, sizes: dict, open_: set) -> int:
+    """The nodes ``node`` stands for with every alias written out (``sizes``: memo by node)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise RecipeError(f"line {node.start_mark.line + 1}: an alias refers to a node that holds it")
+    open_.add(id(node))
+    children = node.value if isinstance(node, yaml.SequenceNode) else ()
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    size = 1 + sum(_expanded_size(child, sizes, open_) for child in children)
+    open_.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last silently)."""
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last silently), and a
+    document whose aliases expand it more than _ALIAS_FACTOR times (an alias bomb)."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            sizes: dict = {}
+            expanded = _expanded_size(node, sizes, set())
+            if expanded > max(_ALIAS_FLOOR, _ALIAS_FACTOR * len(sizes)):
+                raise RecipeError(
+                    f"its aliases expand {len(sizes)} nodes to {expanded}, more than {_ALIAS_FACTOR} times "
+                    "(an alias bomb?); write the repeated values out"
+                )
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen = set()

@@ -364,3 +364,53 @@ def test_an_override_given_twice_on_the_command_line_is_one_line(module, capsys,
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.endswith("error: argument -o/--override: override train.max_steps is given twice (3, then 4); keep one")
     assert not any(tmp_path.iterdir())  # nothing run, no run directory
+
+
+def alias_bomb(levels: int = 9, refs: int = 10) -> str:
+    """A recipe whose lora.target_modules nests ``levels`` lists of ``refs`` aliases of the one before:
+    a few hundred bytes that expand to refs**levels strings (9 x 10: over a billion)."""
+    lines = [MODEL.rstrip(), "data: {source: data/tiny.jsonl}", "lora:", "  target_modules:", "  - &a0 q_proj"]
+    lines += [f"  - &a{i} [{', '.join([f'*a{i - 1}'] * refs)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_quickly_naming_the_file(tmp_path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    started = time.perf_counter()
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(path))
+    assert time.perf_counter() - started < 1
+    assert str(e.value) == (
+        f"{path}: its aliases expand 25 nodes to 1234567915, more than 100 times (an alias bomb?); "
+        "write the repeated values out"
+    )
+    with pytest.raises(RecipeError, match=r"^overrides: not valid YAML: its aliases expand"):  # and as overrides
+        load_recipe("tiny-demo", alias_bomb().replace(MODEL, ""))
+
+
+def test_an_alias_that_holds_itself_is_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text(MODEL + DATA + "lora:\n  target_modules: &t [q_proj, *t]\n")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(path))
+    assert str(e.value) == f"{path}: line 7: an alias refers to a node that holds it"
+
+
+def test_a_recipe_with_anchors_and_aliases_still_loads(tmp_path):
+    from kit import recipes
+
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        MODEL + DATA + "lora:\n  target_modules: &mods [q_proj, v_proj]\neval:\n  facts: *mods\n"
+        "train:\n  learning_rate: &lr 0.0001\n  weight_decay: *lr\n"
+    )
+    _, config = load_recipe(str(path))
+    assert config.lora.target_modules == config.eval.facts == ["q_proj", "v_proj"]
+    assert config.train.weight_decay == config.train.learning_rate == 0.0001
+    assert "q_proj" in recipes.dump(config)
+    small = alias_bomb(levels=2, refs=10)  # 100 strings from 13 nodes: within the floor a small recipe gets
+    (tmp_path / "small.yaml").write_text(small)
+    assert len(load_recipe(str(tmp_path / "small.yaml"))[1].lora.target_modules) == 3
