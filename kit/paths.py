@@ -26,6 +26,37 @@ class RunsRootError(ValueError):
     pass
 
 
+# The longest recipe name or run id: one folder name, well inside a file system's 255 bytes.
+NAME_LIMIT = 100
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` (a recipe name, a run id) cannot be one folder under the runs root, or None: each is
+    used as a single path segment (``<root>/<recipe>/<run>``), so ``..`` or ``a/b`` would put a run
+    elsewhere, a leading dot would hide it, and a control character or an over-long name breaks
+    the file system or the terminal."""
+    if not isinstance(name, str) or not name:
+        return "it is empty"
+    if len(name) > NAME_LIMIT:
+        return f"it is {len(name)} characters long, at most {NAME_LIMIT} are allowed"
+    if "/" in name or "\\" in name or os.sep in name:
+        return "it holds a path separator"
+    if name.startswith("."):
+        return "it starts with a dot"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it holds a control character"
+    return None
+
+
+def name_refusal(what: str, name: object) -> str | None:
+    """``name_problem`` as one line naming the name (shortened), for the caller's own error."""
+    problem = name_problem(name)
+    if problem is None:
+        return None
+    shown = repr(name if not isinstance(name, str) or len(name) <= 60 else name[:60] + "...")
+    return f"{what} {shown} cannot name a folder: {problem}; use letters, digits, '-', '_' or '.'"
+
+
 def hosted_runtime() -> str | None:
     """ "colab" or "kaggle" when this Python runs in one of their notebooks, else None."""
     if "google.colab" in sys.modules:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kit.paths import NOTEBOOKS_DIR
 from kit.recipes import RecipeError, load_recipe, override_argument, override_arguments
-from kit.runs import check_later_overrides, find_run, is_path
+from kit.runs import check_later_overrides, check_run_id, find_run, is_path
 from kit.files import keep_replaced, new_run_id
 
 STAGES = ("prepare", "train", "evaluate", "merge")
@@ -70,7 +70,7 @@ def plan(recipe_name: str, stages: tuple[str, ...], overrides: dict, run_id: str
     prepared data."""
     params: dict = {stage: {} for stage in stages}
     if "prepare" in stages:
-        first, run_id = "prepare", run_id or new_run_id()
+        first, run_id = "prepare", check_run_id(run_id or new_run_id())
     else:
         check_later_overrides(overrides)
         run = find_run(recipe_name, run_id)

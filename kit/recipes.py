@@ -24,7 +24,7 @@ from typing import Any, Union
 
 import yaml
 
-from kit.paths import RECIPES_DIR
+from kit.paths import RECIPES_DIR, name_refusal
 
 # Re-exported: callers import the recipe classes and FORMATS (kit.data.formats) from here.
 from kit.recipe_schema import (  # noqa: F401
@@ -231,9 +231,17 @@ def available() -> list[str]:
 
 
 def recipe_name(name_or_path: str | Path) -> str:
-    """The name a recipe's runs are kept under: ``tiny-demo`` for ``tiny-demo`` and for ``path/tiny-demo.yaml``."""
+    """The name a recipe's runs are kept under: ``tiny-demo`` for ``tiny-demo`` and for ``path/tiny-demo.yaml``;
+    refused unless it is one safe folder name (``...yaml``'s ``..`` would put its runs outside the runs root)."""
     path = Path(name_or_path)
-    return path.stem if path.suffix in (".yaml", ".yml") else str(name_or_path)
+    return _checked_name(path.stem if path.suffix in (".yaml", ".yml") else str(name_or_path), name_or_path)
+
+
+def _checked_name(name: str, given: str | Path) -> str:
+    refusal = name_refusal("recipe name", name)
+    if refusal:
+        raise RecipeError(f"{refusal} (from {str(given)[:200]})" if name != str(given) else refusal)
+    return name
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
@@ -374,11 +382,12 @@ def read_yaml(path: Path):
 def load_recipe(name_or_path: str | Path, overrides: dict | str | None = None) -> tuple[str, Recipe]:
     """Load, apply overrides and validate. Returns (recipe name, resolved recipe)."""
     path = recipe_path(name_or_path)
+    name = _checked_name(path.stem, path)  # a name that cannot be a folder is refused before the file is read
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping at the top level")
     validate(raw, where=str(path))  # errors in the file itself name the file
-    return path.stem, resolve(deep_merge(raw, parse_overrides(overrides)), where=f"{path} with overrides")
+    return name, resolve(deep_merge(raw, parse_overrides(overrides)), where=f"{path} with overrides")
 
 
 def override_argument(text: str) -> tuple[str, object]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kit import distributed, recipes
 from kit.files import new_run_id, sha256_file, write_json, write_text_atomic
-from kit.paths import PROJECT_ROOT, runs_root
+from kit.paths import PROJECT_ROOT, name_refusal, runs_root
 
 LIBRARIES = (
     "unsloth",
@@ -152,37 +152,56 @@ def create_run(
     """Make a new, empty run directory and write the resolved recipe and the manifest's header
     (with the ``overrides`` prepare applied, if any). Fails if ``run_id`` exists: a run is never
     reused or overwritten."""
+    recipe_name = recipes.recipe_name(recipe_name)
+    run_id = check_run_id(run_id or new_run_id())
     parent = (root or runs_root()) / recipe_name
-    parent.mkdir(parents=True, exist_ok=True)
-    run_id = run_id or new_run_id()
-    if not run_id or "/" in run_id or run_id.startswith("."):
-        raise RunError(f"invalid run id {run_id!r}")
     path = parent / run_id
     try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only runs root, or a file where the recipe's folder goes
+        raise RunError(_cannot_write(path, e)) from None
+    try:
         path.mkdir()
+        run = Run(path)
+        run.write_recipe(config)
+        run.update_manifest(
+            {
+                "recipe": recipe_name,
+                "run_id": path.name,
+                "location": str(path),
+                "created": _now(),
+                "git_commit": git_commit(),
+                "libraries": library_versions(),
+                "seed": {"data": config.data.seed, "train": config.train.seed},
+            }
+        )
     except FileExistsError:
         raise RunError(f"run {path} already exists; runs are never overwritten (choose another run id)") from None
-    run = Run(path)
-    run.write_recipe(config)
-    run.update_manifest(
-        {
-            "recipe": recipe_name,
-            "run_id": path.name,
-            "location": str(path),
-            "created": _now(),
-            "git_commit": git_commit(),
-            "libraries": library_versions(),
-            "seed": {"data": config.data.seed, "train": config.train.seed},
-        }
-    )
+    except OSError as e:  # a read-only recipe folder, a full disk: one line, not a traceback
+        raise RunError(_cannot_write(path, e)) from None
     changes = recipes.parse_overrides(overrides)
     if changes:
         run.update_manifest({"overrides": {"prepare": changes}})  # as later stages record theirs
     return run
 
 
+def _cannot_write(path: Path, e: OSError) -> str:
+    return (
+        f"run {path} cannot be written ({e.strerror or e}: {e.filename}); "
+        "set runs_dir (or KIT_RUNS_DIR) to a folder you can write"
+    )
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it can be one folder under ``<runs root>/<recipe>/`` (kit.paths.name_problem), else RunError."""
+    refusal = name_refusal("run id", run_id)
+    if refusal:
+        raise RunError(refusal)
+    return run_id
+
+
 def list_runs(recipe_name: str, root: Path | None = None) -> list[Run]:
-    parent = (root or runs_root()) / recipe_name
+    parent = (root or runs_root()) / recipes.recipe_name(recipe_name)
     if not parent.is_dir():
         return []
     runs = [Run(p) for p in parent.iterdir() if p.is_dir() and (p / "recipe.yaml").exists()]
@@ -208,7 +227,7 @@ def find_run(recipe: str, run: str | Path | None = None, root: Path | None = Non
             )
         return found
     if run:
-        candidate = (root or runs_root()) / recipe_name / str(run)
+        candidate = (root or runs_root()) / recipe_name / check_run_id(str(run))
         if not (candidate / "recipe.yaml").exists():
             known = ", ".join(r.path.name for r in list_runs(recipe_name, root)) or "none"
             raise RunError(f"no run {run!r} for recipe {recipe_name!r} (runs: {known})")
@@ -243,7 +262,7 @@ def find_adapter(config: recipes.Recipe, root: Path | None = None) -> tuple[Path
             recipe_name, _, run_id = str(ref).partition("/")
             try:
                 run = find_run(recipe_name, run_id or None, root)
-            except RunError as e:
+            except (RunError, recipes.RecipeError) as e:
                 raise RunError(f"{where}: {e}") from None
         adapter = run.adapter_dir
         if not (adapter / "adapter_config.json").exists():

@@ -1,4 +1,5 @@
 import json
+import os
 import time
 
 import pytest
@@ -109,4 +110,87 @@ def test_a_run_is_found_by_recipe_name_or_path_and_another_recipes_run_is_refuse
     assert str(e.value) == (
         f"run {run.path} was prepared from recipe 'tiny-demo', not 'smollm2-shop-demo': "
         "set recipe to 'tiny-demo', or give a run of 'smollm2-shop-demo'"
+    )
+
+
+SAFE = "; use letters, digits, '-', '_' or '.'"
+
+
+@pytest.mark.parametrize(
+    "run_id, message",
+    [
+        ("..", "run id '..' cannot name a folder: it starts with a dot" + SAFE),
+        (".", "run id '.' cannot name a folder: it starts with a dot" + SAFE),
+        (".hidden", "run id '.hidden' cannot name a folder: it starts with a dot" + SAFE),
+        ("a\x00b", "run id 'a\\x00b' cannot name a folder: it holds a control character" + SAFE),
+        ("a\nb", "run id 'a\\nb' cannot name a folder: it holds a control character" + SAFE),
+        ("a\\b", "run id 'a\\\\b' cannot name a folder: it holds a path separator" + SAFE),
+        (
+            "r" * 300,
+            f"run id '{'r' * 60}...' cannot name a folder: it is 300 characters long, at most 100 are allowed" + SAFE,
+        ),
+    ],
+)
+def test_a_run_id_that_is_not_one_folder_name_is_refused_in_one_line(runs_dir, recipe, run_id, message):
+    with pytest.raises(RunError) as e:
+        create_run("tiny-demo", recipe, run_id)
+    assert str(e.value) == message
+    with pytest.raises(RunError) as e:
+        find_run("tiny-demo", run_id)
+    assert str(e.value) == message
+    assert not runs_dir.exists() or not any(runs_dir.rglob("*"))  # nothing written, anywhere
+    create_run("tiny-demo", recipe, "r" * 100)  # the limit itself is a run id
+
+
+def test_a_recipe_file_whose_name_is_not_one_folder_name_is_refused(tmp_path, runs_dir, recipe):
+    from kit.recipes import RecipeError
+
+    path = tmp_path / "...yaml"  # its stem, "..", put the run at <runs root>/../<run>
+    path.write_text((PROJECT_ROOT / "recipes" / "tiny-demo.yaml").read_text())
+    message = f"recipe name '..' cannot name a folder: it starts with a dot{SAFE} (from {path})"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(path))
+    assert str(e.value) == message
+    with pytest.raises(RecipeError) as e:
+        find_run(str(path))
+    assert str(e.value) == message
+    with pytest.raises(RecipeError, match=r"^recipe name '\.\.' cannot name a folder"):
+        create_run("..", recipe, "r")
+    assert not runs_dir.exists() and not (runs_dir.parent / "r").exists()
+
+
+def test_a_prepare_with_a_bad_run_id_is_refused_before_reading_data(runs_dir, monkeypatch):
+    from kit.data import prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "load_conversations", lambda *a, **k: pytest.fail("data was read"))
+    with pytest.raises(RunError, match=r"^run id '\.\.' cannot name a folder"):
+        prepare_module.prepare("tiny-demo", run_id="..")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod: a read-only folder cannot be shown as root")
+def test_a_runs_root_that_cannot_be_written_is_one_line(tmp_path, recipe):
+    root = tmp_path / "readonly"
+    root.mkdir()
+    root.chmod(0o500)
+    try:
+        with pytest.raises(RunError) as e:
+            create_run("tiny-demo", recipe, "r", root=root)
+        assert str(e.value) == (
+            f"run {root / 'tiny-demo' / 'r'} cannot be written (Permission denied: {root / 'tiny-demo'}); "
+            "set runs_dir (or KIT_RUNS_DIR) to a folder you can write"
+        )
+    finally:
+        root.chmod(0o700)
+
+
+def test_a_runs_folder_that_cannot_be_made_is_one_line(tmp_path, recipe):
+    """What root can be refused, too: the recipe's folder under the runs root is a file."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / "tiny-demo").write_text("not a folder")
+    with pytest.raises(RunError) as e:
+        create_run("tiny-demo", recipe, "r", root=root)
+    assert str(e.value) == (
+        f"run {root / 'tiny-demo' / 'r'} cannot be written (File exists: {root / 'tiny-demo'}); "
+        "set runs_dir (or KIT_RUNS_DIR) to a folder you can write"
     )

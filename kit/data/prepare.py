@@ -14,7 +14,7 @@ from kit.families import family_for, get_family
 from kit.methods import get_method, method_of
 from kit.recipes import Recipe, load_recipe
 from kit.rewards import reward_functions
-from kit.runs import Run, create_run
+from kit.runs import Run, check_run_id, create_run
 from kit.files import read_jsonl, write_json, write_jsonl
 
 
@@ -75,6 +75,8 @@ class Prepared:
 def prepare(recipe: str, overrides=None, run_id: str | None = None) -> Prepared:
     """Validate and split the recipe's data into a new run directory (``run_id`` or a timestamp)."""
     name, resolved = load_recipe(recipe, overrides)
+    if run_id:
+        check_run_id(run_id)  # before any data is read
     data_cfg, model_cfg = resolved.data, resolved.model
     method = method_of(resolved)
     pairs = method.reads_pairs  # preference rows: pairs, or (kto) labelled completions
