@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from kit.data import formats, preference
-from kit.data.screen import check_record, preference_data
+from kit.data.screen import check_record, preference_data, screened_fields
 from kit.bulk import gc_paused
 from kit.files import sha256_file
 from kit.data.sources import DataError, Record, expand, read_source, sample, sources_of
@@ -267,7 +267,8 @@ def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed
             try:
                 record = formats.apply_columns(rec.data, columns)
                 mapped |= {k for k in columns if isinstance(record, dict) and k in record}
-                for name in unused_of(record, source_fmt):
+                read_here = set() if method.reads_pairs else screened_fields(record)
+                for name in (n for n in unused_of(record, source_fmt) if n not in read_here):
                     unused[name] = unused.get(name, 0) + 1
                 conversation, reason = _read_row(record, source_fmt, fmt != "auto", method)
             except formats.FormatError as e:
