@@ -1,6 +1,12 @@
 """Read raw records from where users keep chat data: JSON arrays (or one JSON object), JSONL, CSV, Parquet, a
 ``datasets.save_to_disk`` folder, globs of those, several sources with sampling weights, or a
 Hugging Face Hub dataset id. Each record keeps its origin (file, 1-based row) for error messages.
+
+What is not a file of records is refused in one line naming file and line (or row and field): a FIFO,
+socket or device (before it is opened), a symlink loop, an unreadable file, bytes that are not UTF-8,
+JSON's non-numbers (NaN, Infinity), nesting deeper than Python recurses, a lone surrogate escape.
+JSON Lines end at "\\n" only. CSV cells are text (``Cell``): ``decode_cells`` reads JSON only in the
+structured fields a layout reads as lists or objects.
 """
 
 from __future__ import annotations
