@@ -204,6 +204,14 @@ def read_call(call, where: str) -> dict:
         arguments = {}
     if not isinstance(arguments, dict):
         raise FormatError(f"bad arguments: {at}.arguments is {_type(arguments)}, expected a JSON object")
+    try:  # an object from Parquet, or a Hermes block read as a Python literal, may hold NaN or infinity
+        json.dumps(arguments, allow_nan=False)
+    except ValueError:
+        raise FormatError(
+            f"bad arguments: {at}.arguments holds NaN or an infinity, which JSON has no number for"
+        ) from None
+    except TypeError as e:
+        raise FormatError(f"bad arguments: {at}.arguments is not JSON ({e})") from None
     out = {"name": name, "arguments": arguments}
     call_id = call.get("id")
     if call_id is not None:

@@ -95,3 +95,35 @@ def test_an_unknown_part_type_is_an_error_and_a_real_media_part_still_a_drop(tmp
         "image_url, video, video_url, audio, audio_url, input_audio, file)",
         "non-text content: messages[0].content[0] is image_url",
     ]
+
+
+def test_parquet_arguments_holding_nan_are_refused(tmp_path):
+    import pyarrow
+    import pyarrow.parquet
+
+    path = tmp_path / "calls.parquet"
+    call = {"type": "function", "function": {"name": "f", "arguments": {"value": float("nan")}}}
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": "1"},
+        {"role": "assistant", "content": "Hello"},
+    ]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist([{"messages": messages}]), path)
+    assert refusal(path) == (
+        f"{path}: row 1: bad arguments: messages[1].tool_calls[0].function.arguments holds NaN or an infinity, "
+        "which JSON has no number for"
+    )
+
+
+def test_a_hermes_block_read_as_a_python_literal_may_not_overflow_to_infinity(tmp_path):
+    path = tmp_path / "hermes.jsonl"
+    path.write_text(
+        '{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": '
+        "\"<tool_call>{'name': 'f', 'arguments': {'v': 1e999}}</tool_call>\"}, "
+        '{"from": "tool", "value": "1"}, {"from": "gpt", "value": "Done"}]}\n'
+    )
+    assert refusal(path) == (
+        f"{path}: row 1: bad arguments: conversations[1].value: <tool_call> block 1.arguments holds NaN or an "
+        "infinity, which JSON has no number for"
+    )
