@@ -292,6 +292,7 @@ def _read_table(path: Path) -> list[Record]:
 
 
 def read_file(path: Path) -> list[Record]:
+    check_readable(path)
     if path.is_dir():
         return _read_saved_dataset(path)
     if path.suffix not in FILE_TYPES:
@@ -320,15 +321,17 @@ def check_readable(path: Path) -> None:
         mode = os.stat(path).st_mode
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise DataError(f"data.source: {path} is a symlink loop (its links point back at each other)") from None
+            raise DataError(f"{path}: a symlink loop (its links point back at each other), not a file") from None
         if path.is_symlink():
-            raise DataError(f"data.source: {path} is a symlink to {os.readlink(path)}, which does not exist") from None
+            raise DataError(f"{path}: a symlink to {os.readlink(path)}, which does not exist") from None
         if isinstance(e, PermissionError):
-            raise DataError(f"data.source: {path}: permission denied (cannot look at it)") from None
-        raise DataError(f"data.source: {path} does not exist") from None
+            raise DataError(
+                f"{path}: permission denied: cannot look at it (check the permissions of its folders)"
+            ) from None
+        raise DataError(f"{path} does not exist") from None
     for test, what in _SPECIAL:
         if test(mode):
-            raise DataError(f"data.source: {path} is {what}, not a file; point data.source at a regular file")
+            raise DataError(f"{path}: {what}, not a regular file: reading it would block or never end")
 
 
 def _read_bytes(path: Path) -> bytes:

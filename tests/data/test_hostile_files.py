@@ -98,16 +98,14 @@ def test_a_lone_surrogate_in_a_json_file_names_row_and_field(tmp_path):
 def test_a_fifo_is_refused_before_it_is_opened(tmp_path):
     path = tmp_path / "d.jsonl"
     os.mkfifo(path)
-    assert (
-        refusal(path) == f"data.source: {path} is a FIFO (named pipe), not a file; point data.source at a regular file"
-    )
+    assert refusal(path) == f"{path}: a FIFO (named pipe), not a regular file: reading it would block or never end"
 
 
 def test_a_fifo_in_a_glob_is_refused(tmp_path):
     (tmp_path / "a.jsonl").write_text(ROW)
     os.mkfifo(tmp_path / "b.jsonl")
     assert refusal(tmp_path / "*.jsonl") == (
-        f"data.source: {tmp_path / 'b.jsonl'} is a FIFO (named pipe), not a file; point data.source at a regular file"
+        f"{tmp_path / 'b.jsonl'}: a FIFO (named pipe), not a regular file: reading it would block or never end"
     )
 
 
@@ -115,13 +113,13 @@ def test_a_symlink_loop_is_said_to_be_one(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     os.symlink(b, a)
     os.symlink(a, b)
-    assert refusal(a) == f"data.source: {a} is a symlink loop (its links point back at each other)"
+    assert refusal(a) == f"{a}: a symlink loop (its links point back at each other), not a file"
 
 
 def test_a_broken_symlink_names_its_target(tmp_path):
     link = tmp_path / "a.jsonl"
     os.symlink(tmp_path / "gone.jsonl", link)
-    assert refusal(link) == f"data.source: {link} is a symlink to {tmp_path / 'gone.jsonl'}, which does not exist"
+    assert refusal(link) == f"{link}: a symlink to {tmp_path / 'gone.jsonl'}, which does not exist"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file: the permission check cannot fail here")
@@ -176,3 +174,21 @@ def test_csv_preference_sides_are_messages_only_where_their_json_is_messages(tmp
     pair = load_conversations(str(path), method="dpo").rows[0]
     assert pair["chosen"] == {"role": "assistant", "content": '["red", "white"]'}
     assert pair["rejected"] == {"role": "assistant", "content": "blue"}
+
+
+def test_a_csv_prompts_file_reads_its_messages_column(tmp_path):
+    from kit.data.prompts import load_prompts
+
+    path = tmp_path / "prompts.csv"
+    path.write_text('messages\n"[{""role"": ""user"", ""content"": ""[1, 2]""}]"\n')
+    assert load_prompts(path)[0].messages == [{"role": "user", "content": "[1, 2]"}]
+
+
+def test_a_fifo_as_a_prompts_file_is_refused(tmp_path):
+    from kit.data.prompts import load_prompts
+
+    path = tmp_path / "prompts.parquet"
+    os.mkfifo(path)
+    with pytest.raises(DataError) as e:
+        load_prompts(path)
+    assert str(e.value) == (f"{path}: a FIFO (named pipe), not a regular file: reading it would block or never end")
