@@ -192,3 +192,15 @@ def test_a_fifo_as_a_prompts_file_is_refused(tmp_path):
     with pytest.raises(DataError) as e:
         load_prompts(path)
     assert str(e.value) == (f"{path}: a FIFO (named pipe), not a regular file: reading it would block or never end")
+
+
+def test_a_csv_messages_cell_nested_100000_deep_is_one_line(tmp_path):
+    path = tmp_path / "messages.csv"
+    path.write_text("messages\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert refusal(path) == f"{path}: row 1: bad messages: messages is nested too deep to read"
+
+
+def test_a_latin1_byte_in_a_json_file_names_line_and_byte_column(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_bytes(b'[\n{"messages": [{"role": "user", "content": "\xff"}]}\n]')
+    assert refusal(path) == f"{path}: line 2: not UTF-8 text (byte 0xff at byte column 44); save the file as UTF-8"
