@@ -28,12 +28,38 @@ def _type(value) -> str:
     return "null" if value is None else type(value).__name__
 
 
+class NotJson(ValueError):
+    """Text Python's json reads but JSON is not: ``NaN``, ``Infinity``, ``-Infinity`` (json accepts
+    them by default; a model trained on them learns to write non-JSON)."""
+
+
+def reject_constant(name: str):
+    """json's ``parse_constant``: NaN and the infinities are not JSON."""
+    raise NotJson(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999: json reads it as infinity
+        raise NotJson(f"{text} is not a JSON number a program can read (it overflows to infinity)")
+    return value
+
+
+def loads(text: str, **kwargs):
+    """``json.loads`` that refuses NaN, Infinity, -Infinity and numbers that overflow to infinity (NotJson)."""
+    return json.loads(text, parse_constant=reject_constant, parse_float=_finite_float, **kwargs)
+
+
 def parse_json(text: str, where: str, key: str):
     """``text`` as JSON; else a FormatError "``key``: ``where`` is not valid JSON (why at character N)"."""
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError as e:
         raise FormatError(f"{key}: {where} is not valid JSON ({e.msg} at character {e.pos})") from None
+    except NotJson as e:
+        raise FormatError(f"{key}: {where} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise FormatError(f"{key}: {where} is not usable JSON (nested too deep)") from None
 
 
 def json_list(value, where: str, key: str) -> list:
@@ -178,6 +204,14 @@ def read_call(call, where: str) -> dict:
         arguments = {}
     if not isinstance(arguments, dict):
         raise FormatError(f"bad arguments: {at}.arguments is {_type(arguments)}, expected a JSON object")
+    try:  # an object from Parquet, or a Hermes block read as a Python literal, may hold NaN or infinity
+        json.dumps(arguments, allow_nan=False)
+    except ValueError:
+        raise FormatError(
+            f"bad arguments: {at}.arguments holds NaN or an infinity, which JSON has no number for"
+        ) from None
+    except TypeError as e:
+        raise FormatError(f"bad arguments: {at}.arguments is not JSON ({e})") from None
     out = {"name": name, "arguments": arguments}
     call_id = call.get("id")
     if call_id is not None:

@@ -40,9 +40,8 @@ Fields a format does not read are listed by ``unused_fields`` for the prepare re
 
 from __future__ import annotations
 
-import json
 
-from kit.chat.tool_data import FormatError, json_list, name_results, read_call, read_tools
+from kit.chat.tool_data import FormatError, json_list, name_results, parse_json, read_call, read_tools
 from kit.data import tool_layouts
 from kit.data.turns import REASONING_FIELDS, UnsupportedContent  # noqa: F401  (kit.data.rows reads it here)
 from kit.data.turns import from_messages as _from_messages, kind as _kind, message as _message
@@ -176,10 +175,7 @@ def apply_columns(record: object, columns: dict) -> object:
 def _sharegpt_calls(value, where: str) -> list[dict]:
     """A function_call turn's value: one call or a list of calls, as objects or JSON text."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise FormatError(f"bad tool call: {where} is not valid JSON ({e.msg} at character {e.pos})") from None
+        value = parse_json(value, where, "bad tool call")
     if isinstance(value, dict):
         return [read_call(value, where)]
     return [read_call(call, f"{where}[{j}]") for j, call in enumerate(json_list(value, where, "bad tool call"))]

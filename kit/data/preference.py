@@ -23,9 +23,9 @@ answers are the same is a ``Tie``: dropped and counted.
 For ``kto`` also the unpaired layout (TRL's "unpaired preference"), read into the canonical labelled
 completion ``{"prompt": [messages], "completion": message, "label": bool, "tools"?}``:
 
-- ``unpaired``: a boolean ``label`` (true: desirable) with ``prompt`` and ``completion`` (text or
-  messages, as ``chosen_rejected``'s prompt and answers), or with ``messages`` ending on the labelled
-  assistant turn.
+- ``unpaired``: a ``label`` (true: desirable; a boolean, "true"/"false" in any case, or 0/1) with
+  ``prompt`` and ``completion`` (text or messages, as ``chosen_rejected``'s prompt and answers), or with
+  ``messages`` ending on the labelled assistant turn. Any other label is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import re
 
 from kit.chat.tool_data import FormatError, read_tools
 from kit.data import formats
+from kit.data.screen import kto_label
 from kit.data.turns import UnsupportedContent, from_messages, kind, message
 
 # The fields each layout is told apart by, in detection order (chosen_rejected's are a subset of others').
@@ -214,12 +215,7 @@ def _openai_preference(record: dict) -> tuple[list[dict], dict, dict, list | Non
 
 
 def _unpaired(record: dict) -> tuple[list[dict], dict, bool]:
-    label = record["label"]
-    if not isinstance(label, bool):
-        raise FormatError(
-            f"bad label: label is {kind(label)} ({label!r}), expected true (a desirable completion) or "
-            "false (an undesirable one)"
-        )
+    label = kto_label(record["label"])
     if "completion" in record:
         turns = _as_turns(_side(record, "completion"), "completion")
         prompt = record.get("prompt")

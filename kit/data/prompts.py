@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kit.data import formats
 from kit.data.rows import check_messages
-from kit.data.sources import DataError, read_file, resolve
+from kit.data.sources import DataError, decode_cells, read_file, resolve
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def load_prompts(path: Path) -> list[Prompt]:
     with the user's turn (or a tool result), or with an assistant turn kept as the reference. Any bad
     row is an error."""
     path = resolve(str(path))
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():  # a broken link or a loop: check_readable says which
         raise DataError(f"{path} does not exist")
     records = read_file(path)
     if not records:
@@ -42,10 +42,10 @@ def load_prompts(path: Path) -> list[Prompt]:
     prompts = []
     for rec in records:
         try:
-            conversation = formats.to_conversation(rec.data, "messages", explicit=True)
+            conversation = formats.to_conversation(decode_cells(rec.data), "messages", explicit=True)
             messages = conversation["messages"]
             reason = check_messages(messages, training=False, tools=conversation.get("tools"))
-        except formats.FormatError as e:
+        except ValueError as e:  # a FormatError, or a CSV messages cell whose JSON is not usable
             reason = str(e)
         if reason:
             raise DataError(f"{rec.where}: {reason}")

@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass, field
 
 from kit.data import formats, preference
-from kit.data.screen import check_record, preference_data
+from kit.data.screen import check_record, preference_data, screened_fields
 from kit.bulk import gc_paused
 from kit.files import sha256_file
-from kit.data.sources import DataError, Record, expand, read_source, sample, sources_of
+from kit.data.sources import DataError, Record, decode_cells, expand, read_source, sample, sources_of
 from kit.chat.tool_data import answered_call
 from kit.methods import Method, get_method
 
@@ -140,10 +140,21 @@ def describe_drops(dropped: list[dict], n: int = 3) -> str:
     return f"{len(dropped)} dropped ({counts}); first: {first}"
 
 
+def _mapped(data: object, columns: dict) -> object:
+    """A record with ``data.columns`` applied and its CSV cells read (``decode_cells``: a structured
+    field's JSON decoded, the rest text as written)."""
+    try:
+        return decode_cells(formats.apply_columns(data, columns))
+    except formats.FormatError:
+        raise
+    except ValueError as e:  # a structured cell whose JSON is not usable
+        raise formats.FormatError(str(e)) from None
+
+
 def _source_format(records: list[Record], fmt: str, columns: dict, method: Method) -> str:
     first = records[0]
     try:
-        mapped = formats.apply_columns(first.data, columns)  # a bad mapping fails the whole source
+        mapped = _mapped(first.data, columns)  # a bad mapping fails the whole source
     except formats.FormatError as e:
         raise DataError(f"{first.where}: {e}") from None
     if method.reads_pairs:
@@ -265,9 +276,10 @@ def _load_conversations(source, fmt: str, columns: dict, invalid_rows: str, seed
         for rec in records:
             unsupported = False
             try:
-                record = formats.apply_columns(rec.data, columns)
+                record = _mapped(rec.data, columns)
                 mapped |= {k for k in columns if isinstance(record, dict) and k in record}
-                for name in unused_of(record, source_fmt):
+                read_here = set() if method.reads_pairs else screened_fields(record)
+                for name in (n for n in unused_of(record, source_fmt) if n not in read_here):
                     unused[name] = unused.get(name, 0) + 1
                 conversation, reason = _read_row(record, source_fmt, fmt != "auto", method)
             except formats.FormatError as e:

@@ -1,17 +1,29 @@
 """Read raw records from where users keep chat data: JSON arrays (or one JSON object), JSONL, CSV, Parquet, a
 ``datasets.save_to_disk`` folder, globs of those, several sources with sampling weights, or a
 Hugging Face Hub dataset id. Each record keeps its origin (file, 1-based row) for error messages.
+
+What is not a file of records is refused in one line naming file and line (or row and field): a FIFO,
+socket or device (before it is opened), a symlink loop, an unreadable file, bytes that are not UTF-8,
+JSON's non-numbers (NaN, Infinity), nesting deeper than Python recurses, a lone surrogate escape.
+JSON Lines end at "\\n" only. CSV cells are text (``Cell``): ``decode_cells`` reads JSON only in the
+structured fields a layout reads as lists or objects.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
+import io
 import json
 import math
+import os
 import random
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.chat.tool_data import NotJson, loads
 from kit.paths import PROJECT_ROOT
 
 FILE_TYPES = (".json", ".jsonl", ".csv", ".parquet")
@@ -52,56 +64,197 @@ def _no_duplicate_keys(pairs: list) -> dict:
 
 
 def _loads(text: str):
-    return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    return loads(text, object_pairs_hook=_no_duplicate_keys)
 
 
-def _read_json(path: Path, text: str) -> list[Record]:
+# A JSON escape of a UTF-16 surrogate: paired ones decode to one character, a lone one to a string
+# no tokenizer takes (and no UTF-8 file can hold). Only text holding such an escape is searched.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(value, where: str = "") -> str | None:
+    """The reason ``value`` (a decoded record) holds a lone surrogate, naming its field, or None."""
+    stack = [(where, value)]
+    while stack:  # iterative: a record may nest deeper than Python recurses
+        at, item = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                return (
+                    f"lone surrogate: {at or 'the record'} holds \\u{ord(found.group()):04x} at character "
+                    f"{found.start()}, half of a UTF-16 pair and not a character; fix the escape"
+                )
+        elif isinstance(item, dict):
+            stack += [(f"{at}.{k}" if at else str(k), v) for k, v in reversed(item.items())]
+        elif isinstance(item, list):
+            stack += [(f"{at}[{i}]", v) for i, v in reversed(list(enumerate(item)))]
+    return None
+
+
+def _decoded(path: Path, where: str, text: str):
+    """One JSON document of ``path`` (``where``: "line N: " or ""), or a DataError in one line."""
     try:
         data = _loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        if not where:  # a whole JSON file: the line in it
+            raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        raise DataError(f"{path}: {where}invalid JSON: {e.msg}") from None
+    except NotJson as e:
+        at = where or f"line {_line_of(text, _first_constant(text))}: "
+        raise DataError(f"{path}: {at}invalid JSON: {e}") from None
     except DuplicateKey as e:
-        raise DataError(f"{path}: {e}; keep one") from None
+        raise DataError(f"{path}: {where}{e}; keep one") from None
+    except RecursionError:
+        at = where or f"line {_line_of(text, _too_deep_at(text))}: "
+        raise DataError(f"{path}: {at}nested too deep: more levels of lists and objects than can be read") from None
+    return data
+
+
+def _outside_strings(text: str):
+    """(position, character) of each character of JSON ``text`` outside its strings (for errors only)."""
+    in_string = escaped = False
+    for pos, ch in enumerate(text):
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
+        elif ch == '"':
+            in_string = True
+        else:
+            yield pos, ch
+
+
+def _first_constant(text: str) -> int:
+    """Where the first NaN, Infinity or -Infinity outside a string starts (0: not found)."""
+    return next((pos for pos, ch in _outside_strings(text) if ch in "NI"), 0)
+
+
+def _too_deep_at(text: str, limit: int = 900) -> int:
+    """Where ``text``'s lists and objects first nest ``limit`` deep (0: never)."""
+    depth = 0
+    for pos, ch in _outside_strings(text):
+        depth += (ch in "[{") - (ch in "]}")
+        if depth >= limit:
+            return pos
+    return 0
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _check_text(record: Record, text: str) -> None:
+    if _SURROGATE_ESCAPE.search(text):
+        why = lone_surrogate(record.data)
+        if why:
+            raise DataError(f"{record.where}: {why}")
+
+
+def _read_json(path: Path, text: str) -> list[Record]:
+    data = _decoded(path, "", text)
     if isinstance(data, dict):  # a file holding one conversation: one record
-        return [Record(str(path), 1, data)]
-    if not isinstance(data, list):
+        records = [Record(str(path), 1, data)]
+    elif isinstance(data, list):
+        records = [Record(str(path), i + 1, r) for i, r in enumerate(data)]
+    else:
         raise DataError(f"{path}: expected a JSON array of records (or one record), got {type(data).__name__}")
-    return [Record(str(path), i + 1, r) for i, r in enumerate(data)]
+    if _SURROGATE_ESCAPE.search(text):
+        for record in records:
+            why = lone_surrogate(record.data)
+            if why:
+                raise DataError(f"{record.where}: {why}")
+    return records
 
 
 def _read_jsonl(path: Path, text: str) -> list[Record]:
+    """One record a line. Lines end at "\\n" only (a "\\r" before it is JSON whitespace): U+2028,
+    U+0085 and the other separators str.splitlines() knows may stand in a JSON string."""
     records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip(" \t\r"):
             continue
-        try:
-            records.append(Record(str(path), lineno, _loads(line)))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
-        except DuplicateKey as e:
-            raise DataError(f"{path}: line {lineno}: {e}; keep one") from None
+        record = Record(str(path), lineno, _decoded(path, f"line {lineno}: ", line))
+        _check_text(record, line)
+        records.append(record)
     return records
 
 
 class UndecodedJson(str):
-    """A CSV cell that starts like JSON but does not parse: kept as text (it may be text), with the
-    parse error, so a layout that needed a list can say why it got a string."""
+    """A CSV cell of a structured field that starts like JSON but does not parse: kept as text, with
+    the parse error, so a layout that needed a list can say why it got a string."""
 
     json_error: str
 
 
-def _decode_json_cells(row: dict) -> dict:
-    """CSV cells holding JSON lists/objects (a messages column) are decoded; other text stays."""
+class Cell(str):
+    """A CSV cell: text as written. ``kit.data.rows`` decodes the cells of structured fields (after
+    ``data.columns``: ``STRUCTURED_FIELDS``) as JSON and turns the rest into plain text."""
+
+
+# The fields a layout reads as lists or objects (messages, tool definitions, calls ...): a CSV cell
+# of one of these holds JSON. Every other cell (an alpaca output, a prompt, a label) is text.
+STRUCTURED_FIELDS = (
+    "messages",
+    "conversations",
+    "conversation_pair",
+    "history",
+    "tools",
+    "functions",
+    "answers",
+    "preferred_output",
+    "non_preferred_output",
+    "images",
+    "videos",
+    "audios",
+)
+# Fields that hold text or messages (a prompt, an answer, a preference side, OpenAI's input): a cell of
+# one of these is decoded only where its JSON is messages (a list of {"role", ...}, one message, or an
+# object holding "messages"); any other cell, ["red", "white"] included, is text.
+TEXT_OR_MESSAGES_FIELDS = ("prompt", "completion", "chosen", "rejected", "input")
+
+
+def _is_messages(value) -> bool:
+    if isinstance(value, dict):
+        return "role" in value or isinstance(value.get("messages"), list)
+    return bool(value) and isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def decode_cells(record: object) -> object:
+    """A record with its CSV cells as content: a structured field's JSON decoded, every other cell
+    plain text; other records as they are. Raises ValueError (the reason) for a cell JSON that is
+    not usable (NaN, nested too deep, a lone surrogate)."""
+    if not isinstance(record, dict) or not any(isinstance(v, Cell) for v in record.values()):
+        return record
     out = {}
-    for key, value in row.items():
-        if isinstance(value, str) and value[:1] in "[{":
-            try:
-                value = _loads(value)
-            except (json.JSONDecodeError, DuplicateKey) as e:
-                value = UndecodedJson(value)
-                value.json_error = f"{e.msg} at character {e.pos}" if isinstance(e, json.JSONDecodeError) else str(e)
+    for key, value in record.items():
+        if isinstance(value, Cell):
+            value = str(value)
+            if key in STRUCTURED_FIELDS and value[:1] in "[{":
+                value = _decode_cell(key, value)
+            elif key in TEXT_OR_MESSAGES_FIELDS and value[:1] in "[{":
+                try:
+                    decoded = _decode_cell(key, value)
+                except ValueError:  # not usable JSON: text ("[NaN]" is a fine prompt)
+                    decoded = None
+                value = decoded if _is_messages(decoded) else value
         out[key] = value
     return out
+
+
+def _decode_cell(key: str, text: str):
+    try:
+        value = _loads(text)
+    except (json.JSONDecodeError, DuplicateKey) as e:
+        value = UndecodedJson(text)
+        value.json_error = f"{e.msg} at character {e.pos}" if isinstance(e, json.JSONDecodeError) else str(e)
+        return value
+    except NotJson as e:
+        raise ValueError(f"bad {key}: {key} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"bad {key}: {key} is nested too deep to read") from None
+    why = lone_surrogate(value, key) if _SURROGATE_ESCAPE.search(text) else None
+    if why:
+        raise ValueError(why)
+    return value
 
 
 def _without_nulls(value):
@@ -116,21 +269,31 @@ def _without_nulls(value):
 
 
 def _read_table(path: Path) -> list[Record]:
+    import pyarrow
     import pyarrow.csv
     import pyarrow.parquet
 
+    data = None if path.suffix == ".parquet" else _read_bytes(path)
+    if data is not None:
+        _utf8(path, data)  # pyarrow's own message names no line
     try:
-        if path.suffix == ".parquet":
+        if data is None:
             rows = [_without_nulls(r) for r in pyarrow.parquet.read_table(path).to_pylist()]
         else:
-            options = pyarrow.csv.ConvertOptions(strings_can_be_null=False)
-            rows = [_decode_json_cells(r) for r in pyarrow.csv.read_csv(path, convert_options=options).to_pylist()]
+            names = pyarrow.csv.open_csv(io.BytesIO(data)).schema.names
+            # Every cell is text as written: no column is read as numbers, booleans or nulls.
+            options = pyarrow.csv.ConvertOptions(
+                column_types={name: pyarrow.string() for name in names}, strings_can_be_null=False
+            )
+            table = pyarrow.csv.read_csv(io.BytesIO(data), convert_options=options)
+            rows = [{k: Cell(v) for k, v in r.items()} for r in table.to_pylist()]
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
         raise DataError(f"{path}: cannot read as {path.suffix[1:]}: {e}") from None
     return [Record(str(path), i + 1, r) for i, r in enumerate(rows)]
 
 
 def read_file(path: Path) -> list[Record]:
+    check_readable(path)
     if path.is_dir():
         return _read_saved_dataset(path)
     if path.suffix not in FILE_TYPES:
@@ -140,11 +303,59 @@ def read_file(path: Path) -> list[Record]:
         )
     if path.suffix in (".csv", ".parquet"):
         return _read_table(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    text = _utf8(path, _read_bytes(path))
     return _read_json(path, text) if path.suffix == ".json" else _read_jsonl(path, text)
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_readable(path: Path) -> None:
+    """A DataError in one line unless ``path`` is a regular file or a folder: a FIFO, socket or device
+    would block the read or never end, a symlink loop or a broken link has no file behind it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"{path}: a symlink loop (its links point back at each other), not a file") from None
+        if path.is_symlink():
+            raise DataError(f"{path}: a symlink to {os.readlink(path)}, which does not exist") from None
+        if isinstance(e, PermissionError):
+            raise DataError(
+                f"{path}: permission denied: cannot look at it (check the permissions of its folders)"
+            ) from None
+        raise DataError(f"{path} does not exist") from None
+    for test, what in _SPECIAL:
+        if test(mode):
+            raise DataError(f"{path}: {what}, not a regular file: reading it would block or never end")
+
+
+def _read_bytes(path: Path) -> bytes:
+    check_readable(path)
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise DataError(f"{path}: permission denied: the file cannot be read (check its permissions)") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _utf8(path: Path, data: bytes) -> str:
+    """``data`` as UTF-8 text; else a DataError naming the line and byte column of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at byte column {column}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def _read_saved_dataset(path: Path) -> list[Record]:
@@ -190,12 +401,13 @@ def _looks_like_hub_id(spec: str) -> bool:
 def read_source(spec: str) -> list[Record]:
     """All records of one source string (a path, a glob, a folder or a Hub id)."""
     paths = expand(spec)
-    if len(paths) == 1 and not paths[0].exists():
+    if len(paths) == 1 and not paths[0].exists() and not paths[0].is_symlink():
         if _looks_like_hub_id(spec):
             return _read_hub(spec)
         raise DataError(f"data.source: {paths[0]} does not exist")
     records = []
     for path in paths:
+        check_readable(path)
         records += read_file(path)
     return records
 

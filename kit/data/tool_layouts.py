@@ -20,14 +20,13 @@ import json
 import re
 
 from kit.chat.tool_data import FormatError, json_list, parse_json, read_call, read_calls, read_tools
-from kit.data.turns import UnsupportedContent, from_messages, kind, message
+from kit.data.turns import MEDIA_PARTS, UnsupportedContent, from_messages, kind, message
 
 TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 TOOL_RESPONSE = re.compile(r"<tool_response>(.*?)</tool_response>", re.S)
 TOOLS_BLOCK = re.compile(r"<tools>(.*?)</tools>", re.S)
 # LLaMA-Factory's part types the kit reads, and those it cannot train on (dropped, counted).
 PART_TYPES = ("text", "reasoning", "tool_call", "tool_calls", "tools")
-MEDIA_PARTS = ("image", "image_url", "video", "video_url", "audio", "audio_url", "input_audio", "file")
 
 
 def _empty(value) -> bool:

@@ -14,6 +14,9 @@ from kit.chat.tool_data import FormatError, read_call, read_calls
 
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Content parts that are media, not text: a row holding one is a counted drop (a text model cannot
+# train on it); any other part that is not text is malformed content, an error.
+MEDIA_PARTS = ("image", "image_url", "video", "video_url", "audio", "audio_url", "input_audio", "file")
 
 
 class UnsupportedContent(FormatError):
@@ -44,9 +47,16 @@ def text_of(content, where: str):
         if isinstance(part, str):
             texts.append(part)
             continue
-        part_kind = part.get("type", "text" if "text" in part else None) if isinstance(part, dict) else kind(part)
-        if part_kind != "text":
+        if not isinstance(part, dict):
+            raise FormatError(f"bad content: {where}[{j}] is {kind(part)}, expected text or a text part")
+        part_kind = part.get("type", "text" if "text" in part else None)
+        if part_kind in MEDIA_PARTS:
             raise UnsupportedContent(f"non-text content: {where}[{j}] is {part_kind}")
+        if part_kind != "text":
+            raise FormatError(
+                f"bad content: {where}[{j}].type is {part_kind!r}, expected a text part (or a media part: "
+                f"{', '.join(MEDIA_PARTS)})"
+            )
         if not isinstance(part.get("text"), str):
             raise FormatError(f"bad content: {where}[{j}].text is {kind(part.get('text'))}, expected a string")
         texts.append(part["text"])
@@ -85,7 +95,10 @@ def from_messages(items, where: str, legacy_functions: bool = False) -> list[dic
         if not isinstance(m, dict):
             raise FormatError(f"{where}[{i}] is not an object")
         role = m.get("role")
-        reasoning = next((m[f] for f in REASONING_FIELDS if m.get(f) not in (None, "")), None)
+        given = [f for f in REASONING_FIELDS if m.get(f) not in (None, "")]
+        if len({repr(m[f]) for f in given}) > 1:  # one would be lost: which is the turn's reasoning?
+            raise FormatError(f"two reasoning fields: {where}[{i}] has {' and '.join(given)}, which differ; keep one")
+        reasoning = m[given[0]] if given else None
         calls = read_calls(m.get("tool_calls"), f"{where}[{i}].tool_calls")
         if legacy_functions:
             role = "tool" if role == "function" else role

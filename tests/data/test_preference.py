@@ -305,15 +305,15 @@ def test_kto_masks_each_completion_as_sft_and_unpairs_pairs(tmp_path, family_tok
     assert examples[1]["prompt_ids"] == examples[2]["prompt_ids"]
 
 
-@pytest.mark.parametrize("label", [1, "true", None])
+@pytest.mark.parametrize("label", ["yes", 2, None, 0.5])
 def test_a_kto_label_that_is_not_a_boolean_is_one_line(tmp_path, label):
     path = write(tmp_path / "kto.jsonl", [UNPAIRED["text"][0], {**UNPAIRED["text"][0], "label": label}])
     with pytest.raises(DataError) as e:
         load_conversations(path, method="kto")
-    kind = {1: "int", "true": "str", None: "NoneType"}[label]
+    kind = {"yes": "str", 2: "int", None: "NoneType", 0.5: "float"}[label]
     assert str(e.value) == (
         f"{path}: row 2: bad label: label is {kind} ({label!r}), expected true (a desirable "
-        "completion) or false (an undesirable one)"
+        'completion) or false (an undesirable one): a boolean, "true"/"false" or 0/1'
     )
 
 
