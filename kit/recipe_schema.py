@@ -215,7 +215,10 @@ class DataSection(RecipeSection):
         "the answer for families without a reasoning channel",
     )
     overlength: str = setting(
-        "drop", choices=["drop", "truncate"], help="what an example longer than model.max_seq_length does"
+        "drop",
+        choices=["drop", "truncate"],
+        help="what an example longer than model.max_seq_length does; truncate keeps its whole answers (a cut answer "
+        "is context; a pair over the limit is dropped)",
     )
 
 

@@ -69,6 +69,20 @@ def tokenize_rows(tokenizer, family, rows: list[dict], config: Recipe, origins=N
         return _tokenize_rows(tokenizer, family, rows, config, origins)
 
 
+def cut_to(example: dict, max_len: int) -> dict:
+    """A tokenized example cut to its first ``max_len`` tokens (``data.overlength: truncate``). An answer
+    the cut runs through is never trained as if whole (the model would learn to stop mid-sentence,
+    without its end-of-turn token): what is left of it becomes context, like the turns before it."""
+    labels = example["labels"]
+    cut = {k: v[:max_len] for k, v in example.items()}
+    if labels[max_len - 1] != IGNORE_INDEX and labels[max_len] != IGNORE_INDEX:  # inside a trained span
+        start = max_len - 1
+        while start > 0 and cut["labels"][start - 1] != IGNORE_INDEX:
+            start -= 1
+        cut["labels"] = cut["labels"][:start] + [IGNORE_INDEX] * (max_len - start)
+    return cut
+
+
 def _tokenize_rows(tokenizer, family, rows: list[dict], config: Recipe, origins):
     max_len, overlength = config.model.max_seq_length, config.data.overlength
     origins = origins or [("rows", i + 1) for i in range(len(rows))]
@@ -94,10 +108,10 @@ def _tokenize_rows(tokenizer, family, rows: list[dict], config: Recipe, origins)
         elif len(ex["input_ids"]) > max_len and overlength == "drop":
             reason = f"over max_seq_length: {len(ex['input_ids'])} > {max_len} tokens"
         elif len(ex["input_ids"]) > max_len:
-            ex = {k: v[:max_len] for k, v in ex.items()}
+            ex = cut_to(ex, max_len)
             truncated += 1
             if all(label == IGNORE_INDEX for label in ex["labels"]):
-                reason = f"nothing to train: no trained token within the first {max_len} tokens (truncated)"
+                reason = f"nothing to train: no whole trained turn within the first {max_len} tokens (truncated)"
         if reason:
             dropped.append({"source": origins[i][0], "row": origins[i][1], "reason": reason})
             dropped_rows.add(i)
@@ -147,7 +161,7 @@ def tokenize_pairs(
     is the prompt and that answer rendered by the family's template and masked as SFT's last assistant
     turn (reasoning by the family's rules); the prompt is what precedes the trained tokens
     (``_split_pair``). A row longer than ``model.max_seq_length`` (prompt and its longer answer) is
-    dropped or, under ``data.overlength: truncate``, its answers cut."""
+    dropped, under ``data.overlength: truncate`` too: a cut answer is never trained."""
     convs = [(i, c) for i, row in enumerate(pairs) for c in conversations(row)]
     with gc_paused():
         tokenized = tokenize_many(
@@ -177,12 +191,15 @@ def tokenize_pairs(
                 reason = (
                     "different prompts: the template renders the prompt differently before chosen and before rejected"
                 )
-            elif length > max_len and (overlength == "drop" or len(prompt) >= max_len):
+            elif length > max_len:  # truncate too: a cut answer would be trained as if whole, and a pair's
+                # answers are all it trains (nothing of it can be left as context)
                 reason = f"over max_seq_length: {length} > {max_len} tokens" + (
-                    " (the prompt alone fills it)" if overlength == "truncate" else ""
+                    " (the prompt alone fills it)"
+                    if len(prompt) >= max_len
+                    else " (data.overlength truncate keeps no cut answer: a pair's answers are what it trains)"
+                    if overlength == "truncate"
+                    else ""
                 )
-            elif length > max_len:
-                ids, truncated = [answer[: max_len - len(prompt)] for answer in ids], truncated + 1
         if reason:
             dropped.append({"source": origins[i][0], "row": origins[i][1], "reason": reason})
             continue

@@ -75,11 +75,35 @@ class KitTrainer:
             if resume_from_checkpoint is None:
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
         self.resumed_from = resume_from_checkpoint
+        if resume_from_checkpoint:
+            self._restore_token_counts(Path(resume_from_checkpoint))
         if resume_from_checkpoint and finished_at(Path(resume_from_checkpoint), self.args.max_steps):
             self._load_from_checkpoint(resume_from_checkpoint)
             self.state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / "trainer_state.json"))
             return TrainOutput(self.state.global_step, None, {"train_runtime": 0.0})
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_rng_state(self, output_dir):
+        """transformers' RNG state, and beside it this process's token counts at this step (the kit's real
+        tokens; TRL's ``num_tokens``, where the trainer keeps one): both restart at 0 in a new process,
+        so without them a resumed run's ``tokens_seen`` and logged ``num_tokens`` would count only the
+        steps after the resume. Written before trainer_state.json, which completes a checkpoint."""
+        super()._save_rng_state(output_dir)
+        counts = {
+            "real_tokens": int(self.real_tokens),
+            "total_train_tokens": getattr(self, "_total_train_tokens", None),
+        }
+        Path(output_dir, f"kit_tokens_{self.args.process_index}.json").write_text(json.dumps(counts), encoding="utf-8")
+
+    def _restore_token_counts(self, checkpoint: Path) -> None:
+        """The counts ``_save_rng_state`` wrote (a checkpoint written before they were: counting restarts)."""
+        path = checkpoint / f"kit_tokens_{self.args.process_index}.json"
+        if not path.is_file():
+            return
+        counts = json.loads(path.read_text(encoding="utf-8"))
+        self.real_tokens = counts["real_tokens"]
+        if counts.get("total_train_tokens") is not None and hasattr(self, "_total_train_tokens"):
+            self._total_train_tokens = counts["total_train_tokens"]
 
     resumed_from = None  # the checkpoint the last train() call resumed from
     real_tokens = 0  # this process's real (unpadded) training tokens: a device tensor once counting starts

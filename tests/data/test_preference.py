@@ -150,7 +150,8 @@ def test_a_side_without_reasoning_keeps_the_shared_prompt(tmp_path, tokenizer):
     assert tokenizer.decode(example["chosen_ids"]) == f"<think>\nOnly 1 and 7 divide 7.\n</think>\n\n{CHOSEN}<|im_end|>"
 
 
-def test_over_length_pairs_are_dropped_or_cut_and_counted(tmp_path, tokenizer):
+def test_over_length_pairs_are_dropped_and_counted_even_under_truncate(tmp_path, tokenizer):
+    """A pair over the limit is dropped: cut, its answer would be trained as if whole (no end of turn)."""
     long = {"prompt": QUESTION, "chosen": "Yes. " * 60, "rejected": REJECTED}
     rows = load_pairs(tmp_path, [LAYOUTS["text-prompt"][0], long]).rows
     short = resolve({**RECIPE, "model": {**RECIPE["model"], "max_seq_length": 64}})
@@ -165,9 +166,9 @@ def test_over_length_pairs_are_dropped_or_cut_and_counted(tmp_path, tokenizer):
         }
     )
     cutting = tokenize_pairs(tokenizer, get_family("qwen3"), rows, cut)
-    assert cutting.kept == [0, 1] and cutting.truncated == 1 and cutting.dropped == []
-    examples = cutting.examples
-    assert len(examples[1]["prompt_ids"]) + len(examples[1]["chosen_ids"]) == 64
+    assert cutting.kept == [0] and cutting.truncated == 0 and cutting.dropped[0]["row"] == 2
+    assert "truncate keeps no cut answer" in cutting.dropped[0]["reason"]
+    assert all(ex["chosen_ids"][-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") for ex in cutting.examples)
 
 
 BAD_PAIRS = [

@@ -55,8 +55,42 @@ def test_overlength_rows_are_dropped_or_truncated_with_counts(tmp_path, runs_dir
     truncated = prepare(
         recipe_file(tmp_path, {"source": str(tmp_path / "d.jsonl"), "overlength": "truncate"}, max_seq_length=64)
     ).report
-    assert truncated.rows_kept == 4 and truncated.rows_truncated == 1
-    assert truncated.tokens_per_row["max"] == 64
+    # Its only answer cut, nothing of the long row is left to train: dropped, not trained cut.
+    assert truncated.rows_kept == 3 and truncated.rows_truncated == 1
+    assert truncated.dropped[0]["row"] == 4 and "no whole trained turn" in truncated.dropped[0]["reason"]
+
+
+def test_truncation_leaves_a_cut_answer_as_context(tokenizer):
+    """data.overlength: truncate cuts a row to model.max_seq_length; an answer the cut runs through is
+    context only, never trained as if whole (its end-of-turn token is gone), and the whole answers
+    before it are trained as they are. Fails if a cut answer keeps its labels."""
+    from kit.chat.render import IGNORE_INDEX
+    from kit.data.tokenize import tokenize_rows
+    from kit.families import get_family
+    from kit.recipes import load_recipe
+
+    row = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello there."},
+            {"role": "user", "content": "Tell me more"},
+            {"role": "assistant", "content": "more " * 80},
+        ]
+    }
+    whole = tokenize_rows(tokenizer, get_family("qwen3"), [row], load_recipe("tiny-demo")[1]).examples[0]
+    first_end = next(
+        k
+        for k, label in enumerate(whole["labels"])
+        if label != IGNORE_INDEX and tokenizer.convert_ids_to_tokens(label) == "<|im_end|>"
+    )
+    limit = first_end + 20  # inside the second answer
+    config = load_recipe("tiny-demo", {"data.overlength": "truncate", "model.max_seq_length": limit})[1]
+    cut = tokenize_rows(tokenizer, get_family("qwen3"), [row], config)
+    assert cut.truncated == 1 and cut.kept == [0]
+    [example] = cut.examples
+    assert len(example["labels"]) == limit
+    assert example["labels"][: first_end + 1] == whole["labels"][: first_end + 1]  # the first answer, trained
+    assert all(label == IGNORE_INDEX for label in example["labels"][first_end + 1 :])  # the cut one, context
 
 
 def test_bad_data_creates_no_run(tmp_path, runs_dir):

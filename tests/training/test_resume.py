@@ -114,6 +114,9 @@ def test_killed_between_checkpoints_resumes_to_the_same_eval_loss(reference):
     assert summary["global_step"] == expected["global_step"] == 12
     assert abs(summary["eval_loss"] - expected["eval_loss"]) <= 1e-4
     assert abs(summary["train_loss"] - expected["train_loss"]) <= 1e-4
+    # The records count every token once: the checkpoint carries the counts up to its step.
+    assert summary["tokens_seen"] == expected["tokens_seen"] > 0
+    assert logged(run, "num_tokens") == logged(whole, "num_tokens") and logged(whole, "num_tokens")
     # Each step once, in metrics.jsonl and in TensorBoard; the killed process's later lines kept aside.
     assert logged_steps(run) == logged_steps(whole) == list(range(1, 13))
     assert logged_steps(run, "eval_loss") == [4, 8, 12]
@@ -139,6 +142,7 @@ def test_killed_after_the_last_checkpoint_trains_no_extra_step(reference):
 
     summary = resumed(run)
     assert summary["global_step"] == 12 and summary["resumed_from"].endswith("checkpoint-12")
+    assert summary["tokens_seen"] == expected["tokens_seen"] > 0
     assert abs(summary["eval_loss"] - expected["eval_loss"]) <= 1e-4
     assert abs(summary["train_loss"] - expected["train_loss"]) <= 1e-4
     assert logged_steps(run) == list(range(1, 13))
