@@ -6,7 +6,8 @@ must have (``X | None``: null is allowed; ``list[str]``: every element is checke
 also accepts an int); its default is the value a recipe that leaves the key out gets (no default:
 the key is required); ``setting``'s metadata holds the help text and the allowed values or bounds.
 ``kit.recipes`` validates recipes against these classes and generates docs/recipes.md from them.
-Like ``kit.recipes``, this imports only the standard library and the family and method tables.
+Like ``kit.recipes``, this imports only the standard library, the family and method tables and the
+value lists (``kit.recipe_values``).
 """
 
 import copy
@@ -17,103 +18,18 @@ from typing import Any
 from kit.families import FAMILIES
 from kit.methods import METHODS  # train.method's values: the method table
 
-# The data layouts kit.data.formats reads (a test checks each has its reader there).
-FORMATS = (
-    "messages",
-    "sharegpt",
-    "alpaca",
-    "conversation_pair",
-    "prompt_completion",
-    "hermes",
-    "openai_functions",
-    "xlam",
-    "llamafactory",
+# The values recipe keys may take (layouts, losses, schedulers, optimizers, bounds): kit.recipe_values.
+from kit.recipe_values import (  # noqa: F401 (FORMATS ... are read from here too)
+    FORMATS,
+    PREFERENCE_FORMATS,
+    UNPAIRED_FORMATS,
+    DPO_LOSSES,
+    KTO_LOSSES,
+    GRPO_LOSSES,
+    LR_SCHEDULERS,
+    OPTIMIZERS,
+    SEED_MAX,
 )
-# The preference layouts kit.data.preference reads into a prompt and a chosen and a rejected answer.
-PREFERENCE_FORMATS = ("chosen_rejected", "hh_text", "sharegpt_preference", "paired_responses", "openai_preference")
-# The unpaired layout kit.data.preference reads for kto: a prompt, one completion and a boolean label.
-UNPAIRED_FORMATS = ("unpaired",)
-# DPO losses of TRL's DPOTrainer that need nothing beyond a pair and beta.
-DPO_LOSSES = (
-    "sigmoid",
-    "ipo",
-    "hinge",
-    "robust",
-    "exo_pair",
-    "nca_pair",
-    "bco_pair",
-    "sppo_hard",
-    "apo_zero",
-    "apo_down",
-    "sigmoid_norm",
-)
-# KTO losses of TRL's KTOTrainer.
-KTO_LOSSES = ("kto", "apo_zero_unpaired")
-# GRPO losses of TRL's GRPOTrainer that need no more than a group's rewards.
-GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo")
-
-# transformers' SchedulerType values (train.lr_scheduler_type), as of transformers 5.17; written out so
-# kit.recipes need not import transformers. tests/test_recipes.py checks they equal transformers' enum.
-LR_SCHEDULERS = (
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-    "constant",
-    "constant_with_warmup",
-    "inverse_sqrt",
-    "reduce_lr_on_plateau",
-    "cosine_with_min_lr",
-    "cosine_warmup_with_min_lr",
-    "warmup_stable_decay",
-    "greedy",
-)
-# transformers.training_args.OptimizerNames values (train.optim), checked by the same test.
-OPTIMIZERS = (
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adamw_torch_xla",
-    "adamw_torch_npu_fused",
-    "adafactor",
-    "adamw_anyprecision",
-    "adamw_torch_4bit",
-    "adamw_torch_8bit",
-    "ademamix",
-    "sgd",
-    "adagrad",
-    "adamw_bnb_8bit",
-    "adamw_8bit",
-    "ademamix_8bit",
-    "lion_8bit",
-    "lion_32bit",
-    "paged_adamw_32bit",
-    "paged_adamw_8bit",
-    "paged_ademamix_32bit",
-    "paged_ademamix_8bit",
-    "paged_lion_32bit",
-    "paged_lion_8bit",
-    "rmsprop",
-    "rmsprop_bnb",
-    "rmsprop_bnb_8bit",
-    "rmsprop_bnb_32bit",
-    "galore_adamw",
-    "galore_adamw_8bit",
-    "galore_adafactor",
-    "galore_adamw_layerwise",
-    "galore_adamw_8bit_layerwise",
-    "galore_adafactor_layerwise",
-    "lomo",
-    "adalomo",
-    "grokadamw",
-    "schedule_free_radam",
-    "schedule_free_adamw",
-    "schedule_free_sgd",
-    "apollo_adamw",
-    "apollo_adamw_layerwise",
-    "stable_adamw",
-)
-# Seeds feed transformers' set_seed and numpy's, which take 0 .. 2**32 - 1.
-SEED_MAX = 2**32 - 1
 
 REQUIRED: Any = dataclasses.MISSING  # a field without a default: the recipe must give the key
 

@@ -18,19 +18,15 @@ import json
 import math
 import os
 import random
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.chat.tool_data import NotJson, loads
+from kit.chat.tool_data import NotJson
+from kit.data.json_text import SURROGATE_ESCAPE, DataError, DuplicateKey, decoded, lone_surrogate, strict_loads
 from kit.paths import PROJECT_ROOT
 
 FILE_TYPES = (".json", ".jsonl", ".csv", ".parquet")
-
-
-class DataError(ValueError):
-    pass
 
 
 @dataclass
@@ -49,115 +45,22 @@ def resolve(path: str) -> Path:
     return p if p.is_absolute() else PROJECT_ROOT / p
 
 
-class DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list) -> dict:
-    """json's object hook: a key given twice in one object is an error (json keeps the last silently)."""
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise DuplicateKey(f"key {key!r} is given twice in one object")
-        out[key] = value
-    return out
-
-
-def _loads(text: str):
-    return loads(text, object_pairs_hook=_no_duplicate_keys)
-
-
-# A JSON escape of a UTF-16 surrogate: paired ones decode to one character, a lone one to a string
-# no tokenizer takes (and no UTF-8 file can hold). Only text holding such an escape is searched.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def lone_surrogate(value, where: str = "") -> str | None:
-    """The reason ``value`` (a decoded record) holds a lone surrogate, naming its field, or None."""
-    stack = [(where, value)]
-    while stack:  # iterative: a record may nest deeper than Python recurses
-        at, item = stack.pop()
-        if isinstance(item, str):
-            found = _SURROGATE.search(item)
-            if found:
-                return (
-                    f"lone surrogate: {at or 'the record'} holds \\u{ord(found.group()):04x} at character "
-                    f"{found.start()}, half of a UTF-16 pair and not a character; fix the escape"
-                )
-        elif isinstance(item, dict):
-            stack += [(f"{at}.{k}" if at else str(k), v) for k, v in reversed(item.items())]
-        elif isinstance(item, list):
-            stack += [(f"{at}[{i}]", v) for i, v in reversed(list(enumerate(item)))]
-    return None
-
-
-def _decoded(path: Path, where: str, text: str):
-    """One JSON document of ``path`` (``where``: "line N: " or ""), or a DataError in one line."""
-    try:
-        data = _loads(text)
-    except json.JSONDecodeError as e:
-        if not where:  # a whole JSON file: the line in it
-            raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        raise DataError(f"{path}: {where}invalid JSON: {e.msg}") from None
-    except NotJson as e:
-        at = where or f"line {_line_of(text, _first_constant(text))}: "
-        raise DataError(f"{path}: {at}invalid JSON: {e}") from None
-    except DuplicateKey as e:
-        raise DataError(f"{path}: {where}{e}; keep one") from None
-    except RecursionError:
-        at = where or f"line {_line_of(text, _too_deep_at(text))}: "
-        raise DataError(f"{path}: {at}nested too deep: more levels of lists and objects than can be read") from None
-    return data
-
-
-def _outside_strings(text: str):
-    """(position, character) of each character of JSON ``text`` outside its strings (for errors only)."""
-    in_string = escaped = False
-    for pos, ch in enumerate(text):
-        if in_string:
-            escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
-        elif ch == '"':
-            in_string = True
-        else:
-            yield pos, ch
-
-
-def _first_constant(text: str) -> int:
-    """Where the first NaN, Infinity or -Infinity outside a string starts (0: not found)."""
-    return next((pos for pos, ch in _outside_strings(text) if ch in "NI"), 0)
-
-
-def _too_deep_at(text: str, limit: int = 900) -> int:
-    """Where ``text``'s lists and objects first nest ``limit`` deep (0: never)."""
-    depth = 0
-    for pos, ch in _outside_strings(text):
-        depth += (ch in "[{") - (ch in "]}")
-        if depth >= limit:
-            return pos
-    return 0
-
-
-def _line_of(text: str, pos: int) -> int:
-    return text.count("\n", 0, pos) + 1
-
-
 def _check_text(record: Record, text: str) -> None:
-    if _SURROGATE_ESCAPE.search(text):
+    if SURROGATE_ESCAPE.search(text):
         why = lone_surrogate(record.data)
         if why:
             raise DataError(f"{record.where}: {why}")
 
 
 def _read_json(path: Path, text: str) -> list[Record]:
-    data = _decoded(path, "", text)
+    data = decoded(path, "", text)
     if isinstance(data, dict):  # a file holding one conversation: one record
         records = [Record(str(path), 1, data)]
     elif isinstance(data, list):
         records = [Record(str(path), i + 1, r) for i, r in enumerate(data)]
     else:
         raise DataError(f"{path}: expected a JSON array of records (or one record), got {type(data).__name__}")
-    if _SURROGATE_ESCAPE.search(text):
+    if SURROGATE_ESCAPE.search(text):
         for record in records:
             why = lone_surrogate(record.data)
             if why:
@@ -172,7 +75,7 @@ def _read_jsonl(path: Path, text: str) -> list[Record]:
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip(" \t\r"):
             continue
-        record = Record(str(path), lineno, _decoded(path, f"line {lineno}: ", line))
+        record = Record(str(path), lineno, decoded(path, f"line {lineno}: ", line))
         _check_text(record, line)
         records.append(record)
     return records
@@ -242,7 +145,7 @@ def decode_cells(record: object) -> object:
 
 def _decode_cell(key: str, text: str):
     try:
-        value = _loads(text)
+        value = strict_loads(text)
     except (json.JSONDecodeError, DuplicateKey) as e:
         value = UndecodedJson(text)
         value.json_error = f"{e.msg} at character {e.pos}" if isinstance(e, json.JSONDecodeError) else str(e)
@@ -251,7 +154,7 @@ def _decode_cell(key: str, text: str):
         raise ValueError(f"bad {key}: {key} is not valid JSON ({e})") from None
     except RecursionError:
         raise ValueError(f"bad {key}: {key} is nested too deep to read") from None
-    why = lone_surrogate(value, key) if _SURROGATE_ESCAPE.search(text) else None
+    why = lone_surrogate(value, key) if SURROGATE_ESCAPE.search(text) else None
     if why:
         raise ValueError(why)
     return value
