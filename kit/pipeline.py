@@ -41,6 +41,9 @@ def run_pipeline(
 ) -> Path:
     name, _ = load_recipe(recipe, overrides)  # fail fast on a bad recipe or override
     run_id, params = plan(name, stages, overrides or {}, run_id)
+    # A stage that refuses writes nothing into a run it did not create: prepare on an existing run
+    # (refused, since runs are never reused) leaves that run as it was, its failed notebook included.
+    existed = "prepare" in stages and _exists(name, run_id)
     timings = {}
     for stage in stages:
         started = time.time()
@@ -51,7 +54,8 @@ def run_pipeline(
             try:
                 run_notebook(stage, out, {"recipe": recipe, "run": run_id, **params[stage]})
             except BaseException:
-                _keep_executed(name, run_id, out, failed=True)
+                if not (stage == "prepare" and existed):
+                    _keep_executed(name, run_id, out, failed=True)
                 raise
             dest = _keep_executed(name, run_id, out, failed=False)
         timings[stage] = round(time.time() - started, 1)
@@ -79,6 +83,14 @@ def plan(recipe_name: str, stages: tuple[str, ...], overrides: dict, run_id: str
     if overrides:
         params[first]["overrides"] = overrides
     return run_id, params
+
+
+def _exists(recipe_name: str, run_id: str) -> bool:
+    try:
+        find_run(recipe_name, run_id)
+    except ValueError:
+        return False
+    return True
 
 
 def _keep_executed(recipe_name: str, run_id: str, out: Path, failed: bool) -> Path | None:

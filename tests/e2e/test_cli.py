@@ -68,18 +68,20 @@ def test_later_stages_continue_the_newest_run_with_their_overrides(runs_dir):
     assert sorted(p.name for p in (run / "notebooks").iterdir()) == ["prepare.ipynb", "train.ipynb"]
     assert not older.notebooks_dir.exists() and "overrides" not in older.manifest()
 
-    # Stages run again on this run: prepare is refused and its failed notebook is kept beside the
-    # good one; train (resume: auto) reports the run trained and leaves it as it is, its earlier
-    # notebook kept as a replaced copy. Nothing is written over.
+    # Stages run again on this run: prepare is refused and writes nothing into the run it did not
+    # create (not even its failed notebook); train (resume: auto) reports the run trained and leaves
+    # it as it is, its earlier notebook kept as a replaced copy. Nothing is written over.
     good = {p.name: p.read_bytes() for p in (run / "notebooks").iterdir()}
-    trained = manifest(run)["train"]
-    assert pipeline(runs_dir, "tiny-demo", "--stages", "prepare", "--run", "bench").returncode == 1
+    trained, before = manifest(run)["train"], manifest(run)
+    refused = pipeline(runs_dir, "tiny-demo", "--stages", "prepare", "--run", "bench")
+    assert refused.returncode == 1 and "already exists" in refused.stderr, refused.stderr[-2000:]
+    assert {p.name for p in (run / "notebooks").iterdir()} == set(good) and manifest(run) == before
     again = pipeline(runs_dir, "tiny-demo", "--stages", "train", "--run", "bench")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert manifest(run)["train"] == trained
     kept = {p.name: p.read_bytes() for p in (run / "notebooks").iterdir()}
     assert kept["prepare.ipynb"] == good["prepare.ipynb"]
-    assert [name.split(".failed-")[0] for name in kept if ".failed-" in name] == ["prepare"]
+    assert not [name for name in kept if ".failed-" in name]
     assert [kept[name] for name in kept if name.startswith("train.replaced-")] == [good["train.ipynb"]]
     assert b"Already trained" in kept["train.ipynb"]
 
