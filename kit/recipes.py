@@ -329,7 +329,7 @@ def load_recipe(name_or_path: str | Path, overrides: dict | str | None = None) -
 def override_argument(text: str) -> tuple[str, object]:
     """A command line's ``-o KEY=VALUE`` (a dotted key, a YAML value), for argparse's ``type=``."""
     key, sep, value = text.partition("=")
-    if not sep:
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"override {text!r} is not KEY=VALUE")
     try:
         return key, yaml.safe_load(value)
