@@ -24,8 +24,8 @@ from typing import Any, Union
 
 import yaml
 
-from kit.paths import RECIPES_DIR
-from kit.recipe_yaml import RecipeError, StrictLoader, read_yaml, name_refusal
+from kit.paths import RECIPES_DIR, name_refusal
+from kit.recipe_yaml import RecipeError, StrictLoader, read_yaml
 
 # Re-exported: callers import the recipe classes and FORMATS (kit.data.formats) from here.
 from kit.recipe_schema import (  # noqa: F401
