@@ -8,8 +8,10 @@ from pathlib import Path
 
 import yaml
 
+from kit.errors import OneLineError
 
-class RecipeError(ValueError):
+
+class RecipeError(OneLineError):
     """A recipe, override or name that cannot be used: one line naming the file and the key."""
 
 

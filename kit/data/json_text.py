@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 
 from kit.chat.tool_data import NotJson, loads
+from kit.errors import OneLineError
 
 
-class DataError(ValueError):
+class DataError(OneLineError):
     """A data file, row or field that cannot be read or trained on: one line naming it."""
 
 
