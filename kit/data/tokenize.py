@@ -172,7 +172,7 @@ def tokenize_pairs(
         by_row[i].append(ex)
     max_len, overlength = config.model.max_seq_length, config.data.overlength
     origins = origins or [("rows", i + 1) for i in range(len(pairs))]
-    examples, kept, dropped, truncated = [], [], [], 0
+    examples, kept, dropped = [], [], []  # nothing is truncated: a pair over the limit is dropped
     for i, (row, answers) in enumerate(zip(pairs, by_row)):
         reason = None
         for side, ex in zip(sides(row), answers):
@@ -213,7 +213,7 @@ def tokenize_pairs(
         else:
             examples.append({"prompt_ids": prompt, "chosen_ids": ids[0], "rejected_ids": ids[1]})
         kept.append(i)
-    return Tokenized(examples, kept, dropped, truncated)
+    return Tokenized(examples, kept, dropped)
 
 
 def grpo_rows(tokenizer, family, rows: list[dict], config: Recipe) -> list[dict]:
